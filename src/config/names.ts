@@ -1,0 +1,29 @@
+/** Task queues and ids: the one place every workflow, worker and client takes them from. */
+
+export const ENGINE_TASK_QUEUE = 'live-merge-engine';
+
+export function hostTaskQueue(hostId: string): string {
+  return `live-merge-host-${hostId}`;
+}
+
+/** One LiveMergeWorkflow per snapshot: the workflow id is derived from the snapshot id. */
+export function liveMergeWorkflowId(snapshotId: string): string {
+  return `live-merge-${snapshotId}`;
+}
+
+export function diskMergeWorkflowId(snapshotId: string, diskId: string): string {
+  return `live-merge-${snapshotId}-disk-${diskId}`;
+}
+
+/**
+ * QEMU job id of a disk's commit. Derived from the disk and the top volume only, so every retry
+ * of the merge step, in any worker process, names the same job and adopts it instead of starting
+ * a second one.
+ */
+export function blockJobId(diskId: string, topVolumeId: string): string {
+  return `lm-${diskId}-${topVolumeId}`;
+}
+
+export function blockJobPrefix(diskId: string): string {
+  return `lm-${diskId}-`;
+}

@@ -1,0 +1,59 @@
+import { z } from 'zod';
+import { DEFAULT_POLL_INTERVAL_MS } from '../config/policy';
+
+/**
+ * Ids become file names and QEMU job ids: letters, digits, `-` and `_` only, so no path
+ * separator, no `..`, nothing a shell or QMP would read differently.
+ */
+export const idSchema = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(64, 'must be at most 64 characters')
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]*$/, 'must be letters, digits, "-" or "_", starting with a letter or digit');
+
+export const diskSpecSchema = z
+  .object({
+    diskId: idSchema,
+    baseVolumeId: idSchema,
+    topVolumeId: idSchema,
+  })
+  .strict()
+  .refine((d) => d.baseVolumeId !== d.topVolumeId, {
+    message: 'topVolumeId must differ from baseVolumeId',
+    path: ['topVolumeId'],
+  });
+export type DiskSpec = z.infer<typeof diskSpecSchema>;
+
+export const mergeOptionsSchema = z
+  .object({
+    /** How often the host polls QEMU's job list while a job runs. */
+    pollIntervalMs: z.number().int().min(50).max(60_000).default(DEFAULT_POLL_INTERVAL_MS),
+    /** Speed limit of each block job in bytes per second; 0 means unlimited. */
+    bandwidthBytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+  })
+  .strict();
+export type MergeOptions = z.infer<typeof mergeOptionsSchema>;
+
+export const liveMergeInputSchema = z
+  .object({
+    snapshotId: idSchema,
+    vmId: idSchema,
+    hostId: idSchema,
+    disks: z
+      .array(diskSpecSchema)
+      .min(1, 'must name at least one disk')
+      .max(64, 'must name at most 64 disks')
+      .refine((ds) => new Set(ds.map((d) => d.diskId)).size === ds.length, 'must not name a disk twice'),
+    options: mergeOptionsSchema.default({ pollIntervalMs: DEFAULT_POLL_INTERVAL_MS, bandwidthBytesPerSec: 0 }),
+  })
+  .strict();
+export type LiveMergeInput = z.infer<typeof liveMergeInputSchema>;
+/** What a caller sends: options and their fields may be left out. */
+export type LiveMergeRequest = z.input<typeof liveMergeInputSchema>;
+
+/** `disks.1.topVolumeId: must be ...; vmId: ...`: every problem, each with its field path. */
+export function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => `${i.path.length ? i.path.join('.') : '(input)'}: ${i.message}`)
+    .join('; ');
+}
