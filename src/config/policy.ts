@@ -1,4 +1,4 @@
-import type { ActivityOptions } from '@temporalio/workflow';
+import type { ActivityOptions, RetryPolicy } from '@temporalio/workflow';
 
 /**
  * Timeouts and retry policies of every activity: the one place they are set. Retries are
@@ -24,7 +24,7 @@ export type NonRetryableType = (typeof NON_RETRYABLE)[number];
 /** A host queue nobody polls must not hang a merge: a bounded wait to be picked up. */
 export const HOST_SCHEDULE_TO_START = '2 minutes';
 
-const durableRetry = {
+const durableRetry: RetryPolicy = {
   initialInterval: '1 second',
   backoffCoefficient: 2,
   maximumInterval: '30 seconds',

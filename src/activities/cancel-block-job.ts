@@ -1,0 +1,38 @@
+import { Context, log } from '@temporalio/activity';
+import type { HostDeps } from './deps';
+import { parseInput } from './guard';
+import { jobStepSchema, type JobStep } from './inputs';
+import { VmGoneError, VmNotFoundError } from '../host/errors';
+
+export interface JobCancelled {
+  /** The job's last state: absent when QEMU had no such job. */
+  finalStatus?: string;
+}
+
+/**
+ * Cancels the disk's block job and waits until QEMU reports it concluded. In `ready` a cancel
+ * ends an active commit without a pivot: the VM keeps writing to the top.
+ */
+export function createCancelBlockJob(deps: HostDeps) {
+  return async function cancelBlockJob(input: JobStep): Promise<JobCancelled> {
+    const step = parseInput(jobStepSchema, input);
+    const ctx = Context.current();
+    try {
+      let asked = false;
+      for (;;) {
+        const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+        ctx.heartbeat(job?.status);
+        if (!job || job.status === 'concluded') return { finalStatus: job?.status };
+        if (!asked) {
+          log.info('cancelling block job', { ...step, status: job.status });
+          await deps.driver.cancelJob(step.vmId, step.jobId);
+          asked = true;
+        }
+        await deps.driver.nextJobChange(step.vmId, 200);
+      }
+    } catch (err) {
+      if (err instanceof VmGoneError || err instanceof VmNotFoundError) return {};
+      throw err;
+    }
+  };
+}

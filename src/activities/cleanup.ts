@@ -1,0 +1,29 @@
+import { log } from '@temporalio/activity';
+import type { HostDeps } from './deps';
+import { parseInput } from './guard';
+import { jobStepSchema, type JobStep } from './inputs';
+import { VmGoneError, VmNotFoundError } from '../host/errors';
+
+export interface CleanedUp {
+  dismissedJob: boolean;
+}
+
+/**
+ * Dismisses the disk's concluded block job (kept by `auto-dismiss: false` so its outcome could be
+ * read after any restart). A VM that is gone leaves nothing to clean.
+ */
+export function createCleanup(deps: HostDeps) {
+  return async function cleanup(input: JobStep): Promise<CleanedUp> {
+    const step = parseInput(jobStepSchema, input);
+    try {
+      const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+      if (!job || job.status !== 'concluded') return { dismissedJob: false };
+      await deps.driver.dismissJob(step.vmId, step.jobId);
+      log.info('block job dismissed', { vmId: step.vmId, diskId: step.diskId, jobId: step.jobId });
+      return { dismissedJob: true };
+    } catch (err) {
+      if (err instanceof VmGoneError || err instanceof VmNotFoundError) return { dismissedJob: false };
+      throw err;
+    }
+  };
+}

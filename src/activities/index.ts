@@ -1,0 +1,23 @@
+import type { HostDeps } from './deps';
+import { createCancelBlockJob } from './cancel-block-job';
+import { createCleanup } from './cleanup';
+import { createDeleteVolume } from './delete-volume';
+import { createMerge } from './merge';
+import { createVerifyChain } from './verify-chain';
+import { createWaitForBlockJob } from './wait-for-block-job';
+
+export type { HostDeps } from './deps';
+
+/** The activities a host agent runs on its own task queue, bound to that host's driver. */
+export function createHostActivities(deps: HostDeps) {
+  return {
+    merge: createMerge(deps),
+    waitForBlockJob: createWaitForBlockJob(deps),
+    verifyChain: createVerifyChain(deps),
+    deleteVolume: createDeleteVolume(deps),
+    cleanup: createCleanup(deps),
+    cancelBlockJob: createCancelBlockJob(deps),
+  };
+}
+
+export type HostActivities = ReturnType<typeof createHostActivities>;

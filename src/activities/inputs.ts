@@ -1,0 +1,29 @@
+import { z } from 'zod';
+import { idSchema } from '../domain/input';
+
+/** Activity inputs cross a process boundary: each is parsed again on the host. */
+
+export const diskStepSchema = z
+  .object({ vmId: idSchema, diskId: idSchema, baseVolumeId: idSchema, topVolumeId: idSchema })
+  .strict();
+export type DiskStep = z.infer<typeof diskStepSchema>;
+
+export const mergeStepSchema = diskStepSchema.extend({ bandwidthBytesPerSec: z.number().int().min(0) }).strict();
+export type MergeStep = z.infer<typeof mergeStepSchema>;
+
+export const waitStepSchema = z
+  .object({
+    vmId: idSchema,
+    diskId: idSchema,
+    jobId: z.string().min(1).max(160),
+    pollIntervalMs: z.number().int().min(10),
+    /** LiveMergeWorkflow that receives this disk's offset/len as `diskProgress` signals. */
+    progressWorkflowId: z.string().min(1).optional(),
+  })
+  .strict();
+export type WaitStep = z.infer<typeof waitStepSchema>;
+
+export const jobStepSchema = z
+  .object({ vmId: idSchema, diskId: idSchema, jobId: z.string().min(1).max(160) })
+  .strict();
+export type JobStep = z.infer<typeof jobStepSchema>;

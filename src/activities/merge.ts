@@ -1,0 +1,102 @@
+import { existsSync } from 'node:fs';
+import * as path from 'node:path';
+import { log } from '@temporalio/activity';
+import { blockJobId, blockJobPrefix } from '../config/names';
+import { volumePath } from '../domain/layout';
+import { refuse } from '../host/errors';
+import { readBackingFile } from '../host/qemu-img';
+import { readTombstone } from '../host/tombstone';
+import type { DiskChain } from '../host/driver';
+import type { HostDeps } from './deps';
+import { hostStep, parseInput } from './guard';
+import { mergeStepSchema, type MergeStep } from './inputs';
+
+export type CommitKind = 'active' | 'intermediate';
+
+export type MergeStarted =
+  | { outcome: 'started' | 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
+  | { outcome: 'alreadyMerged'; jobId: string; chain: string[] };
+
+/**
+ * Reads the live chain, checks top and base against it and starts the block commit under the
+ * disk's deterministic job id. Safe to run twice: a job of that id already in QEMU is adopted,
+ * and a top already out of the chain (merged earlier) is reported as such.
+ */
+export function createMerge(deps: HostDeps) {
+  return async function merge(input: MergeStep): Promise<MergeStarted> {
+    const step = parseInput(mergeStepSchema, input);
+    return hostStep(async () => {
+      const { vmId, diskId, baseVolumeId, topVolumeId } = step;
+      const jobId = blockJobId(diskId, topVolumeId);
+      const topPath = volumePath(deps.storageRoot, diskId, topVolumeId);
+      const basePath = volumePath(deps.storageRoot, diskId, baseVolumeId);
+      const chain = await deps.driver.readChain(vmId, diskId);
+      const names = chainNames(chain);
+      const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
+      const baseIndex = chain.volumes.findIndex((v) => v.path === basePath);
+      const kind: CommitKind = topIndex === 0 ? 'active' : 'intermediate';
+
+      const jobs = await deps.driver.listJobs(vmId);
+      if (jobs.some((j) => j.id === jobId)) {
+        log.info('adopting block job already in QEMU', { vmId, diskId, jobId });
+        return { outcome: 'adopted', jobId, kind, chain: names };
+      }
+      const busy = jobs.find((j) => j.id.startsWith(blockJobPrefix(diskId)) && j.status !== 'concluded');
+      if (busy) {
+        throw refuse('DiskBusy', `disk ${diskId} already runs block job ${busy.id} (${busy.status}); one job per disk`);
+      }
+
+      if (topIndex < 0) {
+        if (baseIndex >= 0 && (await wasMergedInto(deps.storageRoot, diskId, topVolumeId, topPath, basePath, baseVolumeId))) {
+          return { outcome: 'alreadyMerged', jobId, chain: names };
+        }
+        throw refuse('VolumeNotInChain', `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`);
+      }
+      if (baseIndex !== topIndex + 1) {
+        throw refuse(
+          'BaseNotBacking',
+          `base volume ${baseVolumeId} is not the backing of top ${topVolumeId} on disk ${diskId} (${names.join(' -> ')})`,
+        );
+      }
+
+      try {
+        await deps.driver.startCommit(vmId, {
+          jobId,
+          deviceNode: chain.rootNode,
+          topNode: chain.volumes[topIndex].nodeName,
+          baseNode: chain.volumes[baseIndex].nodeName,
+          // Relative, so the overlay above keeps a portable header; not allowed for an active commit.
+          backingFile: kind === 'intermediate' ? path.basename(basePath) : undefined,
+          speed: step.bandwidthBytesPerSec,
+        });
+      } catch (err) {
+        // A concurrent attempt may have started the same job between our read and our start.
+        if ((await deps.driver.listJobs(vmId)).some((j) => j.id === jobId)) {
+          return { outcome: 'adopted', jobId, kind, chain: names };
+        }
+        throw err;
+      }
+      log.info('block commit started', { vmId, diskId, jobId, kind });
+      return { outcome: 'started', jobId, kind, chain: names };
+    });
+  };
+}
+
+/** True when top left the chain by a merge into base: by its tombstone, or by its header. */
+async function wasMergedInto(
+  storageRoot: string,
+  diskId: string,
+  topVolumeId: string,
+  topPath: string,
+  basePath: string,
+  baseVolumeId: string,
+): Promise<boolean> {
+  const tombstone = await readTombstone(storageRoot, diskId, topVolumeId);
+  if (tombstone) return tombstone.mergedInto === baseVolumeId;
+  if (!existsSync(topPath)) return false;
+  return (await readBackingFile(topPath)) === basePath;
+}
+
+export function chainNames(chain: DiskChain): string[] {
+  return chain.volumes.map((v) => path.basename(v.path, '.qcow2'));
+}

@@ -1,0 +1,101 @@
+import { Context, log } from '@temporalio/activity';
+import { z } from 'zod';
+import { PROGRESS_SIGNAL_MIN_INTERVAL_MS } from '../config/policy';
+import type { BlockJob } from '../host/driver';
+import type { HostDeps } from './deps';
+import { hostStep, parseInput } from './guard';
+import { waitStepSchema, type WaitStep } from './inputs';
+import { diskProgressSignalName, type DiskProgress } from '../domain/progress';
+
+export type BlockJobEnd =
+  /** QEMU reports the job concluded; `error` is set when it ended in error. */
+  | { outcome: 'concluded'; error?: string; offset: number; len: number; pivoted: boolean }
+  /** The job is not in QEMU's list (dismissed earlier): only the chain can tell what happened. */
+  | { outcome: 'vanished'; pivoted: boolean };
+
+/** Checkpoint kept in heartbeat details, so that a retry on a restarted agent resumes. */
+const checkpointSchema = z.object({
+  status: z.string(),
+  offset: z.number(),
+  len: z.number(),
+  pivotRequested: z.boolean(),
+});
+type Checkpoint = z.infer<typeof checkpointSchema>;
+
+/**
+ * Waits for the disk's block job to end: polls QEMU's job list (a job status event wakes the
+ * poll early), heartbeats offset/len, completes an active commit once it is `ready` (the pivot),
+ * and returns when QEMU reports the job concluded. A vanished job is never read as success.
+ */
+export function createWaitForBlockJob(deps: HostDeps) {
+  return async function waitForBlockJob(input: WaitStep): Promise<BlockJobEnd> {
+    const step = parseInput(waitStepSchema, input);
+    const ctx = Context.current();
+    const resumed = checkpointSchema.safeParse(ctx.info.heartbeatDetails);
+    let checkpoint: Checkpoint = resumed.success
+      ? resumed.data
+      : { status: 'unknown', offset: 0, len: 0, pivotRequested: false };
+    if (resumed.success) log.info('resuming block job wait', { ...step, ...checkpoint });
+    const reporter = progressReporter(step);
+
+    return hostStep(async () => {
+      for (;;) {
+        const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+        if (!job) return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
+
+        checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len };
+        ctx.heartbeat(checkpoint);
+        await reporter(job);
+
+        if (job.status === 'concluded') {
+          return { outcome: 'concluded', error: job.error, offset: job.offset, len: job.len, pivoted: checkpoint.pivotRequested };
+        }
+        if (job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested) {
+          await pivot(deps, step, job);
+          checkpoint = { ...checkpoint, pivotRequested: true };
+          ctx.heartbeat(checkpoint);
+          continue;
+        }
+        // Wakes on the VM's next job event or after the poll interval; a cancel of this activity
+        // (delivered through the heartbeat) rejects the race and ends the wait.
+        await Promise.race([deps.driver.nextJobChange(step.vmId, step.pollIntervalMs), ctx.cancelled]);
+      }
+    });
+  };
+}
+
+async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<void> {
+  log.info('pivoting active commit', { vmId: step.vmId, diskId: step.diskId, jobId: job.id });
+  try {
+    await deps.driver.completeJob(step.vmId, job.id);
+  } catch (err) {
+    // A completion already under way (a previous attempt asked for it) is refused by QEMU; the job
+    // list read on the next turn tells whether the pivot goes on.
+    log.warn('block-job-complete refused', { jobId: job.id, error: String(err) });
+  }
+}
+
+/** Sends offset/len to the LiveMergeWorkflow, at most once a second and on every status change. */
+function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
+  let lastAt = 0;
+  let lastStatus = '';
+  return async (job) => {
+    if (!step.progressWorkflowId) return;
+    const now = Date.now();
+    if (job.status === lastStatus && now - lastAt < PROGRESS_SIGNAL_MIN_INTERVAL_MS) return;
+    lastAt = now;
+    lastStatus = job.status;
+    const progress: DiskProgress = {
+      diskId: step.diskId,
+      phase: job.status === 'ready' ? 'pivoting' : 'waiting',
+      jobStatus: job.status,
+      offset: job.offset,
+      len: job.len,
+    };
+    try {
+      await Context.current().client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, progress);
+    } catch (err) {
+      log.debug('progress signal not delivered', { error: String(err) });
+    }
+  };
+}

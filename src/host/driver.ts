@@ -1,0 +1,73 @@
+/**
+ * What the host activities need from a hypervisor. The QMP driver talks to real QEMU; a
+ * simulated driver with the same interface serves benchmarks at scale.
+ */
+
+export interface ChainVolume {
+  /** Absolute path of the image file. */
+  path: string;
+  /** QEMU format node name of this layer. */
+  nodeName: string;
+}
+
+export interface DiskChain {
+  diskId: string;
+  /** Node the device writes to; names the disk in block-commit's `device`. */
+  rootNode: string;
+  /** Active layer first, base last. */
+  volumes: ChainVolume[];
+}
+
+/** QEMU's job states (query-jobs). */
+export type JobStatus =
+  | 'undefined'
+  | 'created'
+  | 'running'
+  | 'paused'
+  | 'ready'
+  | 'standby'
+  | 'waiting'
+  | 'pending'
+  | 'aborting'
+  | 'concluded'
+  | 'null';
+
+export interface BlockJob {
+  id: string;
+  type: string;
+  status: JobStatus;
+  offset: number;
+  len: number;
+  /** Set once a job concluded in error (including a cancel outside `ready`). */
+  error?: string;
+}
+
+export interface StartCommit {
+  jobId: string;
+  deviceNode: string;
+  topNode: string;
+  baseNode: string;
+  /** Backing file name written into the overlay above top (intermediate commit only). */
+  backingFile?: string;
+  /** Bytes per second; 0 is unlimited. */
+  speed: number;
+}
+
+export interface HypervisorDriver {
+  /** Throws VmNotFound / VmGone / DiskNotFound (see host/errors.ts). */
+  readChain(vmId: string, diskId: string): Promise<DiskChain>;
+  readAllChains(vmId: string): Promise<DiskChain[]>;
+  listJobs(vmId: string): Promise<BlockJob[]>;
+  startCommit(vmId: string, request: StartCommit): Promise<void>;
+  /** The pivot of an active commit in `ready`. */
+  completeJob(vmId: string, jobId: string): Promise<void>;
+  cancelJob(vmId: string, jobId: string): Promise<void>;
+  dismissJob(vmId: string, jobId: string): Promise<void>;
+  setSpeed(vmId: string, jobId: string, speed: number): Promise<void>;
+  /** Nodes that still hold `path` open, format node before file node. */
+  nodesHolding(vmId: string, path: string): Promise<string[]>;
+  deleteNode(vmId: string, nodeName: string): Promise<void>;
+  /** Resolves on the VM's next job status change, or after `timeoutMs`: events shorten polling. */
+  nextJobChange(vmId: string, timeoutMs: number): Promise<void>;
+  close(): Promise<void>;
+}

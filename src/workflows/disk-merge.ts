@@ -1,0 +1,128 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  getExternalWorkflowHandle,
+  isCancellation,
+  proxyActivities,
+} from '@temporalio/workflow';
+import type { HostActivities } from '../activities';
+import { blockJobId, hostTaskQueue } from '../config/names';
+import { blockJobWaitOptions, hostStepOptions } from '../config/policy';
+import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
+import type { DiskProgress } from '../domain/progress';
+import { diskProgressSignal } from './definitions';
+
+/**
+ * One disk of a snapshot, top to bottom: merge (start or adopt the block commit), wait for the
+ * block job (pivot when an active commit is ready), verify the chain, delete the top, clean up.
+ * Until the block job has ended, a cancel cancels the job and leaves the chain as it was; after
+ * it, the merge is finished whatever happens, so a merged top is never left behind undeleted.
+ */
+export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerged> {
+  const { vmId, hostId, disk, options } = input;
+  const taskQueue = hostTaskQueue(hostId);
+  const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
+  const hostWait = proxyActivities<HostActivities>({ ...blockJobWaitOptions, taskQueue });
+  const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
+  const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
+  const report = progressReporter(input);
+
+  let commitKind: DiskMerged['commitKind'];
+  let chainBefore: string[] = [];
+  try {
+    await report({ phase: 'merging' });
+    const started = await host.merge({ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec });
+    chainBefore = started.chain;
+    if (started.outcome !== 'alreadyMerged') {
+      commitKind = started.kind;
+      await report({ phase: 'waiting', commitKind });
+      const end = await hostWait.waitForBlockJob({
+        ...jobStep,
+        pollIntervalMs: options.pollIntervalMs,
+        progressWorkflowId: input.parentWorkflowId,
+      });
+      if (end.outcome === 'concluded' && end.error !== undefined) {
+        throw ApplicationFailure.create({
+          type: 'BlockJobFailed',
+          message: `block job ${jobStep.jobId} failed in QEMU: ${end.error}`,
+          nonRetryable: true,
+        });
+      }
+    }
+  } catch (err) {
+    if (isCancellation(err)) {
+      await CancellationScope.nonCancellable(async () => {
+        await report({ phase: 'cancelling' });
+        await host.cancelBlockJob(jobStep);
+        await host.cleanup(jobStep);
+        await report({ phase: 'cancelled', reason: 'merge cancelled; block job cancelled, chain unchanged' });
+      });
+      throw err;
+    }
+    throw await failed(err);
+  }
+
+  // The block job has ended: from here on the merge is finished even if cancelled.
+  return CancellationScope.nonCancellable(async () => {
+    try {
+      await report({ phase: 'verifying' });
+      const verified = await host.verifyChain(step);
+      await report({ phase: 'deleting' });
+      const deleted = await host.deleteVolume(step);
+      await report({ phase: 'cleaning' });
+      await host.cleanup(jobStep);
+      const outcome = chainBefore.includes(disk.topVolumeId) ? 'merged' : 'alreadyMerged';
+      await report({ phase: outcome, commitKind });
+      return {
+        diskId: disk.diskId,
+        outcome,
+        commitKind,
+        chainBefore,
+        chainAfter: verified.chain,
+        topDeleted: deleted.deleted,
+      };
+    } catch (err) {
+      throw await failed(err);
+    }
+  });
+
+  /** Dismisses what the job left, records the reason, and fails this disk with the top kept. */
+  async function failed(err: unknown): Promise<ApplicationFailure> {
+    const reason = reasonOf(err);
+    await CancellationScope.nonCancellable(async () => {
+      await host.cleanup(jobStep);
+      await report({ phase: 'failed', reason });
+    });
+    return ApplicationFailure.create({
+      type: typeOf(err) ?? 'DiskMergeFailed',
+      message: `disk ${disk.diskId}: ${reason}; top volume ${disk.topVolumeId} kept`,
+      nonRetryable: true,
+    });
+  }
+}
+
+function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId'>) => Promise<void> {
+  return async (p) => {
+    if (!input.parentWorkflowId) return;
+    try {
+      await getExternalWorkflowHandle(input.parentWorkflowId).signal(diskProgressSignal, { diskId: input.disk.diskId, ...p });
+    } catch {
+      // Progress is for people watching; a parent that is gone must not fail the merge.
+    }
+  };
+}
+
+function rootCause(err: unknown): unknown {
+  return err instanceof ActivityFailure && err.cause ? err.cause : err;
+}
+
+function reasonOf(err: unknown): string {
+  const cause = rootCause(err);
+  return cause instanceof Error ? cause.message : String(cause);
+}
+
+function typeOf(err: unknown): string | undefined {
+  const cause = rootCause(err);
+  return cause instanceof ApplicationFailure ? (cause.type ?? undefined) : undefined;
+}

@@ -1,0 +1,3 @@
+export { LiveMergeWorkflow } from './live-merge';
+export { DiskMergeWorkflow } from './disk-merge';
+export { progressQuery, diskProgressSignal } from './definitions';

@@ -1,0 +1,96 @@
+import {
+  ApplicationFailure,
+  ChildWorkflowFailure,
+  executeChild,
+  isCancellation,
+  setHandler,
+  workflowInfo,
+} from '@temporalio/workflow';
+import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../config/names';
+import { describeIssues, liveMergeInputSchema, type LiveMergeRequest } from '../domain/input';
+import type { DiskMerged, DiskOutcome, LiveMergeResult } from '../domain/outcome';
+import type { DiskPhase, DiskProgress } from '../domain/progress';
+import { diskProgressSignal, progressQuery } from './definitions';
+import { DiskMergeWorkflow } from './disk-merge';
+
+/** Order of phases: a late signal never moves a disk's phase backwards. */
+const PHASE_ORDER: DiskPhase[] = [
+  'pending', 'merging', 'waiting', 'pivoting', 'verifying', 'deleting', 'cleaning',
+  'cancelling', 'merged', 'alreadyMerged', 'failed', 'cancelled',
+];
+
+/**
+ * Removes one snapshot from a running VM: one DiskMergeWorkflow per disk, in parallel. Ends when
+ * every disk has an outcome; fails when any disk failed, naming each one and its reason.
+ */
+export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<LiveMergeResult> {
+  const parsed = liveMergeInputSchema.safeParse(request);
+  if (!parsed.success) {
+    throw ApplicationFailure.create({
+      type: 'InvalidMergeInput',
+      message: `invalid merge input: ${describeIssues(parsed.error)}`,
+      nonRetryable: true,
+    });
+  }
+  const input = parsed.data;
+  const { workflowId } = workflowInfo();
+  if (workflowId !== liveMergeWorkflowId(input.snapshotId)) {
+    throw ApplicationFailure.create({
+      type: 'InvalidMergeInput',
+      message: `invalid merge input: workflowId must be ${liveMergeWorkflowId(input.snapshotId)} (one merge per snapshot), got ${workflowId}`,
+      nonRetryable: true,
+    });
+  }
+
+  const progress = new Map<string, DiskProgress>(input.disks.map((d) => [d.diskId, { diskId: d.diskId, phase: 'pending' }]));
+  setHandler(progressQuery, () => ({
+    snapshotId: input.snapshotId,
+    vmId: input.vmId,
+    hostId: input.hostId,
+    disks: [...progress.values()],
+  }));
+  setHandler(diskProgressSignal, (update) => {
+    const current = progress.get(update.diskId);
+    if (!current || PHASE_ORDER.indexOf(update.phase) < PHASE_ORDER.indexOf(current.phase)) return;
+    progress.set(update.diskId, { ...current, ...update });
+  });
+
+  const settled = await Promise.allSettled(
+    input.disks.map((disk) =>
+      executeChild(DiskMergeWorkflow, {
+        workflowId: diskMergeWorkflowId(input.snapshotId, disk.diskId),
+        taskQueue: ENGINE_TASK_QUEUE,
+        args: [{ snapshotId: input.snapshotId, vmId: input.vmId, hostId: input.hostId, disk, options: input.options, parentWorkflowId: workflowId }],
+      }),
+    ),
+  );
+
+  const outcomes: DiskOutcome[] = settled.map((s, i) =>
+    s.status === 'fulfilled'
+      ? s.value
+      : { diskId: input.disks[i].diskId, outcome: 'failed', reason: reasonOf(s.reason), topKept: true },
+  );
+  for (const o of outcomes) {
+    const current = progress.get(o.diskId);
+    if (current && o.outcome === 'failed') progress.set(o.diskId, { ...current, phase: current.phase === 'cancelled' ? 'cancelled' : 'failed', reason: o.reason });
+  }
+
+  const cancelled = settled.find((s) => s.status === 'rejected' && isCancellation(s.reason));
+  if (cancelled && cancelled.status === 'rejected') throw cancelled.reason;
+
+  const failures = outcomes.filter((o) => o.outcome === 'failed');
+  if (failures.length > 0) {
+    throw ApplicationFailure.create({
+      type: 'DiskMergeFailed',
+      message: `${failures.length} of ${outcomes.length} disks failed: ${failures.map((f) => `${f.diskId} (${f.reason})`).join('; ')}`,
+      nonRetryable: true,
+      details: [outcomes],
+    });
+  }
+  return { snapshotId: input.snapshotId, vmId: input.vmId, disks: outcomes as DiskMerged[] };
+}
+
+function reasonOf(err: unknown): string {
+  const cause = err instanceof ChildWorkflowFailure && err.cause ? err.cause : err;
+  return cause instanceof Error ? cause.message : String(cause);
+}
