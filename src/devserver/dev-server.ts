@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { freePort } from './free-port';
+import { temporalBin } from './temporal-bin';
+
+export interface DevServerOptions {
+  /** SQLite file of the server's state; a restart on the same file keeps every workflow. */
+  dbFile: string;
+  port?: number;
+  uiPort?: number;
+  /** Where the server's output goes. */
+  logFile?: string;
+  headless?: boolean;
+  namespace?: string;
+}
+
+export interface DevServer {
+  address: string;
+  uiUrl: string | undefined;
+  namespace: string;
+  process: ChildProcess;
+  options: Required<Pick<DevServerOptions, 'dbFile' | 'port' | 'uiPort'>> & DevServerOptions;
+  /** SIGTERM, then SIGKILL after 5 s. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `temporal server start-dev` on 127.0.0.1 with its state in a SQLite file, and resolves
+ * once it answers. Ports are free ones unless given (a restart passes the same ones).
+ */
+export async function startDevServer(opts: DevServerOptions): Promise<DevServer> {
+  const port = opts.port ?? (await freePort());
+  const uiPort = opts.uiPort ?? (await freePort());
+  const namespace = opts.namespace ?? 'default';
+  mkdirSync(path.dirname(opts.dbFile), { recursive: true });
+  const args = [
+    'server', 'start-dev',
+    '--ip', '127.0.0.1',
+    '--port', String(port),
+    '--db-filename', opts.dbFile,
+    '--namespace', namespace,
+    '--sqlite-pragma', 'journal_mode=wal',
+    '--log-level', 'warn',
+    ...(opts.headless ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(uiPort)]),
+  ];
+  const child = spawn(temporalBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  if (opts.logFile) {
+    mkdirSync(path.dirname(opts.logFile), { recursive: true });
+    const log = createWriteStream(opts.logFile, { flags: 'a' });
+    child.stdout?.pipe(log);
+    child.stderr?.pipe(log);
+  } else {
+    child.stdout?.resume();
+    child.stderr?.resume();
+  }
+  const address = `127.0.0.1:${port}`;
+  const exited = new Promise<never>((_, reject) =>
+    child.once('exit', (code, signal) => reject(new Error(`temporal dev server exited early (code ${code}, signal ${signal}); see ${opts.logFile ?? 'its output'}`))),
+  );
+  exited.catch(() => undefined);
+  await Promise.race([waitUntilServing(address, 60_000), exited]);
+
+  return {
+    address,
+    uiUrl: opts.headless ? undefined : `http://127.0.0.1:${uiPort}`,
+    namespace,
+    process: child,
+    options: { ...opts, port, uiPort },
+    stop: () => stopProcess(child),
+  };
+}
+
+async function waitUntilServing(address: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1000 });
+      try {
+        await connection.workflowService.getSystemInfo({});
+        return;
+      } finally {
+        await connection.close();
+      }
+    } catch (err) {
+      lastError = err;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+  }
+  throw new Error(`temporal dev server at ${address} did not answer within ${timeoutMs} ms: ${String(lastError)}`);
+}
+
+export async function stopProcess(child: ChildProcess, graceMs = 5000): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  await exited;
+  clearTimeout(timer);
+}

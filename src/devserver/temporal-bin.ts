@@ -1,0 +1,13 @@
+import { execFileSync } from 'node:child_process';
+import * as path from 'node:path';
+
+/**
+ * The pinned Temporal CLI: `LIVE_MERGE_TEMPORAL_BIN` when set, else what scripts/ensure-temporal.sh
+ * prints (the cached build, made on first use).
+ */
+export function temporalBin(): string {
+  const fromEnv = process.env.LIVE_MERGE_TEMPORAL_BIN;
+  if (fromEnv) return fromEnv;
+  const script = path.resolve(__dirname, '../../scripts/ensure-temporal.sh');
+  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}

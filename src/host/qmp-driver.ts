@@ -1,0 +1,145 @@
+import { auxQmpSocketPath, qmpSocketPath } from '../domain/layout';
+import type { QmpClient } from '../qmp/client';
+import { QmpCommandError } from '../qmp/errors';
+import {
+  flattenImageChain,
+  queryBlockSchema,
+  queryJobsSchema,
+  queryNamedBlockNodesSchema,
+  resolveImageFilename,
+  type BlockInfo,
+} from '../qmp/schemas';
+import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
+import { DiskNotFoundError } from './errors';
+import { QmpPool } from './qmp-pool';
+
+/** The hypervisor driver for real QEMU, over each VM's QMP socket under the run directory. */
+export class QmpDriver implements HypervisorDriver {
+  private readonly pool: QmpPool;
+
+  constructor(runDir: string, opts: { useAuxSocket?: boolean } = {}) {
+    this.pool = new QmpPool((vmId) => (opts.useAuxSocket ? auxQmpSocketPath(runDir, vmId) : qmpSocketPath(runDir, vmId)));
+  }
+
+  async readChain(vmId: string, diskId: string): Promise<DiskChain> {
+    const chain = (await this.readAllChains(vmId)).find((c) => c.diskId === diskId);
+    if (!chain) throw new DiskNotFoundError(`VM ${vmId} has no disk ${diskId}`);
+    return chain;
+  }
+
+  async readAllChains(vmId: string): Promise<DiskChain[]> {
+    return this.pool.with(vmId, async (qmp) => {
+      const [blocks, nodes] = await Promise.all([
+        qmp.executeParsed('query-block', {}, queryBlockSchema),
+        qmp.executeParsed('query-named-block-nodes', { flat: true }, queryNamedBlockNodesSchema),
+      ]);
+      const nodeOfFile = new Map<string, string>();
+      for (const n of nodes) if (n.drv === 'qcow2') nodeOfFile.set(resolveImageFilename(n.file), n['node-name']);
+      const chains: DiskChain[] = [];
+      for (const block of blocks) {
+        const diskId = deviceIdOf(block);
+        if (!diskId || !block.inserted) continue;
+        const files = flattenImageChain(block.inserted.image);
+        chains.push({
+          diskId,
+          rootNode: block.inserted['node-name'],
+          volumes: files.map((path) => ({ path, nodeName: nodeOfFile.get(path) ?? '' })),
+        });
+      }
+      return chains;
+    });
+  }
+
+  async listJobs(vmId: string): Promise<BlockJob[]> {
+    const jobs = await this.pool.with(vmId, (qmp) => qmp.executeParsed('query-jobs', {}, queryJobsSchema));
+    return jobs.map((j) => ({
+      id: j.id,
+      type: j.type,
+      status: j.status,
+      offset: j['current-progress'],
+      len: j['total-progress'],
+      ...(j.error === undefined ? {} : { error: j.error }),
+    }));
+  }
+
+  async startCommit(vmId: string, r: StartCommit): Promise<void> {
+    await this.pool.with(vmId, (qmp) =>
+      qmp.execute('block-commit', {
+        'job-id': r.jobId,
+        device: r.deviceNode,
+        'top-node': r.topNode,
+        'base-node': r.baseNode,
+        ...(r.backingFile === undefined ? {} : { 'backing-file': r.backingFile }),
+        ...(r.speed > 0 ? { speed: r.speed } : {}),
+        // Keep the concluded job, and its error, until cleanup reads and dismisses it.
+        'auto-dismiss': false,
+      }),
+    );
+  }
+
+  async completeJob(vmId: string, jobId: string): Promise<void> {
+    await this.pool.with(vmId, (qmp) => qmp.execute('block-job-complete', { device: jobId }));
+  }
+
+  async cancelJob(vmId: string, jobId: string): Promise<void> {
+    await this.pool.with(vmId, (qmp) => qmp.execute('block-job-cancel', { device: jobId }));
+  }
+
+  async dismissJob(vmId: string, jobId: string): Promise<void> {
+    await this.ignoringMissingJob(() => this.pool.with(vmId, (qmp) => qmp.execute('job-dismiss', { id: jobId })));
+  }
+
+  async setSpeed(vmId: string, jobId: string, speed: number): Promise<void> {
+    await this.pool.with(vmId, (qmp) => qmp.execute('block-job-set-speed', { device: jobId, speed }));
+  }
+
+  async nodesHolding(vmId: string, path: string): Promise<string[]> {
+    const nodes = await this.pool.with(vmId, (qmp) =>
+      qmp.executeParsed('query-named-block-nodes', { flat: true }, queryNamedBlockNodesSchema),
+    );
+    const format = nodes.filter((n) => n.drv !== 'file' && resolveImageFilename(n.file) === path).map((n) => n['node-name']);
+    const file = nodes.filter((n) => n.drv === 'file' && n.file === path).map((n) => n['node-name']);
+    return [...format, ...file];
+  }
+
+  async deleteNode(vmId: string, nodeName: string): Promise<void> {
+    await this.pool.with(vmId, (qmp) => qmp.execute('blockdev-del', { 'node-name': nodeName }));
+  }
+
+  async nextJobChange(vmId: string, timeoutMs: number): Promise<void> {
+    const qmp: QmpClient = await this.pool.get(vmId);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const unsubscribe = qmp.onEvent((e) => {
+        if (e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_READY' || e.event === 'BLOCK_JOB_COMPLETED') done();
+      });
+      const unsubscribeClose = qmp.onClose(done);
+      function done(): void {
+        clearTimeout(timer);
+        unsubscribe();
+        unsubscribeClose();
+        resolve();
+      }
+    });
+  }
+
+  async close(): Promise<void> {
+    await this.pool.close();
+  }
+
+  private async ignoringMissingJob(fn: () => Promise<unknown>): Promise<void> {
+    try {
+      await fn();
+    } catch (err) {
+      if (err instanceof QmpCommandError && /not found/i.test(err.desc)) return;
+      throw err;
+    }
+  }
+}
+
+/** The device id of `-device ...,id=<diskId>`, from its QOM path `/machine/peripheral/<id>/...`. */
+function deviceIdOf(block: BlockInfo): string | undefined {
+  if (block.device) return block.device;
+  const match = /^\/machine\/peripheral\/([^/]+)/.exec(block.qdev ?? '');
+  return match?.[1];
+}
