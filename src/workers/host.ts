@@ -1,0 +1,37 @@
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { createHostActivities, type HostActivities } from '../activities';
+import { hostTaskQueue } from '../config/names';
+import type { HypervisorDriver } from '../host/driver';
+import { QmpDriver } from '../host/qmp-driver';
+
+export interface HostAgentOptions {
+  hostId: string;
+  storageRoot: string;
+  runDir: string;
+  /** Defaults to QEMU over QMP; tests may wrap it. */
+  driver?: HypervisorDriver;
+  /** Lets a test wrap the real activities (to inject a crash after a step, say). */
+  wrapActivities?: (activities: HostActivities) => HostActivities;
+}
+
+/**
+ * The host role: runs the host activities on this host's own queue, so every step of a merge
+ * runs where the VM runs. Resolves to the worker and the driver it must close after shutdown.
+ */
+export async function createHostWorker(
+  connection: NativeConnection,
+  namespace: string,
+  opts: HostAgentOptions,
+  extra: Partial<WorkerOptions> = {},
+): Promise<{ worker: Worker; driver: HypervisorDriver }> {
+  const driver = opts.driver ?? new QmpDriver(opts.runDir);
+  const activities = createHostActivities({ hostId: opts.hostId, storageRoot: opts.storageRoot, driver });
+  const worker = await Worker.create({
+    connection,
+    namespace,
+    taskQueue: hostTaskQueue(opts.hostId),
+    activities: opts.wrapActivities ? opts.wrapActivities(activities) : activities,
+    ...extra,
+  });
+  return { worker, driver };
+}
