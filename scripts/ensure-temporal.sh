@@ -23,6 +23,6 @@ flock 9
 if [ -x "$bin" ]; then echo "$bin"; exit 0; fi
 echo "ensure-temporal: building the Temporal CLI $version once into $bindir (first time on this machine only: several minutes)" >&2
 start=$(date +%s)
-(cd /tmp && GOBIN="$bindir" CGO_ENABLED=0 go install "github.com/temporalio/cli/cmd/temporal@$version") >&2
+(cd /tmp && GOBIN="$bindir" CGO_ENABLED=0 go install -ldflags "-X github.com/temporalio/cli/temporalcli.Version=${version#v}" "github.com/temporalio/cli/cmd/temporal@$version") >&2
 echo "ensure-temporal: built $("$bin" --version) in $(( $(date +%s) - start )) s" >&2
 echo "$bin"

@@ -1,0 +1,32 @@
+# The two commands: `make demo` (a live merge on a real VM, end to end) and `make test`.
+# Each sets up what it needs first, so either works as the first command on a fresh clone;
+# a second run finds everything in place and does no set-up work again.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+DEMO_ARGS ?=
+
+.PHONY: help setup demo test bench qemu temporal
+
+help:
+	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
+	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU)"
+	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
+
+setup: node_modules/.installed qemu temporal
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+qemu:
+	@bash scripts/ensure-qemu.sh
+
+temporal:
+	@bash scripts/ensure-temporal.sh >/dev/null
+
+demo: setup
+	npx tsx src/demo/main.ts $(DEMO_ARGS)
+
+test: setup
+	npx tsc --noEmit -p .
+	npx jest
