@@ -1,0 +1,228 @@
+/**
+ * The lab command: create, inspect and remove lab VMs.
+ *
+ *   npx tsx src/lab/cli.ts create  --vm-id X [--disks N] [--volumes K] [--size-mib S] [--layer-data-mib M] [--storage-root DIR]
+ *   npx tsx src/lab/cli.ts verify  --vm-id X [--flush]   (exit 1 when the check fails)
+ *   npx tsx src/lab/cli.ts chain   --vm-id X
+ *   npx tsx src/lab/cli.ts stop    --vm-id X
+ *   npx tsx src/lab/cli.ts destroy --vm-id X
+ *
+ * Every command takes --run-dir DIR (default ./.lab/run) and --json. Exit status: 0 done,
+ * 1 failed (or verify found a problem), 2 bad usage.
+ */
+import * as path from 'node:path';
+import { parseArgs } from 'node:util';
+import { z } from 'zod';
+import { idSchema } from '../domain/input';
+import {
+  MAX_DISKS,
+  MAX_VOLUMES,
+  activeVolumePath,
+  createLabVm,
+  destroyLabVm,
+  hexPattern,
+  readChain,
+  readLabVm,
+  stopLabVm,
+  verifyLabVm,
+  type LabVm,
+  type VerifyReport,
+} from './vm';
+import { volumeIdOf } from '../domain/layout';
+
+const COMMANDS = ['create', 'verify', 'chain', 'stop', 'destroy'] as const;
+type Command = (typeof COMMANDS)[number];
+const CREATE_ONLY = ['disks', 'volumes', 'size-mib', 'layer-data-mib', 'storage-root'] as const;
+
+const USAGE = `usage: npx tsx src/lab/cli.ts <${COMMANDS.join('|')}> --vm-id ID [options]
+
+  create   make the VM's qcow2 chains (with a data pattern per layer) and start it, paused
+  verify   check every disk's chain and data on the running VM (exit 1 on a problem)
+  chain    print every disk's active file and chain, from the running VM
+  stop     stop the VM's QEMU (idempotent)
+  destroy  stop it and remove its images and run dir (idempotent)
+
+options:
+  --vm-id ID             the VM (letters, digits, - and _)
+  --run-dir DIR          run dirs live here (default ./.lab/run)
+  --json                 print JSON
+verify only:
+  --flush                have QEMU flush its caches to the image files first (without it, data
+                         QEMU has not yet written back fails, marked "stale on disk")
+create only:
+  --disks N              disks (1..${MAX_DISKS}, default 1)
+  --volumes K            volumes per disk, base included (1..${MAX_VOLUMES}, default 3)
+  --size-mib S           virtual disk size in MiB (default 64)
+  --layer-data-mib M     size of each data region in MiB (default 1)
+  --storage-root DIR     images live in DIR/images/<diskId>/ (default ./.lab/storage)
+`;
+
+class UsageError extends Error {}
+
+const wholeNumber = (min: number, max: number) =>
+  z
+    .string()
+    .regex(/^\d+$/, 'must be a whole number')
+    .transform(Number)
+    .pipe(z.number().int().min(min, `must be at least ${min}`).max(max, `must be at most ${max}`));
+
+const flagsSchema = z
+  .object({
+    'vm-id': idSchema,
+    'run-dir': z.string().min(1, 'must not be empty').default('./.lab/run'),
+    'storage-root': z.string().min(1, 'must not be empty').default('./.lab/storage'),
+    disks: wholeNumber(1, MAX_DISKS).default(1),
+    volumes: wholeNumber(1, MAX_VOLUMES).default(3),
+    'size-mib': wholeNumber(1, 1024 * 1024).default(64),
+    'layer-data-mib': wholeNumber(1, 1024).default(1),
+    json: z.boolean().default(false),
+    flush: z.boolean().default(false),
+  })
+  .strict()
+  .refine((f) => (f.volumes + 1) * f['layer-data-mib'] <= f['size-mib'], {
+    message: 'too small for the data: (volumes + 1) × layer-data-mib must not exceed it',
+    path: ['size-mib'],
+  });
+type Flags = z.infer<typeof flagsSchema>;
+
+function parse(argv: string[]): { command: Command; flags: Flags } {
+  let values: Record<string, string | boolean | undefined>;
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        'vm-id': { type: 'string' },
+        'run-dir': { type: 'string' },
+        'storage-root': { type: 'string' },
+        disks: { type: 'string' },
+        volumes: { type: 'string' },
+        'size-mib': { type: 'string' },
+        'layer-data-mib': { type: 'string' },
+        json: { type: 'boolean' },
+        flush: { type: 'boolean' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    }));
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  if (values.help) {
+    process.stdout.write(USAGE);
+    process.exit(0);
+  }
+  if (positionals.length !== 1 || !(COMMANDS as readonly string[]).includes(positionals[0])) {
+    throw new UsageError(
+      positionals.length === 0 ? `a command is needed: ${COMMANDS.join(', ')}` : `unknown command ${positionals.join(' ')}; expected one of ${COMMANDS.join(', ')}`,
+    );
+  }
+  const command = positionals[0] as Command;
+  if (command !== 'create') {
+    const misplaced = CREATE_ONLY.filter((f) => values[f] !== undefined);
+    if (misplaced.length > 0) throw new UsageError(`${misplaced.map((f) => `--${f}`).join(', ')} only applies to create`);
+  }
+  if (command !== 'verify' && values.flush !== undefined) throw new UsageError('--flush only applies to verify');
+  if (values['vm-id'] === undefined) throw new UsageError('--vm-id is required');
+  const { help: _help, ...rest } = values;
+  const parsed = flagsSchema.safeParse(rest);
+  if (!parsed.success) {
+    throw new UsageError(parsed.error.issues.map((i) => `${i.path.length ? `--${String(i.path[0])}` : 'flags'}: ${i.message}`).join('; '));
+  }
+  return { command, flags: parsed.data };
+}
+
+const MiB = 1024 * 1024;
+const mib = (bytes: number): string => `${bytes / MiB} MiB`;
+
+function describeVm(vm: LabVm): string {
+  const lines = [
+    `lab VM ${vm.vmId} (pid ${vm.pid}), ${vm.disks.length} disk(s), ${vm.sizeMiB} MiB each`,
+    `  run dir:      ${path.join(vm.runDir, vm.vmId)}`,
+    `  storage root: ${vm.storageRoot}`,
+    `  QMP:          ${vm.qmpSocket}`,
+    `  aux QMP:      ${vm.auxQmpSocket}`,
+  ];
+  for (const d of vm.disks) {
+    lines.push(`  ${d.diskId}: ${[...d.volumeIds].reverse().join(' → ')} (active first, base last)`);
+    for (const r of d.regions) {
+      lines.push(`    [${mib(r.offset)}, ${mib(r.offset + r.length)}) ${r.kind === 'layer' ? `layer ${r.layer}  ` : 'overwrite'} expects ${hexPattern(r.pattern)}`);
+    }
+  }
+  return lines.join('\n');
+}
+
+function describeReport(report: VerifyReport): string {
+  const lines: string[] = [];
+  for (const d of report.disks) {
+    lines.push(`${d.diskId}: ${d.ok ? 'ok' : 'FAILED'}  chain ${d.chain.join(' → ') || '(unknown)'}${d.chainOk ? '' : `  [${d.chainDetail ?? 'chain problem'}]`}`);
+    for (const r of d.regions) {
+      const what = r.kind === 'layer' ? `layer ${r.layer}` : 'overwrite';
+      const status = r.ok ? 'ok    ' : r.staleOnDisk ? 'STALE ' : 'FAILED';
+      lines.push(`  ${status} ${what.padEnd(9)} [${mib(r.offset)}, ${mib(r.offset + r.length)}) ${hexPattern(r.pattern)}${r.detail ? `  ${r.detail}` : ''}`);
+    }
+  }
+  lines.push(`verify ${report.vmId}: ${report.ok ? 'OK' : 'FAILED'}`);
+  return lines.join('\n');
+}
+
+async function main(argv: string[]): Promise<number> {
+  const { command, flags } = parse(argv);
+  const vmId = flags['vm-id'];
+  const runDir = flags['run-dir'];
+  const print = (json: unknown, human: string): void => {
+    process.stdout.write(`${flags.json ? JSON.stringify(json, null, 2) : human}\n`);
+  };
+  switch (command) {
+    case 'create': {
+      const vm = await createLabVm({
+        vmId,
+        runDir,
+        storageRoot: flags['storage-root'],
+        disks: flags.disks,
+        volumes: flags.volumes,
+        sizeMiB: flags['size-mib'],
+        layerDataMiB: flags['layer-data-mib'],
+      });
+      print(vm, `created ${describeVm(vm)}`);
+      return 0;
+    }
+    case 'verify': {
+      const report = await verifyLabVm(runDir, vmId, { flush: flags.flush });
+      print(report, describeReport(report));
+      return report.ok ? 0 : 1;
+    }
+    case 'chain': {
+      const vm = await readLabVm(runDir, vmId);
+      const disks = [];
+      for (const d of vm.disks) {
+        const activePath = await activeVolumePath(runDir, vmId, d.deviceId);
+        const paths = await readChain(activePath);
+        disks.push({ diskId: d.diskId, activePath, chain: paths.map((p) => volumeIdOf(vm.storageRoot, d.diskId, p) ?? p), paths });
+      }
+      print({ vmId, disks }, disks.map((d) => `${d.diskId}: ${d.chain.join(' → ')}   (active: ${d.activePath})`).join('\n'));
+      return 0;
+    }
+    case 'stop':
+      await stopLabVm(runDir, vmId);
+      print({ vmId, stopped: true }, `stopped lab VM ${vmId}`);
+      return 0;
+    case 'destroy':
+      await destroyLabVm(runDir, vmId);
+      print({ vmId, destroyed: true }, `destroyed lab VM ${vmId}`);
+      return 0;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    if (err instanceof UsageError) {
+      process.stderr.write(`lab: ${err.message}\n\n${USAGE}`);
+      process.exit(2);
+    }
+    process.stderr.write(`lab: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  },
+);
