@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { log } from '@temporalio/activity';
+import { blockJobId } from '../config/names';
 import { imageDir, PathOutsideRootError, volumePath } from '../domain/layout';
 import { refuse } from '../host/errors';
 import { readBackingFile } from '../host/qemu-img';
@@ -36,6 +37,15 @@ export function createDeleteVolume(deps: HostDeps) {
       if (child) {
         throw refuse('VolumeInUse', `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`);
       }
+
+      // The concluded commit job still holds the removed node, and QEMU refuses to detach a node a
+      // job holds. Its outcome was read already: the chain check passed.
+      const jobId = blockJobId(step.diskId, step.topVolumeId);
+      const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === jobId);
+      if (job && job.status !== 'concluded') {
+        throw refuse('VolumeInUse', `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`);
+      }
+      if (job) await deps.driver.dismissJob(step.vmId, jobId);
 
       for (const node of await deps.driver.nodesHolding(step.vmId, file)) {
         await deps.driver.deleteNode(step.vmId, node);

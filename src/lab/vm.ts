@@ -453,15 +453,20 @@ function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
   const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'q35,accel=tcg', '-name', m.vmId];
   for (const disk of m.disks) {
     let lower: string | undefined;
-    for (const volumeId of disk.volumeIds) {
+    disk.volumeIds.forEach((volumeId, i) => {
       const file = volumePath(m.storageRoot, disk.diskId, volumeId);
       const fileNode = fileNodeName(volumeId);
       const fmtNode = formatNodeName(volumeId);
-      args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode}`);
+      // As libvirt opens a chain: backing layers read-only, file nodes auto-read-only. A block
+      // commit then reopens its base read-write and, when done, read-only again, and that reopen
+      // flushes the base's qcow2 metadata to the file (a base opened read-write is never reopened,
+      // and QEMU 7.2 leaves the committed clusters unmapped on disk until some later flush).
+      const readOnly = i < disk.volumeIds.length - 1 ? ',read-only=on' : '';
+      args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on`);
       // The base gets no `backing` option: it has no backing file, so QEMU opens none.
-      args.push('-blockdev', `driver=qcow2,file=${fileNode},node-name=${fmtNode}${lower ? `,backing=${lower}` : ''}`);
+      args.push('-blockdev', `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`);
       lower = fmtNode;
-    }
+    });
     args.push('-device', `virtio-blk-pci,drive=${lower},id=${disk.deviceId}`);
   }
   args.push('-qmp', `unix:${m.qmpSocket},server=on,wait=off`);

@@ -1,0 +1,192 @@
+/**
+ * `make demo`: a whole live merge on this machine. Starts the Temporal dev server (SQLite file,
+ * Web UI on), the engine worker and a host agent as processes, and a lab VM with 2 disks × 3
+ * volumes of data; starts a LiveMergeWorkflow with the Temporal CLI that removes a snapshot from
+ * both disks (disk0: intermediate commit; disk1: active commit with pivot); shows its progress,
+ * then the chains before and after, the data verification and the Web UI link.
+ * `--keep` leaves everything running until Ctrl-C.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { parseArgs, promisify } from 'node:util';
+import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
+import { z } from 'zod';
+import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../config/names';
+import type { LiveMergeRequest } from '../domain/input';
+import type { LiveMergeResult } from '../domain/outcome';
+import type { MergeProgress } from '../domain/progress';
+import { freePort } from '../devserver/free-port';
+import { startDevServer, type DevServer } from '../devserver/dev-server';
+import { temporalBin } from '../devserver/temporal-bin';
+import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
+import { createLabVm, destroyLabVm, verifyLabVm } from '../lab/vm';
+import { volumePath } from '../domain/layout';
+import { renderChains, renderProgress, renderVerification } from './render';
+
+const run = promisify(execFile);
+const flagsSchema = z.object({
+  keep: z.boolean(),
+  dataMib: z.coerce.number().int().min(1).max(256),
+  bandwidthMib: z.coerce.number().int().min(0).max(4096),
+});
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({
+    options: {
+      keep: { type: 'boolean', default: false },
+      'data-mib': { type: 'string', default: '48' },
+      'bandwidth-mib': { type: 'string', default: '32' },
+    },
+  });
+  const flags = flagsSchema.parse({ keep: values.keep, dataMib: values['data-mib'], bandwidthMib: values['bandwidth-mib'] });
+  const work = path.resolve('.lab/demo');
+  const storageRoot = path.join(work, 'storage');
+  const runDir = path.join(work, 'run');
+  const vmId = 'demo-vm';
+  const hostId = 'host1';
+  const snapshotId = `snap-${Date.now().toString(36)}`;
+
+  if (existsSync(path.join(runDir, vmId))) await destroyLabVm(runDir, vmId).catch(() => undefined);
+  rmSync(work, { recursive: true, force: true });
+  mkdirSync(work, { recursive: true });
+
+  const cleanups: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const c of cleanups.reverse()) await c().catch((err) => console.error('cleanup:', err));
+  };
+  try {
+    const binary = temporalBin();
+    const ports = await defaultOrFreePorts();
+    step(`starting the Temporal dev server (state in ${path.join(work, 'temporal.sqlite')})`);
+    const server: DevServer = await startDevServer({ dbFile: path.join(work, 'temporal.sqlite'), logFile: path.join(work, 'server.log'), ...ports });
+    cleanups.push(() => server.stop());
+    console.log(`  frontend ${server.address}, Web UI ${server.uiUrl}`);
+
+    const connection = await Connection.connect({ address: server.address });
+    cleanups.push(() => connection.close());
+    const client = new Client({ connection, namespace: server.namespace });
+
+    step('starting the engine worker and the host agent (src/worker.ts)');
+    const common = { address: server.address, namespace: server.namespace, client };
+    const engine: WorkerProcess = await startWorkerProcess({ ...common, args: ['--role', 'engine'], taskQueue: ENGINE_TASK_QUEUE, logFile: path.join(work, 'engine.log') });
+    cleanups.push(() => engine.stop());
+    const agent: WorkerProcess = await startWorkerProcess({
+      ...common,
+      args: ['--role', 'host', '--host-id', hostId, '--storage-root', storageRoot, '--run-dir', runDir],
+      taskQueue: hostTaskQueue(hostId),
+      logFile: path.join(work, `host-${hostId}.log`),
+    });
+    cleanups.push(() => agent.stop());
+
+    step(`creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${flags.dataMib} MiB of data per layer, QEMU paused`);
+    const vm = await createLabVm({ storageRoot, runDir, vmId, disks: 2, volumes: 3, layerDataMiB: flags.dataMib, sizeMiB: 4 * flags.dataMib + 16 });
+    cleanups.push(() => destroyLabVm(runDir, vmId));
+    const before = await verifyLabVm(runDir, vmId);
+    console.log(renderChains('chains before:', before));
+    if (!before.ok) throw new Error(`lab VM data did not verify before the merge:\n${renderVerification(before)}`);
+
+    const [disk0, disk1] = vm.disks;
+    const request: LiveMergeRequest = {
+      snapshotId,
+      vmId,
+      hostId,
+      disks: [
+        // disk0: the middle volume into the base, below the active layer: an intermediate commit.
+        { diskId: disk0.diskId, baseVolumeId: disk0.volumeIds[0], topVolumeId: disk0.volumeIds[1] },
+        // disk1: the active layer into the volume below it: an active commit, then the pivot.
+        { diskId: disk1.diskId, baseVolumeId: disk1.volumeIds[1], topVolumeId: disk1.volumeIds[2] },
+      ],
+      options: { pollIntervalMs: 500, bandwidthBytesPerSec: flags.bandwidthMib * 1024 * 1024 },
+    };
+    const inputFile = path.join(work, 'merge-input.json');
+    writeFileSync(inputFile, JSON.stringify(request, null, 2));
+    const workflowId = liveMergeWorkflowId(snapshotId);
+    const cliArgs = [
+      'workflow', 'start',
+      '--address', server.address,
+      '--namespace', server.namespace,
+      '--task-queue', ENGINE_TASK_QUEUE,
+      '--type', 'LiveMergeWorkflow',
+      '--workflow-id', workflowId,
+      '--input-file', inputFile,
+    ];
+    step(`starting the merge with the Temporal CLI:\n  temporal ${cliArgs.join(' ')}`);
+    const started = await run(binary, cliArgs);
+    console.log(started.stdout.trim().replace(/^/gm, '  '));
+
+    const handle = client.workflow.getHandle<(r: LiveMergeRequest) => Promise<LiveMergeResult>>(workflowId);
+    const result = handle.result().then(
+      (value) => ({ ok: true as const, value }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+    let last = '';
+    for (;;) {
+      const done = await Promise.race([result.then(() => true), sleep(300).then(() => false)]);
+      const line = renderProgress(await handle.query<MergeProgress>('progress'));
+      if (line !== last) console.log(`  ${line}`);
+      last = line;
+      if (done) break;
+    }
+    const outcome = await result;
+    const uiLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows/${workflowId}`;
+    if (!outcome.ok) {
+      const cause = outcome.error instanceof WorkflowFailedError ? outcome.error.cause?.message : String(outcome.error);
+      console.log(`\nmerge FAILED: ${cause}\nWeb UI: ${uiLink}`);
+      return 1;
+    }
+
+    step('merge completed');
+    for (const d of outcome.value.disks) {
+      const gone = !existsSync(volumePath(storageRoot, d.diskId, request.disks.find((x) => x.diskId === d.diskId)!.topVolumeId));
+      console.log(`  ${d.diskId}: ${d.outcome} (${d.commitKind} commit), ${d.chainBefore.join(' -> ')}  =>  ${d.chainAfter.join(' -> ')}; top volume file ${gone ? 'deleted' : 'STILL PRESENT'}`);
+    }
+    const after = await verifyLabVm(runDir, vmId);
+    console.log(renderChains('chains before:', before));
+    console.log(renderChains('chains after:', after));
+    console.log(renderVerification(after));
+    console.log(`\nWeb UI: ${uiLink}`);
+    const shortened = after.disks.every((d, i) => d.chain.length === before.disks[i].chain.length - 1);
+    if (!after.ok || !shortened) return 1;
+
+    if (flags.keep) {
+      console.log(`\n--keep: the dev server, workers and VM stay up. Logs in ${work}. Ctrl-C to stop everything.`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+    }
+    return 0;
+  } finally {
+    await stopAll();
+  }
+}
+
+/** The Temporal defaults (7233, UI 8233) when free, so links look familiar; else free ports. */
+async function defaultOrFreePorts(): Promise<{ port: number; uiPort: number }> {
+  const { createServer } = await import('node:net');
+  const isFree = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const s = createServer();
+      s.once('error', () => resolve(false));
+      s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
+    });
+  if ((await isFree(7233)) && (await isFree(8233))) return { port: 7233, uiPort: 8233 };
+  return { port: await freePort(), uiPort: await freePort() };
+}
+
+function step(text: string): void {
+  console.log(`\n==> ${text}`);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+main().then(
+  (code) => process.exit(code),
+  (err: unknown) => {
+    console.error('demo failed:', err);
+    process.exit(1);
+  },
+);
