@@ -53,8 +53,16 @@ async function main(): Promise<number> {
 
   const cleanups: Array<() => Promise<void>> = [];
   const stopAll = async () => {
-    for (const c of cleanups.reverse()) await c().catch((err) => console.error('cleanup:', err));
+    for (const c of cleanups.splice(0).reverse()) await c().catch((err) => console.error('cleanup:', err));
   };
+  // Ctrl-C (or a kill) mid-run still stops the VM, the workers and the server.
+  const interrupted = () => {
+    if (flags.keep && cleanups.length > 0) return;
+    console.log('\ninterrupted: stopping everything');
+    void stopAll().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', interrupted);
+  process.once('SIGTERM', interrupted);
   try {
     const binary = temporalBin();
     const ports = await defaultOrFreePorts();
