@@ -1,0 +1,70 @@
+import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import type { Worker } from '@temporalio/worker';
+import type { HostActivities } from '../../src/activities';
+import { createEngineWorker } from '../../src/workers/engine';
+import { createHostWorker } from '../../src/workers/host';
+import type { HypervisorDriver } from '../../src/host/driver';
+import { startTestTemporal, workflowBundle, type TestTemporal } from './temporal';
+
+export const HOST_ID = 'host1';
+
+/**
+ * The whole product in one test process: a real dev server, the engine worker and a host agent
+ * driving real QEMU VMs made by the lab under a temp dir.
+ */
+export interface TestStack {
+  temporal: TestTemporal;
+  storageRoot: string;
+  runDir: string;
+  engine: Worker;
+  host: Worker;
+  driver: HypervisorDriver;
+  close(): Promise<void>;
+}
+
+export async function startTestStack(opts: { wrapActivities?: (a: HostActivities) => HostActivities } = {}): Promise<TestStack> {
+  const temporal = await startTestTemporal();
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'lm-stack-'));
+  const storageRoot = path.join(dir, 'storage');
+  const runDir = path.join(dir, 'run');
+  const engine = await createEngineWorker(temporal.connection, temporal.server.namespace, { workflowBundle: await workflowBundle() });
+  const { worker: host, driver } = await createHostWorker(temporal.connection, temporal.server.namespace, {
+    hostId: HOST_ID,
+    storageRoot,
+    runDir,
+    wrapActivities: opts.wrapActivities,
+  });
+  const runs = [engine.run(), host.run()];
+  return {
+    temporal,
+    storageRoot,
+    runDir,
+    engine,
+    host,
+    driver,
+    async close() {
+      for (const w of [engine, host]) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(runs);
+      await driver.close();
+      await temporal.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Every file under `root` with its size and mtime: equal snapshots mean nothing was touched. */
+export function snapshotFiles(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (dir: string) => {
+    for (const name of readdirSync(dir)) {
+      const p = path.join(dir, name);
+      const st = statSync(p);
+      if (st.isDirectory()) walk(p);
+      else out[path.relative(root, p)] = `${st.size}:${st.mtimeMs}`;
+    }
+  };
+  walk(root);
+  return out;
+}
