@@ -50,8 +50,8 @@ export function createWaitForBlockJob(deps: HostDeps) {
         if (job.status === 'concluded') {
           return { outcome: 'concluded', error: job.error, offset: job.offset, len: job.len, pivoted: checkpoint.pivotRequested };
         }
-        if (job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested) {
-          await pivot(deps, step, job);
+        // A completion QEMU did not take is not recorded: the next turn, still in `ready`, asks again.
+        if (job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested && (await pivot(deps, step, job))) {
           checkpoint = { ...checkpoint, pivotRequested: true };
           ctx.heartbeat(checkpoint);
           continue;
@@ -64,14 +64,17 @@ export function createWaitForBlockJob(deps: HostDeps) {
   };
 }
 
-async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<void> {
+/** True when QEMU took the completion. */
+async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<boolean> {
   log.info('pivoting active commit', { vmId: step.vmId, diskId: step.diskId, jobId: job.id });
   try {
     await deps.driver.completeJob(step.vmId, job.id);
+    return true;
   } catch (err) {
-    // A completion already under way (a previous attempt asked for it) is refused by QEMU; the job
-    // list read on the next turn tells whether the pivot goes on.
+    // Refused (or lost on the way): the job list read on the next turn tells whether the pivot goes
+    // on (the job leaves `ready`) or must be asked for again (still `ready`).
     log.warn('block-job-complete refused', { jobId: job.id, error: String(err) });
+    return false;
   }
 }
 

@@ -1,0 +1,389 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { QmpCommandError } from '../qmp/errors';
+import type { BlockJob, DiskChain, HypervisorDriver, JobStatus, StartCommit } from './driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
+
+const run = promisify(execFile);
+
+export interface SimDriverOptions {
+  /** Seed of the fault-injection PRNG: one seed, one sequence of faults. */
+  seed?: number;
+  /** Host throughput of every job (a job's own `speed` may only lower it). Default 1 GiB/s. */
+  bytesPerSecond?: number;
+  faults?: {
+    /** Share of jobs that conclude with 'Input/output error' part-way. */
+    jobErrorRate?: number;
+    /** Share of jobs that disappear from listJobs without a trace. */
+    vanishRate?: number;
+    /** Delay of every driver call. */
+    slowHostMs?: number;
+  };
+  /**
+   * Rewrite the header of the overlay above an intermediate commit's top (`qemu-img rebase -u`),
+   * as QEMU does. Only for volumes that exist as real qcow2 files.
+   */
+  rewriteBackingHeaders?: boolean;
+}
+
+export interface SimDisk {
+  diskId: string;
+  /** Absolute paths, active layer first. */
+  volumes: string[];
+  /** The `len` of a commit on this disk. Default 16 MiB. */
+  sizeBytes?: number;
+}
+
+interface SimVolume { path: string; format: string; file: string }
+interface SimNode { path: string; kind: 'format' | 'file' }
+interface Disk { diskId: string; chain: SimVolume[]; sizeBytes: number }
+type Fault = { kind: 'error' | 'vanish'; at: number } | { kind: 'vanishAfterEnd' };
+interface Job {
+  id: string;
+  disk: Disk;
+  top: SimVolume;
+  base: SimVolume;
+  active: boolean;
+  backingFile?: string;
+  status: JobStatus;
+  len: number;
+  /** Bytes done at `since`; while running, the offset grows from there at the job's rate. */
+  done: number;
+  since: number;
+  speed: number;
+  error?: string;
+  fault?: Fault;
+  timer?: NodeJS.Timeout;
+}
+interface Vm { disks: Map<string, Disk>; nodes: Map<string, SimNode>; jobs: Map<string, Job>; gone: boolean }
+
+/**
+ * An in-memory hypervisor with QEMU's block-job semantics as seen through QmpDriver: jobs start
+ * with auto-dismiss off and stay `concluded` until dismissed, an active commit waits in `ready`
+ * for its pivot, a cancel in `ready` concludes without pivot and without error, removed nodes
+ * stay open until deleted. Jobs advance in real time; close() clears every timer.
+ */
+export class SimDriver implements HypervisorDriver {
+  private readonly vms = new Map<string, Vm>();
+  private readonly waiters = new Map<string, Set<() => void>>();
+  private readonly sleepers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
+  private readonly rng: () => number;
+  private readonly bytesPerSecond: number;
+  private nextNode = 0;
+  private closed = false;
+
+  constructor(private readonly opts: SimDriverOptions = {}) {
+    this.rng = mulberry32(opts.seed ?? 1);
+    this.bytesPerSecond = opts.bytesPerSecond ?? 1024 ** 3;
+  }
+
+  /** Starts (or restarts) a VM with the given disks; a restarted VM has no jobs. */
+  addVm(vmId: string, disks: SimDisk[]): void {
+    for (const job of this.vms.get(vmId)?.jobs.values() ?? []) clearTimeout(job.timer);
+    const vm: Vm = { disks: new Map(), nodes: new Map(), jobs: new Map(), gone: false };
+    for (const d of disks) {
+      const chain = d.volumes.map((path) => {
+        const n = this.nextNode++;
+        const v = { path, format: `sim-fmt-${n}`, file: `sim-file-${n}` };
+        vm.nodes.set(v.format, { path, kind: 'format' });
+        vm.nodes.set(v.file, { path, kind: 'file' });
+        return v;
+      });
+      vm.disks.set(d.diskId, { diskId: d.diskId, chain, sizeBytes: d.sizeBytes ?? 16 * 1024 * 1024 });
+    }
+    this.vms.set(vmId, vm);
+  }
+
+  /** QEMU dies: every later call for this VM throws VmGoneError. */
+  removeVm(vmId: string): void {
+    const vm = this.vms.get(vmId);
+    if (!vm) return;
+    vm.gone = true;
+    for (const job of vm.jobs.values()) clearTimeout(job.timer);
+    this.notify(vmId);
+  }
+
+  /** Test hook: the job concludes now with `error`, chain unchanged. */
+  failJob(vmId: string, jobId: string, error: string): void {
+    const job = this.liveVm(vmId).jobs.get(jobId);
+    if (!job || job.status === 'concluded') throw new Error(`no running job ${jobId} on ${vmId}`);
+    this.conclude(vmId, job, error);
+  }
+
+  /** Test hook: the job disappears from listJobs without a trace, chain unchanged. */
+  vanishJob(vmId: string, jobId: string): void {
+    const vm = this.liveVm(vmId);
+    clearTimeout(vm.jobs.get(jobId)?.timer);
+    vm.jobs.delete(jobId);
+    this.notify(vmId);
+  }
+
+  async readChain(vmId: string, diskId: string): Promise<DiskChain> {
+    const chain = (await this.readAllChains(vmId)).find((c) => c.diskId === diskId);
+    if (!chain) throw new DiskNotFoundError(`VM ${vmId} has no disk ${diskId}`);
+    return chain;
+  }
+
+  async readAllChains(vmId: string): Promise<DiskChain[]> {
+    const vm = await this.enter(vmId);
+    return [...vm.disks.values()].map((d) => ({
+      diskId: d.diskId,
+      rootNode: d.chain[0].format,
+      volumes: d.chain.map((v) => ({ path: v.path, nodeName: v.format })),
+    }));
+  }
+
+  async listJobs(vmId: string): Promise<BlockJob[]> {
+    const vm = await this.enter(vmId);
+    return [...vm.jobs.values()].map((j) => ({
+      id: j.id,
+      type: 'commit',
+      status: j.status,
+      offset: this.offsetOf(j),
+      len: j.len,
+      ...(j.error === undefined ? {} : { error: j.error }),
+    }));
+  }
+
+  async startCommit(vmId: string, r: StartCommit): Promise<void> {
+    const vm = await this.enter(vmId);
+    const fail = (desc: string): never => {
+      throw new QmpCommandError('block-commit', 'GenericError', desc);
+    };
+    const disk = [...vm.disks.values()].find((d) => d.chain[0].format === r.deviceNode);
+    if (!disk) return fail(`Cannot find device='${r.deviceNode}' nor node-name='${r.deviceNode}'`);
+    if (vm.jobs.has(r.jobId)) fail(`Job ID '${r.jobId}' already in use`);
+    if ([...vm.jobs.values()].some((j) => j.disk === disk && j.status !== 'concluded')) {
+      fail(`Node '${r.deviceNode}' is busy: block device is in use by block job: commit`);
+    }
+    const topIndex = disk.chain.findIndex((v) => v.format === r.topNode);
+    const baseIndex = disk.chain.findIndex((v) => v.format === r.baseNode);
+    if (topIndex < 0) fail(`Cannot find device='' nor node-name='${r.topNode}'`);
+    if (baseIndex <= topIndex) fail(`Node '${r.baseNode}' is not a backing image of '${r.topNode}'`);
+    if (topIndex === 0 && r.backingFile !== undefined) fail("'backing-file' specified, but 'top' is the active layer");
+    if (r.speed < 0) fail("Parameter 'speed' expects a non negative value");
+    const job: Job = {
+      id: r.jobId, disk, top: disk.chain[topIndex], base: disk.chain[baseIndex], active: topIndex === 0,
+      backingFile: r.backingFile, status: 'running', len: disk.sizeBytes, done: 0, since: Date.now(), speed: r.speed,
+      fault: this.rollFault(disk.sizeBytes, topIndex === 0),
+    };
+    vm.jobs.set(job.id, job);
+    this.schedule(vmId, job);
+    this.notify(vmId);
+  }
+
+  async completeJob(vmId: string, jobId: string): Promise<void> {
+    const job = this.jobOf(await this.enter(vmId), jobId, 'block-job-complete');
+    if (job.status !== 'ready') refuseVerb('block-job-complete', job, 'complete');
+    job.status = 'waiting';
+    this.notify(vmId);
+    this.later(vmId, job, 0, () => this.finish(vmId, job));
+  }
+
+  async cancelJob(vmId: string, jobId: string): Promise<void> {
+    const job = this.jobOf(await this.enter(vmId), jobId, 'block-job-cancel');
+    if (job.status === 'concluded') refuseVerb('block-job-cancel', job, 'cancel');
+    if (job.status === 'waiting' || job.status === 'pending') return; // already ending: too late to cancel
+    const inReady = job.status === 'ready';
+    job.done = this.offsetOf(job);
+    job.status = inReady ? 'waiting' : 'aborting';
+    this.notify(vmId);
+    this.later(vmId, job, 0, () => this.conclude(vmId, job, inReady ? undefined : 'Operation canceled'));
+  }
+
+  async dismissJob(vmId: string, jobId: string): Promise<void> {
+    const vm = await this.enter(vmId);
+    const job = vm.jobs.get(jobId);
+    if (!job) return; // as QmpDriver: dismissing a missing job is a no-op
+    if (job.status !== 'concluded') refuseVerb('job-dismiss', job, 'dismiss');
+    vm.jobs.delete(jobId);
+    this.notify(vmId);
+  }
+
+  async setSpeed(vmId: string, jobId: string, speed: number): Promise<void> {
+    const job = this.jobOf(await this.enter(vmId), jobId, 'block-job-set-speed');
+    if (speed < 0) throw new QmpCommandError('block-job-set-speed', 'GenericError', "Parameter 'speed' expects a non negative value");
+    job.done = this.offsetOf(job);
+    job.since = Date.now();
+    job.speed = speed;
+    if (job.status === 'running') this.schedule(vmId, job);
+  }
+
+  async nodesHolding(vmId: string, path: string): Promise<string[]> {
+    const vm = await this.enter(vmId);
+    const held = [...vm.nodes.entries()].filter(([, n]) => n.path === path);
+    return [...held.filter(([, n]) => n.kind === 'format'), ...held.filter(([, n]) => n.kind === 'file')].map(([name]) => name);
+  }
+
+  async deleteNode(vmId: string, nodeName: string): Promise<void> {
+    const vm = await this.enter(vmId);
+    const node = vm.nodes.get(nodeName);
+    const fail = (desc: string): never => {
+      throw new QmpCommandError('blockdev-del', 'GenericError', desc);
+    };
+    if (!node) return fail(`Failed to find node with node-name='${nodeName}'`);
+    const inChain = [...vm.disks.values()].some((d) => d.chain.some((v) => v.format === nodeName));
+    const inJob = [...vm.jobs.values()].some((j) => j.status !== 'concluded' && (j.top.format === nodeName || j.base.format === nodeName));
+    const formatAbove = node.kind === 'file' && [...vm.nodes.values()].some((n) => n.kind === 'format' && n.path === node.path);
+    if (inChain || inJob || formatAbove) fail(`Block device ${nodeName} is in use`);
+    vm.nodes.delete(nodeName);
+  }
+
+  async nextJobChange(vmId: string, timeoutMs: number): Promise<void> {
+    // Registered at once, so a change made right after this call is not missed.
+    const set = this.waiters.get(vmId) ?? new Set<() => void>();
+    this.waiters.set(vmId, set);
+    let done = (): void => undefined;
+    const changed = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => done(), timeoutMs);
+      done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        resolve();
+      };
+      set.add(done);
+    });
+    try {
+      await this.enter(vmId);
+    } catch (err) {
+      done();
+      throw err;
+    }
+    await changed;
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const vm of this.vms.values()) for (const job of vm.jobs.values()) clearTimeout(job.timer);
+    for (const vmId of this.waiters.keys()) this.notify(vmId);
+    for (const s of this.sleepers) s.wake();
+  }
+
+  // ---- internals ----
+
+  private async enter(vmId: string): Promise<Vm> {
+    const delay = this.opts.faults?.slowHostMs ?? 0;
+    if (delay > 0 && !this.closed) await this.sleep(delay);
+    return this.liveVm(vmId);
+  }
+
+  private liveVm(vmId: string): Vm {
+    if (this.closed) throw new Error('SimDriver is closed');
+    const vm = this.vms.get(vmId);
+    if (!vm) throw new VmNotFoundError(`VM ${vmId} does not run on this host`);
+    if (vm.gone) throw new VmGoneError(`VM ${vmId} is gone: its QEMU no longer answers`);
+    return vm;
+  }
+
+  private jobOf(vm: Vm, jobId: string, command: string): Job {
+    const job = vm.jobs.get(jobId);
+    if (!job) throw new QmpCommandError(command, 'DeviceNotActive', `Block job '${jobId}' not found`);
+    return job;
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const sleeper = {
+        timer: setTimeout(() => sleeper.wake(), ms),
+        wake: () => {
+          clearTimeout(sleeper.timer);
+          this.sleepers.delete(sleeper);
+          resolve();
+        },
+      };
+      this.sleepers.add(sleeper);
+    });
+  }
+
+  private notify(vmId: string): void {
+    for (const done of [...(this.waiters.get(vmId) ?? [])]) done();
+  }
+
+  private rateOf(job: Job): number {
+    return job.speed > 0 ? Math.min(job.speed, this.bytesPerSecond) : this.bytesPerSecond;
+  }
+
+  private offsetOf(job: Job): number {
+    if (job.status !== 'running') return job.done;
+    return Math.min(job.len, Math.floor(job.done + (this.rateOf(job) * (Date.now() - job.since)) / 1000));
+  }
+
+  private rollFault(len: number, active: boolean): Fault | undefined {
+    const f = this.opts.faults ?? {};
+    if (this.rng() < (f.jobErrorRate ?? 0)) return { kind: 'error', at: Math.floor(this.rng() * len) };
+    if (this.rng() < (f.vanishRate ?? 0)) {
+      // A finished intermediate commit that vanishes looks like one auto-dismissed: top dropped.
+      return !active && this.rng() < 0.5 ? { kind: 'vanishAfterEnd' } : { kind: 'vanish', at: Math.floor(this.rng() * len) };
+    }
+    return undefined;
+  }
+
+  /** Sets the timer for the job's next event while running: a fault, or the end of the copy. */
+  private schedule(vmId: string, job: Job): void {
+    const target = job.fault && job.fault.kind !== 'vanishAfterEnd' ? job.fault.at : job.len;
+    const now = this.offsetOf(job);
+    job.done = now;
+    job.since = Date.now();
+    this.later(vmId, job, (Math.max(0, target - now) / this.rateOf(job)) * 1000, () => {
+      job.done = target;
+      job.since = Date.now();
+      if (job.fault?.kind === 'error') return this.conclude(vmId, job, 'Input/output error');
+      if (job.fault?.kind === 'vanish') return this.vanishJob(vmId, job.id);
+      if (job.active) {
+        job.status = 'ready';
+        return this.notify(vmId);
+      }
+      job.status = 'waiting';
+      return this.finish(vmId, job);
+    });
+  }
+
+  private later(vmId: string, job: Job, ms: number, fn: () => void | Promise<void>): void {
+    clearTimeout(job.timer);
+    job.timer = setTimeout(() => {
+      if (!this.closed && !this.vms.get(vmId)?.gone && this.vms.get(vmId)?.jobs.get(job.id) === job) void fn();
+    }, ms);
+  }
+
+  /** The commit's graph change: top (and anything between it and base) leaves the chain; then conclude. */
+  private async finish(vmId: string, job: Job): Promise<void> {
+    const chain = job.disk.chain;
+    const topIndex = chain.indexOf(job.top);
+    const baseIndex = chain.indexOf(job.base);
+    if (this.opts.rewriteBackingHeaders && topIndex > 0) {
+      const backing = job.backingFile ?? job.base.path; // QEMU writes the absolute path unless told
+      try {
+        await run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, chain[topIndex - 1].path]);
+      } catch (err) {
+        return this.conclude(vmId, job, `cannot rewrite backing file: ${String(err)}`);
+      }
+      if (this.closed || job.status !== 'waiting' || this.vms.get(vmId)?.jobs.get(job.id) !== job) return;
+    }
+    chain.splice(topIndex, baseIndex - topIndex);
+    if (job.fault?.kind === 'vanishAfterEnd') return this.vanishJob(vmId, job.id);
+    this.conclude(vmId, job);
+  }
+
+  private conclude(vmId: string, job: Job, error?: string): void {
+    clearTimeout(job.timer);
+    job.done = this.offsetOf(job);
+    job.status = 'concluded';
+    if (error !== undefined) job.error = error;
+    this.notify(vmId);
+  }
+}
+
+function refuseVerb(command: string, job: Job, verb: string): never {
+  throw new QmpCommandError(command, 'GenericError', `Job '${job.id}' in state '${job.status}' cannot accept command verb '${verb}'`);
+}
+
+/** A small seeded PRNG (mulberry32). */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(a ^ (a >>> 15), a | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
