@@ -18,12 +18,13 @@ export function diskMergeWorkflowId(snapshotId: string, diskId: string): string 
 /**
  * QEMU job id of a disk's commit. Derived from the disk and the top volume only, so every retry
  * of the merge step, in any worker process, names the same job and adopts it instead of starting
- * a second one.
+ * a second one. `.` separates the parts: ids cannot contain it (QEMU job ids can), so no two
+ * (disk, top) pairs share a job id and a disk's prefix matches no other disk's jobs.
  */
 export function blockJobId(diskId: string, topVolumeId: string): string {
-  return `lm-${diskId}-${topVolumeId}`;
+  return `${blockJobPrefix(diskId)}${topVolumeId}`;
 }
 
 export function blockJobPrefix(diskId: string): string {
-  return `lm-${diskId}-`;
+  return `lm.${diskId}.`;
 }

@@ -146,7 +146,7 @@ test('a retried merge step adopts the running job: QEMU runs one job per disk, n
   ).result();
   await jobs.qmp.close();
   expect(retriedMerges - before).toBe(2);
-  expect([...jobs.created].sort()).toEqual(['lm-disk0-d0v1', 'lm-disk1-d1v2']);
+  expect([...jobs.created].sort()).toEqual(['lm.disk0.d0v1', 'lm.disk1.d1v2']);
   expect(result.disks.map((x) => x.outcome)).toEqual(['merged', 'merged']);
   expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
   await destroyLabVm(stack.runDir, vm.vmId);
@@ -166,11 +166,11 @@ test('a block job cancelled from outside fails the disk with a clear reason and 
     options: { bandwidthBytesPerSec: MiB, pollIntervalMs: 100 },
   });
   await waitUntil(async () => (await aux.executeParsed('query-jobs', {}, queryJobsSchema)).some((j) => j.status === 'running'));
-  await aux.execute('block-job-cancel', { device: 'lm-disk0-d0v1' });
+  await aux.execute('block-job-cancel', { device: 'lm.disk0.d0v1' });
   const failure = await failureOf(handle.result());
   await aux.close();
   expect(failure.type).toBe('DiskMergeFailed');
-  expect(failure.message).toMatch(/disk0 \(disk disk0: block job lm-disk0-d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/);
+  expect(failure.message).toMatch(/disk0 \(disk disk0: block job lm\.disk0\.d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/);
   expect(existsSync(top)).toBe(true);
   const report = await verifyLabVm(stack.runDir, vm.vmId);
   expect(report.disks[0].chain).toEqual(['d0v2', 'd0v1', 'd0v0']);

@@ -9,7 +9,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createHostActivities, type HostActivities } from '../../src/activities';
 import type { JobStep, WaitStep } from '../../src/activities/inputs';
-import { blockJobId } from '../../src/config/names';
+import { blockJobId, blockJobPrefix } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
 import type { HypervisorDriver } from '../../src/host/driver';
 import { readBackingFile } from '../../src/host/qemu-img';
@@ -126,19 +126,19 @@ async function mergeThrough(top: string, base: string): Promise<void> {
 describe('merge', () => {
   test('starts an intermediate commit below the active layer', async () => {
     const started = await env().run(acts.merge, mergeIn('v1', 'v0'));
-    expect(started).toEqual({ outcome: 'started', jobId: 'lm-d1-v1', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] });
-    expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['lm-d1-v1']);
+    expect(started).toEqual({ outcome: 'started', jobId: 'lm.d1.v1', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] });
+    expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['lm.d1.v1']);
   });
 
   test('starts an active commit of the active layer', async () => {
     const started = await env().run(acts.merge, mergeIn('v2', 'v1'));
-    expect(started).toMatchObject({ outcome: 'started', jobId: 'lm-d1-v2', kind: 'active' });
+    expect(started).toMatchObject({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'active' });
   });
 
   test('a second call for the same disk and top adopts the running job', async () => {
     await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
     const again = await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
-    expect(again).toMatchObject({ outcome: 'adopted', jobId: 'lm-d1-v1', kind: 'intermediate' });
+    expect(again).toMatchObject({ outcome: 'adopted', jobId: 'lm.d1.v1', kind: 'intermediate' });
     expect(await sim.listJobs('vm1')).toHaveLength(1);
     expect(calls.filter((c) => c === 'startCommit')).toHaveLength(1);
   });
@@ -149,7 +149,7 @@ describe('merge', () => {
     await env().run(acts.cleanup, jobIn('v2'));
     expect(existsSync(vol('v2'))).toBe(false);
     const again = await env().run(acts.merge, mergeIn('v2', 'v1'));
-    expect(again).toEqual({ outcome: 'alreadyMerged', jobId: 'lm-d1-v2', chain: ['v1', 'v0'] });
+    expect(again).toEqual({ outcome: 'alreadyMerged', jobId: 'lm.d1.v2', chain: ['v1', 'v0'] });
     expect(await sim.listJobs('vm1')).toEqual([]);
   });
 
@@ -181,7 +181,7 @@ describe('merge', () => {
     const f = await failureOf(env().run(acts.merge, mergeIn('v2', 'v1')));
     expect(f).toMatchObject({ type: 'DiskBusy', nonRetryable: true });
     expect(calls.filter((c) => c === 'startCommit')).toHaveLength(1);
-    expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['lm-d1-v1']);
+    expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['lm.d1.v1']);
   });
 
   test('an unknown VM and an unknown disk are refused', async () => {
@@ -227,7 +227,7 @@ describe('waitForBlockJob', () => {
 
   test('returns the error of a failed job', async () => {
     await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
-    setTimeout(() => sim.failJob('vm1', 'lm-d1-v1', 'Input/output error'), 50);
+    setTimeout(() => sim.failJob('vm1', 'lm.d1.v1', 'Input/output error'), 50);
     const end = await env().run(acts.waitForBlockJob, waitIn('v1'));
     expect(end).toMatchObject({ outcome: 'concluded', error: 'Input/output error', pivoted: false });
     expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
@@ -235,7 +235,7 @@ describe('waitForBlockJob', () => {
 
   test('a job that vanished is reported as vanished, not as success', async () => {
     await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
-    setTimeout(() => sim.vanishJob('vm1', 'lm-d1-v1'), 50);
+    setTimeout(() => sim.vanishJob('vm1', 'lm.d1.v1'), 50);
     expect(await env().run(acts.waitForBlockJob, waitIn('v1'))).toEqual({ outcome: 'vanished', pivoted: false });
   });
 
@@ -258,7 +258,7 @@ describe('waitForBlockJob', () => {
     const resumed = env({ heartbeatDetails: { status: 'ready', offset: len, len, pivotRequested: true } });
     const waiting = resumed.run(acts.waitForBlockJob, waitIn('v2'));
     // The previous attempt's pivot takes effect while this one waits.
-    setTimeout(() => void sim.completeJob('vm1', 'lm-d1-v2'), 100);
+    setTimeout(() => void sim.completeJob('vm1', 'lm.d1.v2'), 100);
     expect(await waiting).toMatchObject({ outcome: 'concluded', pivoted: true });
     expect(calls).not.toContain('completeJob');
     expect(await chainOf()).toEqual(['v1', 'v0']);
@@ -380,5 +380,12 @@ describe('cleanup and cancelBlockJob', () => {
     expect(await env().run(acts.cancelBlockJob, jobIn('v1'))).toEqual({ finalStatus: undefined });
     sim.removeVm('vm1');
     expect(await env().run(acts.cancelBlockJob, jobIn('v1'))).toEqual({});
+  });
+});
+
+describe('block job ids', () => {
+  test('no two disks or tops share a job id, and a disk prefix matches only its own jobs', () => {
+    expect(blockJobId('d1', 'x-v3')).not.toBe(blockJobId('d1-x', 'v3'));
+    expect(blockJobId('d1-x', 'v3').startsWith(blockJobPrefix('d1'))).toBe(false);
   });
 });

@@ -103,7 +103,7 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     const failure = !result.ok && result.error instanceof WorkflowFailedError ? result.error.cause : undefined;
     expect(failure).toBeInstanceOf(ApplicationFailure);
     expect((failure as ApplicationFailure).type).toBe('DiskMergeFailed');
-    expect((failure as ApplicationFailure).message).toMatch(/1 of 2 disks failed: d1 \(disk d1: block job lm-d1-top failed in QEMU: Input\/output error; top volume top kept\)/);
+    expect((failure as ApplicationFailure).message).toMatch(/1 of 2 disks failed: d1 \(disk d1: block job lm.d1.top failed in QEMU: Input\/output error; top volume top kept\)/);
     expect(calls.filter((c) => c.diskId === 'd1').map((c) => c.name)).toEqual(['merge', 'waitForBlockJob', 'cleanup']);
     expect(calls.filter((c) => c.diskId === 'd0').map((c) => c.name)).toContain('deleteVolume');
     expect(progress?.disks.find((d) => d.diskId === 'd1')).toMatchObject({ phase: 'failed' });
