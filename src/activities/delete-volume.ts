@@ -38,6 +38,11 @@ export function createDeleteVolume(deps: HostDeps) {
         throw refuse('VolumeInUse', `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`);
       }
 
+      // The base must hold the committed data on disk before the top, its only other copy, goes.
+      const baseFile = volumePath(deps.storageRoot, step.diskId, step.baseVolumeId);
+      const baseNode = chains.flatMap((c) => c.volumes).find((v) => v.path === baseFile)?.nodeName;
+      if (baseNode) await deps.driver.flushNode(step.vmId, baseNode);
+
       // The concluded commit job still holds the removed node, and QEMU refuses to detach a node a
       // job holds. Its outcome was read already: the chain check passed.
       const jobId = blockJobId(step.diskId, step.topVolumeId);

@@ -67,6 +67,8 @@ export interface HypervisorDriver {
   /** Nodes that still hold `path` open, format node before file node. */
   nodesHolding(vmId: string, path: string): Promise<string[]>;
   deleteNode(vmId: string, nodeName: string): Promise<void>;
+  /** Writes a node's cached metadata to its file. */
+  flushNode(vmId: string, nodeName: string): Promise<void>;
   /** Resolves on the VM's next job status change, or after `timeoutMs`: events shorten polling. */
   nextJobChange(vmId: string, timeoutMs: number): Promise<void>;
   close(): Promise<void>;

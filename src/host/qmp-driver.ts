@@ -106,6 +106,16 @@ export class QmpDriver implements HypervisorDriver {
     await this.pool.with(vmId, (qmp) => qmp.execute('blockdev-del', { 'node-name': nodeName }));
   }
 
+  /**
+   * QMP has no flush of one node; HMP's `qemu-io <node> "flush"` is QEMU's own way to ask for it.
+   * Needed after an intermediate commit into a base opened read-write: QEMU 7.2 keeps the base's
+   * new qcow2 mappings in its cache, so the file alone does not yet hold the committed data.
+   */
+  async flushNode(vmId: string, nodeName: string): Promise<void> {
+    const reply = await this.pool.with(vmId, (qmp) => qmp.execute('human-monitor-command', { 'command-line': `qemu-io ${nodeName} "flush"` }));
+    if (typeof reply === 'string' && reply.trim() !== '') throw new Error(`flush of node ${nodeName} failed: ${reply.trim()}`);
+  }
+
   async nextJobChange(vmId: string, timeoutMs: number): Promise<void> {
     const qmp: QmpClient = await this.pool.get(vmId);
     await new Promise<void>((resolve) => {

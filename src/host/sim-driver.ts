@@ -215,6 +215,12 @@ export class SimDriver implements HypervisorDriver {
     return [...held.filter(([, n]) => n.kind === 'format'), ...held.filter(([, n]) => n.kind === 'file')].map(([name]) => name);
   }
 
+  /** Nothing is cached in memory; an unknown node is refused as QEMU refuses it. */
+  async flushNode(vmId: string, nodeName: string): Promise<void> {
+    const vm = await this.enter(vmId);
+    if (!vm.nodes.has(nodeName)) throw new QmpCommandError('human-monitor-command', 'GenericError', `Cannot find device='' nor node-name='${nodeName}'`);
+  }
+
   async deleteNode(vmId: string, nodeName: string): Promise<void> {
     const vm = await this.enter(vmId);
     const node = vm.nodes.get(nodeName);

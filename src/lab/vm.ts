@@ -115,6 +115,8 @@ export const labManifestSchema = z
     createdAt: z.string(),
     sizeMiB: z.number().int().min(1),
     layerDataMiB: z.number().int().min(1),
+    /** Backing layers opened read-only, as libvirt does (the default); false opens them read-write. */
+    backingReadOnly: z.boolean().default(true),
     qmpSocket: z.string().min(1),
     auxQmpSocket: z.string().min(1),
     disks: z.array(labDiskSchema).min(1),
@@ -133,6 +135,7 @@ export const createLabVmOptionsSchema = z
     volumes: z.number().int().min(1).max(MAX_VOLUMES),
     sizeMiB: z.number().int().min(1).max(1024 * 1024).default(64),
     layerDataMiB: z.number().int().min(1).max(1024).default(1),
+    backingReadOnly: z.boolean().default(true),
   })
   .strict()
   .refine((o) => (o.volumes + 1) * o.layerDataMiB <= o.sizeMiB, {
@@ -461,7 +464,7 @@ function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
       // commit then reopens its base read-write and, when done, read-only again, and that reopen
       // flushes the base's qcow2 metadata to the file (a base opened read-write is never reopened,
       // and QEMU 7.2 leaves the committed clusters unmapped on disk until some later flush).
-      const readOnly = i < disk.volumeIds.length - 1 ? ',read-only=on' : '';
+      const readOnly = m.backingReadOnly && i < disk.volumeIds.length - 1 ? ',read-only=on' : '';
       args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on`);
       // The base gets no `backing` option: it has no backing file, so QEMU opens none.
       args.push('-blockdev', `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`);
@@ -551,6 +554,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     createdAt: new Date().toISOString(),
     sizeMiB: opts.sizeMiB,
     layerDataMiB: opts.layerDataMiB,
+    backingReadOnly: opts.backingReadOnly,
     qmpSocket,
     auxQmpSocket,
     disks,
