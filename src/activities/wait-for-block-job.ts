@@ -1,6 +1,5 @@
 import { Context, log } from '@temporalio/activity';
-import { z } from 'zod';
-import { PROGRESS_SIGNAL_MIN_INTERVAL_MS } from '../config/policy';
+import { checkpointSchema, type Checkpoint } from '../domain/checkpoint';
 import type { BlockJob } from '../host/driver';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './guard';
@@ -13,14 +12,6 @@ export type BlockJobEnd =
   /** The job is not in QEMU's list (dismissed earlier): only the chain can tell what happened. */
   | { outcome: 'vanished'; pivoted: boolean };
 
-/** Checkpoint kept in heartbeat details, so that a retry on a restarted agent resumes. */
-const checkpointSchema = z.object({
-  status: z.string(),
-  offset: z.number(),
-  len: z.number(),
-  pivotRequested: z.boolean(),
-});
-type Checkpoint = z.infer<typeof checkpointSchema>;
 
 /**
  * Waits for the disk's block job to end: polls QEMU's job list (a job status event wakes the
@@ -78,15 +69,15 @@ async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<boo
   }
 }
 
-/** Sends offset/len to the LiveMergeWorkflow, at most once a second and on every status change. */
+/**
+ * Tells the LiveMergeWorkflow of each job status change, with offset/len. Only status changes, so
+ * a disk's history has the same number of events however long its job runs; the live offset/len
+ * in between is in this activity's heartbeat details (see src/progress/read-progress.ts).
+ */
 function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
-  let lastAt = 0;
   let lastStatus = '';
   return async (job) => {
-    if (!step.progressWorkflowId) return;
-    const now = Date.now();
-    if (job.status === lastStatus && now - lastAt < PROGRESS_SIGNAL_MIN_INTERVAL_MS) return;
-    lastAt = now;
+    if (!step.progressWorkflowId || job.status === lastStatus) return;
     lastStatus = job.status;
     const progress: DiskProgress = {
       diskId: step.diskId,

@@ -54,4 +54,6 @@ export const blockJobWaitOptions: ActivityOptions = {
 };
 
 export const DEFAULT_POLL_INTERVAL_MS = 500;
-export const PROGRESS_SIGNAL_MIN_INTERVAL_MS = 1000;
+
+/** How often a host agent sends heartbeats at most (each carries the job's offset/len). */
+export const HEARTBEAT_THROTTLE = '1 second';

@@ -15,7 +15,7 @@ import { z } from 'zod';
 import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../config/names';
 import type { LiveMergeRequest } from '../domain/input';
 import type { LiveMergeResult } from '../domain/outcome';
-import type { MergeProgress } from '../domain/progress';
+import { readMergeProgress } from '../progress/read-progress';
 import { freePort } from '../devserver/free-port';
 import { startDevServer, type DevServer } from '../devserver/dev-server';
 import { temporalBin } from '../devserver/temporal-bin';
@@ -131,7 +131,7 @@ async function main(): Promise<number> {
     let last = '';
     for (;;) {
       const done = await Promise.race([result.then(() => true), sleep(300).then(() => false)]);
-      const line = renderProgress(await handle.query<MergeProgress>('progress'));
+      const line = renderProgress(await readMergeProgress(client, snapshotId));
       if (line !== last) console.log(`  ${line}`);
       last = line;
       if (done) break;

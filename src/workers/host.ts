@@ -1,6 +1,7 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createHostActivities, type HostActivities } from '../activities';
 import { hostTaskQueue } from '../config/names';
+import { HEARTBEAT_THROTTLE } from '../config/policy';
 import type { HypervisorDriver } from '../host/driver';
 import { QmpDriver } from '../host/qmp-driver';
 
@@ -31,6 +32,10 @@ export async function createHostWorker(
     namespace,
     taskQueue: hostTaskQueue(opts.hostId),
     activities: opts.wrapActivities ? opts.wrapActivities(activities) : activities,
+    // Heartbeats carry a running job's offset/len to progress readers: send them every second
+    // (the default waits up to 80% of the heartbeat timeout). They add no history events.
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    defaultHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     ...extra,
   });
   return { worker, driver };
