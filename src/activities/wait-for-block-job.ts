@@ -42,6 +42,8 @@ export function createWaitForBlockJob(deps: HostDeps) {
           return { outcome: 'concluded', error: job.error, offset: job.offset, len: job.len, pivoted: checkpoint.pivotRequested };
         }
         // A completion QEMU did not take is not recorded: the next turn, still in `ready`, asks again.
+        // A merge cancelled meanwhile must not pivot: the cancel ends the wait before it can.
+        if (ctx.cancellationSignal.aborted) await ctx.cancelled;
         if (job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested && (await pivot(deps, step, job))) {
           checkpoint = { ...checkpoint, pivotRequested: true };
           ctx.heartbeat(checkpoint);

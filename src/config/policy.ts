@@ -1,4 +1,4 @@
-import type { ActivityOptions, RetryPolicy } from '@temporalio/workflow';
+import { ActivityCancellationType, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
 
 /**
  * Timeouts and retry policies of every activity: the one place they are set. Retries are
@@ -18,11 +18,16 @@ export const NON_RETRYABLE = [
   'VolumeInUse',
   'PathOutsideStorageRoot',
   'VmGone',
+  'HostUnreachable',
 ] as const;
 export type NonRetryableType = (typeof NON_RETRYABLE)[number];
 
-/** A host queue nobody polls must not hang a merge: a bounded wait to be picked up. */
-export const HOST_SCHEDULE_TO_START = '2 minutes';
+/**
+ * A host queue nobody polls must not hang a merge: the first step, merge, must be picked up by the
+ * host agent within this time (per merge, `options.hostPickupTimeoutSeconds`). Later steps wait
+ * for the host however long it is away: its block job runs on, and only the host can tell its end.
+ */
+export const DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS = 120;
 
 const durableRetry: RetryPolicy = {
   initialInterval: '1 second',
@@ -31,15 +36,22 @@ const durableRetry: RetryPolicy = {
   nonRetryableErrorTypes: [...NON_RETRYABLE],
 };
 
-/** Short host steps: read the chain, start the commit, verify, delete, clean up. */
+/**
+ * Short host steps: verify, delete, clean up, cancel. Each takes well under a second; the bound is
+ * how soon the attempt of a host agent that died mid-step is retried.
+ */
 export const hostStepOptions: ActivityOptions = {
-  startToCloseTimeout: '1 minute',
-  scheduleToStartTimeout: HOST_SCHEDULE_TO_START,
+  startToCloseTimeout: '30 seconds',
   retry: durableRetry,
 };
 
+/** The merge step: a short host step with a bounded wait for the host to pick it up. */
+export function mergeStepOptions(hostPickupTimeoutSeconds: number): ActivityOptions {
+  return { ...hostStepOptions, scheduleToStartTimeout: hostPickupTimeoutSeconds * 1000 };
+}
+
 /** Heartbeat timeout of the block-job wait: how soon a dead host agent is noticed. */
-export const BLOCK_JOB_HEARTBEAT_TIMEOUT = '10 seconds';
+export const BLOCK_JOB_HEARTBEAT_TIMEOUT = '5 seconds';
 
 /**
  * The wait for a block job may take hours; the heartbeat timeout, not the start-to-close timeout,
@@ -48,9 +60,11 @@ export const BLOCK_JOB_HEARTBEAT_TIMEOUT = '10 seconds';
  */
 export const blockJobWaitOptions: ActivityOptions = {
   startToCloseTimeout: '7 days',
-  scheduleToStartTimeout: HOST_SCHEDULE_TO_START,
   heartbeatTimeout: BLOCK_JOB_HEARTBEAT_TIMEOUT,
   retry: { ...durableRetry, initialInterval: '500 milliseconds', maximumInterval: '5 seconds' },
+  // A cancelled merge cancels the block job only once the wait has stopped: a wait still running
+  // could otherwise pivot an active commit after the workflow decided not to.
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
 
 export const DEFAULT_POLL_INTERVAL_MS = 500;

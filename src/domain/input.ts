@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { DEFAULT_POLL_INTERVAL_MS } from '../config/policy';
+import { DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS, DEFAULT_POLL_INTERVAL_MS } from '../config/policy';
 
 /**
  * Ids become file names and QEMU job ids: letters, digits, `-` and `_` only, so no path
@@ -30,6 +30,8 @@ export const mergeOptionsSchema = z
     pollIntervalMs: z.number().int().min(50).max(60_000).default(DEFAULT_POLL_INTERVAL_MS),
     /** Speed limit of each block job in bytes per second; 0 means unlimited. */
     bandwidthBytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+    /** How long the host agent may take to pick up the first step before the disk fails. */
+    hostPickupTimeoutSeconds: z.number().int().min(1).max(86_400).default(DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS),
   })
   .strict();
 export type MergeOptions = z.infer<typeof mergeOptionsSchema>;
@@ -44,7 +46,11 @@ export const liveMergeInputSchema = z
       .min(1, 'must name at least one disk')
       .max(64, 'must name at most 64 disks')
       .refine((ds) => new Set(ds.map((d) => d.diskId)).size === ds.length, 'must not name a disk twice'),
-    options: mergeOptionsSchema.default({ pollIntervalMs: DEFAULT_POLL_INTERVAL_MS, bandwidthBytesPerSec: 0 }),
+    options: mergeOptionsSchema.default({
+      pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
+      bandwidthBytesPerSec: 0,
+      hostPickupTimeoutSeconds: DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS,
+    }),
   })
   .strict();
 export type LiveMergeInput = z.infer<typeof liveMergeInputSchema>;

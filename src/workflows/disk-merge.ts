@@ -5,10 +5,12 @@ import {
   getExternalWorkflowHandle,
   isCancellation,
   proxyActivities,
+  TimeoutFailure,
 } from '@temporalio/workflow';
+import { TimeoutType } from '@temporalio/common';
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
-import { blockJobWaitOptions, hostStepOptions } from '../config/policy';
+import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
 import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
@@ -23,6 +25,7 @@ export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerg
   const { vmId, hostId, disk, options } = input;
   const taskQueue = hostTaskQueue(hostId);
   const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
+  const hostMerge = proxyActivities<HostActivities>({ ...mergeStepOptions(options.hostPickupTimeoutSeconds), taskQueue });
   const hostWait = proxyActivities<HostActivities>({ ...blockJobWaitOptions, taskQueue });
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
@@ -32,7 +35,7 @@ export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerg
   let chainBefore: string[] = [];
   try {
     await report({ phase: 'merging' });
-    const started = await host.merge({ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec });
+    const started = await hostMerge.merge({ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec });
     chainBefore = started.chain;
     if (started.outcome !== 'alreadyMerged') {
       commitKind = started.kind;
@@ -89,13 +92,17 @@ export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerg
 
   /** Dismisses what the job left, records the reason, and fails this disk with the top kept. */
   async function failed(err: unknown): Promise<ApplicationFailure> {
-    const reason = reasonOf(err);
+    const neverPickedUp = isPickupTimeout(err);
+    const reason = neverPickedUp
+      ? `host ${hostId} did not pick up the merge within ${options.hostPickupTimeoutSeconds} s: no host agent polls ${taskQueue}`
+      : reasonOf(err);
     await CancellationScope.nonCancellable(async () => {
-      await host.cleanup(jobStep);
+      // Nothing reached a host that never picked up the merge, and nothing there needs cleaning.
+      if (!neverPickedUp) await host.cleanup(jobStep);
       await report({ phase: 'failed', reason });
     });
     return ApplicationFailure.create({
-      type: typeOf(err) ?? 'DiskMergeFailed',
+      type: neverPickedUp ? 'HostUnreachable' : (typeOf(err) ?? 'DiskMergeFailed'),
       message: `disk ${disk.diskId}: ${reason}; top volume ${disk.topVolumeId} kept`,
       nonRetryable: true,
     });
@@ -111,6 +118,11 @@ function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId
       // Progress is for people watching; a parent that is gone must not fail the merge.
     }
   };
+}
+
+function isPickupTimeout(err: unknown): boolean {
+  const cause = rootCause(err);
+  return cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
 
 function rootCause(err: unknown): unknown {
