@@ -5,14 +5,14 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 DEMO_ARGS ?=
 
-.PHONY: help setup demo test bench qemu temporal
+.PHONY: help setup demo test bench qemu temporal chromium
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
 	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU)"
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
 
-setup: node_modules/.installed qemu temporal
+setup: node_modules/.installed qemu temporal chromium
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -23,6 +23,9 @@ qemu:
 
 temporal:
 	@bash scripts/ensure-temporal.sh >/dev/null
+
+chromium:
+	@bash scripts/ensure-chromium.sh
 
 demo: setup
 	npx tsx src/demo/main.ts $(DEMO_ARGS)

@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
+import { devServerSearchAttributeArgs } from '../config/search-attributes';
 import { freePort } from './free-port';
 import { temporalBin } from './temporal-bin';
 
@@ -43,6 +44,8 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     '--namespace', namespace,
     '--sqlite-pragma', 'journal_mode=wal',
     '--log-level', 'warn',
+    // The merges' own search attributes (VmId, HostId, SnapshotId, DiskId, MergeOutcome).
+    ...devServerSearchAttributeArgs(),
     ...(opts.headless ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(uiPort)]),
   ];
   const child = spawn(temporalBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
