@@ -24,6 +24,11 @@ export interface SimDriverOptions {
    * as QEMU does. Only for volumes that exist as real qcow2 files.
    */
   rewriteBackingHeaders?: boolean;
+  /**
+   * Simulated seconds per real second for job progress (default 1): at 60 a 10-minute job ends
+   * after 10 real seconds. Poll timeouts and slowHostMs stay in real time.
+   */
+  timeScale?: number;
 }
 
 export interface SimDisk {
@@ -69,12 +74,16 @@ export class SimDriver implements HypervisorDriver {
   private readonly sleepers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
   private readonly rng: () => number;
   private readonly bytesPerSecond: number;
+  private readonly timeScale: number;
+  private readonly epoch = Date.now();
   private nextNode = 0;
   private closed = false;
 
   constructor(private readonly opts: SimDriverOptions = {}) {
     this.rng = mulberry32(opts.seed ?? 1);
     this.bytesPerSecond = opts.bytesPerSecond ?? 1024 ** 3;
+    this.timeScale = opts.timeScale ?? 1;
+    if (!(this.timeScale > 0)) throw new RangeError(`timeScale must be positive, got ${this.timeScale}`);
   }
 
   /** Starts (or restarts) a VM with the given disks; a restarted VM has no jobs. */
@@ -164,7 +173,7 @@ export class SimDriver implements HypervisorDriver {
     if (r.speed < 0) fail("Parameter 'speed' expects a non negative value");
     const job: Job = {
       id: r.jobId, disk, top: disk.chain[topIndex], base: disk.chain[baseIndex], active: topIndex === 0,
-      backingFile: r.backingFile, status: 'running', len: disk.sizeBytes, done: 0, since: Date.now(), speed: r.speed,
+      backingFile: r.backingFile, status: 'running', len: disk.sizeBytes, done: 0, since: this.now(), speed: r.speed,
       fault: this.rollFault(disk.sizeBytes, topIndex === 0),
     };
     vm.jobs.set(job.id, job);
@@ -204,7 +213,7 @@ export class SimDriver implements HypervisorDriver {
     const job = this.jobOf(await this.enter(vmId), jobId, 'block-job-set-speed');
     if (speed < 0) throw new QmpCommandError('block-job-set-speed', 'GenericError', "Parameter 'speed' expects a non negative value");
     job.done = this.offsetOf(job);
-    job.since = Date.now();
+    job.since = this.now();
     job.speed = speed;
     if (job.status === 'running') this.schedule(vmId, job);
   }
@@ -311,7 +320,7 @@ export class SimDriver implements HypervisorDriver {
 
   private offsetOf(job: Job): number {
     if (job.status !== 'running') return job.done;
-    return Math.min(job.len, Math.floor(job.done + (this.rateOf(job) * (Date.now() - job.since)) / 1000));
+    return Math.min(job.len, Math.floor(job.done + (this.rateOf(job) * (this.now() - job.since)) / 1000));
   }
 
   private rollFault(len: number, active: boolean): Fault | undefined {
@@ -329,10 +338,10 @@ export class SimDriver implements HypervisorDriver {
     const target = job.fault && job.fault.kind !== 'vanishAfterEnd' ? job.fault.at : job.len;
     const now = this.offsetOf(job);
     job.done = now;
-    job.since = Date.now();
+    job.since = this.now();
     this.later(vmId, job, (Math.max(0, target - now) / this.rateOf(job)) * 1000, () => {
       job.done = target;
-      job.since = Date.now();
+      job.since = this.now();
       if (job.fault?.kind === 'error') return this.conclude(vmId, job, 'Input/output error');
       if (job.fault?.kind === 'vanish') return this.vanishJob(vmId, job.id);
       if (job.active) {
@@ -344,11 +353,17 @@ export class SimDriver implements HypervisorDriver {
     });
   }
 
+  /** Simulated clock in ms: real time since construction, times timeScale. */
+  private now(): number {
+    return this.epoch + (Date.now() - this.epoch) * this.timeScale;
+  }
+
+  /** Runs `fn` after `ms` simulated milliseconds. */
   private later(vmId: string, job: Job, ms: number, fn: () => void | Promise<void>): void {
     clearTimeout(job.timer);
     job.timer = setTimeout(() => {
       if (!this.closed && !this.vms.get(vmId)?.gone && this.vms.get(vmId)?.jobs.get(job.id) === job) void fn();
-    }, ms);
+    }, ms / this.timeScale);
   }
 
   /** The commit's graph change: top (and anything between it and base) leaves the chain; then conclude. */

@@ -164,6 +164,16 @@ describe('SimDriver', () => {
     await expect(driver.setSpeed('vm1', 'nope', 1)).rejects.toThrow(/not found/);
   });
 
+  test('timeScale runs simulated time faster: a 10-minute job ends in a fraction of it', async () => {
+    setUp({ bytesPerSecond: MiB, timeScale: 200 }); // 16 MiB at 1 MiB/s: 16 simulated s, 80 real ms
+    const t = Date.now();
+    await commit(B, C);
+    const done = await until((j) => j?.status === 'concluded', 'j1', 2000);
+    expect(done?.offset).toBe(16 * MiB);
+    expect(Date.now() - t).toBeLessThan(1500);
+    expect(() => new SimDriver({ timeScale: 0 })).toThrow(RangeError);
+  });
+
   test('nextJobChange resolves on a status change, or after the timeout', async () => {
     setUp({ bytesPerSecond: MiB });
     let t = Date.now();
