@@ -25,6 +25,8 @@ export interface DevServer {
   options: Required<Pick<DevServerOptions, 'dbFile' | 'port' | 'uiPort'>> & DevServerOptions;
   /** SIGTERM, then SIGKILL after 5 s. */
   stop(): Promise<void>;
+  /** SIGKILL: a crash. A new startDevServer on the same options resumes from the SQLite file. */
+  kill(): Promise<void>;
 }
 
 /**
@@ -72,6 +74,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     process: child,
     options: { ...opts, port, uiPort },
     stop: () => stopProcess(child),
+    kill: () => killProcess(child),
   };
 }
 
@@ -102,4 +105,12 @@ export async function stopProcess(child: ChildProcess, graceMs = 5000): Promise<
   const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
   await exited;
   clearTimeout(timer);
+}
+
+/** SIGKILL, as a crash would end it, and wait for the exit. */
+export async function killProcess(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGKILL');
+  await exited;
 }

@@ -3,14 +3,17 @@ import { createWriteStream, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
-import { stopProcess } from './dev-server';
+import { killProcess, stopProcess } from './dev-server';
 
 const repoRoot = path.resolve(__dirname, '../..');
 
 export interface WorkerProcess {
   process: ChildProcess;
   logFile: string;
+  /** SIGTERM: a clean shutdown. */
   stop(): Promise<void>;
+  /** SIGKILL: a crash. */
+  kill(): Promise<void>;
 }
 
 /**
@@ -25,10 +28,15 @@ export async function startWorkerProcess(opts: {
   client: Client;
   logFile: string;
   env?: NodeJS.ProcessEnv;
+  /** Another entry point than src/worker.ts (tests' fault-injecting host agent). */
+  entry?: string;
 }): Promise<WorkerProcess> {
   mkdirSync(path.dirname(opts.logFile), { recursive: true });
   const log = createWriteStream(opts.logFile, { flags: 'a' });
-  const child = spawn(process.execPath, [require.resolve('tsx/cli'), path.join(repoRoot, 'src/worker.ts'), ...opts.args], {
+  // `node --import tsx` runs the TypeScript entry in this one process, so a kill reaches the worker
+  // itself (the tsx CLI would put it in a child process of its own).
+  const entry = opts.entry ?? path.join(repoRoot, 'src/worker.ts');
+  const child = spawn(process.execPath, ['--import', 'tsx', entry, ...opts.args], {
     cwd: repoRoot,
     env: { ...process.env, ...opts.env, TEMPORAL_ADDRESS: opts.address, TEMPORAL_NAMESPACE: opts.namespace },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -40,7 +48,12 @@ export async function startWorkerProcess(opts: {
   );
   exited.catch(() => undefined);
   await Promise.race([waitForPoller(opts.client, opts.namespace, opts.taskQueue, 60_000), exited]);
-  return { process: child, logFile: opts.logFile, stop: () => stopProcess(child, 10_000) };
+  return {
+    process: child,
+    logFile: opts.logFile,
+    stop: () => stopProcess(child, 10_000),
+    kill: () => killProcess(child),
+  };
 }
 
 /** Resolves once a worker polls `taskQueue` (workflow or activity side). */
