@@ -3,11 +3,12 @@
  * `--role host --host-id H --storage-root DIR --run-dir DIR` runs the host activities on host H's
  * queue (one such agent per hypervisor host). Both roles may share one process.
  */
-import { NativeConnection, Runtime, type Worker } from '@temporalio/worker';
+import { NativeConnection, type Worker } from '@temporalio/worker';
 import { temporalTarget } from './config/connection';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from './config/names';
 import { ConfigError, loadWorkerConfig } from './config/worker-config';
 import type { HypervisorDriver } from './host/driver';
+import { installRuntime } from './telemetry/runtime';
 import { createEngineWorker } from './workers/engine';
 import { createHostWorker } from './workers/host';
 
@@ -15,15 +16,15 @@ async function main(): Promise<void> {
   const config = loadWorkerConfig(process.argv.slice(2), process.env);
   const target = temporalTarget();
   // SIGINT/SIGTERM: the SDK runtime lets running activities finish within the grace time, then
-  // every worker's run() resolves.
-  Runtime.install({ shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  // every worker's run() resolves. Logs are JSON lines; metrics on --metrics-address.
+  const { logger } = installRuntime({ metricsAddress: config.metricsAddress, logLevel: config.logLevel });
   const connection = await NativeConnection.connect(target.connectionOptions);
   const workers: Worker[] = [];
   const drivers: HypervisorDriver[] = [];
   try {
     if (config.roles.includes('engine')) {
       workers.push(await createEngineWorker(connection, target.namespace));
-      console.log(`engine worker on ${ENGINE_TASK_QUEUE} (${target.connectionOptions.address}, namespace ${target.namespace})`);
+      logger.info(`engine worker on ${ENGINE_TASK_QUEUE}`, { taskQueue: ENGINE_TASK_QUEUE, address: target.connectionOptions.address, namespace: target.namespace });
     }
     if (config.roles.includes('host') && config.hostId && config.storageRoot && config.runDir) {
       const host = await createHostWorker(connection, target.namespace, {
@@ -33,8 +34,14 @@ async function main(): Promise<void> {
       });
       workers.push(host.worker);
       drivers.push(host.driver);
-      console.log(`host agent ${config.hostId} on ${hostTaskQueue(config.hostId)} (storage root ${config.storageRoot}, run dir ${config.runDir})`);
+      logger.info(`host agent ${config.hostId} on ${hostTaskQueue(config.hostId)}`, {
+        hostId: config.hostId,
+        taskQueue: hostTaskQueue(config.hostId),
+        storageRoot: config.storageRoot,
+        runDir: config.runDir,
+      });
     }
+    if (config.metricsAddress) logger.info(`metrics on http://${config.metricsAddress}/metrics`, { metricsAddress: config.metricsAddress });
     await Promise.all(workers.map((w) => w.run()));
   } finally {
     await Promise.all(drivers.map((d) => d.close()));

@@ -11,12 +11,22 @@ import { describeIssues, idSchema } from '../domain/input';
 export const roleSchema = z.enum(['engine', 'host']);
 export type Role = z.infer<typeof roleSchema>;
 
+/** `host:port` of the Prometheus endpoint (`/metrics`), e.g. `127.0.0.1:9464` or `0.0.0.0:9464`. */
+export const metricsAddressSchema = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464')
+  .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
+export const logLevelSchema = z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']);
+
 export const workerConfigSchema = z
   .object({
     roles: z.array(roleSchema).min(1, 'must name at least one role (engine, host)'),
     hostId: idSchema.optional(),
     storageRoot: z.string().min(1).optional(),
     runDir: z.string().min(1).optional(),
+    /** Where the SDK runtime serves Prometheus metrics; none when unset. */
+    metricsAddress: metricsAddressSchema.optional(),
+    logLevel: logLevelSchema.default('INFO'),
   })
   .strict()
   .superRefine((c, ctx) => {
@@ -37,7 +47,9 @@ export class ConfigError extends Error {
 }
 
 export const WORKER_USAGE = `usage: worker --role engine|host[,engine] [--host-id ID --storage-root DIR --run-dir DIR]
-  env: LIVE_MERGE_ROLE, LIVE_MERGE_HOST_ID, LIVE_MERGE_STORAGE_ROOT, LIVE_MERGE_RUN_DIR
+              [--metrics-address HOST:PORT] [--log-level TRACE|DEBUG|INFO|WARN|ERROR]
+  env: LIVE_MERGE_ROLE, LIVE_MERGE_HOST_ID, LIVE_MERGE_STORAGE_ROOT, LIVE_MERGE_RUN_DIR,
+       LIVE_MERGE_METRICS_ADDRESS, LIVE_MERGE_LOG_LEVEL
   Temporal connection: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE`;
 
 export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): WorkerConfig {
@@ -50,6 +62,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): Worker
         'host-id': { type: 'string' },
         'storage-root': { type: 'string' },
         'run-dir': { type: 'string' },
+        'metrics-address': { type: 'string' },
+        'log-level': { type: 'string' },
       },
       strict: true,
     }) as { values: Record<string, string | undefined> });
@@ -62,6 +76,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): Worker
     hostId: values['host-id'] ?? env.LIVE_MERGE_HOST_ID,
     storageRoot: values['storage-root'] ?? env.LIVE_MERGE_STORAGE_ROOT,
     runDir: values['run-dir'] ?? env.LIVE_MERGE_RUN_DIR,
+    metricsAddress: values['metrics-address'] ?? (env.LIVE_MERGE_METRICS_ADDRESS || undefined),
+    logLevel: (values['log-level'] ?? (env.LIVE_MERGE_LOG_LEVEL || 'INFO')).toUpperCase(),
   });
   if (!parsed.success) throw new ConfigError(`invalid worker configuration: ${describeIssues(parsed.error)}\n${WORKER_USAGE}`);
   return parsed.data;

@@ -36,6 +36,18 @@ export async function createHostWorker(
     // (the default waits up to 80% of the heartbeat timeout). They add no history events.
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
     defaultHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
+    // Every activity log line (beside the SDK's workflowId, activityType, attempt) and every
+    // activity metric names this host.
+    interceptors: {
+      activity: [
+        () => ({
+          outbound: {
+            getLogAttributes: (attrs, next) => next({ ...attrs, hostId: opts.hostId }),
+            getMetricTags: (tags, next) => next({ ...tags, host_id: opts.hostId }),
+          },
+        }),
+      ],
+    },
     ...extra,
   });
   return { worker, driver };

@@ -14,6 +14,7 @@ import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../confi
 import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
+import { recordDiskMerge } from './metrics';
 
 /**
  * One disk of a snapshot, top to bottom: merge (start or adopt the block commit), wait for the
@@ -22,6 +23,19 @@ import { diskProgressSignal } from './definitions';
  * it, the merge is finished whatever happens, so a merged top is never left behind undeleted.
  */
 export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerged> {
+  const stats = { bytesCommitted: 0 };
+  try {
+    const merged = await mergeDisk(input, stats);
+    recordDiskMerge(input, merged.outcome, merged.outcome === 'merged' ? stats.bytesCommitted : 0);
+    return merged;
+  } catch (err) {
+    recordDiskMerge(input, isCancellation(err) ? 'cancelled' : 'failed', 0);
+    throw err;
+  }
+}
+
+/** The steps of DiskMergeWorkflow; `stats` gets what its metrics need. */
+async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number }): Promise<DiskMerged> {
   const { vmId, hostId, disk, options } = input;
   const taskQueue = hostTaskQueue(hostId);
   const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
@@ -52,6 +66,7 @@ export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerg
           nonRetryable: true,
         });
       }
+      if (end.outcome === 'concluded') stats.bytesCommitted = end.len;
     }
   } catch (err) {
     if (isCancellation(err)) {
