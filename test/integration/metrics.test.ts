@@ -1,0 +1,182 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
+import { MERGE_METRICS } from '../../src/config/metrics';
+import type { LiveMergeRequest } from '../../src/domain/input';
+import { freePort } from '../../src/devserver/free-port';
+import { startWorkerProcess, waitForPoller, type WorkerProcess } from '../../src/devserver/worker-process';
+import { createLabVm, destroyLabVm } from '../../src/lab/vm';
+import { readMergeProgress } from '../../src/progress/read-progress';
+import { LiveMergeWorkflow } from '../../src/workflows';
+import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
+
+/**
+ * The worker entry point with `--metrics-address`: its Prometheus endpoint serves the SDK's
+ * metrics and the merge's own, during a real (bandwidth-limited) merge of a lab VM and after it;
+ * its log lines are JSON with the workflow, disk and host ids.
+ */
+
+const MiB = 1024 * 1024;
+const HOST_ID = 'host1';
+let temporal: TestTemporal;
+let worker: WorkerProcess;
+let dir: string;
+let storageRoot: string;
+let runDir: string;
+let metricsUrl: string;
+
+beforeAll(async () => {
+  temporal = await startTestTemporal();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'lm-metrics-'));
+  storageRoot = path.join(dir, 'storage');
+  runDir = path.join(dir, 'run');
+  const metricsAddress = `127.0.0.1:${await freePort()}`;
+  metricsUrl = `http://${metricsAddress}/metrics`;
+  worker = await startWorkerProcess({
+    args: ['--role', 'engine,host', '--host-id', HOST_ID, '--storage-root', storageRoot, '--run-dir', runDir, '--metrics-address', metricsAddress],
+    address: temporal.server.address,
+    namespace: temporal.server.namespace,
+    taskQueue: hostTaskQueue(HOST_ID),
+    client: temporal.client,
+    logFile: path.join(dir, 'worker.log'),
+  });
+  await waitForPoller(temporal.client, temporal.server.namespace, ENGINE_TASK_QUEUE, 60_000);
+}, 180_000);
+
+afterAll(async () => {
+  await worker?.stop();
+  await temporal?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Sample {
+  name: string;
+  labels: Record<string, string>;
+  value: number;
+}
+
+/** The Prometheus text format, samples only. */
+function parseMetrics(text: string): Sample[] {
+  const samples: Sample[] = [];
+  for (const line of text.split('\n')) {
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})?\s+(\S+)/.exec(line);
+    if (!m || line.startsWith('#')) continue;
+    const labels: Record<string, string> = {};
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
+    samples.push({ name: m[1], labels, value: Number(m[3]) });
+  }
+  return samples;
+}
+
+async function scrape(): Promise<Sample[]> {
+  const res = await fetch(metricsUrl);
+  expect(res.status).toBe(200);
+  return parseMetrics(await res.text());
+}
+
+function find(samples: Sample[], name: string, labels: Record<string, string> = {}): Sample[] {
+  return samples.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v));
+}
+
+function total(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
+  return find(samples, name, labels).reduce((sum, s) => sum + s.value, 0);
+}
+
+async function waitUntil(fn: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await fn())) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+function logLines(): Array<Record<string, unknown>> {
+  return readFileSync(worker.logFile, 'utf8')
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+}
+
+test('the worker exports SDK and merge metrics during and after a real merge, and logs JSON lines with workflow, disk and host ids', async () => {
+  const vm = await createLabVm({ storageRoot, runDir, vmId: 'vm-metrics', disks: 1, volumes: 3, layerDataMiB: 8, sizeMiB: 48 });
+  const [d] = vm.disks;
+  const request: LiveMergeRequest = {
+    snapshotId: 'snap-metrics',
+    vmId: vm.vmId,
+    hostId: HOST_ID,
+    disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }],
+    // 8 MiB of data at 2 MiB/s: the job runs about 4 s.
+    options: { bandwidthBytesPerSec: 2 * MiB, pollIntervalMs: 100 },
+  };
+  const started = Date.now();
+  const handle = await temporal.client.workflow.start(LiveMergeWorkflow, {
+    taskQueue: ENGINE_TASK_QUEUE,
+    workflowId: liveMergeWorkflowId(request.snapshotId),
+    args: [request],
+  });
+
+  // During the merge: the block job runs, the SDK's metrics are served, no merge has ended yet.
+  await waitUntil(async () => {
+    const p = (await readMergeProgress(temporal.client, request.snapshotId)).disks[0];
+    return p.phase === 'waiting' && (p.offset ?? 0) > 0 && (p.offset ?? 0) < (p.len ?? 0);
+  });
+  const during = await scrape();
+  const runningFor = (Date.now() - started) / 1000;
+  expect(total(during, 'temporal_worker_start')).toBeGreaterThanOrEqual(2);
+  expect(find(during, 'temporal_num_pollers', { task_queue: hostTaskQueue(HOST_ID) }).length).toBeGreaterThan(0);
+  expect(total(during, 'temporal_activity_execution_latency_count', { activity_type: 'merge' })).toBe(1);
+  expect(total(during, MERGE_METRICS.outcomes)).toBe(0);
+  expect(total(during, `${MERGE_METRICS.duration}_count`)).toBe(0);
+
+  const result = await handle.result();
+  const elapsed = (Date.now() - started) / 1000;
+  expect(result.disks[0]).toMatchObject({ outcome: 'merged', topDeleted: true });
+  const progress = await handle.query<{ disks: Array<{ len?: number }> }>('progress');
+  const len = progress.disks[0].len ?? 0;
+  expect(len).toBeGreaterThan(0);
+
+  // A second snapshot whose top is not in the chain: that disk fails on the same host.
+  const bad = await temporal.client.workflow.start(LiveMergeWorkflow, {
+    taskQueue: ENGINE_TASK_QUEUE,
+    workflowId: liveMergeWorkflowId('snap-metrics-bad'),
+    args: [{ ...request, snapshotId: 'snap-metrics-bad', disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: 'd0v9' }] }],
+  });
+  await expect(bad.result()).rejects.toThrow();
+
+  // After: the SDK meter exports on its own schedule; wait for both outcomes to show.
+  let after: Sample[] = [];
+  await waitUntil(async () => {
+    after = await scrape();
+    return total(after, MERGE_METRICS.outcomes) === 2;
+  }, 15_000);
+  const host = { host_id: HOST_ID };
+  expect(total(after, MERGE_METRICS.outcomes, { ...host, outcome: 'merged' })).toBe(1);
+  expect(total(after, MERGE_METRICS.outcomes, { ...host, outcome: 'failed' })).toBe(1);
+  expect(total(after, MERGE_METRICS.bytesCommitted, host)).toBe(len);
+  expect(total(after, `${MERGE_METRICS.duration}_count`, { ...host, outcome: 'merged' })).toBe(1);
+  const seconds = total(after, `${MERGE_METRICS.duration}_sum`, { ...host, outcome: 'merged' });
+  expect(seconds).toBeGreaterThan(runningFor - 1);
+  expect(seconds).toBeLessThan(elapsed + 1);
+  // The +Inf bucket holds the merge; the 1 s bucket does not (it ran for seconds).
+  expect(total(after, `${MERGE_METRICS.duration}_bucket`, { ...host, outcome: 'merged', le: '+Inf' })).toBe(1);
+  expect(total(after, `${MERGE_METRICS.duration}_bucket`, { ...host, outcome: 'merged', le: '1' })).toBe(0);
+  // The SDK's own: workflows completed, activities run on the host's queue.
+  expect(total(after, 'temporal_workflow_completed', { workflow_type: 'DiskMergeWorkflow' })).toBe(1);
+  expect(total(after, 'temporal_activity_execution_latency_count', { activity_type: 'deleteVolume', task_queue: hostTaskQueue(HOST_ID) })).toBe(1);
+
+  // Logs: JSON lines; the host steps carry workflowId, diskId and hostId, the disk's end too.
+  const lines = logLines();
+  const diskWorkflowId = `${liveMergeWorkflowId(request.snapshotId)}-disk-${d.diskId}`;
+  const started_ = lines.find((l) => l.message === 'block commit started');
+  expect(started_).toMatchObject({ level: 'INFO', workflowId: diskWorkflowId, diskId: d.diskId, hostId: HOST_ID, vmId: vm.vmId, activityType: 'merge' });
+  expect(lines.find((l) => l.message === 'disk merge ended' && l.outcome === 'merged')).toMatchObject({
+    workflowId: diskWorkflowId,
+    workflowType: 'DiskMergeWorkflow',
+    diskId: d.diskId,
+    hostId: HOST_ID,
+    bytesCommitted: len,
+  });
+  for (const l of lines) expect(typeof l.time).toBe('string');
+  await destroyLabVm(runDir, vm.vmId);
+});
