@@ -3,6 +3,7 @@ import { createCancelBlockJob } from './cancel-block-job';
 import { createCleanup } from './cleanup';
 import { createDeleteVolume } from './delete-volume';
 import { createMerge } from './merge';
+import { createSetBlockJobSpeed } from './set-block-job-speed';
 import { createVerifyChain } from './verify-chain';
 import { createWaitForBlockJob } from './wait-for-block-job';
 
@@ -17,6 +18,7 @@ export function createHostActivities(deps: HostDeps) {
     deleteVolume: createDeleteVolume(deps),
     cleanup: createCleanup(deps),
     cancelBlockJob: createCancelBlockJob(deps),
+    setBlockJobSpeed: createSetBlockJobSpeed(deps),
   };
 }
 

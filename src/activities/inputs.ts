@@ -27,3 +27,6 @@ export const jobStepSchema = z
   .object({ vmId: idSchema, diskId: idSchema, jobId: z.string().min(1).max(160) })
   .strict();
 export type JobStep = z.infer<typeof jobStepSchema>;
+
+export const speedStepSchema = jobStepSchema.extend({ bytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict();
+export type SpeedStep = z.infer<typeof speedStepSchema>;

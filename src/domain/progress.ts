@@ -29,6 +29,8 @@ export interface MergeProgress {
   vmId: string;
   hostId: string;
   disks: DiskProgress[];
+  /** Speed limit of the block jobs now, bytes per second (0 is unlimited); `setBandwidth` changes it. */
+  bandwidthBytesPerSec?: number;
 }
 
 export const diskProgressSignalName = 'diskProgress';

@@ -1,5 +1,8 @@
-import { defineQuery, defineSignal } from '@temporalio/workflow';
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import { setBandwidthUpdateName, type BandwidthRequest, type BandwidthSet } from '../domain/bandwidth';
 import { diskProgressSignalName, progressQueryName, type DiskProgress, type MergeProgress } from '../domain/progress';
 
 export const progressQuery = defineQuery<MergeProgress>(progressQueryName);
 export const diskProgressSignal = defineSignal<[DiskProgress]>(diskProgressSignalName);
+/** New speed limit of the merge's block jobs; answers what each disk's job did with it. */
+export const setBandwidthUpdate = defineUpdate<BandwidthSet, [BandwidthRequest]>(setBandwidthUpdateName);

@@ -1,3 +1,3 @@
 export { LiveMergeWorkflow } from './live-merge';
 export { DiskMergeWorkflow } from './disk-merge';
-export { progressQuery, diskProgressSignal } from './definitions';
+export { progressQuery, diskProgressSignal, setBandwidthUpdate } from './definitions';

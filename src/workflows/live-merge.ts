@@ -1,6 +1,9 @@
 import {
+  allHandlersFinished,
   ApplicationFailure,
+  CancellationScope,
   ChildWorkflowFailure,
+  condition,
   executeChild,
   isCancellation,
   setHandler,
@@ -10,6 +13,7 @@ import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../
 import { describeIssues, liveMergeInputSchema, type LiveMergeRequest } from '../domain/input';
 import type { DiskMerged, DiskOutcome, LiveMergeResult } from '../domain/outcome';
 import type { DiskPhase, DiskProgress } from '../domain/progress';
+import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
 
@@ -43,16 +47,19 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   }
 
   const progress = new Map<string, DiskProgress>(input.disks.map((d) => [d.diskId, { diskId: d.diskId, phase: 'pending' }]));
+  const bandwidth = installBandwidthControl(input, (diskId) => progress.get(diskId)?.phase);
   setHandler(progressQuery, () => ({
     snapshotId: input.snapshotId,
     vmId: input.vmId,
     hostId: input.hostId,
     disks: [...progress.values()],
+    bandwidthBytesPerSec: bandwidth.current(),
   }));
   setHandler(diskProgressSignal, (update) => {
     const current = progress.get(update.diskId);
     if (!current || PHASE_ORDER.indexOf(update.phase) < PHASE_ORDER.indexOf(current.phase)) return;
     progress.set(update.diskId, { ...current, ...update });
+    bandwidth.phaseChanged(update.diskId, current.phase, update.phase);
   });
 
   const settled = await Promise.allSettled(
@@ -64,6 +71,8 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
       }),
     ),
   );
+  // A setBandwidth update still asking the host gets its answer before the workflow ends.
+  await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
 
   const outcomes: DiskOutcome[] = settled.map((s, i) =>
     s.status === 'fulfilled'

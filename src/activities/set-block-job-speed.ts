@@ -1,0 +1,46 @@
+import { log } from '@temporalio/activity';
+import type { BlockJob, JobStatus } from '../host/driver';
+import { VmGoneError, VmNotFoundError } from '../host/errors';
+import type { HostDeps } from './deps';
+import { hostStep, parseInput } from './guard';
+import { speedStepSchema, type SpeedStep } from './inputs';
+
+export interface BlockJobSpeedSet {
+  /** True when QEMU took the new speed; false when the job does not run (any more). */
+  applied: boolean;
+  /** The job's status when asked: absent when QEMU has no such job. */
+  jobStatus?: JobStatus;
+}
+
+/** The states in which QEMU accepts `block-job-set-speed`; after them the job copies nothing more. */
+const SPEED_SETTABLE: ReadonlySet<JobStatus> = new Set(['created', 'running', 'paused', 'ready', 'standby']);
+
+/**
+ * Changes the speed limit of the disk's running block job. Idempotent: setting the same speed
+ * twice is harmless, and a job that has ended (or a VM that is gone) is no error, just not applied.
+ */
+export function createSetBlockJobSpeed(deps: HostDeps) {
+  return async function setBlockJobSpeed(input: SpeedStep): Promise<BlockJobSpeedSet> {
+    const step = parseInput(speedStepSchema, input);
+    const find = async (): Promise<BlockJob | undefined> => (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+    return hostStep(async () => {
+      try {
+        const job = await find();
+        if (!job || !SPEED_SETTABLE.has(job.status)) return { applied: false, jobStatus: job?.status };
+        try {
+          await deps.driver.setSpeed(step.vmId, step.jobId, step.bytesPerSec);
+        } catch (err) {
+          // The job may have left the running states between the read and the command.
+          const after = await find();
+          if (!after || !SPEED_SETTABLE.has(after.status)) return { applied: false, jobStatus: after?.status };
+          throw err;
+        }
+        log.info('block job speed set', { ...step, status: job.status });
+        return { applied: true, jobStatus: job.status };
+      } catch (err) {
+        if (err instanceof VmGoneError || err instanceof VmNotFoundError) return { applied: false };
+        throw err;
+      }
+    });
+  };
+}

@@ -1,0 +1,82 @@
+import { ApplicationFailure, proxyActivities, setHandler } from '@temporalio/workflow';
+import type { HostActivities } from '../activities';
+import { blockJobId, hostTaskQueue } from '../config/names';
+import { hostStepOptions } from '../config/policy';
+import { bandwidthRequestSchema, type BandwidthRequest, type DiskBandwidth } from '../domain/bandwidth';
+import { describeIssues, type LiveMergeInput } from '../domain/input';
+import type { DiskPhase } from '../domain/progress';
+import { setBandwidthUpdate } from './definitions';
+
+/** Phases in which the disk's block job runs in QEMU and takes a new speed. */
+const JOB_RUNNING: ReadonlySet<DiskPhase> = new Set(['waiting', 'pivoting']);
+/** Phases before the job runs: it is started with the input's speed, then gets the current one. */
+const JOB_NOT_STARTED: ReadonlySet<DiskPhase> = new Set(['pending', 'merging']);
+
+export interface BandwidthControl {
+  /** The speed limit now in force, bytes per second (0 is unlimited). */
+  current(): number;
+  /** Tells of a disk's phase change: a job that starts running gets a changed limit. */
+  phaseChanged(diskId: string, from: DiskPhase, to: DiskPhase): void;
+}
+
+/**
+ * The `setBandwidth` update of a LiveMergeWorkflow. The limit is kept here; every disk whose job
+ * runs gets it at once (`block-job-set-speed` on the VM's host), and a disk whose job starts later
+ * (started by its DiskMergeWorkflow with the input's limit) gets it when it reports its job running.
+ * Per disk the changes are applied one after the other, each with the limit current when it runs,
+ * so the last change wins whatever order the updates and the disk's reports come in.
+ */
+export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId: string) => DiskPhase | undefined): BandwidthControl {
+  const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue: hostTaskQueue(input.hostId) });
+  let bytesPerSec = input.options.bandwidthBytesPerSec;
+  const queue = new Map<string, Promise<unknown>>();
+  const topOf = new Map(input.disks.map((d) => [d.diskId, d.topVolumeId]));
+
+  function apply(diskId: string): Promise<DiskBandwidth> {
+    const run = async (): Promise<DiskBandwidth> => {
+      const phase = phaseOf(diskId) ?? 'pending';
+      if (JOB_NOT_STARTED.has(phase)) return { diskId, applied: 'atJobStart' };
+      if (!JOB_RUNNING.has(phase)) return { diskId, applied: 'notRunning' };
+      try {
+        const jobId = blockJobId(diskId, topOf.get(diskId) ?? '');
+        const set = await host.setBlockJobSpeed({ vmId: input.vmId, diskId, jobId, bytesPerSec });
+        return { diskId, applied: set.applied ? 'set' : 'notRunning', jobStatus: set.jobStatus };
+      } catch (err) {
+        return { diskId, applied: 'failed', reason: err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err) };
+      }
+    };
+    const next = (queue.get(diskId) ?? Promise.resolve()).then(run);
+    queue.set(diskId, next);
+    return next;
+  }
+
+  setHandler(
+    setBandwidthUpdate,
+    async (request: BandwidthRequest) => {
+      bytesPerSec = request.bytesPerSec;
+      const disks = await Promise.all(input.disks.map((d) => apply(d.diskId)));
+      return { bytesPerSec: request.bytesPerSec, disks };
+    },
+    {
+      validator: (request: BandwidthRequest) => {
+        const parsed = bandwidthRequestSchema.safeParse(request);
+        if (!parsed.success) {
+          throw ApplicationFailure.create({
+            type: 'InvalidMergeInput',
+            message: `invalid setBandwidth input: ${describeIssues(parsed.error)}`,
+            nonRetryable: true,
+          });
+        }
+      },
+    },
+  );
+
+  return {
+    current: () => bytesPerSec,
+    phaseChanged(diskId, from, to) {
+      if (!JOB_RUNNING.has(from) && JOB_RUNNING.has(to) && bytesPerSec !== input.options.bandwidthBytesPerSec) {
+        void apply(diskId);
+      }
+    },
+  };
+}
