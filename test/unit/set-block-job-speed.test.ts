@@ -1,0 +1,78 @@
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+import { createHostActivities, type HostActivities } from '../../src/activities';
+import { blockJobId } from '../../src/config/names';
+import { SimDriver } from '../../src/host/sim-driver';
+
+/** The setBlockJobSpeed host activity against SimDriver (QEMU's block-job semantics, in memory). */
+
+const MiB = 1024 * 1024;
+let sim: SimDriver;
+let speeds: Array<[string, number]>;
+let acts: HostActivities;
+const jobId = blockJobId('d1', 'v1');
+
+beforeEach(async () => {
+  sim = new SimDriver({ seed: 1 });
+  sim.addVm('vm1', [{ diskId: 'd1', volumes: ['/s/images/d1/v2.qcow2', '/s/images/d1/v1.qcow2', '/s/images/d1/v0.qcow2'], sizeBytes: 64 * MiB }]);
+  speeds = [];
+  const setSpeed = sim.setSpeed.bind(sim);
+  sim.setSpeed = async (vmId, id, speed) => {
+    speeds.push([id, speed]);
+    return setSpeed(vmId, id, speed);
+  };
+  acts = createHostActivities({ hostId: 'h1', storageRoot: '/s', driver: sim });
+});
+afterEach(async () => sim.close());
+
+const env = () => new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+
+async function startSlowCommit(): Promise<void> {
+  const chain = await sim.readChain('vm1', 'd1');
+  await sim.startCommit('vm1', { jobId, deviceNode: chain.rootNode, topNode: chain.volumes[1].nodeName, baseNode: chain.volumes[2].nodeName, speed: MiB });
+}
+
+test('a running job takes the new speed; asking twice is harmless', async () => {
+  await startSlowCommit();
+  const input = { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 4 * MiB };
+  expect(await env().run(acts.setBlockJobSpeed, input)).toEqual({ applied: true, jobStatus: 'running' });
+  expect(await env().run(acts.setBlockJobSpeed, input)).toEqual({ applied: true, jobStatus: 'running' });
+  expect(speeds).toEqual([[jobId, 4 * MiB], [jobId, 4 * MiB]]);
+});
+
+test('a job that is not there, or has concluded, is no error: not applied, QEMU not asked', async () => {
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false });
+  await startSlowCommit();
+  await sim.cancelJob('vm1', jobId);
+  const deadline = Date.now() + 3000;
+  while (!(await sim.listJobs('vm1')).some((j) => j.status === 'concluded')) {
+    if (Date.now() > deadline) throw new Error('job never concluded');
+    await sim.nextJobChange('vm1', 50);
+  }
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false, jobStatus: 'concluded' });
+  expect(speeds).toEqual([]);
+});
+
+test('a VM that is gone is no error either', async () => {
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'no-vm', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false });
+});
+
+test('a job that ends between the read and the command: not applied', async () => {
+  await startSlowCommit();
+  sim.setSpeed = async (vmId, id) => {
+    await sim.cancelJob(vmId, id);
+    while (!(await sim.listJobs(vmId)).some((j) => j.status === 'concluded')) await sim.nextJobChange(vmId, 50);
+    throw new Error(`Job '${id}' in state 'concluded' cannot accept command verb 'set-speed'`);
+  };
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false, jobStatus: 'concluded' });
+});
+
+test('a negative speed is refused before QEMU is asked, naming the field', async () => {
+  await startSlowCommit();
+  const err = await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: -5 }).catch((e: unknown) => e);
+  expect(err).toBeInstanceOf(ApplicationFailure);
+  expect((err as ApplicationFailure).type).toBe('InvalidMergeInput');
+  expect((err as ApplicationFailure).message).toMatch(/bytesPerSec/);
+  expect(speeds).toEqual([]);
+});
