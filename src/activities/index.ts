@@ -6,19 +6,20 @@ import { createMerge } from './merge';
 import { createSetBlockJobSpeed } from './set-block-job-speed';
 import { createVerifyChain } from './verify-chain';
 import { createWaitForBlockJob } from './wait-for-block-job';
+import { keepAlive } from './keep-alive';
 
 export type { HostDeps } from './deps';
 
 /** The activities a host agent runs on its own task queue, bound to that host's driver. */
 export function createHostActivities(deps: HostDeps) {
   return {
-    merge: createMerge(deps),
+    merge: keepAlive(createMerge(deps)),
     waitForBlockJob: createWaitForBlockJob(deps),
-    verifyChain: createVerifyChain(deps),
-    deleteVolume: createDeleteVolume(deps),
-    cleanup: createCleanup(deps),
+    verifyChain: keepAlive(createVerifyChain(deps)),
+    deleteVolume: keepAlive(createDeleteVolume(deps)),
+    cleanup: keepAlive(createCleanup(deps)),
     cancelBlockJob: createCancelBlockJob(deps),
-    setBlockJobSpeed: createSetBlockJobSpeed(deps),
+    setBlockJobSpeed: keepAlive(createSetBlockJobSpeed(deps)),
   };
 }
 

@@ -36,12 +36,17 @@ const durableRetry: RetryPolicy = {
   nonRetryableErrorTypes: [...NON_RETRYABLE],
 };
 
+/** How soon a host agent that died mid-step is noticed: every host step heartbeats each second. */
+export const HOST_HEARTBEAT_TIMEOUT = '5 seconds';
+
 /**
- * Short host steps: verify, delete, clean up, cancel. Each takes well under a second; the bound is
- * how soon the attempt of a host agent that died mid-step is retried.
+ * Short host steps: merge, verify, delete, clean up, cancel. Each takes well under a second and
+ * heartbeats while it runs; the heartbeat timeout catches a dead agent, the start-to-close
+ * timeout only a hung one.
  */
 export const hostStepOptions: ActivityOptions = {
-  startToCloseTimeout: '30 seconds',
+  startToCloseTimeout: '5 minutes',
+  heartbeatTimeout: HOST_HEARTBEAT_TIMEOUT,
   retry: durableRetry,
 };
 
@@ -50,9 +55,6 @@ export function mergeStepOptions(hostPickupTimeoutSeconds: number): ActivityOpti
   return { ...hostStepOptions, scheduleToStartTimeout: hostPickupTimeoutSeconds * 1000 };
 }
 
-/** Heartbeat timeout of the block-job wait: how soon a dead host agent is noticed. */
-export const BLOCK_JOB_HEARTBEAT_TIMEOUT = '5 seconds';
-
 /**
  * The wait for a block job may take hours; the heartbeat timeout, not the start-to-close timeout,
  * detects a dead agent, and the retry resumes from the heartbeat details. The start-to-close
@@ -60,7 +62,7 @@ export const BLOCK_JOB_HEARTBEAT_TIMEOUT = '5 seconds';
  */
 export const blockJobWaitOptions: ActivityOptions = {
   startToCloseTimeout: '7 days',
-  heartbeatTimeout: BLOCK_JOB_HEARTBEAT_TIMEOUT,
+  heartbeatTimeout: HOST_HEARTBEAT_TIMEOUT,
   retry: { ...durableRetry, initialInterval: '500 milliseconds', maximumInterval: '5 seconds' },
   // A cancelled merge cancels the block job only once the wait has stopped: a wait still running
   // could otherwise pivot an active commit after the workflow decided not to.
