@@ -14,15 +14,15 @@ import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { z } from 'zod';
 import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../config/names';
 import type { LiveMergeRequest } from '../domain/input';
-import type { LiveMergeResult } from '../domain/outcome';
-import { readMergeProgress } from '../progress/read-progress';
+import { followMerge } from '../progress/follow';
+import { createProgressView } from '../progress/view';
 import { freePort } from '../devserver/free-port';
 import { startDevServer, type DevServer } from '../devserver/dev-server';
 import { temporalBin } from '../devserver/temporal-bin';
 import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
 import { createLabVm, destroyLabVm, verifyLabVm } from '../lab/vm';
 import { volumePath } from '../domain/layout';
-import { renderChains, renderProgress, renderVerification } from './render';
+import { renderChains, renderVerification } from './render';
 
 const run = promisify(execFile);
 const flagsSchema = z.object({
@@ -123,20 +123,8 @@ async function main(): Promise<number> {
     const started = await run(binary, cliArgs);
     console.log(started.stdout.trim().replace(/^/gm, '  '));
 
-    const handle = client.workflow.getHandle<(r: LiveMergeRequest) => Promise<LiveMergeResult>>(workflowId);
-    const result = handle.result().then(
-      (value) => ({ ok: true as const, value }),
-      (error: unknown) => ({ ok: false as const, error }),
-    );
-    let last = '';
-    for (;;) {
-      const done = await Promise.race([result.then(() => true), sleep(300).then(() => false)]);
-      const line = renderProgress(await readMergeProgress(client, snapshotId));
-      if (line !== last) console.log(`  ${line}`);
-      last = line;
-      if (done) break;
-    }
-    const outcome = await result;
+    // One progress bar per disk on a terminal (plain lines in CI and pipes), as `npm run watch` shows.
+    const outcome = await followMerge(client, snapshotId, createProgressView(process.stdout));
     const uiLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows/${workflowId}`;
     if (!outcome.ok) {
       const cause = outcome.error instanceof WorkflowFailedError ? outcome.error.cause?.message : String(outcome.error);
@@ -185,10 +173,6 @@ async function defaultOrFreePorts(): Promise<{ port: number; uiPort: number }> {
 
 function step(text: string): void {
   console.log(`\n==> ${text}`);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 main().then(

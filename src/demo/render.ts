@@ -1,7 +1,4 @@
-import type { MergeProgress } from '../domain/progress';
 import type { VerifyReport } from '../lab/vm';
-
-const MiB = 1024 * 1024;
 
 export function renderChains(title: string, report: VerifyReport): string {
   const lines = [title];
@@ -17,15 +14,4 @@ export function renderVerification(report: VerifyReport): string {
     for (const r of d.regions.filter((x) => !x.ok)) lines.push(`    region @${r.offset}: expected 0x${r.pattern.toString(16)}: ${r.detail ?? 'mismatch'}`);
   }
   return lines.join('\n');
-}
-
-export function renderProgress(p: MergeProgress): string {
-  return p.disks
-    .map((d) => {
-      const pct = d.len ? Math.floor(((d.offset ?? 0) / d.len) * 100) : undefined;
-      const bytes = d.len ? ` ${((d.offset ?? 0) / MiB).toFixed(1)}/${(d.len / MiB).toFixed(1)} MiB` : '';
-      const kind = d.commitKind ? ` ${d.commitKind} commit` : '';
-      return `${d.diskId}: ${d.phase}${kind}${pct === undefined ? '' : ` ${pct}%`}${bytes}`;
-    })
-    .join(' | ');
 }

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -14,7 +15,7 @@ import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
 /**
  * The worker entry point with `--metrics-address`: its Prometheus endpoint serves the SDK's
  * metrics and the merge's own, during a real (bandwidth-limited) merge of a lab VM and after it;
- * its log lines are JSON with the workflow, disk and host ids.
+ * its log lines are JSON with the workflow, disk and host ids. `npm run watch` follows the merge.
  */
 
 const MiB = 1024 * 1024;
@@ -91,6 +92,19 @@ async function waitUntil(fn: () => Promise<boolean>, timeoutMs = 30_000): Promis
   }
 }
 
+/** `src/watch.ts` as `npm run watch` runs it, its output piped (so: plain lines). */
+function watchMerge(snapshotId: string): Promise<{ code: number | null; output: string }> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../../src/watch.ts'), '--snapshot-id', snapshotId, '--interval-ms', '200'], {
+    cwd: path.resolve(__dirname, '../..'),
+    env: { ...process.env, TEMPORAL_ADDRESS: temporal.server.address, TEMPORAL_NAMESPACE: temporal.server.namespace },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout.on('data', (b: Buffer) => (output += b.toString()));
+  child.stderr.on('data', (b: Buffer) => (output += b.toString()));
+  return new Promise((resolve) => child.once('exit', (code) => resolve({ code, output })));
+}
+
 function logLines(): Array<Record<string, unknown>> {
   return readFileSync(worker.logFile, 'utf8')
     .split('\n')
@@ -115,6 +129,7 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
     workflowId: liveMergeWorkflowId(request.snapshotId),
     args: [request],
   });
+  const watched = watchMerge(request.snapshotId);
 
   // During the merge: the block job runs, the SDK's metrics are served, no merge has ended yet.
   await waitUntil(async () => {
@@ -135,6 +150,15 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   const progress = await handle.query<{ disks: Array<{ len?: number }> }>('progress');
   const len = progress.disks[0].len ?? 0;
   expect(len).toBeGreaterThan(0);
+
+  // The watch command followed it to the end in plain lines (its stdout is a pipe).
+  const watch = await watched;
+  expect(watch.code).toBe(0);
+  const lines = watch.output.split('\n');
+  expect(lines).toContain(`${d.diskId}: merged intermediate commit 100% ${(len / MiB).toFixed(1)}/${(len / MiB).toFixed(1)} MiB`);
+  expect(lines.some((l) => /^disk0: waiting intermediate commit [1-9]\d?% /.test(l))).toBe(true);
+  expect(lines).toContain('merge completed');
+  expect(watch.output).not.toMatch(/\x1b\[/);
 
   // A second snapshot whose top is not in the chain: that disk fails on the same host.
   const bad = await temporal.client.workflow.start(LiveMergeWorkflow, {
@@ -166,17 +190,17 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   expect(total(after, 'temporal_activity_execution_latency_count', { activity_type: 'deleteVolume', task_queue: hostTaskQueue(HOST_ID) })).toBe(1);
 
   // Logs: JSON lines; the host steps carry workflowId, diskId and hostId, the disk's end too.
-  const lines = logLines();
+  const logs = logLines();
   const diskWorkflowId = `${liveMergeWorkflowId(request.snapshotId)}-disk-${d.diskId}`;
-  const started_ = lines.find((l) => l.message === 'block commit started');
+  const started_ = logs.find((l) => l.message === 'block commit started');
   expect(started_).toMatchObject({ level: 'INFO', workflowId: diskWorkflowId, diskId: d.diskId, hostId: HOST_ID, vmId: vm.vmId, activityType: 'merge' });
-  expect(lines.find((l) => l.message === 'disk merge ended' && l.outcome === 'merged')).toMatchObject({
+  expect(logs.find((l) => l.message === 'disk merge ended' && l.outcome === 'merged')).toMatchObject({
     workflowId: diskWorkflowId,
     workflowType: 'DiskMergeWorkflow',
     diskId: d.diskId,
     hostId: HOST_ID,
     bytesCommitted: len,
   });
-  for (const l of lines) expect(typeof l.time).toBe('string');
+  for (const l of logs) expect(typeof l.time).toBe('string');
   await destroyLabVm(runDir, vm.vmId);
 });
