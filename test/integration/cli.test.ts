@@ -1,0 +1,193 @@
+import { execFile } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
+import type { BandwidthSet } from '../../src/domain/bandwidth';
+import type { LiveMergeRequest } from '../../src/domain/input';
+import { volumePath } from '../../src/domain/layout';
+import type { LiveMergeResult } from '../../src/domain/outcome';
+import type { MergeProgress } from '../../src/domain/progress';
+import { temporalBin } from '../../src/devserver/temporal-bin';
+import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
+
+/**
+ * Operators' surface: the real Temporal CLI (the pinned v1.5.1) against the product on a dev
+ * server with real workers and QEMU lab VMs. These are the commands the README shows.
+ */
+
+const MiB = 1024 * 1024;
+let stack: TestStack;
+let bin: string;
+let dir: string;
+
+beforeAll(async () => {
+  bin = temporalBin();
+  stack = await startTestStack();
+  dir = mkdtempSync(path.join(os.tmpdir(), 'lm-cli-'));
+});
+afterAll(async () => {
+  await stack?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** `temporal <args> --address … --namespace …`, as an argument array (no shell). */
+function temporal(...args: string[]): Promise<Run> {
+  const full = [...args, '--address', stack.temporal.server.address, '--namespace', stack.temporal.server.namespace];
+  return new Promise((resolve) => {
+    execFile(bin, full, { timeout: 60_000, env: { ...process.env, TEMPORAL_CONFIG_FILE: path.join(dir, 'none.toml') } }, (err, stdout, stderr) => {
+      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+async function ok(...args: string[]): Promise<string> {
+  const run = await temporal(...args);
+  if (run.code !== 0) throw new Error(`temporal ${args.join(' ')} exited ${run.code}: ${run.stderr}${run.stdout}`);
+  return run.stdout;
+}
+
+async function json<T>(...args: string[]): Promise<T> {
+  return JSON.parse(await ok(...args, '--output', 'json')) as T;
+}
+
+async function labVm(vmId: string, disks: number) {
+  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes: 3, layerDataMiB: 4, sizeMiB: 28 });
+}
+
+async function jobSpeeds(vmId: string): Promise<Record<string, number>> {
+  const jobs = (await auxQmpCommand(stack.runDir, vmId, 'query-block-jobs')) as Array<{ device: string; speed: number }>;
+  return Object.fromEntries(jobs.map((j) => [j.device, j.speed]));
+}
+
+/** `temporal workflow query --type progress` prints the query's answer as `queryResult`, an array of its values. */
+async function queryProgress(workflowId: string): Promise<MergeProgress> {
+  const out = await json<{ queryResult: MergeProgress[] }>('workflow', 'query', '--workflow-id', workflowId, '--type', 'progress');
+  return out.queryResult[0];
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test('start from an input file, query progress, change the bandwidth with an update, describe, show, result', async () => {
+  const vm = await labVm('vm-cli', 2);
+  const [d0, d1] = vm.disks;
+  const workflowId = liveMergeWorkflowId('snap-cli');
+  const input: LiveMergeRequest = {
+    snapshotId: 'snap-cli',
+    vmId: vm.vmId,
+    hostId: HOST_ID,
+    disks: [
+      { diskId: d0.diskId, baseVolumeId: d0.volumeIds[0], topVolumeId: d0.volumeIds[1] },
+      { diskId: d1.diskId, baseVolumeId: d1.volumeIds[1], topVolumeId: d1.volumeIds[2] },
+    ],
+    // 8 MiB per disk at 512 KiB/s: many seconds, unless the bandwidth is raised.
+    options: { pollIntervalMs: 200, bandwidthBytesPerSec: MiB / 2 },
+  };
+  const file = path.join(dir, 'merge.json');
+  writeFileSync(file, JSON.stringify(input, null, 2));
+
+  const started = await ok('workflow', 'start', '--task-queue', ENGINE_TASK_QUEUE, '--type', 'LiveMergeWorkflow', '--workflow-id', workflowId, '--input-file', file);
+  expect(started).toMatch(/Running execution:/);
+  expect(started).toContain(workflowId);
+
+  await until(async () => (await queryProgress(workflowId)).disks.every((d) => d.jobStatus === 'running'));
+  const progress = await queryProgress(workflowId);
+  expect(progress).toMatchObject({ snapshotId: 'snap-cli', vmId: 'vm-cli', hostId: HOST_ID, bandwidthBytesPerSec: MiB / 2 });
+  expect(progress.disks.map((d) => [d.diskId, d.phase, d.commitKind])).toEqual([
+    ['disk0', 'waiting', 'intermediate'],
+    ['disk1', 'waiting', 'active'],
+  ]);
+  expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': MiB / 2, 'lm.disk1.d1v2': MiB / 2 });
+
+  // A bad value is rejected by the update's validator, naming the field; the jobs keep their speed.
+  const rejected = await temporal('workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'setBandwidth', '--input', '{"bytesPerSec": -1}');
+  expect(rejected.code).not.toBe(0);
+  expect(rejected.stderr + rejected.stdout).toMatch(/bytesPerSec: must not be negative/);
+  expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': MiB / 2, 'lm.disk1.d1v2': MiB / 2 });
+
+  const set = await json<{ result: BandwidthSet }>('workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'setBandwidth', '--input', '{"bytesPerSec": 2097152}');
+  expect(set.result).toEqual({
+    bytesPerSec: 2 * MiB,
+    disks: [
+      { diskId: 'disk0', applied: 'set', jobStatus: 'running' },
+      { diskId: 'disk1', applied: 'set', jobStatus: 'running' },
+    ],
+  });
+  expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': 2 * MiB, 'lm.disk1.d1v2': 2 * MiB });
+  expect((await queryProgress(workflowId)).bandwidthBytesPerSec).toBe(2 * MiB);
+  // Unlimited: the merge finishes at once.
+  await ok('workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'setBandwidth', '--input', '{"bytesPerSec": 0}');
+
+  const result = await json<{ status: string; result: LiveMergeResult }>('workflow', 'result', '--workflow-id', workflowId);
+  expect(result.status).toBe('COMPLETED');
+  expect(result.result.disks.map((d) => [d.diskId, d.outcome, d.commitKind, d.chainAfter, d.topDeleted])).toEqual([
+    ['disk0', 'merged', 'intermediate', ['d0v2', 'd0v0'], true],
+    ['disk1', 'merged', 'active', ['d1v1', 'd1v0'], true],
+  ]);
+  const text = await ok('workflow', 'result', '--workflow-id', workflowId);
+  expect(text).toMatch(/Status\s+COMPLETED/);
+
+  const described = await json<{ workflowExecutionInfo: { status: string; type: { name: string } }; pendingChildren?: unknown[] }>('workflow', 'describe', '--workflow-id', workflowId);
+  expect(described.workflowExecutionInfo.status).toBe('WORKFLOW_EXECUTION_STATUS_COMPLETED');
+  expect(described.workflowExecutionInfo.type.name).toBe('LiveMergeWorkflow');
+  expect(described.pendingChildren ?? []).toEqual([]);
+
+  const shown = await json<{ events: Array<Record<string, unknown>> }>('workflow', 'show', '--workflow-id', workflowId);
+  const kinds = shown.events.map((e) => String(e.eventType));
+  expect(kinds.filter((k) => k === 'EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED')).toHaveLength(2);
+  expect(kinds.filter((k) => k === 'EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_COMPLETED')).toHaveLength(2);
+  expect(kinds.filter((k) => k === 'EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_COMPLETED')).toHaveLength(2);
+  expect(kinds.at(-1)).toBe('EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED');
+
+  expect(existsSync(volumePath(stack.storageRoot, 'disk0', 'd0v1'))).toBe(false);
+  expect(existsSync(volumePath(stack.storageRoot, 'disk1', 'd1v2'))).toBe(false);
+  const report = await verifyLabVm(stack.runDir, vm.vmId);
+  expect(report.disks.map((d) => d.chain)).toEqual([['d0v2', 'd0v0'], ['d1v1', 'd1v0']]);
+  expect(report.ok).toBe(true);
+  await destroyLabVm(stack.runDir, vm.vmId);
+});
+
+test('a merge cancelled with temporal workflow cancel ends CANCELLED, chain unchanged, top kept', async () => {
+  const vm = await labVm('vm-cli-cancel', 1);
+  const [d] = vm.disks;
+  const workflowId = liveMergeWorkflowId('snap-cli-cancel');
+  const input: LiveMergeRequest = {
+    snapshotId: 'snap-cli-cancel',
+    vmId: vm.vmId,
+    hostId: HOST_ID,
+    disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }],
+    options: { pollIntervalMs: 200, bandwidthBytesPerSec: MiB / 4 },
+  };
+  const file = path.join(dir, 'cancel.json');
+  writeFileSync(file, JSON.stringify(input));
+  await ok('workflow', 'start', '--task-queue', ENGINE_TASK_QUEUE, '--type', 'LiveMergeWorkflow', '--workflow-id', workflowId, '--input-file', file);
+  await until(async () => (await queryProgress(workflowId)).disks[0].jobStatus === 'running');
+
+  expect(await ok('workflow', 'cancel', '--workflow-id', workflowId)).toMatch(/Canceled workflow/i);
+  const result = await temporal('workflow', 'result', '--workflow-id', workflowId);
+  expect(result.stdout + result.stderr).toMatch(/CANCELED/);
+  const described = await json<{ workflowExecutionInfo: { status: string } }>('workflow', 'describe', '--workflow-id', workflowId);
+  expect(described.workflowExecutionInfo.status).toBe('WORKFLOW_EXECUTION_STATUS_CANCELED');
+  expect((await queryProgress(workflowId)).disks[0].phase).toBe('cancelled');
+
+  expect(existsSync(volumePath(stack.storageRoot, d.diskId, 'd0v1'))).toBe(true);
+  const report = await verifyLabVm(stack.runDir, vm.vmId);
+  expect(report.disks[0].chain).toEqual(['d0v2', 'd0v1', 'd0v0']);
+  expect(report.ok).toBe(true);
+  expect(await stack.driver.listJobs(vm.vmId)).toEqual([]);
+  await destroyLabVm(stack.runDir, vm.vmId);
+});
