@@ -1,0 +1,74 @@
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
+import { WorkflowFailedError } from '@temporalio/client';
+import { volumePath } from '../../src/domain/layout';
+import { destroyLabVm, readLabVm, verifyLabVm } from '../../src/lab/vm';
+import { FaultStack } from './stack';
+import { expectMerged, expectOnlyTopsDeleted, labVm, MiB, mergeRequest, startMerge } from './scenario';
+import { until, watchJobs } from './jobs';
+
+const run = promisify(execFile);
+jest.setTimeout(180_000);
+
+async function failureMessage(promise: Promise<unknown>): Promise<string> {
+  const err = await promise.then(() => undefined, (e: unknown) => e);
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  return String((err as WorkflowFailedError).cause?.message);
+}
+
+test('6. a block job that fails in QEMU keeps its top and names the reason; the other disk finishes; a re-run succeeds', async () => {
+  const stack = await new FaultStack().start();
+  try {
+    const vm = await labVm(stack, 'vm-f6', 2, 3, 16);
+    const request = mergeRequest(vm, 'snap-f6', ['intermediate', 'active'], { bandwidthBytesPerSec: MiB, pollIntervalMs: 100 });
+    // disk1's active commit runs unlimited once disk0's slow job is cancelled: no speed limit there.
+    const jobs = await watchJobs(stack.runDir, vm.vmId);
+    const handle = await startMerge(stack, request);
+    await until(async () => (await jobs.list()).some((j) => j.id === 'lm.disk0.d0v1' && j.status === 'running'));
+    await jobs.qmp.execute('block-job-cancel', { device: 'lm.disk0.d0v1', force: true });
+    const message = await failureMessage(handle.result());
+    await jobs.close();
+    expect(message).toMatch(/1 of 2 disks failed: disk0 \(disk disk0: block job lm\.disk0\.d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/);
+    const report = await verifyLabVm(stack.runDir, vm.vmId);
+    expect(report.ok).toBe(true);
+    expect(report.disks[0].chain).toEqual(['d0v2', 'd0v1', 'd0v0']);
+    expect(report.disks[1].chain).toEqual(['d1v1', 'd1v0']);
+    expectOnlyTopsDeleted(stack, vm, ['d1v2']);
+
+    // The same merge again, later: disk0 merges now, disk1 counts as already merged.
+    const again = await startMerge(stack, { ...request, options: {} });
+    const result = await again.result();
+    expect(result.disks.map((d) => [d.diskId, d.outcome])).toEqual([['disk0', 'merged'], ['disk1', 'alreadyMerged']]);
+    await expectMerged(stack, vm, request);
+    await destroyLabVm(stack.runDir, vm.vmId);
+  } finally {
+    await stack.close();
+  }
+});
+
+test('7. the VM dies mid-merge: the merge fails with a clear reason, nothing is deleted, every volume checks clean', async () => {
+  const stack = await new FaultStack().start();
+  try {
+    const vm = await labVm(stack, 'vm-f7', 2, 3, 8);
+    const request = mergeRequest(vm, 'snap-f7', ['intermediate', 'active'], { bandwidthBytesPerSec: MiB });
+    const jobs = await watchJobs(stack.runDir, vm.vmId);
+    const handle = await startMerge(stack, request);
+    await until(async () => (await jobs.running()) === 2);
+    process.kill((await readLabVm(stack.runDir, vm.vmId)).pid, 'SIGKILL');
+    const message = await failureMessage(handle.result());
+    expect(message).toMatch(/2 of 2 disks failed/);
+    expect(message).toMatch(/disk disk0: VM vm-f7 is gone: its QEMU no longer answers/);
+    expectOnlyTopsDeleted(stack, vm, []);
+    for (const d of vm.disks) {
+      for (const v of d.volumeIds) {
+        const file = volumePath(stack.storageRoot, d.diskId, v);
+        expect(existsSync(file)).toBe(true);
+        await expect(run('qemu-img', ['check', '-f', 'qcow2', file])).resolves.toBeDefined();
+      }
+    }
+    await destroyLabVm(stack.runDir, vm.vmId);
+  } finally {
+    await stack.close();
+  }
+});

@@ -1,0 +1,72 @@
+/**
+ * A host agent for fault tests: the real one (src/workers/host.ts, real QMP driver), plus hold
+ * points named in LIVE_MERGE_TEST_HOLDS (comma-separated). At a hold point it writes
+ * `<LIVE_MERGE_TEST_HOLD_DIR>/<point>` and stops there, heartbeating, so the test can kill it in
+ * exactly that window. Points: `before:<activity>`, `after:<activity>`, `before:completeJob`, `after:completeJob`.
+ */
+import { writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+import { Context } from '@temporalio/activity';
+import { NativeConnection, Runtime } from '@temporalio/worker';
+import type { HostActivities } from '../../src/activities';
+import { temporalTarget } from '../../src/config/connection';
+import { QmpDriver } from '../../src/host/qmp-driver';
+import { createHostWorker } from '../../src/workers/host';
+
+const holds = new Set((process.env.LIVE_MERGE_TEST_HOLDS ?? '').split(',').filter(Boolean));
+const holdDir = process.env.LIVE_MERGE_TEST_HOLD_DIR ?? '/tmp';
+const [hostId, storageRoot, runDir] = [process.env.LIVE_MERGE_HOST_ID, process.env.LIVE_MERGE_STORAGE_ROOT, process.env.LIVE_MERGE_RUN_DIR];
+if (!hostId || !storageRoot || !runDir) throw new Error('LIVE_MERGE_HOST_ID, LIVE_MERGE_STORAGE_ROOT and LIVE_MERGE_RUN_DIR are required');
+
+async function hold(point: string): Promise<void> {
+  if (!holds.has(point)) return;
+  writeFileSync(path.join(holdDir, point.replace(':', '-')), String(Date.now()));
+  const ctx = Context.current();
+  for (;;) {
+    ctx.heartbeat();
+    await ctx.sleep(200);
+  }
+}
+
+function withHolds(activities: HostActivities): HostActivities {
+  const wrapped: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(activities) as Array<[string, (input: unknown) => Promise<unknown>]>) {
+    wrapped[name] = async (input: unknown) => {
+      await hold(`before:${name}`);
+      const result = await fn(input);
+      await hold(`after:${name}`);
+      return result;
+    };
+  }
+  return wrapped as HostActivities;
+}
+
+class HoldingDriver extends QmpDriver {
+  override async completeJob(vmId: string, jobId: string): Promise<void> {
+    await hold('before:completeJob');
+    await super.completeJob(vmId, jobId);
+    await hold('after:completeJob');
+  }
+}
+
+async function main(): Promise<void> {
+  Runtime.install({ shutdownSignals: ['SIGINT', 'SIGTERM'] });
+  const target = temporalTarget();
+  const connection = await NativeConnection.connect(target.connectionOptions);
+  const { worker, driver } = await createHostWorker(connection, target.namespace, {
+    hostId: hostId!,
+    storageRoot: storageRoot!,
+    runDir: runDir!,
+    driver: new HoldingDriver(runDir!),
+    wrapActivities: withHolds,
+  });
+  console.log(`test host agent ${hostId} with holds [${[...holds].join(', ')}]`);
+  await worker.run();
+  await driver.close();
+  await connection.close();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,28 @@
+import { auxQmpSocketPath } from '../../src/domain/layout';
+import { QmpClient } from '../../src/qmp/client';
+import { queryJobsSchema } from '../../src/qmp/schemas';
+
+/**
+ * Watches a VM's block jobs on its aux monitor: the ids of every job QEMU created (from
+ * JOB_STATUS_CHANGE events), and the jobs now. Close it before the lab's verify, which needs
+ * that monitor too.
+ */
+export async function watchJobs(runDir: string, vmId: string) {
+  const qmp = await QmpClient.connect(auxQmpSocketPath(runDir, vmId));
+  const created: string[] = [];
+  qmp.onEvent((e) => {
+    const data = e.data as { id?: string; status?: string } | undefined;
+    if (e.event === 'JOB_STATUS_CHANGE' && data?.status === 'created' && data.id) created.push(data.id);
+  });
+  const list = () => qmp.executeParsed('query-jobs', {}, queryJobsSchema);
+  const running = async () => (await list()).filter((j) => j.status === 'running').length;
+  return { qmp, created, list, running, close: () => qmp.close() };
+}
+
+export async function until(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -1,0 +1,70 @@
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
+import * as path from 'node:path';
+import type { WorkflowHandle } from '@temporalio/client';
+import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
+import type { LiveMergeRequest } from '../../src/domain/input';
+import { volumePath } from '../../src/domain/layout';
+import { createLabVm, type LabVm, verifyLabVm } from '../../src/lab/vm';
+import type { LiveMergeWorkflow } from '../../src/workflows';
+import { HOST_ID, type FaultStack } from './stack';
+
+export const MiB = 1024 * 1024;
+
+export function labVm(stack: FaultStack, vmId: string, disks: number, volumes: number, layerDataMiB = 1): Promise<LabVm> {
+  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes, layerDataMiB, sizeMiB: (volumes + 2) * layerDataMiB + 8 });
+}
+
+/** Each disk's merge: `intermediate` merges volume 1 into 0, `active` the top into the one below. */
+export function mergeRequest(vm: LabVm, snapshotId: string, kinds: Array<'intermediate' | 'active'>, options: LiveMergeRequest['options'] = {}): LiveMergeRequest {
+  return {
+    snapshotId,
+    vmId: vm.vmId,
+    hostId: HOST_ID,
+    disks: kinds.map((kind, i) => {
+      const d = vm.disks[i];
+      const n = d.volumeIds.length;
+      return kind === 'intermediate'
+        ? { diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }
+        : { diskId: d.diskId, baseVolumeId: d.volumeIds[n - 2], topVolumeId: d.volumeIds[n - 1] };
+    }),
+    options,
+  };
+}
+
+export function startMerge(stack: FaultStack, request: LiveMergeRequest): Promise<WorkflowHandle<typeof LiveMergeWorkflow>> {
+  return stack.client.workflow.start<typeof LiveMergeWorkflow>('LiveMergeWorkflow', {
+    taskQueue: ENGINE_TASK_QUEUE,
+    workflowId: liveMergeWorkflowId(String(request.snapshotId)),
+    args: [request],
+  });
+}
+
+/** The invariant on a merged disk: top gone from the chain and the storage, data intact. */
+export async function expectMerged(stack: FaultStack, vm: LabVm, request: LiveMergeRequest): Promise<void> {
+  const report = await verifyLabVm(stack.runDir, vm.vmId);
+  expect(report.ok).toBe(true);
+  for (const d of request.disks) {
+    const chain = report.disks.find((x) => x.diskId === d.diskId)!.chain;
+    expect(chain).not.toContain(d.topVolumeId);
+    expect(chain).toContain(d.baseVolumeId);
+    expect(existsSync(volumePath(stack.storageRoot, d.diskId, d.topVolumeId))).toBe(false);
+  }
+  expectOnlyTopsDeleted(stack, vm, request.disks.map((d) => d.topVolumeId));
+}
+
+/** Every volume the lab made still exists, but the named tops: nothing else was deleted. */
+export function expectOnlyTopsDeleted(stack: FaultStack, vm: LabVm, tops: string[]): void {
+  for (const d of vm.disks) {
+    for (const v of d.volumeIds) {
+      expect([v, existsSync(volumePath(stack.storageRoot, d.diskId, v))]).toEqual([v, !tops.includes(v)]);
+    }
+  }
+}
+
+/** Writes a scenario's measured recovery time to test-artifacts/fault-recovery.jsonl. */
+export function recordRecovery(scenario: string, recoveryMs: number, extra: Record<string, unknown> = {}): void {
+  const dir = path.resolve(__dirname, '../../test-artifacts');
+  mkdirSync(dir, { recursive: true });
+  appendFileSync(path.join(dir, 'fault-recovery.jsonl'), `${JSON.stringify({ scenario, recoveryMs, at: new Date().toISOString(), ...extra })}\n`);
+  console.log(`recovery ${scenario}: ${recoveryMs} ms`);
+}

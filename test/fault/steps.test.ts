@@ -1,0 +1,41 @@
+import { destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { FaultStack } from './stack';
+import { expectMerged, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
+import { watchJobs } from './jobs';
+
+/**
+ * 5. Kills during the pivot, the delete and the cleanup: the host agent stops right after the
+ * step's effect (the pivot asked, the file unlinked, the job dismissed) and is killed there; the
+ * restarted agent repeats the step. No step is lost, and none done twice harms: a second delete
+ * of a gone volume is a success, and nothing else is deleted.
+ */
+
+jest.setTimeout(180_000);
+
+test.each([
+  ['during the pivot', 'after:completeJob', 'active'],
+  ['during the delete', 'after:deleteVolume', 'intermediate'],
+  ['during the cleanup', 'after:cleanup', 'active'],
+] as const)('5. host agent killed %s: the merge completes, only the top is deleted', async (name, point, kind) => {
+  const stack = await new FaultStack().start({ holds: [point] });
+  try {
+    const vm = await labVm(stack, `vm-f5-${kind}`, 1, 3, 4);
+    const request = mergeRequest(vm, `snap-f5-${point.replace(':', '-')}`, [kind]);
+    const jobs = await watchJobs(stack.runDir, vm.vmId);
+    const handle = await startMerge(stack, request);
+    await stack.reached(point);
+    await stack.host!.kill();
+    const restarted = Date.now();
+    await stack.startHost();
+    const result = await handle.result();
+    recordRecovery(`5 host agent killed ${name}`, Date.now() - restarted);
+    expect(jobs.created).toHaveLength(1);
+    await jobs.close();
+    expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: kind });
+    await expectMerged(stack, vm, request);
+    expect((await verifyLabVm(stack.runDir, vm.vmId)).disks[0].chain).toHaveLength(2);
+    await destroyLabVm(stack.runDir, vm.vmId);
+  } finally {
+    await stack.close();
+  }
+});
