@@ -1,0 +1,65 @@
+import { destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { FaultStack } from './stack';
+import { expectOnlyTopsDeleted, labVm, MiB, mergeRequest, startMerge } from './scenario';
+import { until, watchJobs } from './jobs';
+
+/**
+ * 8. A merge cancelled while its block job runs: the job is cancelled, no pivot happens, the
+ * chain stays as it was, nothing is deleted, and the workflow shows cancelled.
+ */
+
+jest.setTimeout(180_000);
+
+async function expectCancelled(stack: FaultStack, vmId: string, snapshotId: string, chainsBefore: string[][]) {
+  const handle = stack.client.workflow.getHandle(`live-merge-${snapshotId}`);
+  await handle.result().catch(() => undefined);
+  expect((await handle.describe()).status.name).toBe('CANCELLED');
+  const report = await verifyLabVm(stack.runDir, vmId);
+  expect(report.ok).toBe(true);
+  expect(report.disks.map((d) => d.chain)).toEqual(chainsBefore);
+}
+
+test('8a. cancelled during an intermediate commit', async () => {
+  const stack = await new FaultStack().start();
+  try {
+    const vm = await labVm(stack, 'vm-f8a', 1, 3, 16);
+    const chainsBefore = (await verifyLabVm(stack.runDir, vm.vmId)).disks.map((d) => d.chain);
+    const request = mergeRequest(vm, 'snap-f8a', ['intermediate'], { bandwidthBytesPerSec: MiB });
+    const jobs = await watchJobs(stack.runDir, vm.vmId);
+    const handle = await startMerge(stack, request);
+    await until(async () => (await jobs.running()) === 1);
+    await handle.cancel();
+    await handle.result().catch(() => undefined);
+    // The job was cancelled and its record dismissed: QEMU runs and keeps nothing.
+    expect(await jobs.list()).toEqual([]);
+    await jobs.close();
+    await expectCancelled(stack, vm.vmId, 'snap-f8a', chainsBefore);
+    expectOnlyTopsDeleted(stack, vm, []);
+    await destroyLabVm(stack.runDir, vm.vmId);
+  } finally {
+    await stack.close();
+  }
+});
+
+test('8b. cancelled during an active commit in ready: no pivot, the VM still writes to the top', async () => {
+  // The host agent holds right before the pivot, with the job in `ready`.
+  const stack = await new FaultStack().start({ holds: ['before:completeJob'] });
+  try {
+    const vm = await labVm(stack, 'vm-f8b', 1, 3, 4);
+    const chainsBefore = (await verifyLabVm(stack.runDir, vm.vmId)).disks.map((d) => d.chain);
+    const request = mergeRequest(vm, 'snap-f8b', ['active']);
+    const jobs = await watchJobs(stack.runDir, vm.vmId);
+    const handle = await startMerge(stack, request);
+    await stack.reached('before:completeJob');
+    expect((await jobs.list()).map((j) => j.status)).toEqual(['ready']);
+    await handle.cancel();
+    await handle.result().catch(() => undefined);
+    expect(await jobs.list()).toEqual([]);
+    await jobs.close();
+    await expectCancelled(stack, vm.vmId, 'snap-f8b', chainsBefore);
+    expectOnlyTopsDeleted(stack, vm, []);
+    await destroyLabVm(stack.runDir, vm.vmId);
+  } finally {
+    await stack.close();
+  }
+});
