@@ -42,7 +42,11 @@ export async function createHostWorker(
       activity: [
         () => ({
           outbound: {
-            getLogAttributes: (attrs, next) => next({ ...attrs, hostId: opts.hostId }),
+            getLogAttributes: (attrs, next) => {
+              // The task token is a credential for completing the activity: not for logs.
+              const { taskToken: _token, ...rest } = next({ ...attrs, hostId: opts.hostId });
+              return rest;
+            },
             getMetricTags: (tags, next) => next({ ...tags, host_id: opts.hostId }),
           },
         }),

@@ -202,5 +202,6 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
     bytesCommitted: len,
   });
   for (const l of logs) expect(typeof l.time).toBe('string');
+  expect(logs.some((l) => 'taskToken' in l)).toBe(false);
   await destroyLabVm(runDir, vm.vmId);
 });
