@@ -36,12 +36,13 @@ const MAX_NODE_NAME = 31;
 export const MAX_DISKS = 8;
 export const MAX_VOLUMES = 16;
 
-export function labDiskId(d: number): string {
-  return `disk${d}`;
+/** `prefix` keeps the disks of VMs that share a storage root apart (`c3-disk0`, `c3-d0v1`). */
+export function labDiskId(d: number, prefix = ''): string {
+  return `${prefix}disk${d}`;
 }
 
-export function labVolumeId(d: number, i: number): string {
-  return `d${d}v${i}`;
+export function labVolumeId(d: number, i: number, prefix = ''): string {
+  return `${prefix}d${d}v${i}`;
 }
 
 /** The QEMU node of a volume's file (protocol layer). */
@@ -136,6 +137,8 @@ export const createLabVmOptionsSchema = z
     sizeMiB: z.number().int().min(1).max(1024 * 1024).default(64),
     layerDataMiB: z.number().int().min(1).max(1024).default(1),
     backingReadOnly: z.boolean().default(true),
+    /** Prefix of disk and volume ids, for VMs sharing a storage root. */
+    idPrefix: z.string().regex(/^[a-z0-9-]{0,8}$/, 'must be up to 8 lowercase letters, digits or "-"').default(''),
   })
   .strict()
   .refine((o) => (o.volumes + 1) * o.layerDataMiB <= o.sizeMiB, {
@@ -426,7 +429,8 @@ async function readManifestIfAny(runDir: string, vmId: string): Promise<LabManif
 }
 
 /** Other lab VMs in `runDir` that are running on disks of `storageRoot`. */
-async function runningVmsOnStorage(runDir: string, storageRoot: string, exceptVmId: string): Promise<string[]> {
+/** Running lab VMs other than `exceptVmId` with one of `diskIds` on `storageRoot`. */
+async function runningVmsOnStorage(runDir: string, storageRoot: string, exceptVmId: string, diskIds: string[]): Promise<string[]> {
   let entries: string[];
   try {
     entries = await fs.readdir(runDir);
@@ -442,7 +446,8 @@ async function runningVmsOnStorage(runDir: string, storageRoot: string, exceptVm
     } catch {
       continue;
     }
-    if (m && m.storageRoot === storageRoot && (await runningLabVmPid(runDir, name)) !== undefined) users.push(name);
+    const shares = m?.disks.some((d) => diskIds.includes(d.diskId));
+    if (m && m.storageRoot === storageRoot && shares && (await runningLabVmPid(runDir, name)) !== undefined) users.push(name);
   }
   return users;
 }
@@ -519,7 +524,8 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
 
   // The image dirs must be free, or leftovers of this very VM (stopped).
   const stale = await readManifestIfAny(runDir, vmId);
-  const others = await runningVmsOnStorage(runDir, storageRoot, vmId);
+  const prefix = opts.idPrefix;
+  const others = await runningVmsOnStorage(runDir, storageRoot, vmId, Array.from({ length: opts.disks }, (_, d) => labDiskId(d, prefix)));
   if (others.length > 0) {
     throw new Error(`storage root ${storageRoot} is in use by running lab VM(s) ${others.join(', ')}; use another storage root`);
   }
@@ -527,7 +533,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   const K = opts.volumes;
   const disks: LabDisk[] = [];
   for (let d = 0; d < opts.disks; d++) {
-    const diskId = labDiskId(d);
+    const diskId = labDiskId(d, prefix);
     const idir = imageDir(storageRoot, diskId);
     const leftovers = (await exists(idir)) ? await fs.readdir(idir) : [];
     if (leftovers.length > 0) {
@@ -539,7 +545,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
         );
       }
     }
-    const volumeIds = Array.from({ length: K }, (_, i) => labVolumeId(d, i));
+    const volumeIds = Array.from({ length: K }, (_, i) => labVolumeId(d, i, prefix));
     const regions: LabRegion[] = volumeIds.map((_, i) => ({ kind: 'layer', layer: i, offset: i * R, length: R, pattern: layerPattern(d, i) }));
     regions.push({ kind: 'overwrite', layer: K - 1, offset: K * R, length: R, pattern: layerPattern(d, K - 1) });
     disks.push({ diskId, deviceId: diskId, volumeIds, regions });

@@ -10,8 +10,8 @@ import { HOST_ID, type FaultStack } from './stack';
 
 export const MiB = 1024 * 1024;
 
-export function labVm(stack: FaultStack, vmId: string, disks: number, volumes: number, layerDataMiB = 1): Promise<LabVm> {
-  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes, layerDataMiB, sizeMiB: (volumes + 2) * layerDataMiB + 8 });
+export function labVm(stack: FaultStack, vmId: string, disks: number, volumes: number, layerDataMiB = 1, idPrefix = ''): Promise<LabVm> {
+  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes, layerDataMiB, idPrefix, sizeMiB: (volumes + 2) * layerDataMiB + 8 });
 }
 
 /** Each disk's merge: `intermediate` merges volume 1 into 0, `active` the top into the one below. */
