@@ -64,6 +64,13 @@ test('the topology: PostgreSQL, schema setup, the Temporal server, namespace set
   const serverVersion = compose.services.temporal.image!.split(':')[1];
   expect(compose.services['temporal-schema'].image!.split(':')[1].startsWith(`${serverVersion}-`)).toBe(true);
   expect(compose.services['temporal-namespace'].image).toBe(compose.services['temporal-schema'].image);
+  // The server's dynamic config is a file of this repository, mounted where the path points.
+  const server = compose.services.temporal;
+  const mount = (server.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === '/etc/temporal/config/dynamicconfig');
+  expect(mount).toBeDefined();
+  const file = path.join(root, mount![0], path.basename(env(server).DYNAMIC_CONFIG_FILE_PATH));
+  expect(env(server).DYNAMIC_CONFIG_FILE_PATH).toBe(`config/dynamicconfig/${path.basename(file)}`);
+  expect(parse(readFileSync(file, 'utf8'))).toEqual(expect.any(Object));
   // The schema step sets up both databases.
   const schemaScript = String(compose.services['temporal-schema'].command);
   expect(schemaScript).toMatch(/for db in temporal temporal_visibility/);
