@@ -83,7 +83,8 @@ function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
     lastStatus = job.status;
     const progress: DiskProgress = {
       diskId: step.diskId,
-      phase: job.status === 'ready' ? 'pivoting' : 'waiting',
+      // A job that ended well hands over to the chain check (the workflow does not signal that phase).
+      phase: job.status === 'ready' ? 'pivoting' : job.status === 'concluded' && job.error === undefined ? 'verifying' : 'waiting',
       jobStatus: job.status,
       offset: job.offset,
       len: job.len,

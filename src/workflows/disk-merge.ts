@@ -125,20 +125,24 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   }
 }
 
-/** Phases after which this child ends: their signal is delivered before it does. */
-const FINAL_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['merged', 'alreadyMerged', 'failed', 'cancelled']);
+/**
+ * Steps that take milliseconds once the block job has ended. Their phases are not signalled: each
+ * awaited signal cost a server round trip before the step (one of them between the job's end and
+ * the chain check). The wait activity reports the job's end as `verifying`; the final phase follows.
+ */
+const UNSIGNALLED_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['verifying', 'deleting', 'cleaning']);
 
 function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId'>) => Promise<void> {
   return async (p) => {
     if (!input.parentWorkflowId) return;
-    // Progress is for people watching; a parent that is gone must not fail the merge.
-    const sent = getExternalWorkflowHandle(input.parentWorkflowId)
-      .signal(diskProgressSignal, { diskId: input.disk.diskId, ...p })
-      .catch(() => undefined);
-    // A step does not wait for its progress signal: waiting cost a server round trip before every
-    // step (about a third of a merge's orchestration time, and between the job's end and the chain
-    // check). The parent orders phases itself. Histories from before this change wait, as they did.
-    if (FINAL_PHASES.has(p.phase) || !patched('progress-signals-not-awaited')) await sent;
+    // Histories from before this change signalled these phases, and replay as they ran.
+    if (UNSIGNALLED_PHASES.has(p.phase) && patched('no-signals-for-short-phases')) return;
+    try {
+      // Awaited: the history then has the same events however long the job ran.
+      await getExternalWorkflowHandle(input.parentWorkflowId).signal(diskProgressSignal, { diskId: input.disk.diskId, ...p });
+    } catch {
+      // Progress is for people watching; a parent that is gone must not fail the merge.
+    }
   };
 }
 
