@@ -120,8 +120,9 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
     vmId: vm.vmId,
     hostId: HOST_ID,
     disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }],
-    // 8 MiB of data at 2 MiB/s: the job runs about 4 s.
-    options: { bandwidthBytesPerSec: 2 * MiB, pollIntervalMs: 100 },
+    // 8 MiB of data at 1 MiB/s: the job runs about 8 s, time for the watch command to start up
+    // and see it running even on a busy machine.
+    options: { bandwidthBytesPerSec: MiB, pollIntervalMs: 100 },
   };
   const started = Date.now();
   const handle = await temporal.client.workflow.start(LiveMergeWorkflow, {
