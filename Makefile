@@ -4,6 +4,7 @@
 SHELL := /bin/bash
 .DEFAULT_GOAL := help
 DEMO_ARGS ?=
+BENCH_ARGS ?=
 
 .PHONY: help setup demo test bench qemu temporal chromium
 
@@ -11,6 +12,7 @@ help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
 	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU)"
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
+	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
 
 setup: node_modules/.installed qemu temporal chromium
 
@@ -33,3 +35,7 @@ demo: setup
 test: setup
 	npx tsc --noEmit -p .
 	npx jest
+
+# Not part of the test suite: a full run takes about 20 minutes; --quick about 2.
+bench: setup
+	npx tsx bench/run.ts $(BENCH_ARGS)
