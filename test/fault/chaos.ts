@@ -99,10 +99,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       bandwidthBytesPerSec: plan.bandwidthMiB * MiB,
     });
     const handle = await retrying(() => startMerge(stack, request));
+    // result() also ends on a server that went away under it: only a closed workflow counts.
     const status = await retrying(async () => {
       await handle.result().catch(() => undefined);
-      return (await handle.describe()).status.name;
-    });
+      const name = (await handle.describe()).status.name;
+      if (name === 'RUNNING') throw new Error('still running');
+      return name;
+    }, 600_000);
     workflows[status] = (workflows[status] ?? 0) + 1;
     const report = await verifyLabVm(stack.runDir, vm.vmId);
     for (const d of request.disks) {
