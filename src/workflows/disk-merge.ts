@@ -126,17 +126,18 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
 }
 
 /**
- * Steps that take milliseconds once the block job has ended. Their phases are not signalled: each
- * awaited signal cost a server round trip before the step (one of them between the job's end and
- * the chain check). The wait activity reports the job's end as `verifying`; the final phase follows.
+ * Phases this child does not signal: each awaited signal cost a server round trip before the next
+ * step. The parent marks a disk `merging` when it starts the child and takes the outcome from the
+ * child's result; the wait activity reports the job's good end as `verifying`; deleting and
+ * cleaning take milliseconds.
  */
-const UNSIGNALLED_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['verifying', 'deleting', 'cleaning']);
+const UNSIGNALLED_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['merging', 'verifying', 'deleting', 'cleaning', 'merged', 'alreadyMerged']);
 
 function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId'>) => Promise<void> {
   return async (p) => {
     if (!input.parentWorkflowId) return;
     // Histories from before this change signalled these phases, and replay as they ran.
-    if (UNSIGNALLED_PHASES.has(p.phase) && patched('no-signals-for-short-phases')) return;
+    if (UNSIGNALLED_PHASES.has(p.phase) && patched('lean-progress-signals')) return;
     try {
       // Awaited: the history then has the same events however long the job ran.
       await getExternalWorkflowHandle(input.parentWorkflowId).signal(diskProgressSignal, { diskId: input.disk.diskId, ...p });

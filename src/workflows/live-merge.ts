@@ -55,21 +55,27 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
     disks: [...progress.values()],
     bandwidthBytesPerSec: bandwidth.current(),
   }));
-  setHandler(diskProgressSignal, (update) => {
-    const current = progress.get(update.diskId);
+  setHandler(diskProgressSignal, (update) => setPhase(update.diskId, update));
+  function setPhase(diskId: string, update: Omit<DiskProgress, 'diskId'>): void {
+    const current = progress.get(diskId);
     if (!current || PHASE_ORDER.indexOf(update.phase) < PHASE_ORDER.indexOf(current.phase)) return;
-    progress.set(update.diskId, { ...current, ...update });
-    bandwidth.phaseChanged(update.diskId, current.phase, update.phase);
-  });
+    progress.set(diskId, { ...current, ...update, diskId });
+    bandwidth.phaseChanged(diskId, current.phase, update.phase);
+  }
 
   const settled = await Promise.allSettled(
-    input.disks.map((disk) =>
-      executeChild(DiskMergeWorkflow, {
+    input.disks.map((disk) => {
+      // The child does not signal its start or its good end (the progress query takes them from here).
+      setPhase(disk.diskId, { phase: 'merging' });
+      return executeChild(DiskMergeWorkflow, {
         workflowId: diskMergeWorkflowId(input.snapshotId, disk.diskId),
         taskQueue: ENGINE_TASK_QUEUE,
         args: [{ snapshotId: input.snapshotId, vmId: input.vmId, hostId: input.hostId, disk, options: input.options, parentWorkflowId: workflowId }],
-      }),
-    ),
+      }).then((merged) => {
+        setPhase(merged.diskId, { phase: merged.outcome, commitKind: merged.commitKind });
+        return merged;
+      });
+    }),
   );
   // A setBandwidth update still asking the host gets its answer before the workflow ends.
   await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
