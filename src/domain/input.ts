@@ -57,6 +57,22 @@ export type LiveMergeInput = z.infer<typeof liveMergeInputSchema>;
 /** What a caller sends: options and their fields may be left out. */
 export type LiveMergeRequest = z.input<typeof liveMergeInputSchema>;
 
+/**
+ * What LiveMergeWorkflow gives each DiskMergeWorkflow. The child checks it again: its type is on
+ * the engine queue and can be started on its own (e.g. from the CLI), and a bad input must fail it
+ * at once, naming the field, before any host is asked anything.
+ */
+export const diskMergeInputSchema = z
+  .object({
+    snapshotId: idSchema,
+    vmId: idSchema,
+    hostId: idSchema,
+    disk: diskSpecSchema,
+    options: mergeOptionsSchema.prefault({}),
+    parentWorkflowId: z.string().min(1).max(1000).optional(),
+  })
+  .strict();
+
 /** `disks.1.topVolumeId: must be ...; vmId: ...`: every problem, each with its field path. */
 export function describeIssues(error: z.ZodError): string {
   return error.issues

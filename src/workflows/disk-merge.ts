@@ -12,6 +12,7 @@ import { TimeoutType } from '@temporalio/common';
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
+import { describeIssues, diskMergeInputSchema } from '../domain/input';
 import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
@@ -23,7 +24,17 @@ import { recordDiskMerge } from './metrics';
  * Until the block job has ended, a cancel cancels the job and leaves the chain as it was; after
  * it, the merge is finished whatever happens, so a merged top is never left behind undeleted.
  */
-export async function DiskMergeWorkflow(input: DiskMergeInput): Promise<DiskMerged> {
+export async function DiskMergeWorkflow(request: DiskMergeInput): Promise<DiskMerged> {
+  // LiveMergeWorkflow sends checked input, but this type can be started on its own: check again.
+  const parsed = diskMergeInputSchema.safeParse(request);
+  if (!parsed.success) {
+    throw ApplicationFailure.create({
+      type: 'InvalidMergeInput',
+      message: `invalid merge input: ${describeIssues(parsed.error)}`,
+      nonRetryable: true,
+    });
+  }
+  const input: DiskMergeInput = parsed.data;
   const stats = { bytesCommitted: 0 };
   try {
     const merged = await mergeDisk(input, stats);
