@@ -19,6 +19,8 @@ export const waitStepSchema = z
     pollIntervalMs: z.number().int().min(10),
     /** LiveMergeWorkflow that receives this disk's offset/len as `diskProgress` signals. */
     progressWorkflowId: z.string().min(1).optional(),
+    /** Sent with each progress signal (the workflow does not signal the waiting phase itself). */
+    commitKind: z.enum(['active', 'intermediate']).optional(),
   })
   .strict();
 export type WaitStep = z.infer<typeof waitStepSchema>;

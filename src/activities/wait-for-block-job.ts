@@ -85,6 +85,7 @@ function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
       diskId: step.diskId,
       // A job that ended well hands over to the chain check (the workflow does not signal that phase).
       phase: job.status === 'ready' ? 'pivoting' : job.status === 'concluded' && job.error === undefined ? 'verifying' : 'waiting',
+      ...(step.commitKind === undefined ? {} : { commitKind: step.commitKind }),
       jobStatus: job.status,
       offset: job.offset,
       len: job.len,

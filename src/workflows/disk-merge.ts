@@ -70,6 +70,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
         ...jobStep,
         pollIntervalMs: options.pollIntervalMs,
         progressWorkflowId: input.parentWorkflowId,
+        commitKind,
       });
       if (end.outcome === 'concluded' && end.error !== undefined) {
         throw ApplicationFailure.create({
@@ -139,10 +140,10 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
 /**
  * Phases this child does not signal: each awaited signal cost a server round trip before the next
  * step. The parent marks a disk `merging` when it starts the child and takes the outcome from the
- * child's result; the wait activity reports the job's good end as `verifying`; deleting and
- * cleaning take milliseconds.
+ * child's result; the wait activity reports the job's states (`waiting`, `pivoting`, and its good
+ * end as `verifying`) with the commit kind; deleting and cleaning take milliseconds.
  */
-const UNSIGNALLED_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['merging', 'verifying', 'deleting', 'cleaning', 'merged', 'alreadyMerged']);
+const UNSIGNALLED_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['merging', 'waiting', 'verifying', 'deleting', 'cleaning', 'merged', 'alreadyMerged']);
 
 function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId'>) => Promise<void> {
   return async (p) => {
