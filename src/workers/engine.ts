@@ -1,5 +1,6 @@
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { ENGINE_TASK_QUEUE } from '../config/names';
+import { warnIfSearchAttributesMissing } from './search-attributes-check';
 
 /** The engine role: runs LiveMergeWorkflow and DiskMergeWorkflow on the engine queue. */
 export async function createEngineWorker(
@@ -7,6 +8,7 @@ export async function createEngineWorker(
   namespace: string,
   extra: Partial<WorkerOptions> = {},
 ): Promise<Worker> {
+  await warnIfSearchAttributesMissing(connection, namespace);
   return Worker.create({
     connection,
     namespace,

@@ -17,6 +17,7 @@ import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
 import { recordDiskMerge } from './metrics';
+import { tagMerge, tagOutcome } from './search-attributes';
 
 /**
  * One disk of a snapshot, top to bottom: merge (start or adopt the block commit), wait for the
@@ -36,12 +37,15 @@ export async function DiskMergeWorkflow(request: DiskMergeInput): Promise<DiskMe
   }
   const input: DiskMergeInput = parsed.data;
   const stats = { bytesCommitted: 0 };
+  tagMerge({ vmId: input.vmId, hostId: input.hostId, snapshotId: input.snapshotId, diskId: input.disk.diskId });
   try {
     const merged = await mergeDisk(input, stats);
     recordDiskMerge(input, merged.outcome, merged.outcome === 'merged' ? stats.bytesCommitted : 0);
+    tagOutcome('merged');
     return merged;
   } catch (err) {
     recordDiskMerge(input, isCancellation(err) ? 'cancelled' : 'failed', 0);
+    tagOutcome(isCancellation(err) ? 'cancelled' : 'failed');
     throw err;
   }
 }
@@ -61,17 +65,18 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   let chainBefore: string[] = [];
   try {
     await report({ phase: 'merging' });
-    const started = await hostMerge.merge({ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec });
+    const started = await hostMerge.merge.executeWithOptions(
+      { summary: `commit ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId}: start or adopt the block job` },
+      [{ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec }],
+    );
     chainBefore = started.chain;
     if (started.outcome !== 'alreadyMerged') {
       commitKind = started.kind;
       await report({ phase: 'waiting', commitKind });
-      const end = await hostWait.waitForBlockJob({
-        ...jobStep,
-        pollIntervalMs: options.pollIntervalMs,
-        progressWorkflowId: input.parentWorkflowId,
-        commitKind,
-      });
+      const end = await hostWait.waitForBlockJob.executeWithOptions(
+        { summary: `wait for block job ${jobStep.jobId} (${commitKind === 'active' ? 'active commit, pivot when ready' : `${commitKind} commit`})` },
+        [{ ...jobStep, pollIntervalMs: options.pollIntervalMs, progressWorkflowId: input.parentWorkflowId, commitKind }],
+      );
       if (end.outcome === 'concluded' && end.error !== undefined) {
         throw ApplicationFailure.create({
           type: 'BlockJobFailed',
@@ -85,8 +90,8 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
     if (isCancellation(err)) {
       await CancellationScope.nonCancellable(async () => {
         await report({ phase: 'cancelling' });
-        await host.cancelBlockJob(jobStep);
-        await host.cleanup(jobStep);
+        await host.cancelBlockJob.executeWithOptions({ summary: `cancel block job ${jobStep.jobId}: merge cancelled` }, [jobStep]);
+        await host.cleanup.executeWithOptions({ summary: `clean up after block job ${jobStep.jobId}` }, [jobStep]);
         await report({ phase: 'cancelled', reason: 'merge cancelled; block job cancelled, chain unchanged' });
       });
       throw err;
@@ -98,11 +103,14 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   return CancellationScope.nonCancellable(async () => {
     try {
       await report({ phase: 'verifying' });
-      const verified = await host.verifyChain(step);
+      const verified = await host.verifyChain.executeWithOptions(
+        { summary: `verify chain of ${disk.diskId}: ${disk.topVolumeId} gone, ${disk.baseVolumeId} present` },
+        [step],
+      );
       await report({ phase: 'deleting' });
-      const deleted = await host.deleteVolume(step);
+      const deleted = await host.deleteVolume.executeWithOptions({ summary: `delete volume ${disk.topVolumeId} of ${disk.diskId}` }, [step]);
       await report({ phase: 'cleaning' });
-      await host.cleanup(jobStep);
+      await host.cleanup.executeWithOptions({ summary: `clean up after block job ${jobStep.jobId}` }, [jobStep]);
       const outcome = chainBefore.includes(disk.topVolumeId) ? 'merged' : 'alreadyMerged';
       await report({ phase: outcome, commitKind });
       return {
@@ -126,7 +134,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       : reasonOf(err);
     await CancellationScope.nonCancellable(async () => {
       // Nothing reached a host that never picked up the merge, and nothing there needs cleaning.
-      if (!neverPickedUp) await host.cleanup(jobStep);
+      if (!neverPickedUp) await host.cleanup.executeWithOptions({ summary: `clean up after failed merge of ${disk.diskId}, keep ${disk.topVolumeId}` }, [jobStep]);
       await report({ phase: 'failed', reason });
     });
     return ApplicationFailure.create({

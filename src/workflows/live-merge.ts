@@ -16,6 +16,7 @@ import type { DiskPhase, DiskProgress } from '../domain/progress';
 import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
+import { tagMerge, tagOutcome } from './search-attributes';
 
 /** Order of phases: a late signal never moves a disk's phase backwards. */
 const PHASE_ORDER: DiskPhase[] = [
@@ -45,6 +46,8 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
       nonRetryable: true,
     });
   }
+  // First, before any disk is touched: a namespace without the attributes holds the merge here.
+  tagMerge(input);
 
   const progress = new Map<string, DiskProgress>(input.disks.map((d) => [d.diskId, { diskId: d.diskId, phase: 'pending' }]));
   const bandwidth = installBandwidthControl(input, (diskId) => progress.get(diskId)?.phase);
@@ -70,6 +73,7 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
       return executeChild(DiskMergeWorkflow, {
         workflowId: diskMergeWorkflowId(input.snapshotId, disk.diskId),
         taskQueue: ENGINE_TASK_QUEUE,
+        staticSummary: `merge ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId} of ${input.vmId}`,
         args: [{ snapshotId: input.snapshotId, vmId: input.vmId, hostId: input.hostId, disk, options: input.options, parentWorkflowId: workflowId }],
       }).then((merged) => {
         setPhase(merged.diskId, { phase: merged.outcome, commitKind: merged.commitKind });
@@ -91,10 +95,14 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   }
 
   const cancelled = settled.find((s) => s.status === 'rejected' && isCancellation(s.reason));
-  if (cancelled && cancelled.status === 'rejected') throw cancelled.reason;
+  if (cancelled && cancelled.status === 'rejected') {
+    tagOutcome('cancelled');
+    throw cancelled.reason;
+  }
 
   const failures = outcomes.filter((o) => o.outcome === 'failed');
   if (failures.length > 0) {
+    tagOutcome('failed');
     throw ApplicationFailure.create({
       type: 'DiskMergeFailed',
       message: `${failures.length} of ${outcomes.length} disks failed: ${failures.map((f) => `${f.diskId} (${f.reason})`).join('; ')}`,
@@ -102,6 +110,7 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
       details: [outcomes],
     });
   }
+  tagOutcome('merged');
   return { snapshotId: input.snapshotId, vmId: input.vmId, disks: outcomes as DiskMerged[] };
 }
 

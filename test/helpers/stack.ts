@@ -24,8 +24,10 @@ export interface TestStack {
   close(): Promise<void>;
 }
 
-export async function startTestStack(opts: { wrapActivities?: (a: HostActivities) => HostActivities } = {}): Promise<TestStack> {
-  const temporal = await startTestTemporal();
+export async function startTestStack(
+  opts: { wrapActivities?: (a: HostActivities) => HostActivities; /** false: serve the Web UI too */ headless?: boolean } = {},
+): Promise<TestStack> {
+  const temporal = await startTestTemporal({ headless: opts.headless });
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lm-stack-'));
   const storageRoot = path.join(dir, 'storage');
   const runDir = path.join(dir, 'run');
