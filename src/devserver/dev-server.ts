@@ -14,6 +14,8 @@ export interface DevServerOptions {
   /** Where the server's output goes. */
   logFile?: string;
   headless?: boolean;
+  /** false: leave the merges' search attributes unregistered, as on a cluster nobody set up (tests). */
+  registerSearchAttributes?: boolean;
   namespace?: string;
 }
 
@@ -47,7 +49,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     '--sqlite-pragma', 'journal_mode=wal',
     '--log-level', 'warn',
     // The merges' own search attributes (VmId, HostId, SnapshotId, DiskId, MergeOutcome).
-    ...devServerSearchAttributeArgs(),
+    ...(opts.registerSearchAttributes === false ? [] : devServerSearchAttributeArgs()),
     ...(opts.headless ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(uiPort)]),
   ];
   const child = spawn(temporalBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] });

@@ -24,7 +24,7 @@ export interface TestTemporal {
 }
 
 /** A real Temporal dev server on free ports with its SQLite file in a temp dir, and clients. */
-export async function startTestTemporal(opts: { headless?: boolean } = {}): Promise<TestTemporal> {
+export async function startTestTemporal(opts: { headless?: boolean; registerSearchAttributes?: boolean } = {}): Promise<TestTemporal> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('WARN') });
     runtimeInstalled = true;
@@ -34,6 +34,7 @@ export async function startTestTemporal(opts: { headless?: boolean } = {}): Prom
     dbFile: path.join(dir, 'temporal.sqlite'),
     logFile: path.join(dir, 'server.log'),
     headless: opts.headless ?? true,
+    registerSearchAttributes: opts.registerSearchAttributes,
   });
   const clientConnection = await Connection.connect({ address: server.address });
   const connection = await NativeConnection.connect({ address: server.address });
