@@ -126,9 +126,10 @@ async function main(): Promise<number> {
     // One progress bar per disk on a terminal (plain lines in CI and pipes), as `npm run watch` shows.
     const outcome = await followMerge(client, snapshotId, createProgressView(process.stdout));
     const uiLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows/${workflowId}`;
+    const vmLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows?query=${encodeURIComponent(`VmId="${vmId}"`)}`;
     if (!outcome.ok) {
       const cause = outcome.error instanceof WorkflowFailedError ? outcome.error.cause?.message : String(outcome.error);
-      console.log(`\nmerge FAILED: ${cause}\nWeb UI: ${uiLink}`);
+      console.log(`\nmerge FAILED: ${cause}\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);
       return 1;
     }
 
@@ -141,7 +142,7 @@ async function main(): Promise<number> {
     console.log(renderChains('chains before:', before));
     console.log(renderChains('chains after:', after));
     console.log(renderVerification(after));
-    console.log(`\nWeb UI: ${uiLink}`);
+    console.log(`\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);
     const shortened = after.disks.every((d, i) => d.chain.length === before.disks[i].chain.length - 1);
     if (!after.ok || !shortened) return 1;
 
