@@ -102,6 +102,17 @@ async function cliList(query: string): Promise<string[]> {
   return rows.map((r) => r.execution.workflowId).sort();
 }
 
+/** `cliList(query)` once the visibility store has caught up (it indexes asynchronously). */
+async function eventuallyListed(query: string, ids: string[]): Promise<void> {
+  const deadline = Date.now() + 15_000;
+  let listed = await cliList(query);
+  while (JSON.stringify(listed) !== JSON.stringify(ids) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 250));
+    listed = await cliList(query);
+  }
+  expect(listed).toEqual(ids);
+}
+
 async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(ARTIFACTS, name) });
 }
@@ -146,10 +157,10 @@ test('an operator finds one VM\'s merges by VmId in the Web UI, opens the merge,
   const parent = 'live-merge-snap-ui';
   const child0 = 'live-merge-snap-ui-disk-disk0';
   const child1 = 'live-merge-snap-ui-disk-disk1';
-  expect(await cliList('VmId="vm-ui"')).toEqual([parent, child0, child1]);
-  expect(await cliList('VmId="vm-ui" AND MergeOutcome="failed"')).toEqual([parent, child1]);
-  expect(await cliList('VmId="vm-ui" AND DiskId="disk0" AND MergeOutcome="merged"')).toEqual([child0]);
-  expect(await cliList('MergeOutcome="cancelled"')).toEqual(['live-merge-snap-other', 'live-merge-snap-other-disk-disk0']);
+  await eventuallyListed('VmId="vm-ui"', [parent, child0, child1]);
+  await eventuallyListed('VmId="vm-ui" AND MergeOutcome="failed"', [parent, child1]);
+  await eventuallyListed('VmId="vm-ui" AND DiskId="disk0" AND MergeOutcome="merged"', [child0]);
+  await eventuallyListed('MergeOutcome="cancelled"', ['live-merge-snap-other', 'live-merge-snap-other-disk-disk0']);
   const described = await stack.temporal.client.workflow.getHandle(parent).describe();
   expect(described.typedSearchAttributes.get(VM_ID)).toBe('vm-ui');
   expect(described.typedSearchAttributes.get(MERGE_OUTCOME)).toBe('failed');
@@ -183,10 +194,18 @@ test('an operator finds one VM\'s merges by VmId in the Web UI, opens the merge,
   expect(tree).toContain(`Completed DiskMergeWorkflow ${child0} `);
   expect(tree).toContain(`Failed DiskMergeWorkflow ${child1} `);
   await screenshot(page, '2-merge-and-its-disks.png');
+  // Its search attributes, as the workflow set them.
+  await page.getByRole('tab', { name: /^Search Attributes/ }).click();
+  await page.getByText('MergeOutcome').first().waitFor();
+  const attributes = (await page.innerText('main')).replace(/\s+/g, ' ');
+  for (const [name, value] of [['VmId', 'vm-ui'], ['HostId', HOST_ID], ['SnapshotId', 'snap-ui'], ['MergeOutcome', 'failed']]) {
+    expect(attributes).toMatch(new RegExp(`"?${name}"?:? "?${value}"?`));
+  }
 
   // 3. The merged disk: its steps read as the merge, in domain words. (The UI scrolls inside
   // its own pane, so a taller window, not a full-page shot, shows the event list below the timeline.)
   await page.setViewportSize({ width: 1400, height: 1700 });
+  await page.getByRole('tab', { name: /^Relationships/ }).click();
   await page.getByRole('link', { name: child0, exact: true }).click();
   await page.getByText('Completed', { exact: true }).first().waitFor();
   await page.getByText('verify chain of disk0').first().waitFor();
