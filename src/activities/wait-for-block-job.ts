@@ -72,19 +72,25 @@ async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<boo
 }
 
 /**
- * Tells the LiveMergeWorkflow of each job status change, with offset/len. Only status changes, so
- * a disk's history has the same number of events however long its job runs; the live offset/len
- * in between is in this activity's heartbeat details (see src/progress/read-progress.ts).
+ * Tells the LiveMergeWorkflow of each phase change of the job (waiting, pivoting, and a good end as
+ * verifying), with the commit kind, status and offset/len. Only changes, so a disk's history has
+ * the same number of events however long its job runs, and the parent wakes at most three times
+ * per disk; the live offset/len in between is in this activity's heartbeat details (see
+ * src/progress/read-progress.ts).
  */
 function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
-  let lastStatus = '';
+  let lastPhase = '';
   return async (job) => {
-    if (!step.progressWorkflowId || job.status === lastStatus) return;
-    lastStatus = job.status;
+    // A job that ended well hands over to the chain check (the workflow does not signal that phase).
+    const phase = job.status === 'ready' ? 'pivoting' : job.status === 'concluded' && job.error === undefined ? 'verifying' : 'waiting';
+    if (!step.progressWorkflowId || phase === lastPhase) return;
+    // Waiting is told once, for a job that runs; after the pivot the job passes through waiting and
+    // pending again, and the parent keeps pivoting then.
+    if (phase === 'waiting' && (lastPhase !== '' || job.status === 'created' || job.status === 'undefined')) return;
+    lastPhase = phase;
     const progress: DiskProgress = {
       diskId: step.diskId,
-      // A job that ended well hands over to the chain check (the workflow does not signal that phase).
-      phase: job.status === 'ready' ? 'pivoting' : job.status === 'concluded' && job.error === undefined ? 'verifying' : 'waiting',
+      phase,
       ...(step.commitKind === undefined ? {} : { commitKind: step.commitKind }),
       jobStatus: job.status,
       offset: job.offset,
