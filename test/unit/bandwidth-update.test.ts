@@ -7,7 +7,7 @@ import type { MergeStarted } from '../../src/activities/merge';
 import type { SpeedStep } from '../../src/activities/inputs';
 import type { BlockJobSpeedSet } from '../../src/activities/set-block-job-speed';
 import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
-import type { MergeProgress } from '../../src/domain/progress';
+import { diskProgressSignalName, type MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow, setBandwidthUpdate } from '../../src/workflows';
 import { startTestTemporal, workflowBundle, type TestTemporal } from '../helpers/temporal';
 import { withWorkers } from '../helpers/workers';
@@ -36,9 +36,13 @@ function heldHost() {
         if (i.diskId === 'd1') await d1Merge.opened;
         return { outcome: 'started', jobId: `lm.${i.diskId}.top`, kind: 'intermediate', chain: ['top', 'base'] };
       },
-      waitForBlockJob: async (i: { diskId: string }): Promise<BlockJobEnd> => {
+      waitForBlockJob: async (i: { diskId: string; progressWorkflowId?: string }): Promise<BlockJobEnd> => {
         waiting.add(i.diskId);
         const ctx = Context.current();
+        // As the real wait does: it tells the merge the job runs (the child does not).
+        if (i.progressWorkflowId) {
+          await ctx.client.workflow.getHandle(i.progressWorkflowId).signal(diskProgressSignalName, { diskId: i.diskId, phase: 'waiting', jobStatus: 'running' });
+        }
         await Promise.race([waitsDone.opened, ctx.cancelled]);
         return { outcome: 'concluded', offset: 10, len: 10, pivoted: false };
       },
