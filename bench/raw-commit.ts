@@ -13,6 +13,8 @@ export interface RawCommit {
   baseNode: string;
   backingFile?: string;
   active: boolean;
+  /** Bytes per second; 0 or absent is unlimited. */
+  speed?: number;
 }
 
 /** Milliseconds from sending block-commit to the BLOCK_JOB_COMPLETED event (the connection is set up before). */
@@ -46,6 +48,7 @@ export function rawCommit(r: RawCommit, timeoutMs = 600_000): Promise<number> {
           send('block-commit', {
             'job-id': r.jobId, device: r.device, 'top-node': r.topNode, 'base-node': r.baseNode,
             ...(r.backingFile ? { 'backing-file': r.backingFile } : {}),
+            ...(r.speed ? { speed: r.speed } : {}),
           });
         } else if (msg.event === 'BLOCK_JOB_READY' && data.device === r.jobId) send('block-job-complete', { device: r.jobId });
         else if (msg.event === 'BLOCK_JOB_COMPLETED' && data.device === r.jobId) {
