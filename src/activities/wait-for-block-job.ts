@@ -51,7 +51,8 @@ export function createWaitForBlockJob(deps: HostDeps) {
         }
         // Wakes on the VM's next job event or after the poll interval; a cancel of this activity
         // (delivered through the heartbeat) rejects the race and ends the wait.
-        await Promise.race([deps.driver.nextJobChange(step.vmId, step.pollIntervalMs), ctx.cancelled]);
+        const timeoutMs = Math.max(10, Math.min(step.pollIntervalMs, reporter.untilAnnounce()));
+        await Promise.race([deps.driver.nextJobChange(step.vmId, timeoutMs), ctx.cancelled]);
       }
     });
   };
@@ -71,22 +72,40 @@ async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<boo
   }
 }
 
+/** A job is announced to the LiveMergeWorkflow once it has run this long: people watch long jobs. */
+export const ANNOUNCE_AFTER_MS = 1000;
+
+interface ProgressReporter {
+  (job: BlockJob): Promise<void>;
+  /** Milliseconds until a running job is due to be announced; Infinity once it was (or never is). */
+  untilAnnounce(): number;
+}
+
 /**
- * Tells the LiveMergeWorkflow of each phase change of the job (waiting, pivoting, and a good end as
- * verifying), with the commit kind, status and offset/len. Only changes, so a disk's history has
- * the same number of events however long its job runs, and the parent wakes at most three times
- * per disk; the live offset/len in between is in this activity's heartbeat details (see
+ * Tells the LiveMergeWorkflow of the job's phase changes (waiting, pivoting, and a good end as
+ * verifying), with the commit kind, status and offset/len. A job that ends within its first second
+ * is not announced at all: each signal wakes the parent, and at a fleet's scale those wake-ups cost
+ * throughput while nobody could have watched such a job. Only changes, so a disk's history has the
+ * same number of events however long its job runs, and the parent wakes at most three times per
+ * disk; the live offset/len in between is in this activity's heartbeat details (see
  * src/progress/read-progress.ts).
  */
-function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
+function progressReporter(step: WaitStep): ProgressReporter {
+  const since = Date.now();
   let lastPhase = '';
-  return async (job) => {
+  const report = async (job: BlockJob): Promise<void> => {
+    if (!step.progressWorkflowId) return;
     // A job that ended well hands over to the chain check (the workflow does not signal that phase).
     const phase = job.status === 'ready' ? 'pivoting' : job.status === 'concluded' && job.error === undefined ? 'verifying' : 'waiting';
-    if (!step.progressWorkflowId || phase === lastPhase) return;
-    // Waiting is told once, for a job that runs; after the pivot the job passes through waiting and
-    // pending again, and the parent keeps pivoting then.
-    if (phase === 'waiting' && (lastPhase !== '' || job.status === 'created' || job.status === 'undefined')) return;
+    if (phase === lastPhase) return;
+    if (lastPhase === '') {
+      // Not announced yet: announce a job that has been running long enough, or not at all.
+      const running = phase === 'waiting' && job.status !== 'created' && job.status !== 'undefined' && job.status !== 'concluded';
+      if (!running || Date.now() - since < ANNOUNCE_AFTER_MS) return;
+    } else if (phase === 'waiting') {
+      // After the pivot the job passes through waiting and pending again: the parent keeps pivoting.
+      return;
+    }
     lastPhase = phase;
     const progress: DiskProgress = {
       diskId: step.diskId,
@@ -102,4 +121,7 @@ function progressReporter(step: WaitStep): (job: BlockJob) => Promise<void> {
       log.debug('progress signal not delivered', { error: String(err) });
     }
   };
+  return Object.assign(report, {
+    untilAnnounce: () => (!step.progressWorkflowId || lastPhase !== '' ? Infinity : Math.max(0, since + ANNOUNCE_AFTER_MS - Date.now())),
+  });
 }
