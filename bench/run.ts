@@ -2,35 +2,43 @@
  * The benchmarks: `npm run bench` (full) or `npm run bench -- --quick` (CI), optionally
  * `--only overhead,detection,throughput,history`. Each writes bench/results/<name>[.quick].json and
  * the run ends with one table: every figure beside the baseline measured in the same run.
+ * `--table` prints the table of the results already saved, running nothing.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { z } from 'zod';
 import { detectionBench } from './detection';
 import { historyBench } from './history';
-import { machineInfo, RESULTS_DIR, writeResult, type Bench, type BenchResult } from './support/common';
+import { machineInfo, readResult, RESULTS_DIR, writeResult, type Bench, type BenchResult } from './support/common';
 import { renderTable } from './support/table';
 import { overheadBench } from './overhead';
 import { throughputBench } from './throughput';
 
 const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench];
 
-const argsSchema = z.object({ quick: z.boolean(), only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history'])).optional() });
+const argsSchema = z.object({
+  quick: z.boolean(),
+  /** Print (and write) the table of the results already in bench/results/, running nothing. */
+  table: z.boolean(),
+  only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history'])).optional(),
+});
 
 function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
   let quick = false;
+  let table = false;
   let only: string[] | undefined;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--quick') quick = true;
+    else if (a === '--table') table = true;
     else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a.startsWith('--only=')) only = a.slice('--only='.length).split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history]');
+      console.log('usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history] [--table]');
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
-  const parsed = argsSchema.safeParse({ quick, only });
+  const parsed = argsSchema.safeParse({ quick, table, only });
   if (!parsed.success) throw new Error(`bad arguments: ${parsed.error.issues.map((i) => i.message).join('; ')}`);
   return parsed.data;
 }
@@ -38,6 +46,14 @@ function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
 async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   const benches = ALL.filter((b) => !args.only || (args.only as string[]).includes(b.name));
+  if (args.table) {
+    const suffix = args.quick ? '.quick.json' : '.json';
+    const saved = benches.map((b) => path.join(RESULTS_DIR, `${b.name}${suffix}`)).filter((f) => existsSync(f)).map(readResult);
+    const table = renderTable(saved);
+    console.log(table);
+    if (!args.only) writeFileSync(path.join(RESULTS_DIR, `table${args.quick ? '.quick' : ''}.md`), `${table}\n`);
+    return;
+  }
   const results: BenchResult[] = [];
   const failures: string[] = [];
   const t0 = Date.now();

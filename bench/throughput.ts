@@ -1,4 +1,4 @@
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { Worker } from '@temporalio/worker';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
@@ -30,6 +30,20 @@ interface PhaseResult {
   e2eP99Ms: number;
   workerRssMaxMiB: number;
   serverRssMaxMiB: number;
+  /** CPU seconds used during the phase: this process (the workers) and the dev server. */
+  workerCpuSec: number;
+  serverCpuSec: number;
+}
+
+/** User + system CPU seconds of a process, from /proc/<pid>/stat. */
+function cpuSecOf(pid: number | undefined): number {
+  if (!pid) return 0;
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
+  } catch {
+    return 0;
+  }
 }
 
 const DISKS = 2;
@@ -67,6 +81,8 @@ export const throughputBench: Bench = {
         { metric: 'failed merges', value: product.failed, unit: 'merges', baseline: baseline.failed, baselineLabel: 'same-shape no-op workflow', target: '0', met: product.failed === 0 },
         { metric: 'end-to-end p50', value: product.e2eP50Ms, unit: 'ms', baseline: baseline.e2eP50Ms, baselineLabel: 'same-shape no-op workflow', ratio: round(product.e2eP50Ms / baseline.e2eP50Ms, 2) },
         { metric: 'end-to-end p99', value: product.e2eP99Ms, unit: 'ms', baseline: baseline.e2eP99Ms, baselineLabel: 'same-shape no-op workflow', ratio: round(product.e2eP99Ms / baseline.e2eP99Ms, 2) },
+        { metric: 'CPU per merge: workers', value: round((product.workerCpuSec / merges) * 1000, 1), unit: 'ms', baseline: round((baseline.workerCpuSec / merges) * 1000, 1), baselineLabel: 'same-shape no-op workflow', ratio: round(product.workerCpuSec / baseline.workerCpuSec, 2) },
+        { metric: 'CPU per merge: dev server', value: round((product.serverCpuSec / merges) * 1000, 1), unit: 'ms', baseline: round((baseline.serverCpuSec / merges) * 1000, 1), baselineLabel: 'same-shape no-op workflow', ratio: round(product.serverCpuSec / baseline.serverCpuSec, 2) },
         { metric: `worker RSS (engine + ${hosts} host workers, one process)`, value: product.workerRssMaxMiB, unit: 'MiB', baseline: baseline.workerRssMaxMiB, baselineLabel: 'same-shape no-op workflow', ratio: round(product.workerRssMaxMiB / baseline.workerRssMaxMiB, 2) },
       ];
       return { figures, details: { merges, hosts, disksPerMerge: DISKS, engineOptions: ENGINE_OPTIONS, hostOptions: HOST_OPTIONS, baseline, product } };
@@ -120,9 +136,11 @@ async function runPhase(srv: BenchServer, kind: 'baseline' | 'product', merges: 
 
   const failures: string[] = [];
   const latencies: number[] = [];
+  const cpu0 = { worker: cpuSecOf(process.pid), server: cpuSecOf(srv.server.process.pid) };
   const t0 = Date.now();
   let lastEnd = t0;
   let done = 0;
+  const cpu1 = { worker: 0, server: 0 };
   const progress = setInterval(() => ctx.log(`  ${kind}: ${done}/${merges} done after ${((Date.now() - t0) / 1000).toFixed(0)} s`), 15_000);
   try {
     await mapLimit(Array.from({ length: merges }, (_, i) => i), merges, async (i) => {
@@ -154,6 +172,8 @@ async function runPhase(srv: BenchServer, kind: 'baseline' | 'product', merges: 
       done++;
     });
   } finally {
+    cpu1.worker = cpuSecOf(process.pid);
+    cpu1.server = cpuSecOf(srv.server.process.pid);
     clearInterval(progress);
     clearInterval(sampler);
     for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
@@ -172,5 +192,7 @@ async function runPhase(srv: BenchServer, kind: 'baseline' | 'product', merges: 
     e2eP99Ms: percentile(latencies, 99),
     workerRssMaxMiB: Math.round(workerRssMax / MiB),
     serverRssMaxMiB: Math.round(serverRssMax / MiB),
+    workerCpuSec: round(cpu1.worker - cpu0.worker, 1),
+    serverCpuSec: round(cpu1.server - cpu0.server, 1),
   };
 }
