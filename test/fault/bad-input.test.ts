@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -7,11 +6,11 @@ import { ApplicationFailure } from '@temporalio/common';
 import { InvalidMergeRequestError, LiveMergeClient } from '../../src/client';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { idSchema } from '../../src/domain/input';
-import { temporalBin } from '../../src/devserver/temporal-bin';
 import { auxQmpCommand, destroyLabVm, type LabVm, verifyLabVm } from '../../src/lab/vm';
 import { snapshotFiles } from '../helpers/stack';
 import { labVm } from './scenario';
 import { FaultStack, HOST_ID } from './stack';
+import { temporalCli, type CliRun } from '../helpers/temporal-cli';
 
 /**
  * Issue 3, scenario 10: a table of bad inputs, each sent through the real Temporal CLI (v1.5.1)
@@ -200,7 +199,6 @@ const cases: Case[] = [
 let stack: FaultStack;
 let vm: LabVm;
 let merges: LiveMergeClient;
-let bin: string;
 let dir: string;
 let chainsBefore: Record<string, string[]>;
 const timings: Array<{ n: number; name: string; channel: Channel; ms: number }> = [];
@@ -208,7 +206,6 @@ const timings: Array<{ n: number; name: string; channel: Channel; ms: number }> 
 const expectedWorkflows = new Set<string>();
 
 beforeAll(async () => {
-  bin = temporalBin();
   dir = mkdtempSync(path.join(os.tmpdir(), 'lm-bad-input-'));
   stack = await new FaultStack().start();
   vm = await labVm(stack, VM_ID, 2, 3);
@@ -227,19 +224,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function temporal(...args: string[]): Promise<Run> {
-  const full = [...args, '--address', stack.server.address, '--namespace', stack.server.namespace];
-  return new Promise((resolve) => {
-    execFile(bin, full, { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, TEMPORAL_CONFIG_FILE: path.join(dir, 'none.toml') } }, (err, stdout, stderr) => {
-      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr });
-    });
-  });
+function temporal(...args: string[]): Promise<CliRun> {
+  return temporalCli(stack.server, dir)(...args);
 }
 
 interface CliFailure {

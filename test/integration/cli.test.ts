@@ -1,4 +1,3 @@
-import { execFile } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
@@ -8,9 +7,9 @@ import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
 import type { MergeProgress } from '../../src/domain/progress';
-import { temporalBin } from '../../src/devserver/temporal-bin';
 import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../src/lab/vm';
 import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
+import { temporalCli, type CliRun } from '../helpers/temporal-cli';
 
 /**
  * Operators' surface: the real Temporal CLI (the pinned v1.5.1) against the product on a dev
@@ -19,11 +18,9 @@ import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
 
 const MiB = 1024 * 1024;
 let stack: TestStack;
-let bin: string;
 let dir: string;
 
 beforeAll(async () => {
-  bin = temporalBin();
   stack = await startTestStack();
   dir = mkdtempSync(path.join(os.tmpdir(), 'lm-cli-'));
 });
@@ -32,21 +29,8 @@ afterAll(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Run {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-/** `temporal <args> --address … --namespace …`, as an argument array (no shell). */
-function temporal(...args: string[]): Promise<Run> {
-  const full = [...args, '--address', stack.temporal.server.address, '--namespace', stack.temporal.server.namespace];
-  return new Promise((resolve) => {
-    execFile(bin, full, { timeout: 60_000, env: { ...process.env, TEMPORAL_CONFIG_FILE: path.join(dir, 'none.toml') } }, (err, stdout, stderr) => {
-      const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
-      resolve({ code, stdout, stderr });
-    });
-  });
+function temporal(...args: string[]): Promise<CliRun> {
+  return temporalCli(stack.temporal.server, dir)(...args);
 }
 
 async function ok(...args: string[]): Promise<string> {
