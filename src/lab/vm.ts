@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import { z } from 'zod';
 import { idSchema, describeIssues } from '../domain/input';
 import { auxQmpSocketPath, imageDir, qmpSocketPath, volumeIdOf, volumePath, vmRunDir } from '../domain/layout';
+import { QmpClient } from '../qmp/client';
 
 // ---------------------------------------------------------------------------------------------
 // Names, patterns, schemas
@@ -221,98 +222,25 @@ async function runOk(program: string, args: readonly string[]): Promise<RunResul
 }
 
 // ---------------------------------------------------------------------------------------------
-// A tiny private QMP client: connect, greeting, qmp_capabilities, one command, close.
-
-const qmpErrorSchema = z.looseObject({ class: z.string(), desc: z.string() });
-
-export class LabQmpError extends Error {
-  constructor(message: string, readonly errorClass?: string) {
-    super(message);
-    this.name = 'LabQmpError';
-  }
-}
+// One QMP command at a time, on the product's QMP client.
 
 /**
  * Runs one QMP command on a socket and returns its `return` value. A QMP socket serves one client
  * at a time: while another client is connected the connection is accepted but no greeting comes,
- * which ends here as a timeout.
+ * which ends here as a QmpTimeoutError.
  */
-export function qmpCommand(
+export async function qmpCommand(
   socketPath: string,
   command: string,
   args?: Record<string, unknown>,
   timeoutMs = 10_000,
 ): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const sock = net.createConnection(socketPath);
-    let buf = '';
-    let stage: 'greeting' | 'capabilities' | 'command' | 'done' = 'greeting';
-    const finish = (err: Error | undefined, value?: unknown): void => {
-      if (stage === 'done') return;
-      stage = 'done';
-      clearTimeout(timer);
-      sock.destroy();
-      if (err) reject(err);
-      else resolve(value);
-    };
-    const timer = setTimeout(
-      () =>
-        finish(
-          new LabQmpError(
-            `QMP ${command} on ${socketPath}: no answer within ${timeoutMs} ms while waiting for the ${stage}` +
-              (stage === 'greeting' ? ' (is another client connected to this socket?)' : ''),
-          ),
-        ),
-      timeoutMs,
-    );
-    const send = (msg: Record<string, unknown>): void => {
-      sock.write(`${JSON.stringify(msg)}\n`);
-    };
-    sock.setEncoding('utf8');
-    sock.on('error', (err) => finish(new LabQmpError(`QMP ${command} on ${socketPath}: ${err.message}`)));
-    sock.on('close', () => finish(new LabQmpError(`QMP ${command} on ${socketPath}: connection closed during the ${stage}`)));
-    sock.on('data', (chunk: string) => {
-      buf += chunk;
-      let nl: number;
-      while ((nl = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, nl).trim();
-        buf = buf.slice(nl + 1);
-        if (!line) continue;
-        let raw: unknown;
-        try {
-          raw = JSON.parse(line);
-        } catch {
-          finish(new LabQmpError(`QMP ${command}: unparsable line from QEMU: ${line.slice(0, 200)}`));
-          return;
-        }
-        if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-          finish(new LabQmpError(`QMP ${command}: unexpected message from QEMU: ${line.slice(0, 200)}`));
-          return;
-        }
-        const msg = raw as Record<string, unknown>;
-        if ('event' in msg) continue;
-        if (stage === 'greeting' && 'QMP' in msg) {
-          stage = 'capabilities';
-          send({ execute: 'qmp_capabilities', id: 'lab-cap' });
-        } else if ('error' in msg) {
-          const e = qmpErrorSchema.safeParse(msg.error);
-          const what = stage === 'capabilities' ? 'qmp_capabilities' : command;
-          finish(
-            e.success
-              ? new LabQmpError(`QMP ${what}: ${e.data.class}: ${e.data.desc}`, e.data.class)
-              : new LabQmpError(`QMP ${what}: malformed error: ${line.slice(0, 200)}`),
-          );
-          return;
-        } else if ('return' in msg && stage === 'capabilities' && msg.id === 'lab-cap') {
-          stage = 'command';
-          send(args === undefined ? { execute: command, id: 'lab-cmd' } : { execute: command, arguments: args, id: 'lab-cmd' });
-        } else if ('return' in msg && stage === 'command' && msg.id === 'lab-cmd') {
-          finish(undefined, msg.return);
-          return;
-        }
-      }
-    });
-  });
+  const qmp = await QmpClient.connect(socketPath, { timeoutMs });
+  try {
+    return await qmp.execute(command, args, { timeoutMs });
+  } finally {
+    await qmp.close();
+  }
 }
 
 /** One QMP command on a lab VM's aux socket (the host agent keeps the main one). */
