@@ -5,8 +5,9 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import { createLabVm, type LabVm, verifyLabVm } from '../../src/lab/vm';
+export { mergeRequest } from '../helpers/merge-request';
 import type { LiveMergeWorkflow } from '../../src/workflows';
-import { HOST_ID, type FaultStack } from './stack';
+import type { FaultStack } from './stack';
 
 export const MiB = 1024 * 1024;
 
@@ -14,22 +15,6 @@ export function labVm(stack: FaultStack, vmId: string, disks: number, volumes: n
   return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes, layerDataMiB, idPrefix, sizeMiB: (volumes + 2) * layerDataMiB + 8 });
 }
 
-/** Each disk's merge: `intermediate` merges volume 1 into 0, `active` the top into the one below. */
-export function mergeRequest(vm: LabVm, snapshotId: string, kinds: Array<'intermediate' | 'active'>, options: LiveMergeRequest['options'] = {}): LiveMergeRequest {
-  return {
-    snapshotId,
-    vmId: vm.vmId,
-    hostId: HOST_ID,
-    disks: kinds.map((kind, i) => {
-      const d = vm.disks[i];
-      const n = d.volumeIds.length;
-      return kind === 'intermediate'
-        ? { diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }
-        : { diskId: d.diskId, baseVolumeId: d.volumeIds[n - 2], topVolumeId: d.volumeIds[n - 1] };
-    }),
-    options,
-  };
-}
 
 export function startMerge(stack: FaultStack, request: LiveMergeRequest): Promise<WorkflowHandle<typeof LiveMergeWorkflow>> {
   return stack.client.workflow.start<typeof LiveMergeWorkflow>('LiveMergeWorkflow', {

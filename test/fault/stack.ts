@@ -5,8 +5,11 @@ import { Client, Connection } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
 import { startDevServer, type DevServer } from '../../src/devserver/dev-server';
 import { startWorkerProcess, type WorkerProcess } from '../../src/devserver/worker-process';
+import { HOST_ID } from '../helpers/host-id';
 
-export const HOST_ID = 'host1';
+export { HOST_ID };
+
+
 
 /**
  * The product as operators run it, one process each, for fault tests: the dev server on its

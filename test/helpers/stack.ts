@@ -6,9 +6,10 @@ import type { HostActivities } from '../../src/activities';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorker } from '../../src/workers/host';
 import type { HypervisorDriver } from '../../src/host/driver';
+import { HOST_ID } from './host-id';
 import { startTestTemporal, workflowBundle, type TestTemporal } from './temporal';
 
-export const HOST_ID = 'host1';
+export { HOST_ID };
 
 /**
  * The whole product in one test process: a real dev server, the engine worker and a host agent

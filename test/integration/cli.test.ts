@@ -10,6 +10,7 @@ import type { MergeProgress } from '../../src/domain/progress';
 import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../src/lab/vm';
 import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
 import { temporalCli, type CliRun } from '../helpers/temporal-cli';
+import { mergeRequest } from '../helpers/merge-request';
 
 /**
  * Operators' surface: the real Temporal CLI (the pinned v1.5.1) against the product on a dev
@@ -68,19 +69,9 @@ async function until(check: () => Promise<boolean>, timeoutMs = 30_000): Promise
 
 test('start from an input file, query progress, change the bandwidth with an update, describe, show, result', async () => {
   const vm = await labVm('vm-cli', 2);
-  const [d0, d1] = vm.disks;
   const workflowId = liveMergeWorkflowId('snap-cli');
-  const input: LiveMergeRequest = {
-    snapshotId: 'snap-cli',
-    vmId: vm.vmId,
-    hostId: HOST_ID,
-    disks: [
-      { diskId: d0.diskId, baseVolumeId: d0.volumeIds[0], topVolumeId: d0.volumeIds[1] },
-      { diskId: d1.diskId, baseVolumeId: d1.volumeIds[1], topVolumeId: d1.volumeIds[2] },
-    ],
-    // 8 MiB per disk at 512 KiB/s: many seconds, unless the bandwidth is raised.
-    options: { pollIntervalMs: 200, bandwidthBytesPerSec: MiB / 2 },
-  };
+  // 8 MiB per disk at 512 KiB/s: many seconds, unless the bandwidth is raised.
+  const input: LiveMergeRequest = mergeRequest(vm, 'snap-cli', ['intermediate', 'active'], { pollIntervalMs: 200, bandwidthBytesPerSec: MiB / 2 });
   const file = path.join(dir, 'merge.json');
   writeFileSync(file, JSON.stringify(input, null, 2));
 

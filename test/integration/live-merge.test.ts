@@ -9,6 +9,7 @@ import { checkRegion, createLabVm, destroyLabVm, verifyLabVm } from '../../src/l
 import { QmpClient } from '../../src/qmp/client';
 import { queryJobsSchema } from '../../src/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
+import { mergeRequest } from '../helpers/merge-request';
 import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../helpers/stack';
 
 /** The product end to end: real dev server, real workers, real QEMU VMs with data. */
@@ -111,17 +112,7 @@ test('active commit with pivot: the VM writes to the base afterwards, data reads
 
 test('two disks in parallel, one intermediate and one active commit; progress shows both', async () => {
   const vm = await labVm('vm-two', 2, 3, 8);
-  const [d0, d1] = vm.disks;
-  const handle = await startMerge({
-    snapshotId: 'snap-two',
-    vmId: vm.vmId,
-    hostId: HOST_ID,
-    disks: [
-      { diskId: d0.diskId, baseVolumeId: d0.volumeIds[0], topVolumeId: d0.volumeIds[1] },
-      { diskId: d1.diskId, baseVolumeId: d1.volumeIds[1], topVolumeId: d1.volumeIds[2] },
-    ],
-    options: { bandwidthBytesPerSec: 8 * MiB, pollIntervalMs: 100 },
-  });
+  const handle = await startMerge(mergeRequest(vm, 'snap-two', ['intermediate', 'active'], { bandwidthBytesPerSec: 8 * MiB, pollIntervalMs: 100 }));
   const result = await handle.result();
   expect(result.disks.map((x) => [x.diskId, x.outcome, x.commitKind])).toEqual([
     ['disk0', 'merged', 'intermediate'],
@@ -141,21 +132,13 @@ test('two disks in parallel, one intermediate and one active commit; progress sh
 
 test('a retried merge step adopts the running job: QEMU runs one job per disk, not two', async () => {
   const vm = await labVm('retry-vm', 2, 3, 8);
-  const [d0, d1] = vm.disks;
   const jobs = await countJobs(stack.runDir, vm.vmId);
   const before = retriedMerges;
   const result = await (
-    await startMerge({
-      snapshotId: 'snap-retry',
-      vmId: vm.vmId,
-      hostId: HOST_ID,
-      disks: [
-        { diskId: d0.diskId, baseVolumeId: d0.volumeIds[0], topVolumeId: d0.volumeIds[1] },
-        { diskId: d1.diskId, baseVolumeId: d1.volumeIds[1], topVolumeId: d1.volumeIds[2] },
-      ],
+    await startMerge(
       // Slow enough that the job still runs when the retry comes.
-      options: { bandwidthBytesPerSec: 4 * MiB },
-    })
+      mergeRequest(vm, 'snap-retry', ['intermediate', 'active'], { bandwidthBytesPerSec: 4 * MiB }),
+    )
   ).result();
   await jobs.qmp.close();
   expect(retriedMerges - before).toBe(2);
