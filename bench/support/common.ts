@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../../src/devserver/dev-server';
+import { WORKFLOW_BUNDLER_OPTIONS } from '../../src/workers/workflow-bundle';
 
 export const MiB = 1024 * 1024;
 export const RESULTS_DIR = path.resolve(__dirname, '../results');
@@ -140,7 +141,8 @@ const bundles = new Map<string, Promise<WorkflowBundleWithSourceMap>>();
 export function bundle(workflowsPath: string): Promise<WorkflowBundleWithSourceMap> {
   let b = bundles.get(workflowsPath);
   if (!b) {
-    b = bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('ERROR') });
+    // The product's bundler options for the baseline's workflows too, so both run alike.
+    b = bundleWorkflowCode({ workflowsPath, preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules], logger: new DefaultLogger('ERROR') });
     bundles.set(workflowsPath, b);
   }
   return b;

@@ -4,13 +4,18 @@ import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 import { startDevServer, type DevServer } from '../../src/devserver/dev-server';
+import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from '../../src/workers/workflow-bundle';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
 let runtimeInstalled = false;
 
 /** The workflow bundle, built once per jest worker process. */
 export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
-  bundle ??= bundleWorkflowCode({ workflowsPath: require.resolve('../../src/workflows'), logger: new DefaultLogger('WARN') });
+  bundle ??= bundleWorkflowCode({
+    workflowsPath: workflowsPath(),
+    preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules],
+    logger: new DefaultLogger('WARN'),
+  });
   return bundle;
 }
 
