@@ -17,6 +17,7 @@ export const NON_RETRYABLE = [
   'ChainVerificationFailed',
   'VolumeInUse',
   'PathOutsideStorageRoot',
+  'CorruptImageHeader',
   'VmGone',
   'HostUnreachable',
 ] as const;
