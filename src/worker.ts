@@ -7,10 +7,9 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import { temporalTarget } from './config/connection';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from './config/names';
 import { ConfigError, loadWorkerConfig } from './config/worker-config';
-import type { HypervisorDriver } from './host/driver';
 import { installRuntime } from './telemetry/runtime';
 import { createEngineWorker } from './workers/engine';
-import { createHostWorker } from './workers/host';
+import { createHostWorker, type HostAgent } from './workers/host';
 
 async function main(): Promise<void> {
   const config = loadWorkerConfig(process.argv.slice(2), process.env);
@@ -20,7 +19,7 @@ async function main(): Promise<void> {
   const { logger } = installRuntime({ metricsAddress: config.metricsAddress, logLevel: config.logLevel });
   const connection = await NativeConnection.connect(target.connectionOptions);
   const workers: Worker[] = [];
-  const drivers: HypervisorDriver[] = [];
+  const hosts: HostAgent[] = [];
   try {
     if (config.roles.includes('engine')) {
       workers.push(await createEngineWorker(connection, target.namespace));
@@ -33,7 +32,7 @@ async function main(): Promise<void> {
         runDir: config.runDir,
       });
       workers.push(host.worker);
-      drivers.push(host.driver);
+      hosts.push(host);
       logger.info(`host agent ${config.hostId} on ${hostTaskQueue(config.hostId)}`, {
         hostId: config.hostId,
         taskQueue: hostTaskQueue(config.hostId),
@@ -44,7 +43,7 @@ async function main(): Promise<void> {
     if (config.metricsAddress) logger.info(`metrics on http://${config.metricsAddress}/metrics`, { metricsAddress: config.metricsAddress });
     await Promise.all(workers.map((w) => w.run()));
   } finally {
-    await Promise.all(drivers.map((d) => d.close()));
+    await Promise.all(hosts.map((h) => h.close()));
     await connection.close();
   }
 }

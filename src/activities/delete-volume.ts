@@ -17,7 +17,7 @@ export interface VolumeDeleted {
 }
 
 /**
- * Detaches the merged top from QEMU and deletes its file. Runs only after a passed chain check,
+ * Detaches the merged top from QEMU and deletes its file (its space is reclaimed just after). Runs only after a passed chain check,
  * and checks again itself: the volume must be in no chain of the VM, be no other image's backing
  * file, and lie inside the storage root after symlinks are resolved.
  */
@@ -60,12 +60,8 @@ export function createDeleteVolume(deps: HostDeps) {
         mergedInto: step.baseVolumeId,
         deletedAt: new Date().toISOString(),
       });
-      try {
-        await fs.unlink(file);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') return { deleted: false, path: file };
-        throw err;
-      }
+      // Out of its name at once; its space is freed right after, in the background (see Reclaimer).
+      if (!(await deps.reclaimer.retire(file))) return { deleted: false, path: file };
       log.info('volume deleted', { vmId: step.vmId, diskId: step.diskId, volume: step.topVolumeId });
       return { deleted: true, path: file };
     });
@@ -97,7 +93,15 @@ async function backedBy(dir: string, file: string): Promise<string | undefined> 
   for (const name of entries) {
     const candidate = path.join(dir, name);
     if (!name.endsWith('.qcow2') || candidate === file) continue;
-    if ((await readBackingFile(candidate)) === file) return candidate;
+    let backing: string | undefined;
+    try {
+      backing = await readBackingFile(candidate);
+    } catch (err) {
+      // Deleted since the listing: it names nothing any more.
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+      throw err;
+    }
+    if (backing === file) return candidate;
   }
   return undefined;
 }

@@ -1,9 +1,10 @@
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 import { createHostActivities, type HostActivities } from '../activities';
 import { hostTaskQueue } from '../config/names';
 import { HEARTBEAT_THROTTLE } from '../config/policy';
 import type { HypervisorDriver } from '../host/driver';
 import { QmpDriver } from '../host/qmp-driver';
+import { Reclaimer } from '../host/reclaim';
 
 export interface HostAgentOptions {
   hostId: string;
@@ -15,18 +16,31 @@ export interface HostAgentOptions {
   wrapActivities?: (activities: HostActivities) => HostActivities;
 }
 
+export interface HostAgent {
+  worker: Worker;
+  driver: HypervisorDriver;
+  reclaimer: Reclaimer;
+  /** After the worker's run() has ended: finishes freeing deleted volumes, closes the driver. */
+  close(): Promise<void>;
+}
+
 /**
  * The host role: runs the host activities on this host's own queue, so every step of a merge
- * runs where the VM runs. Resolves to the worker and the driver it must close after shutdown.
+ * runs where the VM runs. Frees the space of volumes an earlier agent deleted but did not get to
+ * reclaim before it stopped.
  */
 export async function createHostWorker(
   connection: NativeConnection,
   namespace: string,
   opts: HostAgentOptions,
   extra: Partial<WorkerOptions> = {},
-): Promise<{ worker: Worker; driver: HypervisorDriver }> {
+): Promise<HostAgent> {
   const driver = opts.driver ?? new QmpDriver(opts.runDir);
-  const activities = createHostActivities({ hostId: opts.hostId, storageRoot: opts.storageRoot, driver });
+  const logger = Runtime.instance().logger;
+  const reclaimer = new Reclaimer(opts.storageRoot, { warn: (m, a) => logger.warn(m, { ...a, hostId: opts.hostId }) });
+  const leftOver = await reclaimer.sweep();
+  if (leftOver > 0) logger.info(`reclaiming ${leftOver} volume(s) deleted before the last stop`, { hostId: opts.hostId });
+  const activities = createHostActivities({ hostId: opts.hostId, storageRoot: opts.storageRoot, driver, reclaimer });
   const worker = await Worker.create({
     connection,
     namespace,
@@ -54,5 +68,13 @@ export async function createHostWorker(
     },
     ...extra,
   });
-  return { worker, driver };
+  return {
+    worker,
+    driver,
+    reclaimer,
+    async close() {
+      await reclaimer.drain();
+      await driver.close();
+    },
+  };
 }

@@ -53,7 +53,7 @@ async function main(): Promise<void> {
   Runtime.install({ shutdownSignals: ['SIGINT', 'SIGTERM'] });
   const target = temporalTarget();
   const connection = await NativeConnection.connect(target.connectionOptions);
-  const { worker, driver } = await createHostWorker(connection, target.namespace, {
+  const agent = await createHostWorker(connection, target.namespace, {
     hostId: hostId!,
     storageRoot: storageRoot!,
     runDir: runDir!,
@@ -61,8 +61,8 @@ async function main(): Promise<void> {
     wrapActivities: withHolds,
   });
   console.log(`test host agent ${hostId} with holds [${[...holds].join(', ')}]`);
-  await worker.run();
-  await driver.close();
+  await agent.worker.run();
+  await agent.close();
   await connection.close();
 }
 

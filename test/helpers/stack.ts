@@ -33,12 +33,13 @@ export async function startTestStack(
   const storageRoot = path.join(dir, 'storage');
   const runDir = path.join(dir, 'run');
   const engine = await createEngineWorker(temporal.connection, temporal.server.namespace, { workflowBundle: await workflowBundle() });
-  const { worker: host, driver } = await createHostWorker(temporal.connection, temporal.server.namespace, {
+  const hostAgent = await createHostWorker(temporal.connection, temporal.server.namespace, {
     hostId: HOST_ID,
     storageRoot,
     runDir,
     wrapActivities: opts.wrapActivities,
   });
+  const { worker: host, driver } = hostAgent;
   const runs = [engine.run(), host.run()];
   return {
     temporal,
@@ -50,7 +51,7 @@ export async function startTestStack(
     async close() {
       for (const w of [engine, host]) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.allSettled(runs);
-      await driver.close();
+      await hostAgent.close();
       await temporal.close();
       rmSync(dir, { recursive: true, force: true });
     },

@@ -13,6 +13,7 @@ import { blockJobId, blockJobPrefix } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
 import type { HypervisorDriver } from '../../src/host/driver';
 import { readBackingFile } from '../../src/host/qemu-img';
+import { Reclaimer, reclaimPath } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 import { readTombstone } from '../../src/host/tombstone';
 
@@ -33,6 +34,7 @@ let sim: SimDriver;
 let calls: string[];
 let failNext: Map<string, Error>;
 let acts: HostActivities;
+let reclaimer: Reclaimer;
 
 const vol = (id: string, diskId = 'd1'): string => volumePath(root, diskId, id);
 const qemuImg = (...args: string[]): Promise<unknown> => run('qemu-img', args);
@@ -74,7 +76,8 @@ beforeEach(async () => {
   sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] }]);
   calls = [];
   failNext = new Map();
-  acts = createHostActivities({ hostId: 'h1', storageRoot: root, driver: recording(sim) });
+  reclaimer = new Reclaimer(root);
+  acts = createHostActivities({ hostId: 'h1', storageRoot: root, driver: recording(sim), reclaimer });
 });
 
 afterEach(async () => {
@@ -299,6 +302,9 @@ describe('deleteVolume', () => {
     const deleted = await env().run(acts.deleteVolume, step('v2', 'v1'));
     expect(deleted).toEqual({ deleted: true, path: vol('v2') });
     expect(existsSync(vol('v2'))).toBe(false);
+    await reclaimer.drain();
+    expect(existsSync(reclaimPath(vol('v2')))).toBe(false);
+    expect((await fs.readdir(imageDir(root, 'd1'))).sort()).toEqual(['.v2.merged.json', 'v0.qcow2', 'v1.qcow2']);
     expect(await sim.nodesHolding('vm1', vol('v2'))).toEqual([]);
     expect(await readTombstone(root, 'd1', 'v2')).toMatchObject({ volumeId: 'v2', mergedInto: 'v1' });
     expect(await env().run(acts.deleteVolume, step('v2', 'v1'))).toEqual({ deleted: false, path: vol('v2') });
@@ -311,6 +317,14 @@ describe('deleteVolume', () => {
     expect(await env().run(acts.deleteVolume, step('v1', 'v0'))).toMatchObject({ deleted: true });
     expect(existsSync(vol('v1'))).toBe(false);
     expect(await readBackingFile(vol('v2'))).toBe(vol('v0'));
+  });
+
+  test('space of a volume deleted by an agent that stopped before reclaiming it is freed by the next agent', async () => {
+    await mergeThrough('v2', 'v1');
+    await fs.rename(vol('v2'), reclaimPath(vol('v2'))); // what retire() did before the agent stopped
+    await expect(reclaimer.sweep()).resolves.toBe(1);
+    await reclaimer.drain();
+    expect((await fs.readdir(imageDir(root, 'd1'))).sort()).toEqual(['v0.qcow2', 'v1.qcow2']);
   });
 
   test('refuses a volume still in the chain, file intact', async () => {

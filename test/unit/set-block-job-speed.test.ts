@@ -2,6 +2,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 import { createHostActivities, type HostActivities } from '../../src/activities';
+import { Reclaimer } from '../../src/host/reclaim';
 import { blockJobId } from '../../src/config/names';
 import { SimDriver } from '../../src/host/sim-driver';
 
@@ -22,7 +23,7 @@ beforeEach(async () => {
     speeds.push([id, speed]);
     return setSpeed(vmId, id, speed);
   };
-  acts = createHostActivities({ hostId: 'h1', storageRoot: '/s', driver: sim });
+  acts = createHostActivities({ hostId: 'h1', storageRoot: '/s', driver: sim, reclaimer: new Reclaimer('/s') });
 });
 afterEach(async () => sim.close());
 
