@@ -7,6 +7,7 @@ import { blockJobId } from '../../src/config/names';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorker } from '../../src/workers/host';
 import type { HypervisorDriver } from '../../src/host/driver';
+import type { Reclaimer } from '../../src/host/reclaim';
 import { createLabVm, destroyLabVm, type CreateLabVmOptions, type LabVm } from '../../src/lab/vm';
 import { bundle, scratchDir, startBenchServer, type BenchServer } from './common';
 
@@ -30,6 +31,8 @@ export interface QemuStack {
   storageRoot: string;
   runDir: string;
   driver: HypervisorDriver;
+  /** The host agent's: frees deleted volumes' space after their delete step. */
+  reclaimer: Reclaimer;
   times: Map<string, StepTimes>;
   labVm(opts: Omit<CreateLabVmOptions, 'storageRoot' | 'runDir'>): Promise<LabVm>;
   close(): Promise<void>;
@@ -66,6 +69,7 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
     storageRoot,
     runDir,
     driver: host.driver,
+    reclaimer: host.reclaimer,
     times,
     async labVm(opts) {
       // The host agent's storage root: one lab VM at a time runs on it (destroy the last one first).
@@ -78,7 +82,7 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
     async close() {
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
       await Promise.allSettled(runs);
-      await host.driver.close();
+      await host.close();
       for (const vmId of vms) await destroyLabVm(runDir, vmId).catch(() => undefined);
       await srv.close();
       scratch.remove();

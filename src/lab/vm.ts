@@ -93,6 +93,14 @@ export const labRegionSchema = z
   .strict();
 export type LabRegion = z.infer<typeof labRegionSchema>;
 
+/**
+ * How QEMU opens the image files. `none` bypasses the host page cache (O_DIRECT), as libvirt's
+ * cache='none' does and as platforms run VMs on shared storage (it is what live migration needs):
+ * a block commit then moves data at the storage's speed, not at memory speed.
+ */
+export const labCacheSchema = z.enum(['writeback', 'none']);
+export type LabCache = z.infer<typeof labCacheSchema>;
+
 export const labDiskSchema = z
   .object({
     diskId: idSchema,
@@ -119,6 +127,8 @@ export const labManifestSchema = z
     layerDataMiB: z.number().int().min(1),
     /** Backing layers opened read-only, as libvirt does (the default); false opens them read-write. */
     backingReadOnly: z.boolean().default(true),
+    /** Host page cache use of the image files: `writeback` (QEMU's default) or `none` (O_DIRECT, libvirt's cache='none'). */
+    cache: labCacheSchema.default('writeback'),
     qmpSocket: z.string().min(1),
     auxQmpSocket: z.string().min(1),
     disks: z.array(labDiskSchema).min(1),
@@ -138,6 +148,7 @@ export const createLabVmOptionsSchema = z
     sizeMiB: z.number().int().min(1).max(1024 * 1024).default(64),
     layerDataMiB: z.number().int().min(1).max(1024).default(1),
     backingReadOnly: z.boolean().default(true),
+    cache: labCacheSchema.default('writeback'),
     /** Prefix of disk and volume ids, for VMs sharing a storage root. */
     idPrefix: z.string().regex(/^[a-z0-9-]{0,8}$/, 'must be up to 8 lowercase letters, digits or "-"').default(''),
   })
@@ -398,7 +409,8 @@ function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
       // flushes the base's qcow2 metadata to the file (a base opened read-write is never reopened,
       // and QEMU 7.2 leaves the committed clusters unmapped on disk until some later flush).
       const readOnly = m.backingReadOnly && i < disk.volumeIds.length - 1 ? ',read-only=on' : '';
-      args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on`);
+      const direct = m.cache === 'none' ? ',cache.direct=on,aio=threads' : '';
+      args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on${direct}`);
       // The base gets no `backing` option: it has no backing file, so QEMU opens none.
       args.push('-blockdev', `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`);
       lower = fmtNode;
@@ -489,6 +501,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     sizeMiB: opts.sizeMiB,
     layerDataMiB: opts.layerDataMiB,
     backingReadOnly: opts.backingReadOnly,
+    cache: opts.cache,
     qmpSocket,
     auxQmpSocket,
     disks,
