@@ -4,6 +4,7 @@ import { formatNodeName, type LabCache } from '../src/lab/vm';
 import { HOST_ID, destroyVm, startQemuStack, type QemuStack } from './support/qemu-stack';
 import { MiB, median, round, type Bench, type BenchContext, type Figure } from './support/common';
 import { rawCommit } from './raw-commit';
+import { mergePhases, type Phases } from './support/phases';
 
 /**
  * Overhead vs raw commit, on real QEMU: a top volume with D MiB of written data, committed once by
@@ -26,6 +27,8 @@ interface Sample {
   deleteMs: number;
   /** After the workflow's end: until the top's space was freed (its unlink, in the background). */
   reclaimMs: number;
+  /** Where the workflow's time went (see mergePhases). */
+  phases?: Phases;
 }
 
 export const overheadBench: Bench = {
@@ -37,7 +40,7 @@ export const overheadBench: Bench = {
     // live migration need): at the disk's speed. The last row limits both sides to 256 MiB/s, the
     // speed of ordinary storage, to show the ratio where commits take seconds.
     const plan: Array<{ dataMiB: number; reps: number; limitMiBps: number; cache: LabCache }> = ctx.quick
-      ? [{ dataMiB: 64, reps: 3, limitMiBps: 0, cache: 'writeback' }]
+      ? [{ dataMiB: 1024, reps: 3, limitMiBps: 0, cache: 'writeback' }]
       : [
           { dataMiB: 64, reps: 3, limitMiBps: 0, cache: 'writeback' },
           { dataMiB: 256, reps: 3, limitMiBps: 0, cache: 'writeback' },
@@ -61,9 +64,10 @@ export const overheadBench: Bench = {
             for (const who of order) {
               const vmId = `o${n++}`;
               if (who === 'raw') s.rawMs = await rawOn(stack, vmId, setup);
-              else ({ ms: s.workflowMs, deleteMs: s.deleteMs, reclaimMs: s.reclaimMs } = await workflowCommit(stack, vmId, setup));
+              else ({ ms: s.workflowMs, deleteMs: s.deleteMs, reclaimMs: s.reclaimMs, phases: s.phases } = await workflowCommit(stack, vmId, setup));
             }
             samples.push(s);
+            if (s.phases) ctx.log(`    ${Object.entries(s.phases).map(([k, v]) => `${k} ${v}`).join(', ')}`);
             ctx.log(`  ${rowLabel(s)} ${kind} #${rep + 1}: raw ${s.rawMs.toFixed(0)} ms, workflow ${s.workflowMs.toFixed(0)} ms (delete step ${s.deleteMs} ms, then space freed in ${s.reclaimMs} ms), ratio ${(s.workflowMs / s.rawMs).toFixed(3)}`);
           }
         }
@@ -90,6 +94,13 @@ export const overheadBench: Bench = {
     // What the orchestration adds, whatever the data: workflow minus raw, over every sample.
     const added = samples.map((s) => s.workflowMs - s.rawMs);
     figures.push({ metric: 'time added to a commit (workflow - raw), median of all runs', value: Math.round(median(added)), unit: 'ms' });
+    // The added time, split at the block job: what comes before it starts, and after it ends.
+    const withPhases = samples.filter((s): s is Sample & { phases: Phases } => s.phases !== undefined);
+    const sum = (p: Phases, keys: string[]): number => keys.reduce((t, k) => t + (p[k] ?? 0), 0);
+    const before = ['client start call', 'parent task, child start', 'child task, merge dispatch', 'merge'];
+    const after = (p: Phases): string[] => Object.keys(p).slice(Object.keys(p).indexOf('wait (the block job)') + 1);
+    figures.push({ metric: 'of which before the block job starts (start call, both workflows\' first tasks, merge step)', value: Math.round(median(withPhases.map((s) => sum(s.phases, before)))), unit: 'ms' });
+    figures.push({ metric: 'of which after the block job ends (verify, delete, cleanup, both completions, result)', value: Math.round(median(withPhases.map((s) => sum(s.phases, after(s.phases))))), unit: 'ms' });
     for (const row of plan.filter((p) => p.limitMiBps === 0)) {
       const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === 0 && s.cache === row.cache);
       figures.push({ metric: `of which the delete step (checks, detach, rename of the top), ${rowLabel(row)}`, value: Math.round(median(ss.map((s) => s.deleteMs))), unit: 'ms' });
@@ -149,31 +160,23 @@ async function workflowCommit(
   stack: QemuStack,
   vmId: string,
   { dataMiB, kind, speed, cache }: Setup,
-): Promise<{ ms: number; deleteMs: number; reclaimMs: number }> {
+): Promise<{ ms: number; deleteMs: number; reclaimMs: number; phases: Phases }> {
   await stack.labVm({ vmId, disks: 1, cache, ...layout(dataMiB, kind) });
   const request: LiveMergeRequest = {
     snapshotId: `snap-${vmId}`, vmId, hostId: HOST_ID,
     disks: [{ diskId: 'disk0', baseVolumeId: 'd0v0', topVolumeId: 'd0v1' }],
     options: { pollIntervalMs: 500, bandwidthBytesPerSec: speed },
   };
+  const wall0 = Date.now();
   const t0 = performance.now();
   const handle = await stack.srv.client.workflow.start('LiveMergeWorkflow', { taskQueue: ENGINE_TASK_QUEUE, workflowId: liveMergeWorkflowId(request.snapshotId), args: [request] });
   await handle.result();
   const ms = performance.now() - t0;
+  const wallEnd = Date.now();
   await stack.reclaimer.drain();
   const reclaimMs = Math.round(performance.now() - t0 - ms);
-  const deleteMs = await activityMs(stack, diskMergeWorkflowId(request.snapshotId, 'disk0'), 'deleteVolume');
+  const childId = diskMergeWorkflowId(request.snapshotId, 'disk0');
+  const phases = await mergePhases(stack.srv.client, liveMergeWorkflowId(request.snapshotId), childId, wall0, wallEnd);
   await destroyVm(stack, vmId);
-  return { ms, deleteMs, reclaimMs };
-}
-
-/** Started to completed of an activity, from the workflow history (server timestamps). */
-async function activityMs(stack: QemuStack, workflowId: string, activityType: string): Promise<number> {
-  const events = (await stack.srv.client.workflow.getHandle(workflowId).fetchHistory()).events ?? [];
-  const at = (e: (typeof events)[number]): number => Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
-  const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activityType);
-  const id = Number(scheduled?.eventId ?? -1);
-  const started = events.find((e) => Number(e.activityTaskStartedEventAttributes?.scheduledEventId ?? -2) === id);
-  const completed = events.find((e) => Number(e.activityTaskCompletedEventAttributes?.scheduledEventId ?? -2) === id);
-  return started && completed ? Math.round(at(completed) - at(started)) : NaN;
+  return { ms, deleteMs: phases.delete, reclaimMs, phases };
 }

@@ -1,6 +1,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+/** How long after its delete step a volume's unlink starts. */
+export const RECLAIM_DELAY_MS = 1_000;
 /** How long a failed unlink waits before the next try (the file is already out of its name). */
 const RETRY_AFTER_MS = 60_000;
 const RECLAIM_SUFFIX = '.reclaim';
@@ -23,22 +25,26 @@ export interface ReclaimLog {
 
 /**
  * Frees the space of deleted volumes after their delete step has ended. A delete renames the file
- * to its reclaim name, one atomic step that takes it out of every lookup, and the unlink, which on
- * storage that discards freed blocks costs about 180 ms per GiB here, runs here in the background,
- * one file at a time. An agent that stops first leaves reclaim names behind; `sweep()`, run when
- * an agent starts, unlinks them, so no space leaks past a restart.
+ * to its reclaim name, one atomic step that takes it out of every lookup; the unlink follows in
+ * the background, one file at a time, `delayMs` later. The delay keeps it out of the merge's own
+ * last steps: on storage that discards freed blocks the unlink costs about 180 ms per GiB here,
+ * and the disk's other writers (the Temporal server's database on a one-machine setup, the VM
+ * anywhere) wait behind the discard. An agent that stops first leaves reclaim names behind;
+ * `sweep()`, run when an agent starts, unlinks them, so no space leaks past a restart.
  */
 export class Reclaimer {
   private queue: Promise<void> = Promise.resolve();
-  private queued = new Set<string>();
+  private readonly pending = new Set<Promise<void>>();
+  private readonly known = new Set<string>();
 
   constructor(
     private readonly storageRoot: string,
     private readonly log: ReclaimLog = { warn: (m, a) => console.warn(m, a) },
+    private readonly delayMs = RECLAIM_DELAY_MS,
   ) {}
 
   /**
-   * Takes `file` out of its name and queues its unlink. False when there was no such file (a
+   * Takes `file` out of its name and schedules its unlink. False when there was no such file (a
    * repeated delete); the caller has made every check that the file may go.
    */
   async retire(file: string): Promise<boolean> {
@@ -49,11 +55,11 @@ export class Reclaimer {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
       throw err;
     }
-    this.enqueue(trash);
+    this.schedule(trash, this.delayMs);
     return true;
   }
 
-  /** Queues every reclaim name under the storage root; resolves to how many it found. */
+  /** Schedules every reclaim name under the storage root at once; resolves to how many it found. */
   async sweep(): Promise<number> {
     const images = path.join(this.storageRoot, 'images');
     let disks: string[];
@@ -72,36 +78,38 @@ export class Reclaimer {
         continue; // not a directory, or gone since the listing
       }
       for (const name of names.filter(isReclaimName)) {
-        this.enqueue(path.join(images, disk, name));
+        this.schedule(path.join(images, disk, name), 0);
         found++;
       }
     }
     return found;
   }
 
-  /** Resolves once every queued unlink has been tried (an agent awaits it before it exits). */
+  /** Resolves once every scheduled unlink has been tried (an agent awaits it before it exits). */
   async drain(): Promise<void> {
-    let seen: Promise<void> | undefined;
-    while (seen !== this.queue) {
-      seen = this.queue;
-      await seen;
-    }
+    while (this.pending.size > 0) await Promise.all([...this.pending]);
   }
 
-  private enqueue(trash: string): void {
-    if (this.queued.has(trash)) return;
-    this.queued.add(trash);
-    this.queue = this.queue.then(async () => {
-      try {
-        await fs.unlink(trash);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') {
-          this.log.warn('could not reclaim a deleted volume; will try again', { file: trash, error: String(err) });
-          setTimeout(() => this.enqueue(trash), RETRY_AFTER_MS).unref();
-        }
-      } finally {
-        this.queued.delete(trash);
-      }
-    });
+  private schedule(trash: string, delayMs: number): void {
+    if (this.known.has(trash)) return;
+    this.known.add(trash);
+    const done = new Promise<void>((resolve) => setTimeout(resolve, delayMs))
+      .then(() => (this.queue = this.queue.then(() => this.unlink(trash))))
+      .finally(() => {
+        this.known.delete(trash);
+        this.pending.delete(done);
+      });
+    this.pending.add(done);
+  }
+
+  private async unlink(trash: string): Promise<void> {
+    try {
+      await fs.unlink(trash);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+      this.log.warn('could not reclaim a deleted volume; will try again', { file: trash, error: String(err) });
+      // Not awaited by drain(): a stopping agent leaves it to the next one's sweep.
+      setTimeout(() => this.schedule(trash, 0), RETRY_AFTER_MS).unref();
+    }
   }
 }
