@@ -2,7 +2,10 @@ import { ENGINE_TASK_QUEUE, diskMergeWorkflowId, liveMergeWorkflowId } from '../
 import type { LiveMergeRequest } from '../src/domain/input';
 import { formatNodeName, type LabCache } from '../src/lab/vm';
 import { HOST_ID, destroyVm, startQemuStack, type QemuStack } from './support/qemu-stack';
-import { MiB, median, round, type Bench, type BenchContext, type Figure } from './support/common';
+import { Worker } from '@temporalio/worker';
+import { MiB, bundle, median, round, sleep, type Bench, type BenchContext, type Figure } from './support/common';
+import { noopActivities } from './baseline/activities';
+import { BASELINE_ENGINE_QUEUE, baselineHostQueue } from './baseline/workflows';
 import { rawCommit } from './raw-commit';
 import { mergePhases, type Phases } from './support/phases';
 
@@ -40,7 +43,7 @@ export const overheadBench: Bench = {
     // live migration need): at the disk's speed. The last row limits both sides to 256 MiB/s, the
     // speed of ordinary storage, to show the ratio where commits take seconds.
     const plan: Array<{ dataMiB: number; reps: number; limitMiBps: number; cache: LabCache }> = ctx.quick
-      ? [{ dataMiB: 1024, reps: 3, limitMiBps: 0, cache: 'writeback' }]
+      ? [{ dataMiB: 64, reps: 3, limitMiBps: 0, cache: 'writeback' }]
       : [
           { dataMiB: 64, reps: 3, limitMiBps: 0, cache: 'writeback' },
           { dataMiB: 256, reps: 3, limitMiBps: 0, cache: 'writeback' },
@@ -50,8 +53,13 @@ export const overheadBench: Bench = {
         ];
     const stack = await startQemuStack('ovh');
     const samples: Sample[] = [];
+    let floorMs: number[] = [];
+    let floorPhases: Phases[] = [];
     let n = 0;
     try {
+      ({ ms: floorMs, phases: floorPhases } = await sameShapeNoop(stack, ctx.quick ? 3 : 7));
+      for (const p of floorPhases) ctx.log(`    ${Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      ctx.log(`  same-shape no-op workflow: ${floorMs.map((ms) => ms.toFixed(0)).join(', ')} ms`);
       // A first merge warms the workers (bundle loaded, connections up), as in a running product.
       await workflowCommit(stack, 'warm', { dataMiB: 2, kind: 'intermediate', speed: 0, cache: 'writeback' });
       for (const { dataMiB, reps, limitMiBps, cache } of plan) {
@@ -93,7 +101,12 @@ export const overheadBench: Bench = {
     }
     // What the orchestration adds, whatever the data: workflow minus raw, over every sample.
     const added = samples.map((s) => s.workflowMs - s.rawMs);
-    figures.push({ metric: 'time added to a commit (workflow - raw), median of all runs', value: Math.round(median(added)), unit: 'ms' });
+    const floor = median(floorMs);
+    figures.push({
+      metric: 'time added to a commit (workflow - raw), median of all runs',
+      value: Math.round(median(added)), unit: 'ms',
+      baseline: Math.round(floor), baselineLabel: 'a no-op workflow of the same shape', ratio: round(median(added) / floor, 3),
+    });
     // The added time, split at the block job: what comes before it starts, and after it ends.
     const withPhases = samples.filter((s): s is Sample & { phases: Phases } => s.phases !== undefined);
     const sum = (p: Phases, keys: string[]): number => keys.reduce((t, k) => t + (p[k] ?? 0), 0);
@@ -101,6 +114,12 @@ export const overheadBench: Bench = {
     const after = (p: Phases): string[] => Object.keys(p).slice(Object.keys(p).indexOf('wait (the block job)') + 1);
     figures.push({ metric: 'of which before the block job starts (start call, both workflows\' first tasks, merge step)', value: Math.round(median(withPhases.map((s) => sum(s.phases, before)))), unit: 'ms' });
     figures.push({ metric: 'of which after the block job ends (verify, delete, cleanup, both completions, result)', value: Math.round(median(withPhases.map((s) => sum(s.phases, after(s.phases))))), unit: 'ms' });
+    // The best ratio any workflow of this shape could reach on this server: raw plus the no-op floor.
+    for (const row of plan.filter((p) => p.dataMiB >= 1024 && p.limitMiBps === 0)) {
+      const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === 0 && s.cache === row.cache);
+      const raw = median(ss.map((s) => s.rawMs));
+      figures.push({ metric: `lowest ratio this workflow shape allows here, ${rowLabel(row)}: (raw + no-op floor) / raw`, value: round((raw + floor) / raw, 3), unit: '' });
+    }
     for (const row of plan.filter((p) => p.limitMiBps === 0)) {
       const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === 0 && s.cache === row.cache);
       figures.push({ metric: `of which the delete step (checks, detach, rename of the top), ${rowLabel(row)}`, value: Math.round(median(ss.map((s) => s.deleteMs))), unit: 'ms' });
@@ -113,6 +132,8 @@ export const overheadBench: Bench = {
       figures,
       details: {
         samples,
+        sameShapeNoopMs: floorMs.map((ms) => Math.round(ms)),
+        sameShapeNoopPhases: floorPhases,
         addedMs: { p50: Math.round(median(added)), min: Math.round(Math.min(...added)), max: Math.round(Math.max(...added)) },
         note: 'ratio = median over reps of workflow/raw; workflow time is client start to result (merge, wait, verify, delete, cleanup); raw time is block-commit sent to BLOCK_JOB_COMPLETED; reclaimMs is after the workflow result, until the deleted top was unlinked (the next run waits for it, so it never overlaps a measurement)',
       },
@@ -179,4 +200,37 @@ async function workflowCommit(
   const phases = await mergePhases(stack.srv.client, liveMergeWorkflowId(request.snapshotId), childId, wall0, wallEnd);
   await destroyVm(stack, vmId);
   return { ms, deleteMs: phases.delete, reclaimMs, phases };
+}
+
+/**
+ * Temporal's own cost of the product's workflow shape on this server: a parent, one child, five
+ * no-op activities on a host queue (bench/baseline), one at a time. Gaps between runs as between
+ * the merges (a lab VM is created in between): back-to-back starts are slower on the dev server.
+ */
+async function sameShapeNoop(stack: QemuStack, runs: number): Promise<{ ms: number[]; phases: Phases[] }> {
+  const { connection, client, server } = stack.srv;
+  const workers = [
+    await Worker.create({ connection, namespace: server.namespace, taskQueue: BASELINE_ENGINE_QUEUE, workflowBundle: await bundle(require.resolve('./baseline/workflows')) }),
+    await Worker.create({ connection, namespace: server.namespace, taskQueue: baselineHostQueue(HOST_ID), activities: noopActivities }),
+  ];
+  const running = workers.map((w) => w.run());
+  const ms: number[] = [];
+  const phases: Phases[] = [];
+  try {
+    for (let i = 0; i <= runs; i++) {
+      await sleep(1500);
+      const wall0 = Date.now();
+      const t0 = performance.now();
+      const handle = await client.workflow.start('BaselineMergeWorkflow', { taskQueue: BASELINE_ENGINE_QUEUE, workflowId: `noop-${i}`, args: [{ hostId: HOST_ID, disks: ['disk0'] }] });
+      await handle.result();
+      if (i === 0) continue; // the first warms the workers
+      ms.push(performance.now() - t0);
+      const steps = ['noopMerge', 'noopWait', 'noopVerify', 'noopDelete', 'noopCleanup'];
+      phases.push(await mergePhases(client, `noop-${i}`, `noop-${i}-disk-disk0`, wall0, Date.now(), steps));
+    }
+  } finally {
+    for (const w of workers) w.shutdown();
+    await Promise.allSettled(running);
+  }
+  return { ms, phases };
 }

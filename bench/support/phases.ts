@@ -24,12 +24,21 @@ function activity(events: HistoryEvent[], type: string): { scheduled?: HistoryEv
  * host steps, each host step (started to completed), and the result reaching the client. The
  * gaps between steps are the orchestration's cost; the wait is the block job itself.
  */
-export async function mergePhases(client: Client, parentId: string, childId: string, clientStart: number, clientEnd: number): Promise<Phases> {
+export const MERGE_STEPS = ['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup'];
+
+export async function mergePhases(
+  client: Client,
+  parentId: string,
+  childId: string,
+  clientStart: number,
+  clientEnd: number,
+  stepTypes: string[] = MERGE_STEPS,
+): Promise<Phases> {
   const parent = (await client.workflow.getHandle(parentId).fetchHistory()).events ?? [];
   const child = (await client.workflow.getHandle(childId).fetchHistory()).events ?? [];
   const parentStarted = at(parent[0]);
   const childStarted = at(child[0]);
-  const steps = ['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup'].map((t) => activity(child, t));
+  const steps = stepTypes.map((t) => activity(child, t));
   const childClosed = at(child[child.length - 1]);
   const parentClosed = at(parent[parent.length - 1]);
   const phases: Phases = {
