@@ -2,6 +2,9 @@
 
 export const ENGINE_TASK_QUEUE = 'live-merge-engine';
 
+/** The LiveMergeWorkflow update that changes the merge's speed limit (see domain/bandwidth). */
+export const setBandwidthUpdateName = 'setBandwidth';
+
 export function hostTaskQueue(hostId: string): string {
   return `live-merge-host-${hostId}`;
 }

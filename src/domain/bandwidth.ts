@@ -16,8 +16,6 @@ export const bandwidthRequestSchema = z
   .strict();
 export type BandwidthRequest = z.infer<typeof bandwidthRequestSchema>;
 
-export const setBandwidthUpdateName = 'setBandwidth';
-
 /**
  * What happened to one disk's block job:
  * - `set`: the running job took the new limit (`block-job-set-speed`);

@@ -2,10 +2,11 @@ import { ApplicationFailure, proxyActivities, setHandler } from '@temporalio/wor
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { hostStepOptions } from '../config/policy';
-import { bandwidthRequestSchema, type BandwidthRequest, type DiskBandwidth } from '../domain/bandwidth';
-import { describeIssues, type LiveMergeInput } from '../domain/input';
+import type { BandwidthRequest, DiskBandwidth } from '../domain/bandwidth';
+import type { LiveMergeInput } from '../domain/input';
 import type { DiskPhase } from '../domain/progress';
 import { setBandwidthUpdate } from './definitions';
+import { schemas } from './schemas';
 
 /** Phases in which the disk's block job runs in QEMU and takes a new speed. */
 const JOB_RUNNING: ReadonlySet<DiskPhase> = new Set(['waiting', 'pivoting']);
@@ -59,11 +60,11 @@ export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId:
     },
     {
       validator: (request: BandwidthRequest) => {
-        const parsed = bandwidthRequestSchema.safeParse(request);
+        const parsed = schemas().bandwidth.bandwidthRequestSchema.safeParse(request);
         if (!parsed.success) {
           throw ApplicationFailure.create({
             type: 'InvalidMergeInput',
-            message: `invalid setBandwidth input: ${describeIssues(parsed.error)}`,
+            message: `invalid setBandwidth input: ${schemas().input.describeIssues(parsed.error)}`,
             nonRetryable: true,
           });
         }

@@ -1,5 +1,6 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import { setBandwidthUpdateName, type BandwidthRequest, type BandwidthSet } from '../domain/bandwidth';
+import { setBandwidthUpdateName } from '../config/names';
+import type { BandwidthRequest, BandwidthSet } from '../domain/bandwidth';
 import { diskProgressSignalName, progressQueryName, type DiskProgress, type MergeProgress } from '../domain/progress';
 
 export const progressQuery = defineQuery<MergeProgress>(progressQueryName);

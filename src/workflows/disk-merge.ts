@@ -12,11 +12,11 @@ import { TimeoutType } from '@temporalio/common';
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
-import { describeIssues, diskMergeInputSchema } from '../domain/input';
 import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
 import { recordDiskMerge } from './metrics';
+import { schemas } from './schemas';
 import { tagMerge, tagOutcome } from './search-attributes';
 
 /**
@@ -27,6 +27,7 @@ import { tagMerge, tagOutcome } from './search-attributes';
  */
 export async function DiskMergeWorkflow(request: DiskMergeInput): Promise<DiskMerged> {
   // LiveMergeWorkflow sends checked input, but this type can be started on its own: check again.
+  const { diskMergeInputSchema, describeIssues } = schemas().input;
   const parsed = diskMergeInputSchema.safeParse(request);
   if (!parsed.success) {
     throw ApplicationFailure.create({

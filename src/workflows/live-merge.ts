@@ -10,12 +10,13 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../config/names';
-import { describeIssues, liveMergeInputSchema, type LiveMergeRequest } from '../domain/input';
+import type { LiveMergeRequest } from '../domain/input';
 import type { DiskMerged, DiskOutcome, LiveMergeResult } from '../domain/outcome';
 import type { DiskPhase, DiskProgress } from '../domain/progress';
 import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
+import { schemas } from './schemas';
 import { tagMerge, tagOutcome } from './search-attributes';
 
 /** Order of phases: a late signal never moves a disk's phase backwards. */
@@ -29,6 +30,7 @@ const PHASE_ORDER: DiskPhase[] = [
  * every disk has an outcome; fails when any disk failed, naming each one and its reason.
  */
 export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<LiveMergeResult> {
+  const { liveMergeInputSchema, describeIssues } = schemas().input;
   const parsed = liveMergeInputSchema.safeParse(request);
   if (!parsed.success) {
     throw ApplicationFailure.create({
