@@ -31,28 +31,45 @@ export function createWaitForBlockJob(deps: HostDeps) {
 
     return hostStep(async () => {
       for (;;) {
-        const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
-        if (!job) return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
-
-        checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len };
-        ctx.heartbeat(checkpoint);
-        await reporter(job);
-
-        if (job.status === 'concluded') {
-          return { outcome: 'concluded', error: job.error, offset: job.offset, len: job.len, pivoted: checkpoint.pivotRequested };
-        }
-        // A completion QEMU did not take is not recorded: the next turn, still in `ready`, asks again.
-        // A merge cancelled meanwhile must not pivot: the cancel ends the wait before it can.
-        if (ctx.cancellationSignal.aborted) await ctx.cancelled;
-        if (job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested && (await pivot(deps, step, job))) {
-          checkpoint = { ...checkpoint, pivotRequested: true };
-          ctx.heartbeat(checkpoint);
-          continue;
-        }
-        // Wakes on the VM's next job event or after the poll interval; a cancel of this activity
-        // (delivered through the heartbeat) rejects the race and ends the wait.
+        // Armed before the job list is read: a change between the read and the wait (the job
+        // turning ready while a progress signal is on its way, say) still wakes it at once. Its
+        // errors (a VM gone) surface from the next read; leaving the turn disarms it.
+        const turn = new AbortController();
         const timeoutMs = Math.max(10, Math.min(step.pollIntervalMs, reporter.untilAnnounce()));
-        await Promise.race([deps.driver.nextJobChange(step.vmId, timeoutMs), ctx.cancelled]);
+        const changed = deps.driver.nextJobChange(step.vmId, timeoutMs, turn.signal).catch(() => undefined);
+        try {
+          const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+          if (!job) return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
+
+          checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len };
+          ctx.heartbeat(checkpoint);
+          // The progress signal (a server round trip) goes out beside the pivot: telling watchers
+          // must not hold up QEMU.
+          const reported = reporter(job);
+
+          if (job.status === 'concluded') {
+            await reported;
+            return { outcome: 'concluded', error: job.error, offset: job.offset, len: job.len, pivoted: checkpoint.pivotRequested };
+          }
+          // A completion QEMU did not take is not recorded: the next turn, still in `ready`, asks again.
+          // A merge cancelled meanwhile must not pivot: the cancel ends the wait before it can.
+          if (ctx.cancellationSignal.aborted) {
+            await reported;
+            await ctx.cancelled;
+          }
+          const pivoted = job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested && (await pivot(deps, step, job));
+          await reported;
+          if (pivoted) {
+            checkpoint = { ...checkpoint, pivotRequested: true };
+            ctx.heartbeat(checkpoint);
+            continue;
+          }
+          // Wakes on the VM's next job event or after the poll interval; a cancel of this activity
+          // (delivered through the heartbeat) rejects the race and ends the wait.
+          await Promise.race([changed, ctx.cancelled]);
+        } finally {
+          turn.abort();
+        }
       }
     });
   };

@@ -69,7 +69,11 @@ export interface HypervisorDriver {
   deleteNode(vmId: string, nodeName: string): Promise<void>;
   /** Writes a node's cached metadata to its file. */
   flushNode(vmId: string, nodeName: string): Promise<void>;
-  /** Resolves on the VM's next job status change, or after `timeoutMs`: events shorten polling. */
-  nextJobChange(vmId: string, timeoutMs: number): Promise<void>;
+  /**
+   * Resolves on the VM's next job status change, or after `timeoutMs`, or at once when `signal`
+   * aborts: events shorten polling. It listens from the call on, so a caller arms it before it
+   * reads the job list, and a change in between still wakes it.
+   */
+  nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
 }

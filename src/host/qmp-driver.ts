@@ -116,18 +116,21 @@ export class QmpDriver implements HypervisorDriver {
     if (typeof reply === 'string' && reply.trim() !== '') throw new Error(`flush of node ${nodeName} failed: ${reply.trim()}`);
   }
 
-  async nextJobChange(vmId: string, timeoutMs: number): Promise<void> {
+  async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     const qmp: QmpClient = await this.pool.get(vmId);
+    if (signal?.aborted) return;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, timeoutMs);
       const unsubscribe = qmp.onEvent((e) => {
         if (e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_READY' || e.event === 'BLOCK_JOB_COMPLETED') done();
       });
       const unsubscribeClose = qmp.onClose(done);
+      signal?.addEventListener('abort', done, { once: true });
       function done(): void {
         clearTimeout(timer);
         unsubscribe();
         unsubscribeClose();
+        signal?.removeEventListener('abort', done);
         resolve();
       }
     });

@@ -244,7 +244,7 @@ export class SimDriver implements HypervisorDriver {
     vm.nodes.delete(nodeName);
   }
 
-  async nextJobChange(vmId: string, timeoutMs: number): Promise<void> {
+  async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     // Registered at once, so a change made right after this call is not missed.
     const set = this.waiters.get(vmId) ?? new Set<() => void>();
     this.waiters.set(vmId, set);
@@ -254,9 +254,12 @@ export class SimDriver implements HypervisorDriver {
       done = () => {
         clearTimeout(timer);
         set.delete(done);
+        signal?.removeEventListener('abort', done);
         resolve();
       };
       set.add(done);
+      if (signal?.aborted) done();
+      else signal?.addEventListener('abort', done, { once: true });
     });
     try {
       await this.enter(vmId);

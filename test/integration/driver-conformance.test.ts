@@ -257,5 +257,12 @@ describe.each([
     await woken;
     expect(Date.now() - t).toBeLessThan(2_000);
     await expect(driver.nextJobChange('no-such-vm', 10)).rejects.toBeInstanceOf(VmNotFoundError);
+    // Disarmed by its signal: resolves at once, however long its timeout.
+    const turn = new AbortController();
+    t = Date.now();
+    const disarmed = driver.nextJobChange(vmId, 10_000, turn.signal);
+    turn.abort();
+    await disarmed;
+    expect(Date.now() - t).toBeLessThan(1_000);
   });
 });

@@ -219,6 +219,26 @@ describe('waitForBlockJob', () => {
     expect(calls.filter((c) => c === 'completeJob')).toHaveLength(1);
   });
 
+  test('a job that turns ready while its list is being read still wakes the wait at once', async () => {
+    // Each read returns its snapshot 300 ms late, as a slow read or a progress signal in flight
+    // would delay it: the job turns ready in between, and its change must not be lost until the
+    // next poll, 10 s later.
+    const slowReads: HypervisorDriver = Object.assign(Object.create(sim) as SimDriver, {
+      listJobs: async (vmId: string) => {
+        const jobs = await sim.listJobs(vmId);
+        if (jobs.some((j) => j.status === 'running')) await new Promise((r) => setTimeout(r, 300));
+        return jobs;
+      },
+    });
+    const slow = createHostActivities({ hostId: 'h1', storageRoot: root, driver: slowReads, reclaimer });
+    await env().run(acts.merge, mergeIn('v2', 'v1', 100 * MiB)); // 16 MiB: ready after about 160 ms
+    const t0 = Date.now();
+    const end = await env().run(slow.waitForBlockJob, { ...jobIn('v2'), pollIntervalMs: 10_000 });
+    expect(end).toMatchObject({ outcome: 'concluded', pivoted: true });
+    expect(Date.now() - t0).toBeLessThan(3_000);
+    expect(await chainOf()).toEqual(['v1', 'v0']);
+  });
+
   test('pivots again when QEMU did not take the first completion', async () => {
     failNext.set('completeJob', new Error('QMP command timed out'));
     await env().run(acts.merge, mergeIn('v2', 'v1'));
