@@ -36,6 +36,6 @@ test: setup
 	npx tsc --noEmit -p .
 	npx jest
 
-# Not part of the test suite: a full run takes about 10 minutes; --quick about 2.
+# Not part of the test suite: a full run takes about 11 minutes; --quick about 2.
 bench: setup
 	npx tsx bench/run.ts $(BENCH_ARGS)
