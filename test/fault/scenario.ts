@@ -4,6 +4,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
+import { reclaimPath } from '../../src/host/reclaim';
 import { createLabVm, type LabVm, verifyLabVm } from '../../src/lab/vm';
 export { mergeRequest } from '../helpers/merge-request';
 import type { LiveMergeWorkflow } from '../../src/workflows';
@@ -35,6 +36,15 @@ export async function expectMerged(stack: FaultStack, vm: LabVm, request: LiveMe
     expect(existsSync(volumePath(stack.storageRoot, d.diskId, d.topVolumeId))).toBe(false);
   }
   expectOnlyTopsDeleted(stack, vm, request.disks.map((d) => d.topVolumeId));
+}
+
+/** The deleted tops' space is freed: no reclaim name is left once the host agent got to it. */
+export async function expectSpaceReclaimed(stack: FaultStack, request: LiveMergeRequest, withinMs = 10_000): Promise<void> {
+  const left = (): string[] =>
+    request.disks.map((d) => reclaimPath(volumePath(stack.storageRoot, d.diskId, d.topVolumeId))).filter((f) => existsSync(f));
+  const until = Date.now() + withinMs;
+  while (left().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  expect(left()).toEqual([]);
 }
 
 /** Every volume the lab made still exists, but the named tops: nothing else was deleted. */

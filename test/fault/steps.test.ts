@@ -1,13 +1,14 @@
 import { destroyLabVm, verifyLabVm } from '../../src/lab/vm';
 import { FaultStack } from './stack';
-import { expectMerged, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
+import { expectMerged, expectSpaceReclaimed, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
 import { watchJobs } from './jobs';
 
 /**
  * 5. Kills during the pivot, the delete and the cleanup: the host agent stops right after the
- * step's effect (the pivot asked, the file unlinked, the job dismissed) and is killed there; the
- * restarted agent repeats the step. No step is lost, and none done twice harms: a second delete
- * of a gone volume is a success, and nothing else is deleted.
+ * step's effect (the pivot asked, the file renamed out of its name, the job dismissed) and is
+ * killed there; the restarted agent repeats the step. No step is lost, and none done twice harms:
+ * a second delete of a gone volume is a success, and nothing else is deleted. The space of a top
+ * the killed agent had not yet unlinked is freed by the restarted one.
  */
 
 jest.setTimeout(180_000);
@@ -33,6 +34,7 @@ test.each([
     await jobs.close();
     expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: kind });
     await expectMerged(stack, vm, request);
+    await expectSpaceReclaimed(stack, request);
     expect((await verifyLabVm(stack.runDir, vm.vmId)).disks[0].chain).toHaveLength(2);
     await destroyLabVm(stack.runDir, vm.vmId);
   } finally {
