@@ -6,6 +6,7 @@ import { volumePath } from '../src/domain/layout';
 import type { HypervisorDriver } from '../src/host/driver';
 import { SimDriver } from '../src/host/sim-driver';
 import { createEngineWorker } from '../src/workers/engine';
+import { workflowsPath } from '../src/workers/workflow-bundle';
 import { createHostWorker } from '../src/workers/host';
 import { bundle, MiB, round, scratchDir, startBenchServer, type Bench, type BenchContext, type Figure } from './support/common';
 
@@ -33,7 +34,7 @@ export const historyBench: Bench = {
     ];
     const scratch = scratchDir('hist');
     const srv = await startBenchServer(scratch.dir);
-    const workers = [await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(require.resolve('../src/workflows')) })];
+    const workers = [await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(workflowsPath()) })];
     const drivers: SimDriver[] = [];
     const polls = new Map<string, number>();
     for (const [i, c] of cases.entries()) {

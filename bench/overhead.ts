@@ -58,7 +58,7 @@ export const overheadBench: Bench = {
     let n = 0;
     try {
       ({ ms: floorMs, phases: floorPhases } = await sameShapeNoop(stack, ctx.quick ? 3 : 7));
-      for (const p of floorPhases) ctx.log(`    ${Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+      for (const p of floorPhases) ctx.log(`    ${formatPhases(p)}`);
       ctx.log(`  same-shape no-op workflow: ${floorMs.map((ms) => ms.toFixed(0)).join(', ')} ms`);
       // A first merge warms the workers (bundle loaded, connections up), as in a running product.
       await workflowCommit(stack, 'warm', { dataMiB: 2, kind: 'intermediate', speed: 0, cache: 'writeback' });
@@ -75,7 +75,7 @@ export const overheadBench: Bench = {
               else ({ ms: s.workflowMs, deleteMs: s.deleteMs, reclaimMs: s.reclaimMs, phases: s.phases } = await workflowCommit(stack, vmId, setup));
             }
             samples.push(s);
-            if (s.phases) ctx.log(`    ${Object.entries(s.phases).map(([k, v]) => `${k} ${v}`).join(', ')}`);
+            if (s.phases) ctx.log(`    ${formatPhases(s.phases)}`);
             ctx.log(`  ${rowLabel(s)} ${kind} #${rep + 1}: raw ${s.rawMs.toFixed(0)} ms, workflow ${s.workflowMs.toFixed(0)} ms (delete step ${s.deleteMs} ms, then space freed in ${s.reclaimMs} ms), ratio ${(s.workflowMs / s.rawMs).toFixed(3)}`);
           }
         }
@@ -84,9 +84,11 @@ export const overheadBench: Bench = {
       await stack.close();
     }
     const figures: Figure[] = [];
+    const ofRow = (row: (typeof plan)[number]): Sample[] =>
+      samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === row.limitMiBps && s.cache === row.cache);
     for (const row of plan) {
       for (const kind of ['intermediate', 'active'] as Kind[]) {
-        const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.kind === kind && s.limitMiBps === row.limitMiBps && s.cache === row.cache);
+        const ss = ofRow(row).filter((s) => s.kind === kind);
         const raw = median(ss.map((s) => s.rawMs));
         const wf = median(ss.map((s) => s.workflowMs));
         const ratio = round(median(ss.map((s) => s.workflowMs / s.rawMs)), 3);
@@ -116,16 +118,16 @@ export const overheadBench: Bench = {
     figures.push({ metric: 'of which after the block job ends (verify, delete, cleanup, both completions, result)', value: Math.round(median(withPhases.map((s) => sum(s.phases, after(s.phases))))), unit: 'ms' });
     // The best ratio any workflow of this shape could reach on this server: raw plus the no-op floor.
     for (const row of plan.filter((p) => p.dataMiB >= 1024 && p.limitMiBps === 0)) {
-      const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === 0 && s.cache === row.cache);
+      const ss = ofRow(row);
       const raw = median(ss.map((s) => s.rawMs));
       figures.push({ metric: `lowest ratio this workflow shape allows here, ${rowLabel(row)}: (raw + no-op floor) / raw`, value: round((raw + floor) / raw, 3), unit: '' });
     }
     for (const row of plan.filter((p) => p.limitMiBps === 0)) {
-      const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === 0 && s.cache === row.cache);
+      const ss = ofRow(row);
       figures.push({ metric: `of which the delete step (checks, detach, rename of the top), ${rowLabel(row)}`, value: Math.round(median(ss.map((s) => s.deleteMs))), unit: 'ms' });
     }
     for (const row of plan.filter((p) => p.limitMiBps === 0)) {
-      const ss = samples.filter((s) => s.dataMiB === row.dataMiB && s.limitMiBps === 0 && s.cache === row.cache);
+      const ss = ofRow(row);
       figures.push({ metric: `not in it: the top's space freed after the workflow's end (background unlink), ${rowLabel(row)}`, value: Math.round(median(ss.map((s) => s.reclaimMs))), unit: 'ms' });
     }
     return {
@@ -147,6 +149,10 @@ interface Setup {
   /** block-commit `speed`, bytes/s; 0 is none. */
   speed: number;
   cache: LabCache;
+}
+
+function formatPhases(p: Phases): string {
+  return Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', ');
 }
 
 function rowLabel(r: { dataMiB: number; limitMiBps: number; cache: LabCache }): string {

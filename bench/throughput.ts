@@ -6,6 +6,7 @@ import { volumePath } from '../src/domain/layout';
 import type { LiveMergeRequest } from '../src/domain/input';
 import { SimDriver } from '../src/host/sim-driver';
 import { createEngineWorker } from '../src/workers/engine';
+import { workflowsPath } from '../src/workers/workflow-bundle';
 import { createHostWorker } from '../src/workers/host';
 import { noopActivities } from './baseline/activities';
 import { BASELINE_ENGINE_QUEUE, baselineHostQueue } from './baseline/workflows';
@@ -109,7 +110,7 @@ async function runPhase(srv: BenchServer, kind: 'baseline' | 'product', merges: 
       workers.push(await Worker.create({ connection: srv.connection, namespace: ns, taskQueue: baselineHostQueue(hostId), activities: noopActivities, ...HOST_OPTIONS }));
     }
   } else {
-    workers.push(await createEngineWorker(srv.connection, ns, { workflowBundle: await bundle(require.resolve('../src/workflows')), ...ENGINE_OPTIONS }));
+    workers.push(await createEngineWorker(srv.connection, ns, { workflowBundle: await bundle(workflowsPath()), ...ENGINE_OPTIONS }));
     for (const [h, hostId] of hostIds.entries()) {
       const storageRoot = path.join(dir, hostId);
       const driver = new SimDriver({ seed: h + 1, bytesPerSecond: 1024 * MiB });

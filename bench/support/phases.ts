@@ -8,23 +8,24 @@ export type Phases = Record<string, number>;
 const at = (e: HistoryEvent | undefined): number =>
   e ? Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6 : NaN;
 
-/** Scheduled, started and completed events of the first activity of a type. */
-function activity(events: HistoryEvent[], type: string): { scheduled?: HistoryEvent; started?: HistoryEvent; completed?: HistoryEvent } {
+/** Started and completed events of the first activity of a type. */
+function activity(events: HistoryEvent[], type: string): { started?: HistoryEvent; completed?: HistoryEvent } {
   const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === type);
   const id = String(scheduled?.eventId ?? '');
   return {
-    scheduled,
     started: events.find((e) => String(e.activityTaskStartedEventAttributes?.scheduledEventId ?? '-') === id),
     completed: events.find((e) => String(e.activityTaskCompletedEventAttributes?.scheduledEventId ?? '-') === id),
   };
 }
+
+/** The activity types of a DiskMergeWorkflow, in order (a same-shape workflow passes its own). */
+export const MERGE_STEPS = ['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup'];
 
 /**
  * The phases of a one-disk merge: the client's start call, the workflows' own tasks between the
  * host steps, each host step (started to completed), and the result reaching the client. The
  * gaps between steps are the orchestration's cost; the wait is the block job itself.
  */
-export const MERGE_STEPS = ['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup'];
 
 export async function mergePhases(
   client: Client,

@@ -5,6 +5,7 @@ import type { Worker } from '@temporalio/worker';
 import type { HostActivities } from '../../src/activities';
 import { blockJobId } from '../../src/config/names';
 import { createEngineWorker } from '../../src/workers/engine';
+import { workflowsPath } from '../../src/workers/workflow-bundle';
 import { createHostWorker } from '../../src/workers/host';
 import type { HypervisorDriver } from '../../src/host/driver';
 import type { Reclaimer } from '../../src/host/reclaim';
@@ -59,7 +60,7 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
       return a.verifyChain(input);
     },
   });
-  const engine = await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(require.resolve('../../src/workflows')) });
+  const engine = await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(workflowsPath()) });
   const host = await createHostWorker(srv.connection, srv.server.namespace, { hostId: HOST_ID, storageRoot, runDir, wrapActivities: wrap });
   const workers: Worker[] = [engine, host.worker];
   const runs = workers.map((w) => w.run());

@@ -17,9 +17,10 @@ export interface VolumeDeleted {
 }
 
 /**
- * Detaches the merged top from QEMU and deletes its file (its space is reclaimed just after). Runs only after a passed chain check,
- * and checks again itself: the volume must be in no chain of the VM, be no other image's backing
- * file, and lie inside the storage root after symlinks are resolved.
+ * Detaches the merged top from QEMU and deletes its file (its space is reclaimed just after).
+ * Runs only after a passed chain check, and checks again itself: the volume must be in no chain
+ * of the VM, be no other image's backing file, and lie inside the storage root after symlinks
+ * are resolved.
  */
 export function createDeleteVolume(deps: HostDeps) {
   return async function deleteVolume(input: DiskStep): Promise<VolumeDeleted> {
