@@ -1,6 +1,6 @@
 import { auxQmpSocketPath } from '../src/domain/layout';
 import { ENGINE_TASK_QUEUE, blockJobId, liveMergeWorkflowId } from '../src/config/names';
-import { DEFAULT_POLL_INTERVAL_MS } from '../src/config/policy';
+import { DEFAULT_POLL_INTERVAL_MS } from '../src/domain/input';
 import type { LiveMergeRequest } from '../src/domain/input';
 import { labDiskId, labVolumeId } from '../src/lab/vm';
 import { QmpClient } from '../src/qmp/client';

@@ -1,8 +1,8 @@
 import { Context, log } from '@temporalio/activity';
 import type { HostDeps } from './deps';
-import { parseInput } from './guard';
+import { isVmAbsent, parseInput } from './host-step';
 import { jobStepSchema, type JobStep } from './inputs';
-import { VmGoneError, VmNotFoundError } from '../host/errors';
+import { findJob } from '../host/driver';
 
 export interface JobCancelled {
   /** The job's last state: absent when QEMU had no such job. */
@@ -20,7 +20,7 @@ export function createCancelBlockJob(deps: HostDeps) {
     try {
       let asked = false;
       for (;;) {
-        const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+        const job = await findJob(deps.driver, step.vmId, step.jobId);
         ctx.heartbeat(job?.status);
         if (!job || job.status === 'concluded') return { finalStatus: job?.status };
         if (!asked) {
@@ -31,7 +31,7 @@ export function createCancelBlockJob(deps: HostDeps) {
         await deps.driver.nextJobChange(step.vmId, 200);
       }
     } catch (err) {
-      if (err instanceof VmGoneError || err instanceof VmNotFoundError) return {};
+      if (isVmAbsent(err)) return {};
       throw err;
     }
   };

@@ -1,8 +1,8 @@
 import { log } from '@temporalio/activity';
 import type { HostDeps } from './deps';
-import { parseInput } from './guard';
+import { isVmAbsent, parseInput } from './host-step';
 import { jobStepSchema, type JobStep } from './inputs';
-import { VmGoneError, VmNotFoundError } from '../host/errors';
+import { findJob } from '../host/driver';
 
 export interface CleanedUp {
   dismissedJob: boolean;
@@ -16,13 +16,13 @@ export function createCleanup(deps: HostDeps) {
   return async function cleanup(input: JobStep): Promise<CleanedUp> {
     const step = parseInput(jobStepSchema, input);
     try {
-      const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+      const job = await findJob(deps.driver, step.vmId, step.jobId);
       if (!job || job.status !== 'concluded') return { dismissedJob: false };
       await deps.driver.dismissJob(step.vmId, step.jobId);
       log.info('block job dismissed', { vmId: step.vmId, diskId: step.diskId, jobId: step.jobId });
       return { dismissedJob: true };
     } catch (err) {
-      if (err instanceof VmGoneError || err instanceof VmNotFoundError) return { dismissedJob: false };
+      if (isVmAbsent(err)) return { dismissedJob: false };
       throw err;
     }
   };

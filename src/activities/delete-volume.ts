@@ -3,11 +3,12 @@ import * as path from 'node:path';
 import { log } from '@temporalio/activity';
 import { blockJobId } from '../config/names';
 import { imageDir, PathOutsideRootError, volumePath } from '../domain/layout';
-import { refuse } from '../host/errors';
+import { failure } from '../domain/failures';
+import { findJob } from '../host/driver';
 import { readBackingFile } from '../host/qemu-img';
 import { writeTombstone } from '../host/tombstone';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './guard';
+import { hostStep, parseInput } from './host-step';
 import { diskStepSchema, type DiskStep } from './inputs';
 
 export interface VolumeDeleted {
@@ -32,11 +33,11 @@ export function createDeleteVolume(deps: HostDeps) {
       const chains = await deps.driver.readAllChains(step.vmId);
       const holder = chains.find((c) => c.volumes.some((v) => v.path === file));
       if (holder) {
-        throw refuse('VolumeInUse', `volume ${step.topVolumeId} is still in the chain of disk ${holder.diskId}; not deleted`);
+        throw failure('VolumeInUse', `volume ${step.topVolumeId} is still in the chain of disk ${holder.diskId}; not deleted`);
       }
       const child = await backedBy(imageDir(deps.storageRoot, step.diskId), file);
       if (child) {
-        throw refuse('VolumeInUse', `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`);
+        throw failure('VolumeInUse', `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`);
       }
 
       // The base must hold the committed data on disk before the top, its only other copy, goes.
@@ -47,9 +48,9 @@ export function createDeleteVolume(deps: HostDeps) {
       // The concluded commit job still holds the removed node, and QEMU refuses to detach a node a
       // job holds. Its outcome was read already: the chain check passed.
       const jobId = blockJobId(step.diskId, step.topVolumeId);
-      const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === jobId);
+      const job = await findJob(deps.driver, step.vmId, jobId);
       if (job && job.status !== 'concluded') {
-        throw refuse('VolumeInUse', `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`);
+        throw failure('VolumeInUse', `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`);
       }
       if (job) await deps.driver.dismissJob(step.vmId, jobId);
 

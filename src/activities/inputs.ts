@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { COMMIT_KINDS } from '../domain/commit';
 import { idSchema } from '../domain/input';
 
 /** Activity inputs cross a process boundary: each is parsed again on the host. */
@@ -20,7 +21,7 @@ export const waitStepSchema = z
     /** LiveMergeWorkflow that receives this disk's offset/len as `diskProgress` signals. */
     progressWorkflowId: z.string().min(1).optional(),
     /** Sent with each progress signal (the workflow does not signal the waiting phase itself). */
-    commitKind: z.enum(['active', 'intermediate']).optional(),
+    commitKind: z.enum(COMMIT_KINDS).optional(),
   })
   .strict();
 export type WaitStep = z.infer<typeof waitStepSchema>;

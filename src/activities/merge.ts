@@ -3,15 +3,14 @@ import * as path from 'node:path';
 import { log } from '@temporalio/activity';
 import { blockJobId, blockJobPrefix } from '../config/names';
 import { volumePath } from '../domain/layout';
-import { refuse } from '../host/errors';
+import type { CommitKind } from '../domain/commit';
+import { failure } from '../domain/failures';
 import { readBackingFile } from '../host/qemu-img';
 import { readTombstone } from '../host/tombstone';
-import type { DiskChain } from '../host/driver';
+import { volumeNames } from '../host/driver';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './guard';
+import { hostStep, parseInput } from './host-step';
 import { mergeStepSchema, type MergeStep } from './inputs';
-
-export type CommitKind = 'active' | 'intermediate';
 
 export type MergeStarted =
   | { outcome: 'started' | 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
@@ -31,7 +30,7 @@ export function createMerge(deps: HostDeps) {
       const topPath = volumePath(deps.storageRoot, diskId, topVolumeId);
       const basePath = volumePath(deps.storageRoot, diskId, baseVolumeId);
       const chain = await deps.driver.readChain(vmId, diskId);
-      const names = chainNames(chain);
+      const names = volumeNames(chain);
       const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
       const baseIndex = chain.volumes.findIndex((v) => v.path === basePath);
       const kind: CommitKind = topIndex === 0 ? 'active' : 'intermediate';
@@ -43,17 +42,17 @@ export function createMerge(deps: HostDeps) {
       }
       const busy = jobs.find((j) => j.id.startsWith(blockJobPrefix(diskId)) && j.status !== 'concluded');
       if (busy) {
-        throw refuse('DiskBusy', `disk ${diskId} already runs block job ${busy.id} (${busy.status}); one job per disk`);
+        throw failure('DiskBusy', `disk ${diskId} already runs block job ${busy.id} (${busy.status}); one job per disk`);
       }
 
       if (topIndex < 0) {
         if (baseIndex >= 0 && (await wasMergedInto(deps.storageRoot, diskId, topVolumeId, topPath, basePath, baseVolumeId))) {
           return { outcome: 'alreadyMerged', jobId, chain: names };
         }
-        throw refuse('VolumeNotInChain', `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`);
+        throw failure('VolumeNotInChain', `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`);
       }
       if (baseIndex !== topIndex + 1) {
-        throw refuse(
+        throw failure(
           'BaseNotBacking',
           `base volume ${baseVolumeId} is not the backing of top ${topVolumeId} on disk ${diskId} (${names.join(' -> ')})`,
         );
@@ -95,8 +94,4 @@ async function wasMergedInto(
   if (tombstone) return tombstone.mergedInto === baseVolumeId;
   if (!existsSync(topPath)) return false;
   return (await readBackingFile(topPath)) === basePath;
-}
-
-export function chainNames(chain: DiskChain): string[] {
-  return chain.volumes.map((v) => path.basename(v.path, '.qcow2'));
 }

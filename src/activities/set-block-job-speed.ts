@@ -1,8 +1,7 @@
 import { log } from '@temporalio/activity';
-import type { BlockJob, JobStatus } from '../host/driver';
-import { VmGoneError, VmNotFoundError } from '../host/errors';
+import { findJob, type BlockJob, type JobStatus } from '../host/driver';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './guard';
+import { hostStep, isVmAbsent, parseInput } from './host-step';
 import { speedStepSchema, type SpeedStep } from './inputs';
 
 export interface BlockJobSpeedSet {
@@ -22,7 +21,7 @@ const SPEED_SETTABLE: ReadonlySet<JobStatus> = new Set(['created', 'running', 'p
 export function createSetBlockJobSpeed(deps: HostDeps) {
   return async function setBlockJobSpeed(input: SpeedStep): Promise<BlockJobSpeedSet> {
     const step = parseInput(speedStepSchema, input);
-    const find = async (): Promise<BlockJob | undefined> => (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+    const find = async (): Promise<BlockJob | undefined> => findJob(deps.driver, step.vmId, step.jobId);
     return hostStep(async () => {
       try {
         const job = await find();
@@ -38,7 +37,7 @@ export function createSetBlockJobSpeed(deps: HostDeps) {
         log.info('block job speed set', { ...step, status: job.status });
         return { applied: true, jobStatus: job.status };
       } catch (err) {
-        if (err instanceof VmGoneError || err instanceof VmNotFoundError) return { applied: false };
+        if (isVmAbsent(err)) return { applied: false };
         throw err;
       }
     });

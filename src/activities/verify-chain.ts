@@ -1,9 +1,9 @@
 import { volumePath } from '../domain/layout';
-import { refuse } from '../host/errors';
+import { failure } from '../domain/failures';
+import { volumeNames } from '../host/driver';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './guard';
+import { hostStep, parseInput } from './host-step';
 import { diskStepSchema, type DiskStep } from './inputs';
-import { chainNames } from './merge';
 
 export interface ChainVerified {
   chain: string[];
@@ -19,12 +19,12 @@ export function createVerifyChain(deps: HostDeps) {
     return hostStep(async () => {
       const chain = await deps.driver.readChain(step.vmId, step.diskId);
       const paths = chain.volumes.map((v) => v.path);
-      const names = chainNames(chain);
+      const names = volumeNames(chain);
       const topStill = paths.includes(volumePath(deps.storageRoot, step.diskId, step.topVolumeId));
       const baseThere = paths.includes(volumePath(deps.storageRoot, step.diskId, step.baseVolumeId));
       if (topStill || !baseThere) {
         const why = topStill ? `top volume ${step.topVolumeId} is still in the chain` : `base volume ${step.baseVolumeId} is missing from the chain`;
-        throw refuse('ChainVerificationFailed', `chain check failed on disk ${step.diskId}: ${why} (${names.join(' -> ')}); volume kept`, {
+        throw failure('ChainVerificationFailed', `chain check failed on disk ${step.diskId}: ${why} (${names.join(' -> ')}); volume kept`, {
           chain: names,
         });
       }

@@ -1,8 +1,9 @@
 import { Context, log } from '@temporalio/activity';
 import { checkpointSchema, type Checkpoint } from '../domain/checkpoint';
-import type { BlockJob } from '../host/driver';
+import { phaseOfJob } from '../domain/phases';
+import { findJob, type BlockJob } from '../host/driver';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './guard';
+import { hostStep, parseInput } from './host-step';
 import { waitStepSchema, type WaitStep } from './inputs';
 import { diskProgressSignalName, type DiskProgress } from '../domain/progress';
 
@@ -11,7 +12,6 @@ export type BlockJobEnd =
   | { outcome: 'concluded'; error?: string; offset: number; len: number; pivoted: boolean }
   /** The job is not in QEMU's list (dismissed earlier): only the chain can tell what happened. */
   | { outcome: 'vanished'; pivoted: boolean };
-
 
 /**
  * Waits for the disk's block job to end: polls QEMU's job list (a job status event wakes the
@@ -38,7 +38,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
         const timeoutMs = Math.max(10, Math.min(step.pollIntervalMs, reporter.untilAnnounce()));
         const changed = deps.driver.nextJobChange(step.vmId, timeoutMs, turn.signal).catch(() => undefined);
         try {
-          const job = (await deps.driver.listJobs(step.vmId)).find((j) => j.id === step.jobId);
+          const job = await findJob(deps.driver, step.vmId, step.jobId);
           if (!job) return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
 
           checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len };
@@ -113,7 +113,7 @@ function progressReporter(step: WaitStep): ProgressReporter {
   const report = async (job: BlockJob): Promise<void> => {
     if (!step.progressWorkflowId) return;
     // A job that ended well hands over to the chain check (the workflow does not signal that phase).
-    const phase = job.status === 'ready' ? 'pivoting' : job.status === 'concluded' && job.error === undefined ? 'verifying' : 'waiting';
+    const phase = phaseOfJob(job.status, job.error);
     if (phase === lastPhase) return;
     if (lastPhase === '') {
       // Not announced yet: announce a job that has been running long enough, or not at all.

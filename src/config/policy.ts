@@ -1,40 +1,18 @@
 import { ActivityCancellationType, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
+import { NON_RETRYABLE_TYPES } from '../domain/failures';
 
 /**
  * Timeouts and retry policies of every activity: the one place they are set. Retries are
  * unlimited where a step must not be lost (its outcome decides whether a volume is deleted);
- * errors that retrying cannot fix are named in NON_RETRYABLE and end the step at once.
+ * errors that retrying cannot fix are the non-retryable types of domain/failures.ts and end the
+ * step at once.
  */
-
-export const NON_RETRYABLE = [
-  'InvalidMergeInput',
-  'VmNotFound',
-  'DiskNotFound',
-  'VolumeNotInChain',
-  'BaseNotBacking',
-  'DiskBusy',
-  'BlockJobFailed',
-  'ChainVerificationFailed',
-  'VolumeInUse',
-  'PathOutsideStorageRoot',
-  'CorruptImageHeader',
-  'VmGone',
-  'HostUnreachable',
-] as const;
-export type NonRetryableType = (typeof NON_RETRYABLE)[number];
-
-/**
- * A host queue nobody polls must not hang a merge: the first step, merge, must be picked up by the
- * host agent within this time (per merge, `options.hostPickupTimeoutSeconds`). Later steps wait
- * for the host however long it is away: its block job runs on, and only the host can tell its end.
- */
-export const DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS = 120;
 
 const durableRetry: RetryPolicy = {
   initialInterval: '1 second',
   backoffCoefficient: 2,
   maximumInterval: '30 seconds',
-  nonRetryableErrorTypes: [...NON_RETRYABLE],
+  nonRetryableErrorTypes: [...NON_RETRYABLE_TYPES],
 };
 
 /** How soon a host agent that died mid-step is noticed: every host step heartbeats each second. */
@@ -51,7 +29,10 @@ export const hostStepOptions: ActivityOptions = {
   retry: durableRetry,
 };
 
-/** The merge step: a short host step with a bounded wait for the host to pick it up. */
+/**
+ * The merge step: a short host step with a bounded wait for the host to pick it up
+ * (`options.hostPickupTimeoutSeconds`); a queue nobody polls fails the disk as HostUnreachable.
+ */
 export function mergeStepOptions(hostPickupTimeoutSeconds: number): ActivityOptions {
   return { ...hostStepOptions, scheduleToStartTimeout: hostPickupTimeoutSeconds * 1000 };
 }
@@ -69,8 +50,6 @@ export const blockJobWaitOptions: ActivityOptions = {
   // could otherwise pivot an active commit after the workflow decided not to.
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
-
-export const DEFAULT_POLL_INTERVAL_MS = 500;
 
 /** How often a host agent sends heartbeats at most (each carries the job's offset/len). */
 export const HEARTBEAT_THROTTLE = '1 second';

@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS, DEFAULT_POLL_INTERVAL_MS } from '../config/policy';
 
 /**
  * Ids become file names and QEMU job ids: letters, digits, `-` and `_` only, so no path
@@ -23,6 +22,15 @@ export const diskSpecSchema = z
     path: ['topVolumeId'],
   });
 export type DiskSpec = z.infer<typeof diskSpecSchema>;
+
+export const DEFAULT_POLL_INTERVAL_MS = 500;
+
+/**
+ * A host queue nobody polls must not hang a merge: the first step, merge, must be picked up by the
+ * host agent within this time. Later steps wait for the host however long it is away: its block
+ * job runs on, and only the host can tell its end.
+ */
+export const DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS = 120;
 
 export const mergeOptionsSchema = z
   .object({
@@ -69,9 +77,11 @@ export const diskMergeInputSchema = z
     hostId: idSchema,
     disk: diskSpecSchema,
     options: mergeOptionsSchema.prefault({}),
+    /** The LiveMergeWorkflow that shows this disk's progress. */
     parentWorkflowId: z.string().min(1).max(1000).optional(),
   })
   .strict();
+export type DiskMergeInput = z.infer<typeof diskMergeInputSchema>;
 
 /** `disks.1.topVolumeId: must be ...; vmId: ...`: every problem, each with its field path. */
 export function describeIssues(error: z.ZodError): string {

@@ -1,19 +1,9 @@
-import type { DiskSpec, MergeOptions } from './input';
-
-export interface DiskMergeInput {
-  snapshotId: string;
-  vmId: string;
-  hostId: string;
-  disk: DiskSpec;
-  options: MergeOptions;
-  /** The LiveMergeWorkflow that shows this disk's progress. */
-  parentWorkflowId?: string;
-}
+import type { CommitKind } from './commit';
 
 export interface DiskMerged {
   diskId: string;
   outcome: 'merged' | 'alreadyMerged';
-  commitKind?: 'active' | 'intermediate';
+  commitKind?: CommitKind;
   chainBefore: string[];
   chainAfter: string[];
   /** False when the top file was already gone (a re-run after the delete). */

@@ -1,26 +1,16 @@
+import type { CommitKind } from './commit';
+import type { DiskPhase } from './phases';
+
+export type { DiskPhase } from './phases';
+
 /** What the `progress` query of a LiveMergeWorkflow answers, one entry per disk. */
-
-export type DiskPhase =
-  | 'pending'
-  | 'merging'
-  | 'waiting'
-  | 'pivoting'
-  | 'verifying'
-  | 'deleting'
-  | 'cleaning'
-  | 'cancelling'
-  | 'merged'
-  | 'alreadyMerged'
-  | 'failed'
-  | 'cancelled';
-
 export interface DiskProgress {
   diskId: string;
   phase: DiskPhase;
   jobStatus?: string;
   offset?: number;
   len?: number;
-  commitKind?: 'active' | 'intermediate';
+  commitKind?: CommitKind;
   reason?: string;
 }
 

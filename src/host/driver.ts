@@ -1,3 +1,6 @@
+import * as path from 'node:path';
+import type { JobStatus } from '../qmp/schemas';
+
 /**
  * What the host activities need from a hypervisor. The QMP driver talks to real QEMU; a
  * simulated driver with the same interface serves benchmarks at scale.
@@ -18,19 +21,7 @@ export interface DiskChain {
   volumes: ChainVolume[];
 }
 
-/** QEMU's job states (query-jobs). */
-export type JobStatus =
-  | 'undefined'
-  | 'created'
-  | 'running'
-  | 'paused'
-  | 'ready'
-  | 'standby'
-  | 'waiting'
-  | 'pending'
-  | 'aborting'
-  | 'concluded'
-  | 'null';
+export type { JobStatus } from '../qmp/schemas';
 
 export interface BlockJob {
   id: string;
@@ -76,4 +67,14 @@ export interface HypervisorDriver {
    */
   nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void>;
   close(): Promise<void>;
+}
+
+/** The job of that id among the VM's jobs, or undefined when QEMU has none. */
+export async function findJob(driver: HypervisorDriver, vmId: string, jobId: string): Promise<BlockJob | undefined> {
+  return (await driver.listJobs(vmId)).find((j) => j.id === jobId);
+}
+
+/** The chain's volume ids, active layer first: how chains are shown to people. */
+export function volumeNames(chain: DiskChain): string[] {
+  return chain.volumes.map((v) => path.basename(v.path, '.qcow2'));
 }

@@ -1,10 +1,7 @@
-import { ApplicationFailure } from '@temporalio/common';
-import type { NonRetryableType } from '../config/policy';
-
-/** A failure retrying cannot fix: the step ends at once with a named type. */
-export function refuse(type: NonRetryableType, message: string, details?: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true, details: details === undefined ? [] : [details] });
-}
+/**
+ * What a host driver reports when a VM or disk is not there. The activity layer turns them into
+ * named failures (activities/host-failures.ts); nothing here knows of Temporal.
+ */
 
 /** The VM has no QMP socket on this host: it does not run here. */
 export class VmNotFoundError extends Error {

@@ -2,6 +2,7 @@ import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
 import { checkpointSchema } from '../domain/checkpoint';
 import { diskMergeWorkflowId, liveMergeWorkflowId } from '../config/names';
+import { jobState } from '../domain/phases';
 import { progressQueryName, type MergeProgress } from '../domain/progress';
 
 /**
@@ -13,7 +14,7 @@ export async function readMergeProgress(client: Client, snapshotId: string): Pro
   const progress = await client.workflow.getHandle(liveMergeWorkflowId(snapshotId)).query<MergeProgress>(progressQueryName);
   const disks = await Promise.all(
     progress.disks.map(async (disk) => {
-      if (disk.phase !== 'waiting' && disk.phase !== 'pivoting') return disk;
+      if (jobState(disk.phase) !== 'running') return disk;
       const live = await liveCheckpoint(client, diskMergeWorkflowId(snapshotId, disk.diskId));
       return live ? { ...disk, jobStatus: live.status, offset: live.offset, len: live.len } : disk;
     }),

@@ -1,17 +1,13 @@
-import { ApplicationFailure, proxyActivities, setHandler } from '@temporalio/workflow';
+import { proxyActivities, setHandler } from '@temporalio/workflow';
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { hostStepOptions } from '../config/policy';
 import type { BandwidthRequest, DiskBandwidth } from '../domain/bandwidth';
 import type { LiveMergeInput } from '../domain/input';
-import type { DiskPhase } from '../domain/progress';
+import { jobState, type DiskPhase } from '../domain/phases';
 import { setBandwidthUpdate } from './definitions';
+import { parseWorkflowInput } from './failures';
 import { schemas } from './schemas';
-
-/** Phases in which the disk's block job runs in QEMU and takes a new speed. */
-const JOB_RUNNING: ReadonlySet<DiskPhase> = new Set(['waiting', 'pivoting']);
-/** Phases before the job runs: it is started with the input's speed, then gets the current one. */
-const JOB_NOT_STARTED: ReadonlySet<DiskPhase> = new Set(['pending', 'merging']);
 
 export interface BandwidthControl {
   /** The speed limit now in force, bytes per second (0 is unlimited). */
@@ -36,8 +32,9 @@ export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId:
   function apply(diskId: string): Promise<DiskBandwidth> {
     const run = async (): Promise<DiskBandwidth> => {
       const phase = phaseOf(diskId) ?? 'pending';
-      if (JOB_NOT_STARTED.has(phase)) return { diskId, applied: 'atJobStart' };
-      if (!JOB_RUNNING.has(phase)) return { diskId, applied: 'notRunning' };
+      // A job not started yet starts with the input's speed, then gets the current one.
+      if (jobState(phase) === 'notStarted') return { diskId, applied: 'atJobStart' };
+      if (jobState(phase) !== 'running') return { diskId, applied: 'notRunning' };
       try {
         const jobId = blockJobId(diskId, topOf.get(diskId) ?? '');
         const set = await host.setBlockJobSpeed({ vmId: input.vmId, diskId, jobId, bytesPerSec });
@@ -60,14 +57,7 @@ export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId:
     },
     {
       validator: (request: BandwidthRequest) => {
-        const parsed = schemas().bandwidth.bandwidthRequestSchema.safeParse(request);
-        if (!parsed.success) {
-          throw ApplicationFailure.create({
-            type: 'InvalidMergeInput',
-            message: `invalid setBandwidth input: ${schemas().input.describeIssues(parsed.error)}`,
-            nonRetryable: true,
-          });
-        }
+        parseWorkflowInput(schemas().bandwidth.bandwidthRequestSchema, request, 'setBandwidth input');
       },
     },
   );
@@ -75,7 +65,7 @@ export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId:
   return {
     current: () => bytesPerSec,
     phaseChanged(diskId, from, to) {
-      if (!JOB_RUNNING.has(from) && JOB_RUNNING.has(to) && bytesPerSec !== input.options.bandwidthBytesPerSec) {
+      if (jobState(from) !== 'running' && jobState(to) === 'running' && bytesPerSec !== input.options.bandwidthBytesPerSec) {
         void apply(diskId);
       }
     },

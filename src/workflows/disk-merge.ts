@@ -1,20 +1,21 @@
 import {
-  ActivityFailure,
-  ApplicationFailure,
+  type ApplicationFailure,
   CancellationScope,
   getExternalWorkflowHandle,
   isCancellation,
   patched,
   proxyActivities,
-  TimeoutFailure,
 } from '@temporalio/workflow';
-import { TimeoutType } from '@temporalio/common';
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
-import type { DiskMerged, DiskMergeInput } from '../domain/outcome';
+import { failure } from '../domain/failures';
+import type { DiskMergeInput } from '../domain/input';
+import type { DiskMerged } from '../domain/outcome';
+import { childSignals } from '../domain/phases';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
+import { isPickupTimeout, nonRetryableTypeOf, parseWorkflowInput, reasonOf } from './failures';
 import { recordDiskMerge } from './metrics';
 import { schemas } from './schemas';
 import { tagMerge, tagOutcome } from './search-attributes';
@@ -27,16 +28,7 @@ import { tagMerge, tagOutcome } from './search-attributes';
  */
 export async function DiskMergeWorkflow(request: DiskMergeInput): Promise<DiskMerged> {
   // LiveMergeWorkflow sends checked input, but this type can be started on its own: check again.
-  const { diskMergeInputSchema, describeIssues } = schemas().input;
-  const parsed = diskMergeInputSchema.safeParse(request);
-  if (!parsed.success) {
-    throw ApplicationFailure.create({
-      type: 'InvalidMergeInput',
-      message: `invalid merge input: ${describeIssues(parsed.error)}`,
-      nonRetryable: true,
-    });
-  }
-  const input: DiskMergeInput = parsed.data;
+  const input: DiskMergeInput = parseWorkflowInput(schemas().input.diskMergeInputSchema, request, 'merge input');
   const stats = { bytesCommitted: 0 };
   tagMerge({ vmId: input.vmId, hostId: input.hostId, snapshotId: input.snapshotId, diskId: input.disk.diskId });
   try {
@@ -79,11 +71,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
         [{ ...jobStep, pollIntervalMs: options.pollIntervalMs, progressWorkflowId: input.parentWorkflowId, commitKind }],
       );
       if (end.outcome === 'concluded' && end.error !== undefined) {
-        throw ApplicationFailure.create({
-          type: 'BlockJobFailed',
-          message: `block job ${jobStep.jobId} failed in QEMU: ${end.error}`,
-          nonRetryable: true,
-        });
+        throw failure('BlockJobFailed', `block job ${jobStep.jobId} failed in QEMU: ${end.error}`);
       }
       if (end.outcome === 'concluded') stats.bytesCommitted = end.len;
     }
@@ -138,27 +126,21 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       if (!neverPickedUp) await host.cleanup.executeWithOptions({ summary: `clean up after failed merge of ${disk.diskId}, keep ${disk.topVolumeId}` }, [jobStep]);
       await report({ phase: 'failed', reason });
     });
-    return ApplicationFailure.create({
-      type: neverPickedUp ? 'HostUnreachable' : (typeOf(err) ?? 'DiskMergeFailed'),
-      message: `disk ${disk.diskId}: ${reason}; top volume ${disk.topVolumeId} kept`,
-      nonRetryable: true,
-    });
+    const type = neverPickedUp ? 'HostUnreachable' : (nonRetryableTypeOf(err) ?? 'DiskMergeFailed');
+    return failure(type, `disk ${disk.diskId}: ${reason}; top volume ${disk.topVolumeId} kept`);
   }
 }
 
 /**
- * Phases this child does not signal: each awaited signal cost a server round trip before the next
- * step. The parent marks a disk `merging` when it starts the child and takes the outcome from the
- * child's result; the wait activity reports the job's states (`waiting`, `pivoting`, and its good
- * end as `verifying`) with the commit kind; deleting and cleaning take milliseconds.
+ * Tells the parent of the phases this child reports (domain/phases.ts says which): each awaited
+ * signal costs a server round trip before the next step, so the others are left to the parent
+ * and to the wait activity.
  */
-const UNSIGNALLED_PHASES: ReadonlySet<DiskProgress['phase']> = new Set(['merging', 'waiting', 'verifying', 'deleting', 'cleaning', 'merged', 'alreadyMerged']);
-
 function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId'>) => Promise<void> {
   return async (p) => {
     if (!input.parentWorkflowId) return;
     // Histories from before this change signalled these phases, and replay as they ran.
-    if (UNSIGNALLED_PHASES.has(p.phase) && patched('lean-progress-signals')) return;
+    if (!childSignals(p.phase) && patched('lean-progress-signals')) return;
     try {
       // Awaited: the history then has the same events however long the job ran.
       await getExternalWorkflowHandle(input.parentWorkflowId).signal(diskProgressSignal, { diskId: input.disk.diskId, ...p });
@@ -166,23 +148,4 @@ function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId
       // Progress is for people watching; a parent that is gone must not fail the merge.
     }
   };
-}
-
-function isPickupTimeout(err: unknown): boolean {
-  const cause = rootCause(err);
-  return cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
-}
-
-function rootCause(err: unknown): unknown {
-  return err instanceof ActivityFailure && err.cause ? err.cause : err;
-}
-
-function reasonOf(err: unknown): string {
-  const cause = rootCause(err);
-  return cause instanceof Error ? cause.message : String(cause);
-}
-
-function typeOf(err: unknown): string | undefined {
-  const cause = rootCause(err);
-  return cause instanceof ApplicationFailure ? (cause.type ?? undefined) : undefined;
 }

@@ -1,8 +1,6 @@
 import {
   allHandlersFinished,
-  ApplicationFailure,
   CancellationScope,
-  ChildWorkflowFailure,
   condition,
   executeChild,
   isCancellation,
@@ -10,43 +8,30 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../config/names';
+import { failure } from '../domain/failures';
 import type { LiveMergeRequest } from '../domain/input';
 import type { DiskMerged, DiskOutcome, LiveMergeResult } from '../domain/outcome';
-import type { DiskPhase, DiskProgress } from '../domain/progress';
+import { isForward } from '../domain/phases';
+import type { DiskProgress } from '../domain/progress';
 import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
+import { parseWorkflowInput, reasonOf } from './failures';
 import { schemas } from './schemas';
 import { tagMerge, tagOutcome } from './search-attributes';
-
-/** Order of phases: a late signal never moves a disk's phase backwards. */
-const PHASE_ORDER: DiskPhase[] = [
-  'pending', 'merging', 'waiting', 'pivoting', 'verifying', 'deleting', 'cleaning',
-  'cancelling', 'merged', 'alreadyMerged', 'failed', 'cancelled',
-];
 
 /**
  * Removes one snapshot from a running VM: one DiskMergeWorkflow per disk, in parallel. Ends when
  * every disk has an outcome; fails when any disk failed, naming each one and its reason.
  */
 export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<LiveMergeResult> {
-  const { liveMergeInputSchema, describeIssues } = schemas().input;
-  const parsed = liveMergeInputSchema.safeParse(request);
-  if (!parsed.success) {
-    throw ApplicationFailure.create({
-      type: 'InvalidMergeInput',
-      message: `invalid merge input: ${describeIssues(parsed.error)}`,
-      nonRetryable: true,
-    });
-  }
-  const input = parsed.data;
+  const input = parseWorkflowInput(schemas().input.liveMergeInputSchema, request, 'merge input');
   const { workflowId } = workflowInfo();
   if (workflowId !== liveMergeWorkflowId(input.snapshotId)) {
-    throw ApplicationFailure.create({
-      type: 'InvalidMergeInput',
-      message: `invalid merge input: workflowId must be ${liveMergeWorkflowId(input.snapshotId)} (one merge per snapshot), got ${workflowId}`,
-      nonRetryable: true,
-    });
+    throw failure(
+      'InvalidMergeInput',
+      `invalid merge input: workflowId must be ${liveMergeWorkflowId(input.snapshotId)} (one merge per snapshot), got ${workflowId}`,
+    );
   }
   // First, before any disk is touched: a namespace without the attributes holds the merge here.
   tagMerge(input);
@@ -63,7 +48,7 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   setHandler(diskProgressSignal, (update) => setPhase(update.diskId, update));
   function setPhase(diskId: string, update: Omit<DiskProgress, 'diskId'>): void {
     const current = progress.get(diskId);
-    if (!current || PHASE_ORDER.indexOf(update.phase) < PHASE_ORDER.indexOf(current.phase)) return;
+    if (!current || !isForward(current.phase, update.phase)) return;
     progress.set(diskId, { ...current, ...update, diskId });
     bandwidth.phaseChanged(diskId, current.phase, update.phase);
   }
@@ -105,18 +90,12 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   const failures = outcomes.filter((o) => o.outcome === 'failed');
   if (failures.length > 0) {
     tagOutcome('failed');
-    throw ApplicationFailure.create({
-      type: 'DiskMergeFailed',
-      message: `${failures.length} of ${outcomes.length} disks failed: ${failures.map((f) => `${f.diskId} (${f.reason})`).join('; ')}`,
-      nonRetryable: true,
-      details: [outcomes],
-    });
+    throw failure(
+      'DiskMergeFailed',
+      `${failures.length} of ${outcomes.length} disks failed: ${failures.map((f) => `${f.diskId} (${f.reason})`).join('; ')}`,
+      outcomes,
+    );
   }
   tagOutcome('merged');
   return { snapshotId: input.snapshotId, vmId: input.vmId, disks: outcomes as DiskMerged[] };
-}
-
-function reasonOf(err: unknown): string {
-  const cause = err instanceof ChildWorkflowFailure && err.cause ? err.cause : err;
-  return cause instanceof Error ? cause.message : String(cause);
 }

@@ -1,6 +1,6 @@
 import { log, metricMeter, workflowInfo } from '@temporalio/workflow';
 import { MERGE_METRICS } from '../config/metrics';
-import type { DiskMergeInput } from '../domain/outcome';
+import type { DiskMergeInput } from '../domain/input';
 
 export type DiskMergeOutcome = 'merged' | 'alreadyMerged' | 'failed' | 'cancelled';
 
