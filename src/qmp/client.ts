@@ -5,46 +5,31 @@
  * sends a greeting; the client must send `qmp_capabilities` before any other command and before
  * QEMU emits events. Each command we send carries a unique string `id`; replies are matched by id,
  * so several commands may be in flight (QEMU itself executes in-band commands one at a time, in
- * order).
- *
- * Failure model:
- * - error reply → that command rejects with QmpCommandError; the connection stays usable.
- * - command timeout → that command rejects with QmpTimeoutError; the connection stays usable and a
- *   late reply is dropped. QEMU may still be executing (or have executed) the command.
- * - a line that is not JSON, or a message failing the wire schema, means the stream can no longer
- *   be trusted: the connection is torn down, pending commands/waits reject with that
- *   QmpProtocolError and onClose listeners receive it.
- * - the peer closing (or a socket error) rejects everything pending with QmpClosedError.
+ * order). How each kind of failure surfaces: errors.ts.
  *
  * Note: a QEMU `-qmp unix:...,server=on` chardev serves ONE client at a time. A second connect
  * succeeds at the socket level but gets no greeting until the first client disconnects, so
  * connect() then ends in QmpTimeoutError.
  */
 import * as net from 'node:net';
-import { z } from 'zod';
+import type { z } from 'zod';
 import {
   QmpClosedError,
   QmpCommandError,
-  QmpConnectError,
   QmpError,
   QmpProtocolError,
   QmpTimeoutError,
 } from './errors';
-import {
-  errorReplySchema,
-  eventSchema,
-  greetingSchema,
-  successReplySchema,
-  type QmpEvent,
-  type QmpGreeting,
-} from './schemas';
+import { waitForEvent } from './events';
+import { readGreeting } from './greeting';
+import { LineBuffer, parseQmpLine, parseReply, type QmpMessage } from './messages';
+import { PendingCommands } from './pending';
+import type { QmpEvent, QmpGreeting } from './schemas';
 
 export type { QmpEvent, QmpGreeting } from './schemas';
 
 export const DEFAULT_COMMAND_TIMEOUT_MS = 30_000;
 export const DEFAULT_CONNECT_TIMEOUT_MS = 30_000;
-/** Refuse to buffer a single line beyond this (garbage on the socket, not real QMP). */
-const MAX_LINE_CHARS = 256 * 1024 * 1024;
 
 export interface QmpConnectOptions {
   /** Deadline for socket connect + greeting + qmp_capabilities. Default 30 s. */
@@ -56,13 +41,6 @@ export interface QmpExecuteOptions {
   timeoutMs?: number;
 }
 
-interface PendingCommand {
-  command: string;
-  resolve: (value: unknown) => void;
-  reject: (err: Error) => void;
-  timer: NodeJS.Timeout;
-}
-
 type CloseListener = (err?: Error) => void;
 type EventListener = (event: QmpEvent) => void;
 
@@ -72,7 +50,7 @@ export class QmpClient {
   readonly socketPath: string;
 
   private readonly socket: net.Socket;
-  private readonly pending = new Map<string, PendingCommand>();
+  private readonly pending = new PendingCommands();
   private readonly eventListeners = new Set<EventListener>();
   private readonly closeListeners = new Set<CloseListener>();
   private nextId = 1;
@@ -149,13 +127,9 @@ export class QmpClient {
       return Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
     const timeoutMs = opts.timeoutMs ?? DEFAULT_COMMAND_TIMEOUT_MS;
-    return new Promise<unknown>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        if (this.pending.delete(id)) reject(new QmpTimeoutError(command, timeoutMs));
-      }, timeoutMs);
-      this.pending.set(id, { command, resolve, reject, timer });
-      this.socket.write(line);
-    });
+    const reply = this.pending.add(id, command, timeoutMs);
+    this.socket.write(line);
+    return reply;
   }
 
   /**
@@ -168,15 +142,7 @@ export class QmpClient {
     schema: S,
     opts: QmpExecuteOptions = {},
   ): Promise<z.infer<S>> {
-    const value = await this.execute(command, args, opts);
-    const parsed = schema.safeParse(value);
-    if (!parsed.success) {
-      throw new QmpProtocolError(
-        `reply to QMP command '${command}' does not match the expected schema: ${z.prettifyError(parsed.error)}`,
-        { command, raw: safeStringify(value), cause: parsed.error },
-      );
-    }
-    return parsed.data;
+    return parseReply(command, await this.execute(command, args, opts), schema);
   }
 
   /** Subscribe to all QMP events. Returns an unsubscribe function. Listener exceptions are ignored. */
@@ -196,34 +162,7 @@ export class QmpClient {
     if (this.isClosed) {
       return Promise.reject(new QmpClosedError('QMP connection closed; cannot wait for events', { cause: this.closeReason }));
     }
-    return new Promise<QmpEvent>((resolve, reject) => {
-      const finish = (fn: () => void): void => {
-        clearTimeout(timer);
-        unsubscribeEvent();
-        unsubscribeClose();
-        fn();
-      };
-      const timer = setTimeout(() => finish(() => reject(new QmpTimeoutError('waitForEvent', timeoutMs))), timeoutMs);
-      const unsubscribeEvent = this.onEvent((event) => {
-        let matched: boolean;
-        try {
-          matched = predicate(event);
-        } catch (err) {
-          finish(() => reject(err instanceof Error ? err : new Error(String(err))));
-          return;
-        }
-        if (matched) finish(() => resolve(event));
-      });
-      const unsubscribeClose = this.onClose((err) => {
-        finish(() =>
-          reject(
-            err instanceof QmpProtocolError
-              ? err
-              : new QmpClosedError('QMP connection closed while waiting for an event', { cause: err }),
-          ),
-        );
-      });
-    });
+    return waitForEvent(this, predicate, timeoutMs);
   }
 
   /**
@@ -258,20 +197,18 @@ export class QmpClient {
 
   /** Take over the socket after the greeting: line reader, close/error handling. */
   private attach(leftover: string): void {
-    let buffer = '';
+    const lines = new LineBuffer();
     const onData = (chunk: string): void => {
-      let start = 0;
-      let nl: number;
-      while (!this.isClosed && (nl = chunk.indexOf('\n', start)) !== -1) {
-        const line = buffer + chunk.slice(start, nl);
-        buffer = '';
-        start = nl + 1;
-        this.handleLine(line);
+      let complete: string[];
+      try {
+        complete = lines.push(chunk);
+      } catch (err) {
+        this.teardown(err instanceof Error ? err : new QmpProtocolError(String(err)));
+        return;
       }
-      if (this.isClosed) return;
-      buffer += chunk.slice(start);
-      if (buffer.length > MAX_LINE_CHARS) {
-        this.teardown(new QmpProtocolError(`QMP line longer than ${MAX_LINE_CHARS} characters`));
+      for (const line of complete) {
+        if (this.isClosed) return;
+        this.handleLine(line);
       }
     };
     this.socket.on('data', onData);
@@ -286,72 +223,39 @@ export class QmpClient {
   }
 
   private handleLine(rawLine: string): void {
-    const line = rawLine.endsWith('\r') ? rawLine.slice(0, -1) : rawLine;
-    if (line.trim() === '') return;
-    let message: unknown;
+    let message: QmpMessage | undefined;
     try {
-      message = JSON.parse(line);
+      message = parseQmpLine(rawLine);
     } catch (err) {
-      this.teardown(new QmpProtocolError('QMP peer sent a line that is not JSON', { raw: line, cause: err }));
+      this.teardown(err instanceof Error ? err : new QmpProtocolError(String(err)));
       return;
     }
-    if (typeof message !== 'object' || message === null || Array.isArray(message)) {
-      this.teardown(new QmpProtocolError('QMP message is not a JSON object', { raw: line }));
-      return;
-    }
-    if ('event' in message) {
-      const parsed = eventSchema.safeParse(message);
-      if (!parsed.success) return this.schemaFailure('event', line, parsed.error);
+    if (message?.kind === 'event') {
       for (const listener of [...this.eventListeners]) {
         try {
-          listener(parsed.data);
+          listener(message.event);
         } catch {
           // A listener's bug must not break the reader or other listeners.
         }
       }
-      return;
+    } else if (message?.kind === 'return') {
+      this.takePending(message.id, rawLine)?.resolve(message.value);
+    } else if (message?.kind === 'error') {
+      const pending = this.takePending(message.id, rawLine);
+      pending?.reject(new QmpCommandError(pending.command, message.errorClass, message.desc));
     }
-    if ('return' in message) {
-      const parsed = successReplySchema.safeParse(message);
-      if (!parsed.success) return this.schemaFailure('success reply', line, parsed.error);
-      const pending = this.takePending(parsed.data.id, line);
-      pending?.resolve(parsed.data.return);
-      return;
-    }
-    if ('error' in message) {
-      const parsed = errorReplySchema.safeParse(message);
-      if (!parsed.success) return this.schemaFailure('error reply', line, parsed.error);
-      const pending = this.takePending(parsed.data.id, line);
-      pending?.reject(new QmpCommandError(pending.command, parsed.data.error.class, parsed.data.error.desc));
-      return;
-    }
-    this.teardown(new QmpProtocolError('unrecognized QMP message (no event/return/error)', { raw: line }));
   }
 
   /**
    * Find and remove the pending command for a reply id. Unknown ids (e.g. a late reply to a
    * timed-out command) are dropped. A reply without id is a desync (we always send ids): fatal.
    */
-  private takePending(id: string | number | undefined, line: string): PendingCommand | undefined {
+  private takePending(id: string | number | undefined, line: string): ReturnType<PendingCommands['take']> {
     if (id === undefined) {
       this.teardown(new QmpProtocolError('QMP reply without id (QEMU could not parse a request?)', { raw: line }));
       return undefined;
     }
-    const key = String(id);
-    const pending = this.pending.get(key);
-    if (pending === undefined) return undefined;
-    this.pending.delete(key);
-    clearTimeout(pending.timer);
-    return pending;
-  }
-
-  private schemaFailure(kind: string, line: string, error: z.ZodError): void {
-    this.teardown(
-      new QmpProtocolError(`QMP ${kind} does not match the schema: ${z.prettifyError(error)}`, {
-        raw: line,
-        cause: error,
-      }),
-    );
+    return this.pending.take(id);
   }
 
   /** Close once: reject everything pending, notify close listeners. `reason` undefined = close(). */
@@ -368,12 +272,7 @@ export class QmpClient {
               : `QMP connection closed while '${command}' was pending: ${reason.message}`,
             { cause: reason },
           );
-    const pending = [...this.pending.values()];
-    this.pending.clear();
-    for (const p of pending) {
-      clearTimeout(p.timer);
-      p.reject(pendingError(p.command));
-    }
+    this.pending.rejectAll(pendingError);
     if (reason === undefined) this.socket.end();
     else this.socket.destroy();
     const listeners = [...this.closeListeners];
@@ -385,82 +284,5 @@ export class QmpClient {
         // ignore listener bugs
       }
     }
-  }
-}
-
-/**
- * Wait for the socket to connect and deliver the greeting line. Returns the greeting and whatever
- * arrived after it in the same chunk.
- */
-function readGreeting(
-  socket: net.Socket,
-  socketPath: string,
-  timeoutMs: number,
-): Promise<{ greeting: QmpGreeting; leftover: string }> {
-  return new Promise((resolve, reject) => {
-    let connected = false;
-    let buffer = '';
-    const cleanup = (): void => {
-      clearTimeout(timer);
-      socket.off('connect', onConnect);
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.off('close', onClose);
-    };
-    const fail = (err: Error): void => {
-      cleanup();
-      reject(err);
-    };
-    const timer = setTimeout(() => fail(new QmpTimeoutError('connect', timeoutMs)), timeoutMs);
-    const onConnect = (): void => {
-      connected = true;
-    };
-    const onError = (err: NodeJS.ErrnoException): void => {
-      if (!connected) fail(new QmpConnectError(socketPath, err.code, { cause: err }));
-      else fail(new QmpClosedError(`QMP socket error before greeting: ${err.message}`, { cause: err }));
-    };
-    const onClose = (): void => fail(new QmpClosedError('QMP connection closed before the greeting'));
-    const onData = (chunk: string): void => {
-      buffer += chunk;
-      const nl = buffer.indexOf('\n');
-      if (nl === -1) {
-        if (buffer.length > MAX_LINE_CHARS) fail(new QmpProtocolError('QMP greeting too long'));
-        return;
-      }
-      const line = buffer.slice(0, nl).replace(/\r$/, '');
-      const leftover = buffer.slice(nl + 1);
-      let message: unknown;
-      try {
-        message = JSON.parse(line);
-      } catch (err) {
-        fail(new QmpProtocolError('QMP greeting is not JSON', { raw: line, cause: err }));
-        return;
-      }
-      const parsed = greetingSchema.safeParse(message);
-      if (!parsed.success) {
-        fail(
-          new QmpProtocolError(`QMP greeting does not match the schema: ${z.prettifyError(parsed.error)}`, {
-            raw: line,
-            cause: parsed.error,
-          }),
-        );
-        return;
-      }
-      cleanup();
-      socket.pause(); // hold further data until the client attaches its reader
-      resolve({ greeting: parsed.data, leftover });
-    };
-    socket.on('connect', onConnect);
-    socket.on('data', onData);
-    socket.on('error', onError);
-    socket.on('close', onClose);
-  });
-}
-
-function safeStringify(value: unknown): string {
-  try {
-    return JSON.stringify(value) ?? String(value);
-  } catch {
-    return String(value);
   }
 }

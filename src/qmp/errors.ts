@@ -1,6 +1,15 @@
 /**
  * Typed errors raised by the QMP client (src/qmp/client.ts).
  *
+ * Failure model:
+ * - error reply → that command rejects with QmpCommandError; the connection stays usable.
+ * - command timeout → that command rejects with QmpTimeoutError; the connection stays usable and a
+ *   late reply is dropped. QEMU may still be executing (or have executed) the command.
+ * - a line that is not JSON, or a message failing the wire schema, means the stream can no longer
+ *   be trusted: the connection is torn down, pending commands/waits reject with that
+ *   QmpProtocolError and onClose listeners receive it.
+ * - the peer closing (or a socket error) rejects everything pending with QmpClosedError.
+ *
  * Every error extends QmpError, so callers can catch "anything QMP" with one instanceof check and
  * then narrow. Each class sets `this.name` explicitly (not from the constructor name) so the name
  * survives bundling/minification and Temporal's failure conversion (which keys on `name`).
