@@ -1,66 +1,13 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { QmpCommandError } from '../qmp/errors';
-import type { BlockJob, DiskChain, HypervisorDriver, JobStatus, StartCommit } from './driver';
+import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
+import { checkCommit, JobChangeWaiters, mulberry32, refuseVerb, rollFault, SimClock, type Job, type SimDisk, type SimDriverOptions, type Vm } from './sim-model';
+
+export type { SimDisk, SimDriverOptions } from './sim-model';
 
 const run = promisify(execFile);
-
-export interface SimDriverOptions {
-  /** Seed of the fault-injection PRNG: one seed, one sequence of faults. */
-  seed?: number;
-  /** Host throughput of every job (a job's own `speed` may only lower it). Default 1 GiB/s. */
-  bytesPerSecond?: number;
-  faults?: {
-    /** Share of jobs that conclude with 'Input/output error' part-way. */
-    jobErrorRate?: number;
-    /** Share of jobs that disappear from listJobs without a trace. */
-    vanishRate?: number;
-    /** Delay of every driver call. */
-    slowHostMs?: number;
-  };
-  /**
-   * Rewrite the header of the overlay above an intermediate commit's top (`qemu-img rebase -u`),
-   * as QEMU does. Only for volumes that exist as real qcow2 files.
-   */
-  rewriteBackingHeaders?: boolean;
-  /**
-   * Simulated seconds per real second for job progress (default 1): at 60 a 10-minute job ends
-   * after 10 real seconds. Poll timeouts and slowHostMs stay in real time.
-   */
-  timeScale?: number;
-}
-
-export interface SimDisk {
-  diskId: string;
-  /** Absolute paths, active layer first. */
-  volumes: string[];
-  /** The `len` of a commit on this disk. Default 16 MiB. */
-  sizeBytes?: number;
-}
-
-interface SimVolume { path: string; format: string; file: string }
-interface SimNode { path: string; kind: 'format' | 'file' }
-interface Disk { diskId: string; chain: SimVolume[]; sizeBytes: number }
-type Fault = { kind: 'error' | 'vanish'; at: number } | { kind: 'vanishAfterEnd' };
-interface Job {
-  id: string;
-  disk: Disk;
-  top: SimVolume;
-  base: SimVolume;
-  active: boolean;
-  backingFile?: string;
-  status: JobStatus;
-  len: number;
-  /** Bytes done at `since`; while running, the offset grows from there at the job's rate. */
-  done: number;
-  since: number;
-  speed: number;
-  error?: string;
-  fault?: Fault;
-  timer?: NodeJS.Timeout;
-}
-interface Vm { disks: Map<string, Disk>; nodes: Map<string, SimNode>; jobs: Map<string, Job>; gone: boolean }
 
 /**
  * An in-memory hypervisor with QEMU's block-job semantics as seen through QmpDriver: jobs start
@@ -70,20 +17,17 @@ interface Vm { disks: Map<string, Disk>; nodes: Map<string, SimNode>; jobs: Map<
  */
 export class SimDriver implements HypervisorDriver {
   private readonly vms = new Map<string, Vm>();
-  private readonly waiters = new Map<string, Set<() => void>>();
-  private readonly sleepers = new Set<{ timer: NodeJS.Timeout; wake: () => void }>();
+  private readonly waiters = new JobChangeWaiters();
   private readonly rng: () => number;
   private readonly bytesPerSecond: number;
-  private readonly timeScale: number;
-  private readonly epoch = Date.now();
+  private readonly clock: SimClock;
   private nextNode = 0;
   private closed = false;
 
   constructor(private readonly opts: SimDriverOptions = {}) {
     this.rng = mulberry32(opts.seed ?? 1);
     this.bytesPerSecond = opts.bytesPerSecond ?? 1024 ** 3;
-    this.timeScale = opts.timeScale ?? 1;
-    if (!(this.timeScale > 0)) throw new RangeError(`timeScale must be positive, got ${this.timeScale}`);
+    this.clock = new SimClock(opts.timeScale ?? 1);
   }
 
   /** Starts (or restarts) a VM with the given disks; a restarted VM has no jobs. */
@@ -156,25 +100,11 @@ export class SimDriver implements HypervisorDriver {
 
   async startCommit(vmId: string, r: StartCommit): Promise<void> {
     const vm = await this.enter(vmId);
-    const fail = (desc: string): never => {
-      throw new QmpCommandError('block-commit', 'GenericError', desc);
-    };
-    const disk = [...vm.disks.values()].find((d) => d.chain[0].format === r.deviceNode);
-    if (!disk) return fail(`Cannot find device='${r.deviceNode}' nor node-name='${r.deviceNode}'`);
-    if (vm.jobs.has(r.jobId)) fail(`Job ID '${r.jobId}' already in use`);
-    if ([...vm.jobs.values()].some((j) => j.disk === disk && j.status !== 'concluded')) {
-      fail(`Node '${r.deviceNode}' is busy: block device is in use by block job: commit`);
-    }
-    const topIndex = disk.chain.findIndex((v) => v.format === r.topNode);
-    const baseIndex = disk.chain.findIndex((v) => v.format === r.baseNode);
-    if (topIndex < 0) fail(`Cannot find device='' nor node-name='${r.topNode}'`);
-    if (baseIndex <= topIndex) fail(`Node '${r.baseNode}' is not a backing image of '${r.topNode}'`);
-    if (topIndex === 0 && r.backingFile !== undefined) fail("'backing-file' specified, but 'top' is the active layer");
-    if (r.speed < 0) fail("Parameter 'speed' expects a non negative value");
+    const { disk, topIndex, baseIndex } = checkCommit(vm, r);
     const job: Job = {
       id: r.jobId, disk, top: disk.chain[topIndex], base: disk.chain[baseIndex], active: topIndex === 0,
-      backingFile: r.backingFile, status: 'running', len: disk.sizeBytes, done: 0, since: this.now(), speed: r.speed,
-      fault: this.rollFault(disk.sizeBytes, topIndex === 0),
+      backingFile: r.backingFile, status: 'running', len: disk.sizeBytes, done: 0, since: this.clock.now(), speed: r.speed,
+      fault: rollFault(this.rng, this.opts.faults, disk.sizeBytes, topIndex === 0),
     };
     vm.jobs.set(job.id, job);
     this.schedule(vmId, job);
@@ -213,7 +143,7 @@ export class SimDriver implements HypervisorDriver {
     const job = this.jobOf(await this.enter(vmId), jobId, 'block-job-set-speed');
     if (speed < 0) throw new QmpCommandError('block-job-set-speed', 'GenericError', "Parameter 'speed' expects a non negative value");
     job.done = this.offsetOf(job);
-    job.since = this.now();
+    job.since = this.clock.now();
     job.speed = speed;
     if (job.status === 'running') this.schedule(vmId, job);
   }
@@ -245,43 +175,29 @@ export class SimDriver implements HypervisorDriver {
   }
 
   async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
-    // Registered at once, so a change made right after this call is not missed.
-    const set = this.waiters.get(vmId) ?? new Set<() => void>();
-    this.waiters.set(vmId, set);
-    let done = (): void => undefined;
-    const changed = new Promise<void>((resolve) => {
-      const timer = setTimeout(() => done(), timeoutMs);
-      done = () => {
-        clearTimeout(timer);
-        set.delete(done);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      set.add(done);
-      if (signal?.aborted) done();
-      else signal?.addEventListener('abort', done, { once: true });
-    });
+    // Armed at once, so a change made right after this call is not missed.
+    const changed = this.waiters.next(vmId, timeoutMs, signal);
     try {
       await this.enter(vmId);
     } catch (err) {
-      done();
+      changed.cancel();
       throw err;
     }
-    await changed;
+    await changed.promise;
   }
 
   async close(): Promise<void> {
     this.closed = true;
     for (const vm of this.vms.values()) for (const job of vm.jobs.values()) clearTimeout(job.timer);
-    for (const vmId of this.waiters.keys()) this.notify(vmId);
-    for (const s of this.sleepers) s.wake();
+    this.waiters.wakeAll();
+    this.clock.wakeAll();
   }
 
   // ---- internals ----
 
   private async enter(vmId: string): Promise<Vm> {
     const delay = this.opts.faults?.slowHostMs ?? 0;
-    if (delay > 0 && !this.closed) await this.sleep(delay);
+    if (delay > 0 && !this.closed) await this.clock.sleep(delay);
     return this.liveVm(vmId);
   }
 
@@ -299,22 +215,8 @@ export class SimDriver implements HypervisorDriver {
     return job;
   }
 
-  private sleep(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const sleeper = {
-        timer: setTimeout(() => sleeper.wake(), ms),
-        wake: () => {
-          clearTimeout(sleeper.timer);
-          this.sleepers.delete(sleeper);
-          resolve();
-        },
-      };
-      this.sleepers.add(sleeper);
-    });
-  }
-
   private notify(vmId: string): void {
-    for (const done of [...(this.waiters.get(vmId) ?? [])]) done();
+    this.waiters.wake(vmId);
   }
 
   private rateOf(job: Job): number {
@@ -323,17 +225,7 @@ export class SimDriver implements HypervisorDriver {
 
   private offsetOf(job: Job): number {
     if (job.status !== 'running') return job.done;
-    return Math.min(job.len, Math.floor(job.done + (this.rateOf(job) * (this.now() - job.since)) / 1000));
-  }
-
-  private rollFault(len: number, active: boolean): Fault | undefined {
-    const f = this.opts.faults ?? {};
-    if (this.rng() < (f.jobErrorRate ?? 0)) return { kind: 'error', at: Math.floor(this.rng() * len) };
-    if (this.rng() < (f.vanishRate ?? 0)) {
-      // A finished intermediate commit that vanishes looks like one auto-dismissed: top dropped.
-      return !active && this.rng() < 0.5 ? { kind: 'vanishAfterEnd' } : { kind: 'vanish', at: Math.floor(this.rng() * len) };
-    }
-    return undefined;
+    return Math.min(job.len, Math.floor(job.done + (this.rateOf(job) * (this.clock.now() - job.since)) / 1000));
   }
 
   /** Sets the timer for the job's next event while running: a fault, or the end of the copy. */
@@ -341,10 +233,10 @@ export class SimDriver implements HypervisorDriver {
     const target = job.fault && job.fault.kind !== 'vanishAfterEnd' ? job.fault.at : job.len;
     const now = this.offsetOf(job);
     job.done = now;
-    job.since = this.now();
+    job.since = this.clock.now();
     this.later(vmId, job, (Math.max(0, target - now) / this.rateOf(job)) * 1000, () => {
       job.done = target;
-      job.since = this.now();
+      job.since = this.clock.now();
       if (job.fault?.kind === 'error') return this.conclude(vmId, job, 'Input/output error');
       if (job.fault?.kind === 'vanish') return this.vanishJob(vmId, job.id);
       if (job.active) {
@@ -356,17 +248,12 @@ export class SimDriver implements HypervisorDriver {
     });
   }
 
-  /** Simulated clock in ms: real time since construction, times timeScale. */
-  private now(): number {
-    return this.epoch + (Date.now() - this.epoch) * this.timeScale;
-  }
-
   /** Runs `fn` after `ms` simulated milliseconds. */
   private later(vmId: string, job: Job, ms: number, fn: () => void | Promise<void>): void {
     clearTimeout(job.timer);
     job.timer = setTimeout(() => {
       if (!this.closed && !this.vms.get(vmId)?.gone && this.vms.get(vmId)?.jobs.get(job.id) === job) void fn();
-    }, ms / this.timeScale);
+    }, ms / this.clock.timeScale);
   }
 
   /** The commit's graph change: top (and anything between it and base) leaves the chain; then conclude. */
@@ -395,19 +282,4 @@ export class SimDriver implements HypervisorDriver {
     if (error !== undefined) job.error = error;
     this.notify(vmId);
   }
-}
-
-function refuseVerb(command: string, job: Job, verb: string): never {
-  throw new QmpCommandError(command, 'GenericError', `Job '${job.id}' in state '${job.status}' cannot accept command verb '${verb}'`);
-}
-
-/** A small seeded PRNG (mulberry32). */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = Math.imul(a ^ (a >>> 15), a | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
