@@ -18,11 +18,11 @@ import {
   stopLabVm,
   verifyLabVm,
   type LabVm,
-} from '../../src/lab/vm';
+} from '../../lab/vm';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const TSX = path.join(REPO, 'node_modules', '.bin', 'tsx');
-const CLI = path.join(REPO, 'src', 'lab', 'cli.ts');
+const CLI = path.join(REPO, 'lab', 'cli.ts');
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -18,9 +18,9 @@ import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
 import { z } from 'zod';
-import { idSchema, describeIssues } from '../domain/input';
-import { auxQmpSocketPath, imageDir, qmpSocketPath, volumeIdOf, volumePath, vmRunDir } from '../domain/layout';
-import { QmpClient } from '../qmp/client';
+import { idSchema, describeIssues } from '../src/domain/input';
+import { auxQmpSocketPath, imageDir, qmpSocketPath, volumeIdOf, volumePath, vmRunDir } from '../src/domain/layout';
+import { QmpClient } from '../src/qmp/client';
 
 // ---------------------------------------------------------------------------------------------
 // Names, patterns, schemas
