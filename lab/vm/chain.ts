@@ -2,40 +2,18 @@
 import * as path from 'node:path';
 import { z } from 'zod';
 import { describeIssues } from '../../src/domain/input';
+import {
+  deviceIdOf,
+  flattenImageChain,
+  nodeFilesOf,
+  queryBlockSchema,
+  queryNamedBlockNodesSchema,
+  type BlockDeviceInfo,
+  type NodeFiles,
+} from '../../src/qmp/schemas';
 import { LabCommandError, runOk, runningLabVmPid } from './processes';
 import { LabVmNotRunningError } from './manifest';
 import { auxQmpCommand } from './qmp';
-
-const imageInfoLevelSchema = z.looseObject({ filename: z.string(), 'backing-image': z.unknown().optional() });
-const queryBlockSchema = z.array(
-  z.looseObject({
-    device: z.string(),
-    qdev: z.string().optional(),
-    inserted: z.looseObject({ 'node-name': z.string().optional(), image: imageInfoLevelSchema }).optional(),
-  }),
-);
-const namedNodesSchema = z.array(z.looseObject({ 'node-name': z.string(), file: z.string() }));
-const jsonFilenameSchema = z.looseObject({ file: z.union([z.string(), z.looseObject({ filename: z.string() })]) });
-
-/**
- * The file behind an image's `filename` in QEMU's block info. A qcow2 node opened with an explicit
- * `backing` option reports a `json:{…}` pseudo-filename naming its whole subtree; its own file is
- * `file.filename` there (or, when `file` is a node-name reference, that node's filename).
- */
-async function fileOfImageFilename(filename: string, lookupNode: (nodeName: string) => Promise<string>): Promise<string> {
-  if (!filename.startsWith('json:')) return path.resolve(filename);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(filename.slice('json:'.length));
-  } catch {
-    throw new Error(`unparsable QEMU pseudo-filename ${filename}`);
-  }
-  const parsed = jsonFilenameSchema.safeParse(raw);
-  if (!parsed.success) throw new Error(`QEMU pseudo-filename without a file: ${filename}`);
-  const file = parsed.data.file;
-  if (typeof file === 'string') return fileOfImageFilename(await lookupNode(file), lookupNode);
-  return fileOfImageFilename(file.filename, lookupNode);
-}
 
 export interface LiveDevice {
   deviceId: string;
@@ -45,36 +23,35 @@ export interface LiveDevice {
   qemuChain: string[];
 }
 
+/** Every block node of the running VM (`query-named-block-nodes`, flat), on its aux socket. */
+export async function queryLabVmNodes(runDir: string, vmId: string): Promise<BlockDeviceInfo[]> {
+  const parsed = queryNamedBlockNodesSchema.safeParse(await auxQmpCommand(runDir, vmId, 'query-named-block-nodes', { flat: true }));
+  if (!parsed.success) throw new Error(`unexpected query-named-block-nodes answer: ${describeIssues(parsed.error)}`);
+  return parsed.data;
+}
+
+const isPseudoFilename = (filename: string): boolean => filename.startsWith('json:');
+
 /** Every virtio-blk device of the running VM with QEMU's view of its chain (one aux QMP call or two). */
 export async function queryLabVmDevices(runDir: string, vmId: string): Promise<LiveDevice[]> {
   const root = path.resolve(runDir);
   if ((await runningLabVmPid(root, vmId)) === undefined) throw new LabVmNotRunningError(vmId, root);
   const parsed = queryBlockSchema.safeParse(await auxQmpCommand(root, vmId, 'query-block'));
   if (!parsed.success) throw new Error(`unexpected query-block answer: ${describeIssues(parsed.error)}`);
-  let nodes: Map<string, string> | undefined;
-  const lookupNode = async (nodeName: string): Promise<string> => {
-    if (!nodes) {
-      const n = namedNodesSchema.safeParse(await auxQmpCommand(root, vmId, 'query-named-block-nodes', { flat: true }));
-      if (!n.success) throw new Error(`unexpected query-named-block-nodes answer: ${describeIssues(n.error)}`);
-      nodes = new Map(n.data.map((x) => [x['node-name'], x.file]));
-    }
-    const f = nodes.get(nodeName);
-    if (f === undefined) throw new Error(`QEMU has no block node ${nodeName}`);
-    return f;
-  };
+  let nodeFiles: NodeFiles | undefined;
   const devices: LiveDevice[] = [];
-  for (const entry of parsed.data) {
-    if (!entry.inserted || !entry.qdev) continue;
-    const m = /^\/machine\/peripheral\/([^/]+)/.exec(entry.qdev);
-    const deviceId = m ? m[1] : entry.qdev;
-    const qemuChain: string[] = [];
-    let level: unknown = entry.inserted.image;
-    while (level !== undefined) {
-      const l = imageInfoLevelSchema.safeParse(level);
-      if (!l.success) throw new Error(`unexpected image info in query-block for ${deviceId}`);
-      qemuChain.push(await fileOfImageFilename(l.data.filename, lookupNode));
-      level = l.data['backing-image'];
+  for (const block of parsed.data) {
+    const deviceId = deviceIdOf(block);
+    if (!block.inserted || deviceId === undefined) continue;
+    let files = flattenImageChain(block.inserted.image, nodeFiles);
+    if (nodeFiles === undefined && files.some(isPseudoFilename)) {
+      // A `json:{…}` pseudo-filename whose `file` is a node-name reference: the node list resolves it.
+      nodeFiles = nodeFilesOf(await queryLabVmNodes(root, vmId));
+      files = flattenImageChain(block.inserted.image, nodeFiles);
     }
+    const unresolved = files.find(isPseudoFilename);
+    if (unresolved !== undefined) throw new Error(`cannot resolve QEMU pseudo-filename ${unresolved} of ${deviceId}`);
+    const qemuChain = files.map((f) => path.resolve(f));
     devices.push({ deviceId, activePath: qemuChain[0], qemuChain });
   }
   return devices;

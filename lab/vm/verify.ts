@@ -3,13 +3,11 @@
  * in order) and every region's data pattern, read from the image files while the VM runs.
  */
 import * as path from 'node:path';
-import { z } from 'zod';
-import { describeIssues } from '../../src/domain/input';
 import { volumeIdOf } from '../../src/domain/layout';
-import { queryLabVmDevices, readChain } from './chain';
+import { QmpDriver } from '../../src/host/qmp-driver';
+import { queryLabVmDevices, queryLabVmNodes, readChain } from './chain';
 import { checkNodeName, hexPattern, readLabVm, type LabDisk, type LabRegion } from './manifest';
 import { run } from './processes';
-import { auxQmpCommand } from './qmp';
 
 export interface RegionReport {
   kind: LabRegion['kind'];
@@ -83,22 +81,23 @@ function checkChain(disk: LabDisk, chain: string[], qemuChain: string[]): string
   return undefined;
 }
 
-const namedNodeDrvSchema = z.array(z.looseObject({ 'node-name': z.string(), drv: z.string() }));
-
 /**
- * Makes QEMU write every qcow2 node's cached metadata to its image file (HMP `qemu-io <node>
- * "flush"` per node: no change of run state, unlike `stop`). Returns the flushed node names.
+ * Makes QEMU write every qcow2 node's cached metadata to its image file (the product's
+ * `QmpDriver.flushNode` per node, on the aux socket: no change of run state, unlike `stop`).
+ * Returns the flushed node names.
  */
 export async function flushLabVm(runDir: string, vmId: string): Promise<string[]> {
   const root = path.resolve(runDir);
-  const parsed = namedNodeDrvSchema.safeParse(await auxQmpCommand(root, vmId, 'query-named-block-nodes', { flat: true }));
-  if (!parsed.success) throw new Error(`unexpected query-named-block-nodes answer: ${describeIssues(parsed.error)}`);
-  const nodes = [...new Set(parsed.data.filter((n) => n.drv === 'qcow2').map((n) => n['node-name']))];
-  for (const node of nodes) {
-    checkNodeName(node);
-    const out = await auxQmpCommand(root, vmId, 'human-monitor-command', { 'command-line': `qemu-io ${node} "flush"` });
-    // Success prints nothing on the monitor (qemu-io's own output goes to QEMU's stdout, the log).
-    if (typeof out === 'string' && out.trim() !== '') throw new Error(`flushing ${node} failed: ${out.trim()}`);
+  const all = await queryLabVmNodes(root, vmId);
+  const nodes = [...new Set(all.filter((n) => n.drv === 'qcow2').map((n) => n['node-name']))];
+  const driver = new QmpDriver(root, { useAuxSocket: true });
+  try {
+    for (const node of nodes) {
+      checkNodeName(node);
+      await driver.flushNode(vmId, node);
+    }
+  } finally {
+    await driver.close();
   }
   return nodes;
 }
