@@ -21,7 +21,7 @@ import {
   createLabVm,
   destroyLabVm,
   hexPattern,
-  readChain,
+  readHeaderChain,
   readLabVm,
   stopLabVm,
   verifyLabVm,
@@ -198,7 +198,7 @@ async function main(argv: string[]): Promise<number> {
       const disks = [];
       for (const d of vm.disks) {
         const activePath = await activeVolumePath(runDir, vmId, d.deviceId);
-        const paths = await readChain(activePath);
+        const paths = await readHeaderChain(activePath);
         disks.push({ diskId: d.diskId, activePath, chain: paths.map((p) => volumeIdOf(vm.storageRoot, d.diskId, p) ?? p), paths });
       }
       print({ vmId, disks }, disks.map((d) => `${d.diskId}: ${d.chain.join(' → ')}   (active: ${d.activePath})`).join('\n'));

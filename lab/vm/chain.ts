@@ -70,10 +70,12 @@ const imgInfoChainSchema = z
   .min(1);
 
 /**
- * The chain the image headers describe, from `activePath` down: absolute paths, top → base.
+ * The chain the image headers describe (`qemu-img info --backing-chain`; not QEMU's view, which
+ * `queryLabVmDevices` and the product's `QmpDriver.readChain` read), from `activePath` down:
+ * absolute paths, top → base.
  * Uses `-U` (no lock): the running VM holds the write lock on its images.
  */
-export async function readChain(activePath: string): Promise<string[]> {
+export async function readHeaderChain(activePath: string): Promise<string[]> {
   const top = path.resolve(activePath);
   const args = ['info', '-U', '--backing-chain', '--output=json', top];
   const r = await runOk('qemu-img', args);

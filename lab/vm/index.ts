@@ -52,5 +52,5 @@ export {
 export { LabCommandError, runningLabVmPid, stopLabVm, type RunResult } from './processes';
 export { createLabVm, destroyLabVm } from './create';
 export { auxQmpCommand, qmpCommand } from './qmp';
-export { activeVolumePath, queryLabVmDevices, readChain, type LiveDevice } from './chain';
+export { activeVolumePath, queryLabVmDevices, readHeaderChain, type LiveDevice } from './chain';
 export { checkRegion, flushLabVm, verifyLabVm, type DiskReport, type RegionReport, type VerifyOptions, type VerifyReport } from './verify';

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 import { volumeIdOf } from '../../src/domain/layout';
 import { QmpDriver } from '../../src/host/qmp-driver';
-import { queryLabVmDevices, queryLabVmNodes, readChain } from './chain';
+import { queryLabVmDevices, queryLabVmNodes, readHeaderChain } from './chain';
 import { checkNodeName, hexPattern, readLabVm, type LabDisk, type LabRegion } from './manifest';
 import { run } from './processes';
 
@@ -131,7 +131,7 @@ export async function verifyLabVm(runDir: string, vmId: string, options: VerifyO
     let chain: string[] = [];
     let chainDetail: string | undefined;
     try {
-      chain = (await readChain(dev.activePath)).map((p) => toId(disk.diskId, p));
+      chain = (await readHeaderChain(dev.activePath)).map((p) => toId(disk.diskId, p));
     } catch (err) {
       chainDetail = `cannot read the chain: ${(err as Error).message}`;
     }

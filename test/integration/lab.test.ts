@@ -12,7 +12,7 @@ import {
   createLabVm,
   destroyLabVm,
   formatNodeName,
-  readChain,
+  readHeaderChain,
   readLabVm,
   runningLabVmPid,
   stopLabVm,
@@ -98,7 +98,7 @@ describe('lab VM (real QEMU)', () => {
     for (const [d, disk] of vm.disks.entries()) {
       const active = await activeVolumePath(runDir, vmId, disk.diskId);
       expect(active).toBe(volumePath(storageRoot, disk.diskId, `d${d}v2`));
-      expect(await readChain(active)).toEqual(
+      expect(await readHeaderChain(active)).toEqual(
         [2, 1, 0].map((i) => volumePath(storageRoot, disk.diskId, `d${d}v${i}`)),
       );
     }
