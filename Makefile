@@ -30,7 +30,7 @@ chromium:
 	@bash scripts/ensure-chromium.sh
 
 demo: setup
-	npx tsx src/demo/main.ts $(DEMO_ARGS)
+	npx tsx lab/demo/main.ts $(DEMO_ARGS)
 
 test: setup
 	npx tsc --noEmit -p .

@@ -2,7 +2,7 @@ import { auxQmpSocketPath } from '../src/domain/layout';
 import { ENGINE_TASK_QUEUE, blockJobId, liveMergeWorkflowId } from '../src/config/names';
 import { DEFAULT_POLL_INTERVAL_MS } from '../src/domain/input';
 import type { LiveMergeRequest } from '../src/domain/input';
-import { labDiskId, labVolumeId } from '../src/lab/vm';
+import { labDiskId, labVolumeId } from '../lab/vm';
 import { QmpClient } from '../src/qmp/client';
 import { HOST_ID, destroyVm, startQemuStack } from './support/qemu-stack';
 import { MiB, median, percentile, round, type Bench, type BenchContext, type Figure } from './support/common';

@@ -1,6 +1,6 @@
 import { ENGINE_TASK_QUEUE, diskMergeWorkflowId, liveMergeWorkflowId } from '../src/config/names';
 import type { LiveMergeRequest } from '../src/domain/input';
-import { formatNodeName, type LabCache } from '../src/lab/vm';
+import { formatNodeName, type LabCache } from '../lab/vm';
 import { HOST_ID, destroyVm, startQemuStack, type QemuStack } from './support/qemu-stack';
 import { Worker } from '@temporalio/worker';
 import { MiB, bundle, median, round, sleep, type Bench, type BenchContext, type Figure } from './support/common';

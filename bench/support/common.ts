@@ -4,7 +4,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { startDevServer, type DevServer } from '../../src/devserver/dev-server';
+import { startDevServer, type DevServer } from '../../lab/devserver/dev-server';
 import { WORKFLOW_BUNDLER_OPTIONS } from '../../src/workers/workflow-bundle';
 
 export const MiB = 1024 * 1024;

@@ -9,7 +9,7 @@ import { workflowsPath } from '../../src/workers/workflow-bundle';
 import { createHostWorker } from '../../src/workers/host';
 import type { HypervisorDriver } from '../../src/host/driver';
 import type { Reclaimer } from '../../src/host/reclaim';
-import { createLabVm, destroyLabVm, type CreateLabVmOptions, type LabVm } from '../../src/lab/vm';
+import { createLabVm, destroyLabVm, type CreateLabVmOptions, type LabVm } from '../../lab/vm';
 import { bundle, scratchDir, startBenchServer, type BenchServer } from './common';
 
 const run = promisify(execFile);

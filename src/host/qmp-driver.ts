@@ -2,12 +2,12 @@ import { auxQmpSocketPath, qmpSocketPath } from '../domain/layout';
 import type { QmpClient } from '../qmp/client';
 import { QmpCommandError } from '../qmp/errors';
 import {
+  deviceIdOf,
   flattenImageChain,
   queryBlockSchema,
   queryJobsSchema,
   queryNamedBlockNodesSchema,
   resolveImageFilename,
-  type BlockInfo,
 } from '../qmp/schemas';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError } from './errors';
@@ -148,11 +148,4 @@ export class QmpDriver implements HypervisorDriver {
       throw err;
     }
   }
-}
-
-/** The device id of `-device ...,id=<diskId>`, from its QOM path `/machine/peripheral/<id>/...`. */
-function deviceIdOf(block: BlockInfo): string | undefined {
-  if (block.device) return block.device;
-  const match = /^\/machine\/peripheral\/([^/]+)/.exec(block.qdev ?? '');
-  return match?.[1];
 }

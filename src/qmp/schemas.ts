@@ -198,44 +198,74 @@ export const queryNamedBlockNodesSchema = z.array(blockDeviceInfoSchema);
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
+/** The device id of `-device ...,id=<diskId>`, from its QOM path `/machine/peripheral/<id>/...`. */
+export function deviceIdOf(block: BlockInfo): string | undefined {
+  if (block.device) return block.device;
+  const match = /^\/machine\/peripheral\/([^/]+)/.exec(block.qdev ?? '');
+  return match?.[1];
+}
+
+/**
+ * Each node's `file` (its filename as query-named-block-nodes reports it), by node name: what a
+ * `json:{...}` pseudo-filename whose `file` is a node-name reference resolves through.
+ */
+export type NodeFiles = ReadonlyMap<string, string>;
+
+export function nodeFilesOf(nodes: readonly BlockDeviceInfo[]): Map<string, string> {
+  return new Map(nodes.map((n) => [n['node-name'], n.file]));
+}
+
 /**
  * Turn a QEMU `json:{...}` pseudo-filename into the path of the file it is stored in, by following
- * `file` down to the protocol layer's `filename`. Plain filenames, and pseudo-filenames that cannot
- * be decoded, are returned unchanged.
+ * `file` down to the protocol layer's `filename`. A `file` that is a node-name reference (`"file":
+ * "f-top"`) is followed through `nodeFiles` when given. Plain filenames, and pseudo-filenames that
+ * cannot be decoded, are returned unchanged.
  *
  * Example (QEMU 7.2, overlay whose header has a relative backing path, opened with explicit
  * `backing=`): `json:{"backing": {...}, "driver": "qcow2", "file": {"driver": "file",
  * "filename": "/dir/top.qcow2"}}` → `/dir/top.qcow2`.
  */
-export function resolveImageFilename(filename: string): string {
+export function resolveImageFilename(filename: string, nodeFiles?: NodeFiles): string {
+  return decodeFilename(filename, 0, nodeFiles) ?? filename;
+}
+
+/** Maximum nesting followed (pseudo-filenames inside pseudo-filenames, node references): ends cycles. */
+const MAX_FILENAME_DEPTH = 16;
+
+function decodeFilename(filename: string, depth: number, nodeFiles: NodeFiles | undefined): string | undefined {
   if (!filename.startsWith('json:')) return filename;
   let options: unknown;
   try {
     options = JSON.parse(filename.slice('json:'.length));
   } catch {
-    return filename;
+    return undefined;
   }
-  return protocolFilename(options, 0) ?? filename;
+  return protocolFilename(options, depth + 1, nodeFiles);
 }
 
-function protocolFilename(options: unknown, depth: number): string | undefined {
-  if (depth > 16 || typeof options !== 'object' || options === null) return undefined;
+function protocolFilename(options: unknown, depth: number, nodeFiles: NodeFiles | undefined): string | undefined {
+  if (depth > MAX_FILENAME_DEPTH || typeof options !== 'object' || options === null) return undefined;
   const record = options as Record<string, unknown>;
-  if (typeof record.filename === 'string') return record.filename;
+  if (typeof record.filename === 'string') return decodeFilename(record.filename, depth, nodeFiles);
   // Some drivers take the protocol node's options flattened ("file.filename": "...").
-  if (typeof record['file.filename'] === 'string') return record['file.filename'];
-  return protocolFilename(record.file, depth + 1);
+  if (typeof record['file.filename'] === 'string') return decodeFilename(record['file.filename'], depth, nodeFiles);
+  if (typeof record.file === 'string') {
+    // A reference to another node by name: that node's own filename.
+    const nodeFile = nodeFiles?.get(record.file);
+    return nodeFile === undefined ? undefined : decodeFilename(nodeFile, depth, nodeFiles);
+  }
+  return protocolFilename(record.file, depth + 1, nodeFiles);
 }
 
 /**
  * Filenames of an image chain from the top (active) image to the base, following `backing-image`.
- * `json:` pseudo-filenames are resolved with resolveImageFilename.
+ * `json:` pseudo-filenames are resolved with resolveImageFilename (through `nodeFiles` when given).
  */
-export function flattenImageChain(image: ImageInfo): string[] {
+export function flattenImageChain(image: ImageInfo, nodeFiles?: NodeFiles): string[] {
   const out: string[] = [];
   let current: ImageInfo | undefined = image;
   while (current !== undefined) {
-    out.push(resolveImageFilename(current.filename));
+    out.push(resolveImageFilename(current.filename, nodeFiles));
     current = current['backing-image'];
   }
   return out;

@@ -6,7 +6,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { InvalidMergeRequestError, LiveMergeClient } from '../../src/client';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { idSchema } from '../../src/domain/input';
-import { auxQmpCommand, destroyLabVm, type LabVm, verifyLabVm } from '../../src/lab/vm';
+import { auxQmpCommand, destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { snapshotFiles } from '../helpers/stack';
 import { labVm } from './scenario';
 import { FaultStack, HOST_ID } from './stack';

@@ -1,4 +1,4 @@
-import { destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { FaultStack } from './stack';
 import { expectOnlyTopsDeleted, labVm, MiB, mergeRequest, startMerge } from './scenario';
 import { until, watchJobs } from './jobs';

@@ -10,7 +10,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { destroyLabVm, verifyLabVm, type LabVm } from '../../src/lab/vm';
+import { destroyLabVm, verifyLabVm, type LabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
 import { existsSync } from 'node:fs';
 import { FaultStack } from './stack';

@@ -1,5 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
-import { destroyLabVm } from '../../src/lab/vm';
+import { destroyLabVm } from '../../lab/vm';
 import { FaultStack, HOST_ID } from './stack';
 import { expectMerged, labVm, MiB, mergeRequest, startMerge } from './scenario';
 import { until, watchJobs } from './jobs';

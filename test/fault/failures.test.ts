@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { WorkflowFailedError } from '@temporalio/client';
 import { volumePath } from '../../src/domain/layout';
-import { destroyLabVm, readLabVm, verifyLabVm } from '../../src/lab/vm';
+import { destroyLabVm, readLabVm, verifyLabVm } from '../../lab/vm';
 import { FaultStack } from './stack';
 import { expectMerged, expectOnlyTopsDeleted, labVm, MiB, mergeRequest, startMerge } from './scenario';
 import { until, watchJobs } from './jobs';

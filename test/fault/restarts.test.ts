@@ -1,4 +1,4 @@
-import { destroyLabVm } from '../../src/lab/vm';
+import { destroyLabVm } from '../../lab/vm';
 import { FaultStack } from './stack';
 import { until, watchJobs } from './jobs';
 import { expectMerged, labVm, MiB, mergeRequest, recordRecovery, startMerge } from './scenario';

@@ -5,7 +5,7 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import { reclaimPath } from '../../src/host/reclaim';
-import { createLabVm, type LabVm, verifyLabVm } from '../../src/lab/vm';
+import { createLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 export { mergeRequest } from '../helpers/merge-request';
 import type { LiveMergeWorkflow } from '../../src/workflows';
 import type { FaultStack } from './stack';

@@ -3,8 +3,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
-import { startDevServer, type DevServer } from '../../src/devserver/dev-server';
-import { startWorkerProcess, type WorkerProcess } from '../../src/devserver/worker-process';
+import { startDevServer, type DevServer } from '../../lab/devserver/dev-server';
+import { startWorkerProcess, type WorkerProcess } from '../../lab/devserver/worker-process';
 import { HOST_ID } from '../helpers/host-id';
 
 export { HOST_ID };

@@ -1,4 +1,4 @@
-import { destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { FaultStack } from './stack';
 import { expectMerged, expectSpaceReclaimed, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
 import { watchJobs } from './jobs';

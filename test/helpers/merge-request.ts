@@ -1,5 +1,5 @@
 import type { LiveMergeRequest } from '../../src/domain/input';
-import type { LabVm } from '../../src/lab/vm';
+import type { LabVm } from '../../lab/vm';
 import { HOST_ID } from './host-id';
 
 /** Each disk's merge: `intermediate` merges volume 1 into 0, `active` the top into the one below. */

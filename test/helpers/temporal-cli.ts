@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
-import { temporalBin } from '../../src/devserver/temporal-bin';
+import { temporalBin } from '../../lab/devserver/temporal-bin';
 
 export interface CliRun {
   code: number;

@@ -3,7 +3,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { bundleWorkflowCode, NativeConnection, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { startDevServer, type DevServer } from '../../src/devserver/dev-server';
+import { startDevServer, type DevServer } from '../../lab/devserver/dev-server';
 import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from '../../src/workers/workflow-bundle';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;

@@ -7,7 +7,7 @@ import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
 import type { MergeProgress } from '../../src/domain/progress';
-import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
 import { temporalCli, type CliRun } from '../helpers/temporal-cli';
 import { mergeRequest } from '../helpers/merge-request';

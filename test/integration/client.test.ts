@@ -4,7 +4,7 @@ import { CancelledFailure } from '@temporalio/common';
 import { InvalidMergeRequestError, LiveMergeClient, type LiveMergeRequest } from '../../src/client';
 import { liveMergeWorkflowId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../helpers/stack';
 
 /** The engine client against the real product: dev server, engine and host workers, QEMU lab VMs. */

@@ -6,7 +6,7 @@ import type { BlockJob, DiskChain, HypervisorDriver } from '../../src/host/drive
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/host/errors';
 import { QmpDriver } from '../../src/host/qmp-driver';
 import { SimDriver } from '../../src/host/sim-driver';
-import { createLabVm, destroyLabVm, labDiskId, labVolumeId, runningLabVmPid } from '../../src/lab/vm';
+import { createLabVm, destroyLabVm, labDiskId, labVolumeId, runningLabVmPid } from '../../lab/vm';
 import { QmpCommandError } from '../../src/qmp/errors';
 
 /**

@@ -12,17 +12,17 @@ import {
   createLabVm,
   destroyLabVm,
   formatNodeName,
-  readChain,
+  readHeaderChain,
   readLabVm,
   runningLabVmPid,
   stopLabVm,
   verifyLabVm,
   type LabVm,
-} from '../../src/lab/vm';
+} from '../../lab/vm';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const TSX = path.join(REPO, 'node_modules', '.bin', 'tsx');
-const CLI = path.join(REPO, 'src', 'lab', 'cli.ts');
+const CLI = path.join(REPO, 'lab', 'cli.ts');
 
 function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
@@ -98,7 +98,7 @@ describe('lab VM (real QEMU)', () => {
     for (const [d, disk] of vm.disks.entries()) {
       const active = await activeVolumePath(runDir, vmId, disk.diskId);
       expect(active).toBe(volumePath(storageRoot, disk.diskId, `d${d}v2`));
-      expect(await readChain(active)).toEqual(
+      expect(await readHeaderChain(active)).toEqual(
         [2, 1, 0].map((i) => volumePath(storageRoot, disk.diskId, `d${d}v${i}`)),
       );
     }

@@ -5,7 +5,7 @@ import { Context } from '@temporalio/activity';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { auxQmpSocketPath, volumePath } from '../../src/domain/layout';
-import { checkRegion, createLabVm, destroyLabVm, verifyLabVm } from '../../src/lab/vm';
+import { checkRegion, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { QmpClient } from '../../src/qmp/client';
 import { queryJobsSchema } from '../../src/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';

@@ -8,7 +8,7 @@ import { z } from 'zod';
 import { temporalTarget } from '../../src/config/connection';
 import { cliTypeName, MERGE_SEARCH_ATTRIBUTES } from '../../src/config/search-attributes';
 import { loadWorkerConfig } from '../../src/config/worker-config';
-import { freePort } from '../../src/devserver/free-port';
+import { freePort } from '../../lab/devserver/free-port';
 
 /**
  * docker-compose.yml, checked without a Docker engine: every worker service's command and

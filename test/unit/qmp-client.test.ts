@@ -13,9 +13,13 @@ import {
   QmpTimeoutError,
 } from '../../src/qmp/errors';
 import {
+  blockInfoSchema,
+  deviceIdOf,
   flattenImageChain,
   imageInfoSchema,
+  nodeFilesOf,
   queryJobsSchema,
+  queryNamedBlockNodesSchema,
   resolveImageFilename,
 } from '../../src/qmp/schemas';
 
@@ -549,5 +553,32 @@ describe('schemas', () => {
     expect(resolveImageFilename('json:{"driver":"qcow2","file.filename":"/y"}')).toBe('/y');
     expect(resolveImageFilename('json:{not json')).toBe('json:{not json');
     expect(resolveImageFilename('json:{"driver":"nbd"}')).toBe('json:{"driver":"nbd"}');
+  });
+
+  test('resolveImageFilename follows a `file` that names a node through the node list', () => {
+    const nodes = queryNamedBlockNodesSchema.parse(
+      [
+        ['f-top', 'file', '/d/top.qcow2'],
+        ['q-top', 'qcow2', 'json:{"backing": "q-base", "driver": "qcow2", "file": "f-top"}'],
+        ['loop', 'qcow2', 'json:{"driver": "qcow2", "file": "loop"}'],
+      ].map(([name, drv, file]) => ({ 'node-name': name, drv, file, backing_file_depth: 0, ro: false, image: { ...base, filename: file } })),
+    );
+    const nodeFiles = nodeFilesOf(nodes);
+    const top = 'json:{"backing": "q-base", "driver": "qcow2", "file": "f-top"}';
+    expect(resolveImageFilename(top, nodeFiles)).toBe('/d/top.qcow2');
+    expect(resolveImageFilename(top)).toBe(top); // without the node list: unchanged
+    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "q-top"}', nodeFiles)).toBe('/d/top.qcow2');
+    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "nope"}', nodeFiles)).toBe('json:{"driver": "qcow2", "file": "nope"}');
+    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "loop"}', nodeFiles)).toBe('json:{"driver": "qcow2", "file": "loop"}');
+    const image = imageInfoSchema.parse({ ...base, filename: top, 'backing-image': base });
+    expect(flattenImageChain(image, nodeFiles)).toEqual(['/d/top.qcow2', '/d/base.qcow2']);
+  });
+
+  test('deviceIdOf: the -device id from the QOM path, or a legacy drive name', () => {
+    const block = (device: string, qdev?: string) => blockInfoSchema.parse({ device, ...(qdev === undefined ? {} : { qdev }) });
+    expect(deviceIdOf(block('', '/machine/peripheral/disk0/virtio-backend'))).toBe('disk0');
+    expect(deviceIdOf(block('drive0', '/machine/peripheral-anon/device[0]'))).toBe('drive0');
+    expect(deviceIdOf(block('', '/machine/peripheral-anon/device[0]/virtio-backend'))).toBeUndefined();
+    expect(deviceIdOf(block(''))).toBeUndefined();
   });
 });

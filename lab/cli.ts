@@ -1,11 +1,11 @@
 /**
  * The lab command: create, inspect and remove lab VMs.
  *
- *   npx tsx src/lab/cli.ts create  --vm-id X [--disks N] [--volumes K] [--size-mib S] [--layer-data-mib M] [--storage-root DIR]
- *   npx tsx src/lab/cli.ts verify  --vm-id X [--flush]   (exit 1 when the check fails)
- *   npx tsx src/lab/cli.ts chain   --vm-id X
- *   npx tsx src/lab/cli.ts stop    --vm-id X
- *   npx tsx src/lab/cli.ts destroy --vm-id X
+ *   npx tsx lab/cli.ts create  --vm-id X [--disks N] [--volumes K] [--size-mib S] [--layer-data-mib M] [--storage-root DIR]
+ *   npx tsx lab/cli.ts verify  --vm-id X [--flush]   (exit 1 when the check fails)
+ *   npx tsx lab/cli.ts chain   --vm-id X
+ *   npx tsx lab/cli.ts stop    --vm-id X
+ *   npx tsx lab/cli.ts destroy --vm-id X
  *
  * Every command takes --run-dir DIR (default ./.lab/run) and --json. Exit status: 0 done,
  * 1 failed (or verify found a problem), 2 bad usage.
@@ -13,7 +13,7 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
-import { idSchema } from '../domain/input';
+import { idSchema } from '../src/domain/input';
 import {
   MAX_DISKS,
   MAX_VOLUMES,
@@ -21,20 +21,20 @@ import {
   createLabVm,
   destroyLabVm,
   hexPattern,
-  readChain,
+  readHeaderChain,
   readLabVm,
   stopLabVm,
   verifyLabVm,
   type LabVm,
   type VerifyReport,
 } from './vm';
-import { volumeIdOf } from '../domain/layout';
+import { volumeIdOf } from '../src/domain/layout';
 
 const COMMANDS = ['create', 'verify', 'chain', 'stop', 'destroy'] as const;
 type Command = (typeof COMMANDS)[number];
 const CREATE_ONLY = ['disks', 'volumes', 'size-mib', 'layer-data-mib', 'storage-root'] as const;
 
-const USAGE = `usage: npx tsx src/lab/cli.ts <${COMMANDS.join('|')}> --vm-id ID [options]
+const USAGE = `usage: npx tsx lab/cli.ts <${COMMANDS.join('|')}> --vm-id ID [options]
 
   create   make the VM's qcow2 chains (with a data pattern per layer) and start it, paused
   verify   check every disk's chain and data on the running VM (exit 1 on a problem)
@@ -198,7 +198,7 @@ async function main(argv: string[]): Promise<number> {
       const disks = [];
       for (const d of vm.disks) {
         const activePath = await activeVolumePath(runDir, vmId, d.deviceId);
-        const paths = await readChain(activePath);
+        const paths = await readHeaderChain(activePath);
         disks.push({ diskId: d.diskId, activePath, chain: paths.map((p) => volumeIdOf(vm.storageRoot, d.diskId, p) ?? p), paths });
       }
       print({ vmId, disks }, disks.map((d) => `${d.diskId}: ${d.chain.join(' → ')}   (active: ${d.activePath})`).join('\n'));

@@ -1,4 +1,4 @@
-import type { VerifyReport } from '../lab/vm';
+import type { VerifyReport } from '../vm';
 
 export function renderChains(title: string, report: VerifyReport): string {
   const lines = [title];

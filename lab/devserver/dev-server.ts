@@ -2,7 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
-import { devServerSearchAttributeArgs } from '../config/search-attributes';
+import { devServerSearchAttributeArgs } from '../../src/config/search-attributes';
 import { freePort } from './free-port';
 import { temporalBin } from './temporal-bin';
 

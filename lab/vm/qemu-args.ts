@@ -1,0 +1,35 @@
+/** The QEMU command line of a lab VM: its chains as `-blockdev` nodes, a virtio-blk device per disk, two QMP sockets. */
+import { volumePath } from '../../src/domain/layout';
+import { fileNodeName, formatNodeName, type LabManifest } from './manifest';
+
+export function assertPlainPath(label: string, p: string): void {
+  // QEMU's key=value option syntax reads ',' as a separator.
+  if (p.includes(',')) throw new Error(`${label} ${p} contains a comma, which QEMU's option syntax cannot take`);
+}
+
+export function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
+  const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'q35,accel=tcg', '-name', m.vmId];
+  for (const disk of m.disks) {
+    let lower: string | undefined;
+    disk.volumeIds.forEach((volumeId, i) => {
+      const file = volumePath(m.storageRoot, disk.diskId, volumeId);
+      const fileNode = fileNodeName(volumeId);
+      const fmtNode = formatNodeName(volumeId);
+      // As libvirt opens a chain: backing layers read-only, file nodes auto-read-only. A block
+      // commit then reopens its base read-write and, when done, read-only again, and that reopen
+      // flushes the base's qcow2 metadata to the file (a base opened read-write is never reopened,
+      // and QEMU 7.2 leaves the committed clusters unmapped on disk until some later flush).
+      const readOnly = m.backingReadOnly && i < disk.volumeIds.length - 1 ? ',read-only=on' : '';
+      const direct = m.cache === 'none' ? ',cache.direct=on,aio=threads' : '';
+      args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on${direct}`);
+      // The base gets no `backing` option: it has no backing file, so QEMU opens none.
+      args.push('-blockdev', `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`);
+      lower = fmtNode;
+    });
+    args.push('-device', `virtio-blk-pci,drive=${lower},id=${disk.deviceId}`);
+  }
+  args.push('-qmp', `unix:${m.qmpSocket},server=on,wait=off`);
+  args.push('-qmp', `unix:${m.auxQmpSocket},server=on,wait=off`);
+  args.push('-pidfile', pidFile);
+  return args;
+}
