@@ -4,6 +4,7 @@ import { QmpCommandError } from '../qmp/errors';
 import {
   deviceIdOf,
   flattenImageChain,
+  nodeFilesOf,
   queryBlockSchema,
   queryJobsSchema,
   queryNamedBlockNodesSchema,
@@ -33,13 +34,15 @@ export class QmpDriver implements HypervisorDriver {
         qmp.executeParsed('query-block', {}, queryBlockSchema),
         qmp.executeParsed('query-named-block-nodes', { flat: true }, queryNamedBlockNodesSchema),
       ]);
+      // A qcow2 node opened with an explicit `backing` may name its file by node: resolve through them.
+      const nodeFiles = nodeFilesOf(nodes);
       const nodeOfFile = new Map<string, string>();
-      for (const n of nodes) if (n.drv === 'qcow2') nodeOfFile.set(resolveImageFilename(n.file), n['node-name']);
+      for (const n of nodes) if (n.drv === 'qcow2') nodeOfFile.set(resolveImageFilename(n.file, nodeFiles), n['node-name']);
       const chains: DiskChain[] = [];
       for (const block of blocks) {
         const diskId = deviceIdOf(block);
         if (!diskId || !block.inserted) continue;
-        const files = flattenImageChain(block.inserted.image);
+        const files = flattenImageChain(block.inserted.image, nodeFiles);
         chains.push({
           diskId,
           rootNode: block.inserted['node-name'],
