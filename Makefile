@@ -6,12 +6,13 @@ SHELL := /bin/bash
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup demo test bench qemu temporal chromium
+.PHONY: help setup demo test bench lint qemu temporal chromium
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
 	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU)"
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
+	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
 	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
 
 setup: node_modules/.installed qemu temporal chromium
@@ -35,6 +36,10 @@ demo: setup
 test: setup
 	npx tsc --noEmit -p .
 	npx jest
+
+lint: node_modules/.installed
+	npm run --silent lint
+	npm run --silent format:check
 
 # Not part of the test suite: a full run takes about 11 minutes; --quick about 2.
 bench: setup

@@ -53,8 +53,8 @@ export const overheadBench: Bench = {
         ];
     const stack = await startQemuStack('ovh');
     const samples: Sample[] = [];
-    let floorMs: number[] = [];
-    let floorPhases: Phases[] = [];
+    let floorMs: number[];
+    let floorPhases: Phases[];
     let n = 0;
     try {
       ({ ms: floorMs, phases: floorPhases } = await sameShapeNoop(stack, ctx.quick ? 3 : 7));

@@ -180,7 +180,7 @@ export async function readLabVm(runDir: string, vmId: string): Promise<LabVm> {
   try {
     raw = JSON.parse(text);
   } catch (err) {
-    throw new Error(`${file} is not JSON: ${(err as Error).message}`);
+    throw new Error(`${file} is not JSON: ${(err as Error).message}`, { cause: err });
   }
   const parsed = labManifestSchema.safeParse(raw);
   if (!parsed.success) throw new Error(`${file} is not a lab manifest: ${describeIssues(parsed.error)}`);

@@ -159,6 +159,7 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   expect(lines).toContain(`${d.diskId}: merged intermediate commit 100% ${(len / MiB).toFixed(1)}/${(len / MiB).toFixed(1)} MiB`);
   expect(lines.some((l) => /^disk0: waiting intermediate commit [1-9]\d?% /.test(l))).toBe(true);
   expect(lines).toContain('merge completed');
+  // eslint-disable-next-line no-control-regex -- terminal escapes are what this checks
   expect(watch.output).not.toMatch(/\x1b\[/);
 
   // A second snapshot whose top is not in the chain: that disk fails on the same host.

@@ -49,6 +49,7 @@ test('not a terminal: plain lines, one per disk on a phase change or another 10 
     'disk1: failed: DiskBusy',
   ]);
   // No terminal control sequences in a log.
+  // eslint-disable-next-line no-control-regex -- terminal escapes are what this checks
   expect(output()).not.toMatch(/\x1b\[/);
 });
 
@@ -60,6 +61,7 @@ test('a terminal: one cli-progress bar per disk, drawn in place, full when merge
   view.update(progress({ diskId: 'disk0', phase: 'merged', commitKind: 'intermediate', offset: len, len }, { diskId: 'disk1', phase: 'failed', reason: 'BlockJobFailed' }));
   view.stop();
   const text = output();
+  // eslint-disable-next-line no-control-regex -- terminal escapes are what this checks
   expect(text).toMatch(/\x1b\[/); // drawn in place with cursor movements
   expect(text).toMatch(/disk0 \[█+\] 100% 40\.0\/40\.0 MiB {2}merged \(intermediate commit\)/);
   expect(text).toMatch(/disk1 \[░+\] +0% 0\.0\/0\.0 MiB {2}failed/);

@@ -102,14 +102,13 @@ class FakeQmpServer {
 
   static async start(dir: string, opts: FakeServerOptions = {}): Promise<FakeQmpServer> {
     const socketPath = path.join(dir, `qmp-${Math.random().toString(36).slice(2)}.sock`);
-    let fake: FakeQmpServer | undefined;
     const server = net.createServer((socket) => {
       const conn = new ServerConn(socket);
       if (opts.greeting !== null) socket.write(opts.greeting ?? `${JSON.stringify(GREETING)}\n`);
       const deliver = (): void => {
-        const waiter = fake?.connWaiters.shift();
+        const waiter = fake.connWaiters.shift();
         if (waiter) waiter(conn);
-        else fake?.connections.push(conn);
+        else fake.connections.push(conn);
       };
       if (opts.autoCapabilities ?? true) {
         void conn.nextCommand().then((cmd) => {
@@ -120,7 +119,8 @@ class FakeQmpServer {
         deliver();
       }
     });
-    fake = new FakeQmpServer(server, socketPath);
+    // Connections arrive only once it listens, after this: the handler above reads it then.
+    const fake = new FakeQmpServer(server, socketPath);
     await new Promise<void>((resolve) => server.listen(socketPath, resolve));
     return fake;
   }
