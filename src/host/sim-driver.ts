@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { QmpCommandError } from '../qmp/errors';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
-import { checkCommit, JobChangeWaiters, mulberry32, refuseVerb, rollFault, SimClock, type Job, type SimDisk, type SimDriverOptions, type Vm } from './sim-model';
+import { checkCommit, checkNodeDelete, JobChangeWaiters, newVm, mulberry32, refuseVerb, rollFault, SimClock, type Job, type SimDisk, type SimDriverOptions, type Vm } from './sim-model';
 
 export type { SimDisk, SimDriverOptions } from './sim-model';
 
@@ -33,18 +33,7 @@ export class SimDriver implements HypervisorDriver {
   /** Starts (or restarts) a VM with the given disks; a restarted VM has no jobs. */
   addVm(vmId: string, disks: SimDisk[]): void {
     for (const job of this.vms.get(vmId)?.jobs.values() ?? []) clearTimeout(job.timer);
-    const vm: Vm = { disks: new Map(), nodes: new Map(), jobs: new Map(), gone: false };
-    for (const d of disks) {
-      const chain = d.volumes.map((path) => {
-        const n = this.nextNode++;
-        const v = { path, format: `sim-fmt-${n}`, file: `sim-file-${n}` };
-        vm.nodes.set(v.format, { path, kind: 'format' });
-        vm.nodes.set(v.file, { path, kind: 'file' });
-        return v;
-      });
-      vm.disks.set(d.diskId, { diskId: d.diskId, chain, sizeBytes: d.sizeBytes ?? 16 * 1024 * 1024 });
-    }
-    this.vms.set(vmId, vm);
+    this.vms.set(vmId, newVm(disks, () => this.nextNode++));
   }
 
   /** QEMU dies: every later call for this VM throws VmGoneError. */
@@ -162,15 +151,7 @@ export class SimDriver implements HypervisorDriver {
 
   async deleteNode(vmId: string, nodeName: string): Promise<void> {
     const vm = await this.enter(vmId);
-    const node = vm.nodes.get(nodeName);
-    const fail = (desc: string): never => {
-      throw new QmpCommandError('blockdev-del', 'GenericError', desc);
-    };
-    if (!node) return fail(`Failed to find node with node-name='${nodeName}'`);
-    const inChain = [...vm.disks.values()].some((d) => d.chain.some((v) => v.format === nodeName));
-    const inJob = [...vm.jobs.values()].some((j) => j.status !== 'concluded' && (j.top.format === nodeName || j.base.format === nodeName));
-    const formatAbove = node.kind === 'file' && [...vm.nodes.values()].some((n) => n.kind === 'format' && n.path === node.path);
-    if (inChain || inJob || formatAbove) fail(`Block device ${nodeName} is in use`);
+    checkNodeDelete(vm, nodeName);
     vm.nodes.delete(nodeName);
   }
 

@@ -120,6 +120,35 @@ export class SimClock {
   }
 }
 
+/** A VM with one node pair (format, file) per volume, named by `nextNode()`. */
+export function newVm(disks: SimDisk[], nextNode: () => number): Vm {
+  const vm: Vm = { disks: new Map(), nodes: new Map(), jobs: new Map(), gone: false };
+  for (const d of disks) {
+    const chain = d.volumes.map((path) => {
+      const n = nextNode();
+      const v = { path, format: `sim-fmt-${n}`, file: `sim-file-${n}` };
+      vm.nodes.set(v.format, { path, kind: 'format' });
+      vm.nodes.set(v.file, { path, kind: 'file' });
+      return v;
+    });
+    vm.disks.set(d.diskId, { diskId: d.diskId, chain, sizeBytes: d.sizeBytes ?? 16 * 1024 * 1024 });
+  }
+  return vm;
+}
+
+/** QEMU's refusals of a blockdev-del: an unknown node, or one a chain, a job or a format node uses. */
+export function checkNodeDelete(vm: Vm, nodeName: string): void {
+  const node = vm.nodes.get(nodeName);
+  const fail = (desc: string): never => {
+    throw new QmpCommandError('blockdev-del', 'GenericError', desc);
+  };
+  if (!node) return fail(`Failed to find node with node-name='${nodeName}'`);
+  const inChain = [...vm.disks.values()].some((d) => d.chain.some((v) => v.format === nodeName));
+  const inJob = [...vm.jobs.values()].some((j) => j.status !== 'concluded' && (j.top.format === nodeName || j.base.format === nodeName));
+  const formatAbove = node.kind === 'file' && [...vm.nodes.values()].some((n) => n.kind === 'format' && n.path === node.path);
+  if (inChain || inJob || formatAbove) fail(`Block device ${nodeName} is in use`);
+}
+
 /** QEMU's refusals of a block-commit, checked as QEMU checks them; the disk and layers otherwise. */
 export function checkCommit(vm: Vm, r: StartCommit): { disk: Disk; topIndex: number; baseIndex: number } {
   const fail = (desc: string): never => {
