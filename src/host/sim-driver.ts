@@ -3,7 +3,7 @@ import { promisify } from 'node:util';
 import { QmpCommandError } from '../qmp/errors';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
-import { checkCommit, checkNodeDelete, JobChangeWaiters, newVm, mulberry32, refuseVerb, rollFault, SimClock, type Job, type SimDisk, type SimDriverOptions, type Vm } from './sim-model';
+import { checkNodeDelete, commitJob, JobChangeWaiters, newVm, mulberry32, refuseVerb, rollFault, SimClock, type Job, type SimDisk, type SimDriverOptions, type Vm } from './sim-model';
 
 export type { SimDisk, SimDriverOptions } from './sim-model';
 
@@ -89,12 +89,7 @@ export class SimDriver implements HypervisorDriver {
 
   async startCommit(vmId: string, r: StartCommit): Promise<void> {
     const vm = await this.enter(vmId);
-    const { disk, topIndex, baseIndex } = checkCommit(vm, r);
-    const job: Job = {
-      id: r.jobId, disk, top: disk.chain[topIndex], base: disk.chain[baseIndex], active: topIndex === 0,
-      backingFile: r.backingFile, status: 'running', len: disk.sizeBytes, done: 0, since: this.clock.now(), speed: r.speed,
-      fault: rollFault(this.rng, this.opts.faults, disk.sizeBytes, topIndex === 0),
-    };
+    const job = commitJob(vm, r, this.clock.now(), (len, active) => rollFault(this.rng, this.opts.faults, len, active));
     vm.jobs.set(job.id, job);
     this.schedule(vmId, job);
     this.notify(vmId);

@@ -149,8 +149,11 @@ export function checkNodeDelete(vm: Vm, nodeName: string): void {
   if (inChain || inJob || formatAbove) fail(`Block device ${nodeName} is in use`);
 }
 
-/** QEMU's refusals of a block-commit, checked as QEMU checks them; the disk and layers otherwise. */
-export function checkCommit(vm: Vm, r: StartCommit): { disk: Disk; topIndex: number; baseIndex: number } {
+/**
+ * The job a block-commit starts at `now`, with the fault `roll` picks for it; QEMU's refusals of
+ * the command are checked first, as QEMU checks them.
+ */
+export function commitJob(vm: Vm, r: StartCommit, now: number, roll: (len: number, active: boolean) => Fault | undefined): Job {
   const fail = (desc: string): never => {
     throw new QmpCommandError('block-commit', 'GenericError', desc);
   };
@@ -166,7 +169,11 @@ export function checkCommit(vm: Vm, r: StartCommit): { disk: Disk; topIndex: num
   if (baseIndex <= topIndex) fail(`Node '${r.baseNode}' is not a backing image of '${r.topNode}'`);
   if (topIndex === 0 && r.backingFile !== undefined) fail("'backing-file' specified, but 'top' is the active layer");
   if (r.speed < 0) fail("Parameter 'speed' expects a non negative value");
-  return { disk, topIndex, baseIndex };
+  const active = topIndex === 0;
+  return {
+    id: r.jobId, disk, top: disk.chain[topIndex], base: disk.chain[baseIndex], active, backingFile: r.backingFile,
+    status: 'running', len: disk.sizeBytes, done: 0, since: now, speed: r.speed, fault: roll(disk.sizeBytes, active),
+  };
 }
 
 /** Who waits for a VM's next job change (nextJobChange), woken by every change the driver makes. */
