@@ -1,11 +1,11 @@
-import { auxQmpSocketPath } from '../src/domain/layout';
-import { ENGINE_TASK_QUEUE, blockJobId, liveMergeWorkflowId } from '../src/config/names';
-import { DEFAULT_POLL_INTERVAL_MS } from '../src/domain/input';
-import type { LiveMergeRequest } from '../src/domain/input';
 import { labDiskId, labVolumeId } from '../lab/vm';
+import { blockJobId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
+import type { LiveMergeRequest } from '../src/domain/input';
+import { DEFAULT_POLL_INTERVAL_MS } from '../src/domain/input';
+import { auxQmpSocketPath } from '../src/domain/layout';
 import { QmpClient } from '../src/qmp/client';
-import { HOST_ID, destroyVm, startQemuStack } from './support/qemu-stack';
-import { MiB, median, percentile, round, type Bench, type BenchContext, type Figure } from './support/common';
+import { type Bench, type BenchContext, type Figure, median, MiB, percentile, round } from './support/common';
+import { destroyVm, HOST_ID, startQemuStack } from './support/qemu-stack';
 
 /**
  * Detection latency on real QEMU: from QEMU's BLOCK_JOB_COMPLETED event (its own timestamp) to the
@@ -52,29 +52,48 @@ export const detectionBench: Bench = {
           const at = e.timestamp.seconds * 1000 + e.timestamp.microseconds / 1000;
           if (e.event === 'BLOCK_JOB_COMPLETED' && data?.device) completedAt.set(data.device, at);
           if (e.event === 'BLOCK_JOB_READY' && data?.device) readyAt.set(data.device, at);
-          if (e.event === 'JOB_STATUS_CHANGE' && data?.id && data.status === 'waiting' && readyAt.has(data.id) && !pivotAt.has(data.id)) pivotAt.set(data.id, at);
+          if (
+            e.event === 'JOB_STATUS_CHANGE' &&
+            data?.id &&
+            data.status === 'waiting' &&
+            readyAt.has(data.id) &&
+            !pivotAt.has(data.id)
+          )
+            pivotAt.set(data.id, at);
         });
         try {
           // One merge at a time: the latency of a merge, not of a burst of them queueing on 2 cores.
           for (let r = 1; r < volumes; r++) {
             for (let d = 0; d < disks; d++) {
               const request: LiveMergeRequest = {
-                snapshotId: `${vmId}-r${r}-d${d}`, vmId, hostId: HOST_ID,
+                snapshotId: `${vmId}-r${r}-d${d}`,
+                vmId,
+                hostId: HOST_ID,
                 disks: [{ diskId: labDiskId(d), baseVolumeId: labVolumeId(d, 0), topVolumeId: labVolumeId(d, r) }],
                 options: { pollIntervalMs, bandwidthBytesPerSec: BANDWIDTH },
               };
-              const handle = await stack.srv.client.workflow.start('LiveMergeWorkflow', { taskQueue: ENGINE_TASK_QUEUE, workflowId: liveMergeWorkflowId(request.snapshotId), args: [request] });
+              const handle = await stack.srv.client.workflow.start('LiveMergeWorkflow', {
+                taskQueue: ENGINE_TASK_QUEUE,
+                workflowId: liveMergeWorkflowId(request.snapshotId),
+                args: [request],
+              });
               await handle.result();
               const jobId = blockJobId(labDiskId(d), labVolumeId(d, r));
               const event = completedAt.get(jobId);
               const t = stack.times.get(jobId);
-              if (event === undefined || t?.verifyStart === undefined || t.waitEnd === undefined) throw new Error(`no timing for ${jobId}`);
+              if (event === undefined || t?.verifyStart === undefined || t.waitEnd === undefined)
+                throw new Error(`no timing for ${jobId}`);
               const kind = r === volumes - 1 ? 'active' : 'intermediate';
               const ready = readyAt.get(jobId);
               const pivot = pivotAt.get(jobId);
-              if (kind === 'active' && (ready === undefined || pivot === undefined)) throw new Error(`no ready or pivot event for ${jobId}`);
+              if (kind === 'active' && (ready === undefined || pivot === undefined))
+                throw new Error(`no ready or pivot event for ${jobId}`);
               samples.push({
-                pollIntervalMs, jobId, kind, detectMs: round(t.verifyStart - event, 1), hostMs: round(t.waitEnd - event, 1),
+                pollIntervalMs,
+                jobId,
+                kind,
+                detectMs: round(t.verifyStart - event, 1),
+                hostMs: round(t.waitEnd - event, 1),
                 ...(ready !== undefined && pivot !== undefined ? { pivotMs: round(pivot - ready, 1) } : {}),
               });
             }
@@ -84,7 +103,12 @@ export const detectionBench: Bench = {
           await destroyVm(stack, vmId);
         }
         const mine = samples.filter((s) => s.pollIntervalMs === pollIntervalMs);
-        ctx.log(`  poll ${pollIntervalMs} ms: ${mine.length} merges, p50 ${median(mine.map((s) => s.detectMs))} ms, p99 ${percentile(mine.map((s) => s.detectMs), 99)} ms`);
+        ctx.log(
+          `  poll ${pollIntervalMs} ms: ${mine.length} merges, p50 ${median(mine.map((s) => s.detectMs))} ms, p99 ${percentile(
+            mine.map((s) => s.detectMs),
+            99,
+          )} ms`,
+        );
       }
     } finally {
       await stack.close();
@@ -97,33 +121,43 @@ export const detectionBench: Bench = {
       const p50 = round(median(detect), 1);
       figures.push({
         metric: `event -> chain check p50, poll ${pollIntervalMs} ms (${ss.length} merges)`,
-        value: p50, unit: 'ms',
-        baseline: pollIntervalMs / 2, baselineLabel: 'poll-only wait: mean half an interval',
+        value: p50,
+        unit: 'ms',
+        baseline: pollIntervalMs / 2,
+        baselineLabel: 'poll-only wait: mean half an interval',
         ratio: round(p50 / (pollIntervalMs / 2), 3),
-        target: 'p50 < 100 ms', met: p50 < 100,
+        target: 'p50 < 100 ms',
+        met: p50 < 100,
       });
       figures.push({
         metric: `event -> chain check p99, poll ${pollIntervalMs} ms`,
-        value: round(percentile(detect, 99), 1), unit: 'ms',
-        baseline: pollIntervalMs, baselineLabel: 'poll-only wait: worst case one interval',
+        value: round(percentile(detect, 99), 1),
+        unit: 'ms',
+        baseline: pollIntervalMs,
+        baselineLabel: 'poll-only wait: worst case one interval',
         ratio: round(percentile(detect, 99) / pollIntervalMs, 3),
       });
       figures.push({
         metric: `event -> wait activity returns (host side) p50, poll ${pollIntervalMs} ms`,
-        value: round(median(ss.map((s) => s.hostMs)), 1), unit: 'ms',
+        value: round(median(ss.map((s) => s.hostMs)), 1),
+        unit: 'ms',
       });
       const pivots = ss.flatMap((s) => (s.pivotMs === undefined ? [] : [s.pivotMs]));
       const worst = Math.max(...pivots);
       figures.push({
         metric: `active commit: BLOCK_JOB_READY -> pivot p50, poll ${pollIntervalMs} ms (${pivots.length} active commits)`,
-        value: round(median(pivots), 1), unit: 'ms',
-        baseline: pollIntervalMs / 2, baselineLabel: 'poll-only wait: mean half an interval',
+        value: round(median(pivots), 1),
+        unit: 'ms',
+        baseline: pollIntervalMs / 2,
+        baselineLabel: 'poll-only wait: mean half an interval',
         ratio: round(median(pivots) / (pollIntervalMs / 2), 3),
       });
       figures.push({
         metric: `active commit: BLOCK_JOB_READY -> pivot, worst, poll ${pollIntervalMs} ms`,
-        value: round(worst, 1), unit: 'ms',
-        baseline: pollIntervalMs, baselineLabel: 'poll-only wait: worst case one interval',
+        value: round(worst, 1),
+        unit: 'ms',
+        baseline: pollIntervalMs,
+        baselineLabel: 'poll-only wait: worst case one interval',
         ratio: round(worst / pollIntervalMs, 3),
       });
     }

@@ -1,14 +1,24 @@
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
-import { ENGINE_TASK_QUEUE, diskMergeWorkflowId, liveMergeWorkflowId } from '../src/config/names';
+
+import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
 import type { LiveMergeRequest } from '../src/domain/input';
 import { volumePath } from '../src/domain/layout';
 import type { HypervisorDriver } from '../src/host/driver';
 import { SimDriver } from '../src/host/sim-driver';
 import { createEngineWorker } from '../src/workers/engine';
-import { workflowsPath } from '../src/workers/workflow-bundle';
 import { createHostWorker } from '../src/workers/host';
-import { bundle, MiB, round, scratchDir, startBenchServer, type Bench, type BenchContext, type Figure } from './support/common';
+import { workflowsPath } from '../src/workers/workflow-bundle';
+import {
+  type Bench,
+  type BenchContext,
+  bundle,
+  type Figure,
+  MiB,
+  round,
+  scratchDir,
+  startBenchServer,
+} from './support/common';
 
 /**
  * Constant history: a merge whose block jobs run 1 s and one whose jobs run 10 simulated minutes
@@ -34,17 +44,26 @@ export const historyBench: Bench = {
     ];
     const scratch = scratchDir('hist');
     const srv = await startBenchServer(scratch.dir);
-    const workers = [await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(workflowsPath()) })];
+    const workers = [
+      await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(workflowsPath()) }),
+    ];
     const drivers: SimDriver[] = [];
     const polls = new Map<string, number>();
     for (const [i, c] of cases.entries()) {
       const hostId = `hist${i}`;
       const storageRoot = path.join(scratch.dir, hostId);
       const driver = new SimDriver({ seed: 1, bytesPerSecond: RATE, timeScale: c.timeScale });
-      driver.addVm('vm1', ['disk0', 'disk1'].map((diskId) => {
-        mkdirSync(path.join(storageRoot, 'images', diskId), { recursive: true });
-        return { diskId, volumes: ['v2', 'v1', 'v0'].map((v) => volumePath(storageRoot, diskId, `${diskId}-${v}`)), sizeBytes: c.jobSeconds * RATE };
-      }));
+      driver.addVm(
+        'vm1',
+        ['disk0', 'disk1'].map((diskId) => {
+          mkdirSync(path.join(storageRoot, 'images', diskId), { recursive: true });
+          return {
+            diskId,
+            volumes: ['v2', 'v1', 'v0'].map((v) => volumePath(storageRoot, diskId, `${diskId}-${v}`)),
+            sizeBytes: c.jobSeconds * RATE,
+          };
+        }),
+      );
       drivers.push(driver);
       polls.set(hostId, 0);
       // Counts the job-list reads (the wait's polls) of this host.
@@ -54,7 +73,16 @@ export const historyBench: Bench = {
           return driver.listJobs(vmId);
         },
       });
-      workers.push((await createHostWorker(srv.connection, srv.server.namespace, { hostId, storageRoot, runDir: scratch.dir, driver: counting })).worker);
+      workers.push(
+        (
+          await createHostWorker(srv.connection, srv.server.namespace, {
+            hostId,
+            storageRoot,
+            runDir: scratch.dir,
+            driver: counting,
+          })
+        ).worker,
+      );
     }
     const runs = workers.map((w) => w.run());
     try {
@@ -63,7 +91,9 @@ export const historyBench: Bench = {
         const hostId = `hist${i}`;
         const snapshotId = `hist-${i}`;
         const request: LiveMergeRequest = {
-          snapshotId, vmId: 'vm1', hostId,
+          snapshotId,
+          vmId: 'vm1',
+          hostId,
           disks: [
             { diskId: 'disk0', baseVolumeId: 'disk0-v0', topVolumeId: 'disk0-v1' }, // intermediate
             { diskId: 'disk1', baseVolumeId: 'disk1-v1', topVolumeId: 'disk1-v2' }, // active, with pivot
@@ -72,10 +102,15 @@ export const historyBench: Bench = {
         };
         ctx.log(`history: ${c.label} (${c.jobSeconds} simulated s at time scale ${c.timeScale})`);
         const t0 = Date.now();
-        const handle = await srv.client.workflow.start('LiveMergeWorkflow', { taskQueue: ENGINE_TASK_QUEUE, workflowId: liveMergeWorkflowId(snapshotId), args: [request] });
+        const handle = await srv.client.workflow.start('LiveMergeWorkflow', {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: liveMergeWorkflowId(snapshotId),
+          args: [request],
+        });
         await handle.result();
         const realSec = (Date.now() - t0) / 1000;
-        const count = async (workflowId: string) => (await srv.client.workflow.getHandle(workflowId).fetchHistory()).events?.length ?? 0;
+        const count = async (workflowId: string) =>
+          (await srv.client.workflow.getHandle(workflowId).fetchHistory()).events?.length ?? 0;
         rows.push({
           ...c,
           realSeconds: round(realSec, 2),
@@ -86,7 +121,11 @@ export const historyBench: Bench = {
         });
       }
       const [short, long] = rows;
-      const fig = (metric: string, key: 'eventsIntermediate' | 'eventsActive' | 'eventsParent', target: boolean): Figure => ({
+      const fig = (
+        metric: string,
+        key: 'eventsIntermediate' | 'eventsActive' | 'eventsParent',
+        target: boolean,
+      ): Figure => ({
         metric,
         value: long[key],
         unit: 'events',
@@ -99,7 +138,13 @@ export const historyBench: Bench = {
         fig('DiskMergeWorkflow events, 10 min intermediate commit', 'eventsIntermediate', true),
         fig('DiskMergeWorkflow events, 10 min active commit (pivot)', 'eventsActive', true),
         fig('LiveMergeWorkflow events (parent), 10 min jobs', 'eventsParent', false),
-        { metric: 'job-list polls during the merge, 10 min jobs', value: long.polls ?? 0, unit: 'polls', baseline: short.polls, baselineLabel: '1 s job' },
+        {
+          metric: 'job-list polls during the merge, 10 min jobs',
+          value: long.polls ?? 0,
+          unit: 'polls',
+          baseline: short.polls,
+          baselineLabel: '1 s job',
+        },
       ];
       return { figures, details: { rateBytesPerSec: RATE, pollIntervalMs: 500, cases: rows } };
     } finally {

@@ -1,13 +1,14 @@
-import { ENGINE_TASK_QUEUE, diskMergeWorkflowId, liveMergeWorkflowId } from '../src/config/names';
-import type { LiveMergeRequest } from '../src/domain/input';
-import { formatNodeName, type LabCache } from '../lab/vm';
-import { HOST_ID, destroyVm, startQemuStack, type QemuStack } from './support/qemu-stack';
 import { Worker } from '@temporalio/worker';
-import { MiB, bundle, median, round, sleep, type Bench, type BenchContext, type Figure } from './support/common';
+
+import { formatNodeName, type LabCache } from '../lab/vm';
+import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
+import type { LiveMergeRequest } from '../src/domain/input';
 import { noopActivities } from './baseline/activities';
 import { BASELINE_ENGINE_QUEUE, baselineHostQueue } from './baseline/workflows';
 import { rawCommit } from './raw-commit';
+import { type Bench, type BenchContext, bundle, type Figure, median, MiB, round, sleep } from './support/common';
 import { mergePhases, type Phases } from './support/phases';
+import { destroyVm, HOST_ID, type QemuStack, startQemuStack } from './support/qemu-stack';
 
 /**
  * Overhead vs raw commit, on real QEMU: a top volume with D MiB of written data, committed once by
@@ -67,16 +68,34 @@ export const overheadBench: Bench = {
           for (let rep = 0; rep < reps; rep++) {
             // Alternate which goes first, so neither always meets a warmer page cache.
             const order = rep % 2 === 0 ? ['raw', 'workflow'] : ['workflow', 'raw'];
-            const s: Sample = { dataMiB, limitMiBps, cache, kind, rep, rawMs: 0, workflowMs: 0, deleteMs: 0, reclaimMs: 0 };
+            const s: Sample = {
+              dataMiB,
+              limitMiBps,
+              cache,
+              kind,
+              rep,
+              rawMs: 0,
+              workflowMs: 0,
+              deleteMs: 0,
+              reclaimMs: 0,
+            };
             const setup = { dataMiB, kind, speed: limitMiBps * MiB, cache };
             for (const who of order) {
               const vmId = `o${n++}`;
               if (who === 'raw') s.rawMs = await rawOn(stack, vmId, setup);
-              else ({ ms: s.workflowMs, deleteMs: s.deleteMs, reclaimMs: s.reclaimMs, phases: s.phases } = await workflowCommit(stack, vmId, setup));
+              else
+                ({
+                  ms: s.workflowMs,
+                  deleteMs: s.deleteMs,
+                  reclaimMs: s.reclaimMs,
+                  phases: s.phases,
+                } = await workflowCommit(stack, vmId, setup));
             }
             samples.push(s);
             if (s.phases) ctx.log(`    ${formatPhases(s.phases)}`);
-            ctx.log(`  ${rowLabel(s)} ${kind} #${rep + 1}: raw ${s.rawMs.toFixed(0)} ms, workflow ${s.workflowMs.toFixed(0)} ms (delete step ${s.deleteMs} ms, then space freed in ${s.reclaimMs} ms), ratio ${(s.workflowMs / s.rawMs).toFixed(3)}`);
+            ctx.log(
+              `  ${rowLabel(s)} ${kind} #${rep + 1}: raw ${s.rawMs.toFixed(0)} ms, workflow ${s.workflowMs.toFixed(0)} ms (delete step ${s.deleteMs} ms, then space freed in ${s.reclaimMs} ms), ratio ${(s.workflowMs / s.rawMs).toFixed(3)}`,
+            );
           }
         }
       }
@@ -94,8 +113,10 @@ export const overheadBench: Bench = {
         const ratio = round(median(ss.map((s) => s.workflowMs / s.rawMs)), 3);
         figures.push({
           metric: `${kind} commit, ${rowLabel(row)}: LiveMergeWorkflow end to end`,
-          value: Math.round(wf), unit: 'ms',
-          baseline: Math.round(raw), baselineLabel: 'bare QMP script',
+          value: Math.round(wf),
+          unit: 'ms',
+          baseline: Math.round(raw),
+          baselineLabel: 'bare QMP script',
           ratio,
           ...(row.dataMiB >= 1024 ? { target: 'ratio <= 1.10', met: ratio <= 1.1 } : {}),
         });
@@ -106,29 +127,52 @@ export const overheadBench: Bench = {
     const floor = median(floorMs);
     figures.push({
       metric: 'time added to a commit (workflow - raw), median of all runs',
-      value: Math.round(median(added)), unit: 'ms',
-      baseline: Math.round(floor), baselineLabel: 'a no-op workflow of the same shape', ratio: round(median(added) / floor, 3),
+      value: Math.round(median(added)),
+      unit: 'ms',
+      baseline: Math.round(floor),
+      baselineLabel: 'a no-op workflow of the same shape',
+      ratio: round(median(added) / floor, 3),
     });
     // The added time, split at the block job: what comes before it starts, and after it ends.
     const withPhases = samples.filter((s): s is Sample & { phases: Phases } => s.phases !== undefined);
     const sum = (p: Phases, keys: string[]): number => keys.reduce((t, k) => t + (p[k] ?? 0), 0);
     const before = ['client start call', 'parent task, child start', 'child task, merge dispatch', 'merge'];
     const after = (p: Phases): string[] => Object.keys(p).slice(Object.keys(p).indexOf('wait (the block job)') + 1);
-    figures.push({ metric: 'of which before the block job starts (start call, both workflows\' first tasks, merge step)', value: Math.round(median(withPhases.map((s) => sum(s.phases, before)))), unit: 'ms' });
-    figures.push({ metric: 'of which after the block job ends (verify, delete, cleanup, both completions, result)', value: Math.round(median(withPhases.map((s) => sum(s.phases, after(s.phases))))), unit: 'ms' });
+    figures.push({
+      metric: "of which before the block job starts (start call, both workflows' first tasks, merge step)",
+      value: Math.round(median(withPhases.map((s) => sum(s.phases, before)))),
+      unit: 'ms',
+    });
+    figures.push({
+      metric: 'of which after the block job ends (verify, delete, cleanup, both completions, result)',
+      value: Math.round(median(withPhases.map((s) => sum(s.phases, after(s.phases))))),
+      unit: 'ms',
+    });
     // The best ratio any workflow of this shape could reach on this server: raw plus the no-op floor.
     for (const row of plan.filter((p) => p.dataMiB >= 1024 && p.limitMiBps === 0)) {
       const ss = ofRow(row);
       const raw = median(ss.map((s) => s.rawMs));
-      figures.push({ metric: `lowest ratio this workflow shape allows here, ${rowLabel(row)}: (raw + no-op floor) / raw`, value: round((raw + floor) / raw, 3), unit: '' });
+      figures.push({
+        metric: `lowest ratio this workflow shape allows here, ${rowLabel(row)}: (raw + no-op floor) / raw`,
+        value: round((raw + floor) / raw, 3),
+        unit: '',
+      });
     }
     for (const row of plan.filter((p) => p.limitMiBps === 0)) {
       const ss = ofRow(row);
-      figures.push({ metric: `of which the delete step (checks, detach, rename of the top), ${rowLabel(row)}`, value: Math.round(median(ss.map((s) => s.deleteMs))), unit: 'ms' });
+      figures.push({
+        metric: `of which the delete step (checks, detach, rename of the top), ${rowLabel(row)}`,
+        value: Math.round(median(ss.map((s) => s.deleteMs))),
+        unit: 'ms',
+      });
     }
     for (const row of plan.filter((p) => p.limitMiBps === 0)) {
       const ss = ofRow(row);
-      figures.push({ metric: `not in it: the top's space freed after the workflow's end (background unlink), ${rowLabel(row)}`, value: Math.round(median(ss.map((s) => s.reclaimMs))), unit: 'ms' });
+      figures.push({
+        metric: `not in it: the top's space freed after the workflow's end (background unlink), ${rowLabel(row)}`,
+        value: Math.round(median(ss.map((s) => s.reclaimMs))),
+        unit: 'ms',
+      });
     }
     return {
       figures,
@@ -136,7 +180,11 @@ export const overheadBench: Bench = {
         samples,
         sameShapeNoopMs: floorMs.map((ms) => Math.round(ms)),
         sameShapeNoopPhases: floorPhases,
-        addedMs: { p50: Math.round(median(added)), min: Math.round(Math.min(...added)), max: Math.round(Math.max(...added)) },
+        addedMs: {
+          p50: Math.round(median(added)),
+          min: Math.round(Math.min(...added)),
+          max: Math.round(Math.max(...added)),
+        },
         note: 'ratio = median over reps of workflow/raw; workflow time is client start to result (merge, wait, verify, delete, cleanup); raw time is block-commit sent to BLOCK_JOB_COMPLETED; reclaimMs is after the workflow result, until the deleted top was unlinked (the next run waits for it, so it never overlaps a measurement)',
       },
     };
@@ -152,7 +200,9 @@ interface Setup {
 }
 
 function formatPhases(p: Phases): string {
-  return Object.entries(p).map(([k, v]) => `${k} ${v}`).join(', ');
+  return Object.entries(p)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
 }
 
 function rowLabel(r: { dataMiB: number; limitMiBps: number; cache: LabCache }): string {
@@ -190,13 +240,19 @@ async function workflowCommit(
 ): Promise<{ ms: number; deleteMs: number; reclaimMs: number; phases: Phases }> {
   await stack.labVm({ vmId, disks: 1, cache, ...layout(dataMiB, kind) });
   const request: LiveMergeRequest = {
-    snapshotId: `snap-${vmId}`, vmId, hostId: HOST_ID,
+    snapshotId: `snap-${vmId}`,
+    vmId,
+    hostId: HOST_ID,
     disks: [{ diskId: 'disk0', baseVolumeId: 'd0v0', topVolumeId: 'd0v1' }],
     options: { pollIntervalMs: 500, bandwidthBytesPerSec: speed },
   };
   const wall0 = Date.now();
   const t0 = performance.now();
-  const handle = await stack.srv.client.workflow.start('LiveMergeWorkflow', { taskQueue: ENGINE_TASK_QUEUE, workflowId: liveMergeWorkflowId(request.snapshotId), args: [request] });
+  const handle = await stack.srv.client.workflow.start('LiveMergeWorkflow', {
+    taskQueue: ENGINE_TASK_QUEUE,
+    workflowId: liveMergeWorkflowId(request.snapshotId),
+    args: [request],
+  });
   await handle.result();
   const ms = performance.now() - t0;
   const wallEnd = Date.now();
@@ -216,8 +272,18 @@ async function workflowCommit(
 async function sameShapeNoop(stack: QemuStack, runs: number): Promise<{ ms: number[]; phases: Phases[] }> {
   const { connection, client, server } = stack.srv;
   const workers = [
-    await Worker.create({ connection, namespace: server.namespace, taskQueue: BASELINE_ENGINE_QUEUE, workflowBundle: await bundle(require.resolve('./baseline/workflows')) }),
-    await Worker.create({ connection, namespace: server.namespace, taskQueue: baselineHostQueue(HOST_ID), activities: noopActivities }),
+    await Worker.create({
+      connection,
+      namespace: server.namespace,
+      taskQueue: BASELINE_ENGINE_QUEUE,
+      workflowBundle: await bundle(require.resolve('./baseline/workflows')),
+    }),
+    await Worker.create({
+      connection,
+      namespace: server.namespace,
+      taskQueue: baselineHostQueue(HOST_ID),
+      activities: noopActivities,
+    }),
   ];
   const running = workers.map((w) => w.run());
   const ms: number[] = [];
@@ -227,7 +293,11 @@ async function sameShapeNoop(stack: QemuStack, runs: number): Promise<{ ms: numb
       await sleep(1500);
       const wall0 = Date.now();
       const t0 = performance.now();
-      const handle = await client.workflow.start('BaselineMergeWorkflow', { taskQueue: BASELINE_ENGINE_QUEUE, workflowId: `noop-${i}`, args: [{ hostId: HOST_ID, disks: ['disk0'] }] });
+      const handle = await client.workflow.start('BaselineMergeWorkflow', {
+        taskQueue: BASELINE_ENGINE_QUEUE,
+        workflowId: `noop-${i}`,
+        args: [{ hostId: HOST_ID, disks: ['disk0'] }],
+      });
       await handle.result();
       if (i === 0) continue; // the first warms the workers
       ms.push(performance.now() - t0);

@@ -23,7 +23,10 @@ export function rawCommit(r: RawCommit, timeoutMs = 600_000): Promise<number> {
     const sock = net.createConnection(r.socket);
     let buf = '';
     let t0 = 0;
-    const timer = setTimeout(() => fail(new Error(`raw commit ${r.jobId}: no completion within ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => fail(new Error(`raw commit ${r.jobId}: no completion within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     const send = (execute: string, args?: Record<string, unknown>): void => {
       sock.write(`${JSON.stringify(args ? { execute, arguments: args } : { execute })}\n`);
     };
@@ -46,11 +49,15 @@ export function rawCommit(r: RawCommit, timeoutMs = 600_000): Promise<number> {
         else if ('return' in msg && t0 === 0) {
           t0 = performance.now();
           send('block-commit', {
-            'job-id': r.jobId, device: r.device, 'top-node': r.topNode, 'base-node': r.baseNode,
+            'job-id': r.jobId,
+            device: r.device,
+            'top-node': r.topNode,
+            'base-node': r.baseNode,
             ...(r.backingFile ? { 'backing-file': r.backingFile } : {}),
             ...(r.speed ? { speed: r.speed } : {}),
           });
-        } else if (msg.event === 'BLOCK_JOB_READY' && data.device === r.jobId) send('block-job-complete', { device: r.jobId });
+        } else if (msg.event === 'BLOCK_JOB_READY' && data.device === r.jobId)
+          send('block-job-complete', { device: r.jobId });
         else if (msg.event === 'BLOCK_JOB_COMPLETED' && data.device === r.jobId) {
           const elapsed = performance.now() - t0;
           clearTimeout(timer);

@@ -6,12 +6,14 @@
  */
 import { existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { z } from 'zod';
+
 import { detectionBench } from './detection';
 import { historyBench } from './history';
-import { machineInfo, readResult, RESULTS_DIR, writeResult, type Bench, type BenchResult } from './support/common';
-import { renderTable } from './support/table';
 import { overheadBench } from './overhead';
+import { type Bench, type BenchResult, machineInfo, readResult, RESULTS_DIR, writeResult } from './support/common';
+import { renderTable } from './support/table';
 import { throughputBench } from './throughput';
 
 const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench];
@@ -48,7 +50,10 @@ async function main(): Promise<void> {
   const benches = ALL.filter((b) => !args.only || (args.only as string[]).includes(b.name));
   if (args.table) {
     const suffix = args.quick ? '.quick.json' : '.json';
-    const saved = benches.map((b) => path.join(RESULTS_DIR, `${b.name}${suffix}`)).filter((f) => existsSync(f)).map(readResult);
+    const saved = benches
+      .map((b) => path.join(RESULTS_DIR, `${b.name}${suffix}`))
+      .filter((f) => existsSync(f))
+      .map(readResult);
     const table = renderTable(saved);
     console.log(table);
     if (!args.only) writeFileSync(path.join(RESULTS_DIR, `table${args.quick ? '.quick' : ''}.md`), `${table}\n`);

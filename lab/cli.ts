@@ -12,23 +12,25 @@
  */
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+
 import { z } from 'zod';
+
 import { idSchema } from '../src/domain/input';
+import { volumeIdOf } from '../src/domain/layout';
 import {
-  MAX_DISKS,
-  MAX_VOLUMES,
   activeVolumePath,
   createLabVm,
   destroyLabVm,
   hexPattern,
+  type LabVm,
+  MAX_DISKS,
+  MAX_VOLUMES,
   readHeaderChain,
   readLabVm,
   stopLabVm,
   verifyLabVm,
-  type LabVm,
   type VerifyReport,
 } from './vm';
-import { volumeIdOf } from '../src/domain/layout';
 
 const COMMANDS = ['create', 'verify', 'chain', 'stop', 'destroy'] as const;
 type Command = (typeof COMMANDS)[number];
@@ -115,20 +117,25 @@ function parse(argv: string[]): { command: Command; flags: Flags } {
   }
   if (positionals.length !== 1 || !(COMMANDS as readonly string[]).includes(positionals[0])) {
     throw new UsageError(
-      positionals.length === 0 ? `a command is needed: ${COMMANDS.join(', ')}` : `unknown command ${positionals.join(' ')}; expected one of ${COMMANDS.join(', ')}`,
+      positionals.length === 0
+        ? `a command is needed: ${COMMANDS.join(', ')}`
+        : `unknown command ${positionals.join(' ')}; expected one of ${COMMANDS.join(', ')}`,
     );
   }
   const command = positionals[0] as Command;
   if (command !== 'create') {
     const misplaced = CREATE_ONLY.filter((f) => values[f] !== undefined);
-    if (misplaced.length > 0) throw new UsageError(`${misplaced.map((f) => `--${f}`).join(', ')} only applies to create`);
+    if (misplaced.length > 0)
+      throw new UsageError(`${misplaced.map((f) => `--${f}`).join(', ')} only applies to create`);
   }
   if (command !== 'verify' && values.flush !== undefined) throw new UsageError('--flush only applies to verify');
   if (values['vm-id'] === undefined) throw new UsageError('--vm-id is required');
   const { help: _help, ...rest } = values;
   const parsed = flagsSchema.safeParse(rest);
   if (!parsed.success) {
-    throw new UsageError(parsed.error.issues.map((i) => `${i.path.length ? `--${String(i.path[0])}` : 'flags'}: ${i.message}`).join('; '));
+    throw new UsageError(
+      parsed.error.issues.map((i) => `${i.path.length ? `--${String(i.path[0])}` : 'flags'}: ${i.message}`).join('; '),
+    );
   }
   return { command, flags: parsed.data };
 }
@@ -147,7 +154,9 @@ function describeVm(vm: LabVm): string {
   for (const d of vm.disks) {
     lines.push(`  ${d.diskId}: ${[...d.volumeIds].reverse().join(' → ')} (active first, base last)`);
     for (const r of d.regions) {
-      lines.push(`    [${mib(r.offset)}, ${mib(r.offset + r.length)}) ${r.kind === 'layer' ? `layer ${r.layer}  ` : 'overwrite'} expects ${hexPattern(r.pattern)}`);
+      lines.push(
+        `    [${mib(r.offset)}, ${mib(r.offset + r.length)}) ${r.kind === 'layer' ? `layer ${r.layer}  ` : 'overwrite'} expects ${hexPattern(r.pattern)}`,
+      );
     }
   }
   return lines.join('\n');
@@ -156,11 +165,15 @@ function describeVm(vm: LabVm): string {
 function describeReport(report: VerifyReport): string {
   const lines: string[] = [];
   for (const d of report.disks) {
-    lines.push(`${d.diskId}: ${d.ok ? 'ok' : 'FAILED'}  chain ${d.chain.join(' → ') || '(unknown)'}${d.chainOk ? '' : `  [${d.chainDetail ?? 'chain problem'}]`}`);
+    lines.push(
+      `${d.diskId}: ${d.ok ? 'ok' : 'FAILED'}  chain ${d.chain.join(' → ') || '(unknown)'}${d.chainOk ? '' : `  [${d.chainDetail ?? 'chain problem'}]`}`,
+    );
     for (const r of d.regions) {
       const what = r.kind === 'layer' ? `layer ${r.layer}` : 'overwrite';
       const status = r.ok ? 'ok    ' : r.staleOnDisk ? 'STALE ' : 'FAILED';
-      lines.push(`  ${status} ${what.padEnd(9)} [${mib(r.offset)}, ${mib(r.offset + r.length)}) ${hexPattern(r.pattern)}${r.detail ? `  ${r.detail}` : ''}`);
+      lines.push(
+        `  ${status} ${what.padEnd(9)} [${mib(r.offset)}, ${mib(r.offset + r.length)}) ${hexPattern(r.pattern)}${r.detail ? `  ${r.detail}` : ''}`,
+      );
     }
   }
   lines.push(`verify ${report.vmId}: ${report.ok ? 'OK' : 'FAILED'}`);
@@ -199,9 +212,17 @@ async function main(argv: string[]): Promise<number> {
       for (const d of vm.disks) {
         const activePath = await activeVolumePath(runDir, vmId, d.deviceId);
         const paths = await readHeaderChain(activePath);
-        disks.push({ diskId: d.diskId, activePath, chain: paths.map((p) => volumeIdOf(vm.storageRoot, d.diskId, p) ?? p), paths });
+        disks.push({
+          diskId: d.diskId,
+          activePath,
+          chain: paths.map((p) => volumeIdOf(vm.storageRoot, d.diskId, p) ?? p),
+          paths,
+        });
       }
-      print({ vmId, disks }, disks.map((d) => `${d.diskId}: ${d.chain.join(' → ')}   (active: ${d.activePath})`).join('\n'));
+      print(
+        { vmId, disks },
+        disks.map((d) => `${d.diskId}: ${d.chain.join(' → ')}   (active: ${d.activePath})`).join('\n'),
+      );
       return 0;
     }
     case 'stop':

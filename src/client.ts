@@ -11,6 +11,7 @@
  */
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, type WorkflowHandle } from '@temporalio/client';
 import { z } from 'zod';
+
 import { temporalTarget } from './config/connection';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from './config/names';
 import { bandwidthRequestSchema, type BandwidthSet } from './domain/bandwidth';
@@ -21,10 +22,10 @@ import { readMergeProgress } from './progress/read-progress';
 import { setBandwidthUpdate } from './workflows/definitions';
 import type { LiveMergeWorkflow } from './workflows/live-merge';
 
-export type { LiveMergeRequest } from './domain/input';
-export type { LiveMergeResult, DiskOutcome, DiskMerged, DiskFailed } from './domain/outcome';
-export type { MergeProgress, DiskProgress, DiskPhase } from './domain/progress';
 export type { BandwidthSet, DiskBandwidth } from './domain/bandwidth';
+export type { LiveMergeRequest } from './domain/input';
+export type { DiskFailed, DiskMerged, DiskOutcome, LiveMergeResult } from './domain/outcome';
+export type { DiskPhase, DiskProgress, MergeProgress } from './domain/progress';
 
 export interface FieldIssue {
   /** Path of the field, e.g. `disks.0.topVolumeId`; `(input)` for the whole value. */

@@ -6,8 +6,10 @@
  * completed, 1 when it failed or was cancelled, 2 for bad flags or no such merge.
  */
 import { parseArgs } from 'node:util';
+
 import { Client, Connection, WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { z } from 'zod';
+
 import { temporalTarget } from './config/connection';
 import { liveMergeWorkflowId } from './config/names';
 import { describeIssues, idSchema } from './domain/input';
@@ -45,18 +47,26 @@ async function main(): Promise<number> {
     try {
       await client.workflow.getHandle(workflowId).describe();
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw new UsageError(`no merge of snapshot ${flags.snapshotId} (workflow ${workflowId} not found in namespace ${target.namespace})`);
+      if (err instanceof WorkflowNotFoundError)
+        throw new UsageError(
+          `no merge of snapshot ${flags.snapshotId} (workflow ${workflowId} not found in namespace ${target.namespace})`,
+        );
       throw err;
     }
-    console.log(`merge of snapshot ${flags.snapshotId} (workflow ${workflowId}, ${target.connectionOptions.address}, namespace ${target.namespace})`);
+    console.log(
+      `merge of snapshot ${flags.snapshotId} (workflow ${workflowId}, ${target.connectionOptions.address}, namespace ${target.namespace})`,
+    );
     const end = await followMerge(client, flags.snapshotId, createProgressView(process.stdout), flags.intervalMs);
     if (!end.ok) {
-      const cause = end.error instanceof WorkflowFailedError ? (end.error.cause?.message ?? end.error.message) : String(end.error);
+      const cause =
+        end.error instanceof WorkflowFailedError ? (end.error.cause?.message ?? end.error.message) : String(end.error);
       console.log(`merge FAILED: ${cause}`);
       return 1;
     }
     for (const d of end.value.disks) {
-      console.log(`${d.diskId}: ${d.outcome}${d.commitKind ? ` (${d.commitKind} commit)` : ''}, ${d.chainBefore.join(' -> ')}  =>  ${d.chainAfter.join(' -> ')}`);
+      console.log(
+        `${d.diskId}: ${d.outcome}${d.commitKind ? ` (${d.commitKind} commit)` : ''}, ${d.chainBefore.join(' -> ')}  =>  ${d.chainAfter.join(' -> ')}`,
+      );
     }
     console.log('merge completed');
     return 0;

@@ -4,6 +4,7 @@
  * queue (one such agent per hypervisor host). Both roles may share one process.
  */
 import { NativeConnection, type Worker } from '@temporalio/worker';
+
 import { temporalTarget } from './config/connection';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from './config/names';
 import { ConfigError, loadWorkerConfig } from './config/worker-config';
@@ -23,7 +24,11 @@ async function main(): Promise<void> {
   try {
     if (config.roles.includes('engine')) {
       workers.push(await createEngineWorker(connection, target.namespace));
-      logger.info(`engine worker on ${ENGINE_TASK_QUEUE}`, { taskQueue: ENGINE_TASK_QUEUE, address: target.connectionOptions.address, namespace: target.namespace });
+      logger.info(`engine worker on ${ENGINE_TASK_QUEUE}`, {
+        taskQueue: ENGINE_TASK_QUEUE,
+        address: target.connectionOptions.address,
+        namespace: target.namespace,
+      });
     }
     if (config.roles.includes('host') && config.hostId && config.storageRoot && config.runDir) {
       const host = await createHostWorker(connection, target.namespace, {
@@ -40,7 +45,8 @@ async function main(): Promise<void> {
         runDir: config.runDir,
       });
     }
-    if (config.metricsAddress) logger.info(`metrics on http://${config.metricsAddress}/metrics`, { metricsAddress: config.metricsAddress });
+    if (config.metricsAddress)
+      logger.info(`metrics on http://${config.metricsAddress}/metrics`, { metricsAddress: config.metricsAddress });
     await Promise.all(workers.map((w) => w.run()));
   } finally {
     await Promise.all(hosts.map((h) => h.close()));

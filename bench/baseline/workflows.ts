@@ -1,4 +1,5 @@
 import { executeChild, proxyActivities, workflowInfo } from '@temporalio/workflow';
+
 import type { NoopActivities } from './activities';
 
 /**
@@ -32,7 +33,10 @@ export async function BaselineMergeWorkflow(input: BaselineMergeInput): Promise<
 }
 
 export async function BaselineDiskWorkflow(input: { hostId: string; diskId: string }): Promise<string> {
-  const host = proxyActivities<NoopActivities>({ taskQueue: baselineHostQueue(input.hostId), startToCloseTimeout: '1 minute' });
+  const host = proxyActivities<NoopActivities>({
+    taskQueue: baselineHostQueue(input.hostId),
+    startToCloseTimeout: '1 minute',
+  });
   await host.noopMerge(input.diskId);
   await host.noopWait(input.diskId);
   await host.noopVerify(input.diskId);

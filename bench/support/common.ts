@@ -2,9 +2,17 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { startDevServer, type DevServer } from '../../lab/devserver/dev-server';
+import {
+  bundleWorkflowCode,
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
+
+import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
 import { WORKFLOW_BUNDLER_OPTIONS } from '../../src/workers/workflow-bundle';
 
 export const MiB = 1024 * 1024;
@@ -121,7 +129,11 @@ export interface BenchServer {
 /** A headless dev server of its own (SQLite file in a scratch dir) with a client and a worker connection. */
 export async function startBenchServer(dir: string): Promise<BenchServer> {
   installRuntime();
-  const server = await startDevServer({ dbFile: path.join(dir, 'temporal.sqlite'), logFile: path.join(dir, 'server.log'), headless: true });
+  const server = await startDevServer({
+    dbFile: path.join(dir, 'temporal.sqlite'),
+    logFile: path.join(dir, 'server.log'),
+    headless: true,
+  });
   const clientConnection = await Connection.connect({ address: server.address });
   const connection = await NativeConnection.connect({ address: server.address });
   const client = new Client({ connection: clientConnection, namespace: server.namespace });
@@ -142,7 +154,11 @@ export function bundle(workflowsPath: string): Promise<WorkflowBundleWithSourceM
   let b = bundles.get(workflowsPath);
   if (!b) {
     // The product's bundler options for the baseline's workflows too, so both run alike.
-    b = bundleWorkflowCode({ workflowsPath, preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules], logger: new DefaultLogger('ERROR') });
+    b = bundleWorkflowCode({
+      workflowsPath,
+      preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules],
+      logger: new DefaultLogger('ERROR'),
+    });
     bundles.set(workflowsPath, b);
   }
   return b;
@@ -188,7 +204,11 @@ export function rssOf(pid: number): number {
 }
 
 /** Runs `fn` over `items` with at most `limit` at a time. */
-export async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(
+  items: T[],
+  limit: number,
+  fn: (item: T, index: number) => Promise<R>,
+): Promise<R[]> {
   const out = new Array<R>(items.length);
   let next = 0;
   await Promise.all(

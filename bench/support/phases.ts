@@ -1,6 +1,8 @@
 import type { Client } from '@temporalio/client';
 
-type HistoryEvent = NonNullable<Awaited<ReturnType<ReturnType<Client['workflow']['getHandle']>['fetchHistory']>>['events']>[number];
+type HistoryEvent = NonNullable<
+  Awaited<ReturnType<ReturnType<Client['workflow']['getHandle']>['fetchHistory']>>['events']
+>[number];
 
 /** Where a merge's time went, from its histories (server timestamps), ms each, in order. */
 export type Phases = Record<string, number>;

@@ -1,16 +1,18 @@
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+
 import type { Worker } from '@temporalio/worker';
+
+import { createLabVm, type CreateLabVmOptions, destroyLabVm, type LabVm } from '../../lab/vm';
 import type { HostActivities } from '../../src/activities';
 import { blockJobId } from '../../src/config/names';
-import { createEngineWorker } from '../../src/workers/engine';
-import { workflowsPath } from '../../src/workers/workflow-bundle';
-import { createHostWorker } from '../../src/workers/host';
 import type { HypervisorDriver } from '../../src/host/driver';
 import type { Reclaimer } from '../../src/host/reclaim';
-import { createLabVm, destroyLabVm, type CreateLabVmOptions, type LabVm } from '../../lab/vm';
-import { bundle, scratchDir, startBenchServer, type BenchServer } from './common';
+import { createEngineWorker } from '../../src/workers/engine';
+import { createHostWorker } from '../../src/workers/host';
+import { workflowsPath } from '../../src/workers/workflow-bundle';
+import { type BenchServer, bundle, scratchDir, startBenchServer } from './common';
 
 const run = promisify(execFile);
 
@@ -60,8 +62,15 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
       return a.verifyChain(input);
     },
   });
-  const engine = await createEngineWorker(srv.connection, srv.server.namespace, { workflowBundle: await bundle(workflowsPath()) });
-  const host = await createHostWorker(srv.connection, srv.server.namespace, { hostId: HOST_ID, storageRoot, runDir, wrapActivities: wrap });
+  const engine = await createEngineWorker(srv.connection, srv.server.namespace, {
+    workflowBundle: await bundle(workflowsPath()),
+  });
+  const host = await createHostWorker(srv.connection, srv.server.namespace, {
+    hostId: HOST_ID,
+    storageRoot,
+    runDir,
+    wrapActivities: wrap,
+  });
   const workers: Worker[] = [engine, host.worker];
   const runs = workers.map((w) => w.run());
   const vms: string[] = [];

@@ -20,7 +20,9 @@ export function renderTable(results: BenchResult[]): string {
         `${r.name}${r.quick ? ' (quick)' : ''}`,
         f.metric,
         `${fmt(f.value)} ${f.unit}`,
-        f.baseline === undefined ? '-' : `${fmt(f.baseline)} ${f.unit}${f.baselineLabel ? ` (${f.baselineLabel})` : ''}`,
+        f.baseline === undefined
+          ? '-'
+          : `${fmt(f.baseline)} ${f.unit}${f.baselineLabel ? ` (${f.baselineLabel})` : ''}`,
         f.ratio === undefined ? '-' : f.ratio.toFixed(2),
         f.target ?? '-',
         verdict(f),

@@ -10,18 +10,20 @@ import { execFile } from 'node:child_process';
 import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs, promisify } from 'node:util';
+
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { z } from 'zod';
+
 import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
+import { volumePath } from '../../src/domain/layout';
 import { followMerge } from '../../src/progress/follow';
 import { createProgressView } from '../../src/progress/view';
+import { type DevServer, startDevServer } from '../devserver/dev-server';
 import { freePort } from '../devserver/free-port';
-import { startDevServer, type DevServer } from '../devserver/dev-server';
 import { temporalBin } from '../devserver/temporal-bin';
 import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
 import { createLabVm, destroyLabVm, verifyLabVm } from '../vm';
-import { volumePath } from '../../src/domain/layout';
 import { renderChains, renderVerification } from './render';
 
 const run = promisify(execFile);
@@ -39,7 +41,11 @@ async function main(): Promise<number> {
       'bandwidth-mib': { type: 'string', default: '32' },
     },
   });
-  const flags = flagsSchema.parse({ keep: values.keep, dataMib: values['data-mib'], bandwidthMib: values['bandwidth-mib'] });
+  const flags = flagsSchema.parse({
+    keep: values.keep,
+    dataMib: values['data-mib'],
+    bandwidthMib: values['bandwidth-mib'],
+  });
   const work = path.resolve('.lab/demo');
   const storageRoot = path.join(work, 'storage');
   const runDir = path.join(work, 'run');
@@ -67,7 +73,11 @@ async function main(): Promise<number> {
     const binary = temporalBin();
     const ports = await defaultOrFreePorts();
     step(`starting the Temporal dev server (state in ${path.join(work, 'temporal.sqlite')})`);
-    const server: DevServer = await startDevServer({ dbFile: path.join(work, 'temporal.sqlite'), logFile: path.join(work, 'server.log'), ...ports });
+    const server: DevServer = await startDevServer({
+      dbFile: path.join(work, 'temporal.sqlite'),
+      logFile: path.join(work, 'server.log'),
+      ...ports,
+    });
     cleanups.push(() => server.stop());
     console.log(`  frontend ${server.address}, Web UI ${server.uiUrl}`);
 
@@ -77,7 +87,12 @@ async function main(): Promise<number> {
 
     step('starting the engine worker and the host agent (src/worker.ts)');
     const common = { address: server.address, namespace: server.namespace, client };
-    const engine: WorkerProcess = await startWorkerProcess({ ...common, args: ['--role', 'engine'], taskQueue: ENGINE_TASK_QUEUE, logFile: path.join(work, 'engine.log') });
+    const engine: WorkerProcess = await startWorkerProcess({
+      ...common,
+      args: ['--role', 'engine'],
+      taskQueue: ENGINE_TASK_QUEUE,
+      logFile: path.join(work, 'engine.log'),
+    });
     cleanups.push(() => engine.stop());
     const agent: WorkerProcess = await startWorkerProcess({
       ...common,
@@ -88,7 +103,15 @@ async function main(): Promise<number> {
     cleanups.push(() => agent.stop());
 
     step(`creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${flags.dataMib} MiB of data per layer, QEMU paused`);
-    const vm = await createLabVm({ storageRoot, runDir, vmId, disks: 2, volumes: 3, layerDataMiB: flags.dataMib, sizeMiB: 4 * flags.dataMib + 16 });
+    const vm = await createLabVm({
+      storageRoot,
+      runDir,
+      vmId,
+      disks: 2,
+      volumes: 3,
+      layerDataMiB: flags.dataMib,
+      sizeMiB: 4 * flags.dataMib + 16,
+    });
     cleanups.push(() => destroyLabVm(runDir, vmId));
     const before = await verifyLabVm(runDir, vmId);
     console.log(renderChains('chains before:', before));
@@ -111,13 +134,20 @@ async function main(): Promise<number> {
     writeFileSync(inputFile, JSON.stringify(request, null, 2));
     const workflowId = liveMergeWorkflowId(snapshotId);
     const cliArgs = [
-      'workflow', 'start',
-      '--address', server.address,
-      '--namespace', server.namespace,
-      '--task-queue', ENGINE_TASK_QUEUE,
-      '--type', 'LiveMergeWorkflow',
-      '--workflow-id', workflowId,
-      '--input-file', inputFile,
+      'workflow',
+      'start',
+      '--address',
+      server.address,
+      '--namespace',
+      server.namespace,
+      '--task-queue',
+      ENGINE_TASK_QUEUE,
+      '--type',
+      'LiveMergeWorkflow',
+      '--workflow-id',
+      workflowId,
+      '--input-file',
+      inputFile,
     ];
     step(`starting the merge with the Temporal CLI:\n  temporal ${cliArgs.join(' ')}`);
     const started = await run(binary, cliArgs);
@@ -135,8 +165,12 @@ async function main(): Promise<number> {
 
     step('merge completed');
     for (const d of outcome.value.disks) {
-      const gone = !existsSync(volumePath(storageRoot, d.diskId, request.disks.find((x) => x.diskId === d.diskId)!.topVolumeId));
-      console.log(`  ${d.diskId}: ${d.outcome} (${d.commitKind} commit), ${d.chainBefore.join(' -> ')}  =>  ${d.chainAfter.join(' -> ')}; top volume file ${gone ? 'deleted' : 'STILL PRESENT'}`);
+      const gone = !existsSync(
+        volumePath(storageRoot, d.diskId, request.disks.find((x) => x.diskId === d.diskId)!.topVolumeId),
+      );
+      console.log(
+        `  ${d.diskId}: ${d.outcome} (${d.commitKind} commit), ${d.chainBefore.join(' -> ')}  =>  ${d.chainAfter.join(' -> ')}; top volume file ${gone ? 'deleted' : 'STILL PRESENT'}`,
+      );
     }
     const after = await verifyLabVm(runDir, vmId);
     console.log(renderChains('chains before:', before));

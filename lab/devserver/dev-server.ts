@@ -1,7 +1,9 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { Connection } from '@temporalio/client';
+
 import { devServerSearchAttributeArgs } from '../../src/config/search-attributes';
 import { freePort } from './free-port';
 import { temporalBin } from './temporal-bin';
@@ -41,13 +43,20 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   const namespace = opts.namespace ?? 'default';
   mkdirSync(path.dirname(opts.dbFile), { recursive: true });
   const args = [
-    'server', 'start-dev',
-    '--ip', '127.0.0.1',
-    '--port', String(port),
-    '--db-filename', opts.dbFile,
-    '--namespace', namespace,
-    '--sqlite-pragma', 'journal_mode=wal',
-    '--log-level', 'warn',
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(port),
+    '--db-filename',
+    opts.dbFile,
+    '--namespace',
+    namespace,
+    '--sqlite-pragma',
+    'journal_mode=wal',
+    '--log-level',
+    'warn',
     // The merges' own search attributes (VmId, HostId, SnapshotId, DiskId, MergeOutcome).
     ...(opts.registerSearchAttributes === false ? [] : devServerSearchAttributeArgs()),
     ...(opts.headless ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(uiPort)]),
@@ -64,7 +73,13 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   }
   const address = `127.0.0.1:${port}`;
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code, signal) => reject(new Error(`temporal dev server exited early (code ${code}, signal ${signal}); see ${opts.logFile ?? 'its output'}`))),
+    child.once('exit', (code, signal) =>
+      reject(
+        new Error(
+          `temporal dev server exited early (code ${code}, signal ${signal}); see ${opts.logFile ?? 'its output'}`,
+        ),
+      ),
+    ),
   );
   exited.catch(() => undefined);
   await Promise.race([waitUntilServing(address, 60_000), exited]);

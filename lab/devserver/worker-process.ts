@@ -1,8 +1,10 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { createWriteStream, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
+
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
+
 import { killProcess, stopProcess } from './dev-server';
 
 const repoRoot = path.resolve(__dirname, '../..');
@@ -44,7 +46,9 @@ export async function startWorkerProcess(opts: {
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code) => reject(new Error(`worker ${opts.args.join(' ')} exited with ${code}; see ${opts.logFile}`))),
+    child.once('exit', (code) =>
+      reject(new Error(`worker ${opts.args.join(' ')} exited with ${code}; see ${opts.logFile}`)),
+    ),
   );
   exited.catch(() => undefined);
   await Promise.race([waitForPoller(opts.client, opts.namespace, opts.taskQueue, 60_000), exited]);
@@ -57,12 +61,24 @@ export async function startWorkerProcess(opts: {
 }
 
 /** Resolves once a worker polls `taskQueue` (workflow or activity side). */
-export async function waitForPoller(client: Client, namespace: string, taskQueue: string, timeoutMs: number): Promise<void> {
+export async function waitForPoller(
+  client: Client,
+  namespace: string,
+  taskQueue: string,
+  timeoutMs: number,
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  const kinds = [temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY];
+  const kinds = [
+    temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+  ];
   while (Date.now() < deadline) {
     for (const taskQueueType of kinds) {
-      const r = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: taskQueue }, taskQueueType });
+      const r = await client.workflowService.describeTaskQueue({
+        namespace,
+        taskQueue: { name: taskQueue },
+        taskQueueType,
+      });
       if ((r.pollers?.length ?? 0) > 0) return;
     }
     await new Promise((res) => setTimeout(res, 250));

@@ -1,18 +1,20 @@
 /** A lab VM's chains: as QEMU's block graph has them, and as the image headers say. */
 import * as path from 'node:path';
+
 import { z } from 'zod';
+
 import { describeIssues } from '../../src/domain/input';
 import {
+  type BlockDeviceInfo,
   deviceIdOf,
   flattenImageChain,
+  type NodeFiles,
   nodeFilesOf,
   queryBlockSchema,
   queryNamedBlockNodesSchema,
-  type BlockDeviceInfo,
-  type NodeFiles,
 } from '../../src/qmp/schemas';
-import { LabCommandError, runOk, runningLabVmPid } from './processes';
 import { LabVmNotRunningError } from './manifest';
+import { LabCommandError, runningLabVmPid, runOk } from './processes';
 import { auxQmpCommand } from './qmp';
 
 export interface LiveDevice {
@@ -25,7 +27,9 @@ export interface LiveDevice {
 
 /** Every block node of the running VM (`query-named-block-nodes`, flat), on its aux socket. */
 export async function queryLabVmNodes(runDir: string, vmId: string): Promise<BlockDeviceInfo[]> {
-  const parsed = queryNamedBlockNodesSchema.safeParse(await auxQmpCommand(runDir, vmId, 'query-named-block-nodes', { flat: true }));
+  const parsed = queryNamedBlockNodesSchema.safeParse(
+    await auxQmpCommand(runDir, vmId, 'query-named-block-nodes', { flat: true }),
+  );
   if (!parsed.success) throw new Error(`unexpected query-named-block-nodes answer: ${describeIssues(parsed.error)}`);
   return parsed.data;
 }
@@ -61,7 +65,10 @@ export async function queryLabVmDevices(runDir: string, vmId: string): Promise<L
 export async function activeVolumePath(runDir: string, vmId: string, diskId: string): Promise<string> {
   const devices = await queryLabVmDevices(runDir, vmId);
   const dev = devices.find((d) => d.deviceId === diskId);
-  if (!dev) throw new Error(`lab VM ${vmId} has no block device ${diskId} (devices: ${devices.map((d) => d.deviceId).join(', ') || 'none'})`);
+  if (!dev)
+    throw new Error(
+      `lab VM ${vmId} has no block device ${diskId} (devices: ${devices.map((d) => d.deviceId).join(', ') || 'none'})`,
+    );
   return dev.activePath;
 }
 

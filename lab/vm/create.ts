@@ -2,25 +2,26 @@
 import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import { idSchema, describeIssues } from '../../src/domain/input';
+
+import { describeIssues, idSchema } from '../../src/domain/input';
 import { auxQmpSocketPath, imageDir, qmpSocketPath, vmRunDir } from '../../src/domain/layout';
 import { writeDiskImages } from './images';
 import {
-  LOG_FILE,
-  MANIFEST_FILE,
-  PID_FILE,
-  LabVmAlreadyRunningError,
-  createLabVmOptionsSchema,
-  labDiskId,
-  labVolumeId,
-  layerPattern,
-  readManifestIfAny,
-  writeManifest,
   type CreateLabVmOptions,
+  createLabVmOptionsSchema,
   type LabDisk,
+  labDiskId,
   type LabManifest,
   type LabRegion,
   type LabVm,
+  LabVmAlreadyRunningError,
+  labVolumeId,
+  layerPattern,
+  LOG_FILE,
+  MANIFEST_FILE,
+  PID_FILE,
+  readManifestIfAny,
+  writeManifest,
 } from './manifest';
 import { canConnect, isOurQemu, killQemu, pidFilePath, runningLabVmPid, startQemu, stopLabVm } from './processes';
 import { assertPlainPath, buildQemuArgs } from './qemu-args';
@@ -40,7 +41,12 @@ async function exists(p: string): Promise<boolean> {
 
 /** Other lab VMs in `runDir` that are running on disks of `storageRoot`. */
 /** Running lab VMs other than `exceptVmId` with one of `diskIds` on `storageRoot`. */
-async function runningVmsOnStorage(runDir: string, storageRoot: string, exceptVmId: string, diskIds: string[]): Promise<string[]> {
+async function runningVmsOnStorage(
+  runDir: string,
+  storageRoot: string,
+  exceptVmId: string,
+  diskIds: string[],
+): Promise<string[]> {
   let entries: string[];
   try {
     entries = await fs.readdir(runDir);
@@ -57,7 +63,8 @@ async function runningVmsOnStorage(runDir: string, storageRoot: string, exceptVm
       continue;
     }
     const shares = m?.disks.some((d) => diskIds.includes(d.diskId));
-    if (m && m.storageRoot === storageRoot && shares && (await runningLabVmPid(runDir, name)) !== undefined) users.push(name);
+    if (m && m.storageRoot === storageRoot && shares && (await runningLabVmPid(runDir, name)) !== undefined)
+      users.push(name);
   }
   return users;
 }
@@ -95,9 +102,16 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   // The image dirs must be free, or leftovers of this very VM (stopped).
   const stale = await readManifestIfAny(runDir, vmId);
   const prefix = opts.idPrefix;
-  const others = await runningVmsOnStorage(runDir, storageRoot, vmId, Array.from({ length: opts.disks }, (_, d) => labDiskId(d, prefix)));
+  const others = await runningVmsOnStorage(
+    runDir,
+    storageRoot,
+    vmId,
+    Array.from({ length: opts.disks }, (_, d) => labDiskId(d, prefix)),
+  );
   if (others.length > 0) {
-    throw new Error(`storage root ${storageRoot} is in use by running lab VM(s) ${others.join(', ')}; use another storage root`);
+    throw new Error(
+      `storage root ${storageRoot} is in use by running lab VM(s) ${others.join(', ')}; use another storage root`,
+    );
   }
   const R = opts.layerDataMiB * MiB;
   const K = opts.volumes;
@@ -107,7 +121,8 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     const idir = imageDir(storageRoot, diskId);
     const leftovers = (await exists(idir)) ? await fs.readdir(idir) : [];
     if (leftovers.length > 0) {
-      const ours = stale !== undefined && stale.storageRoot === storageRoot && stale.disks.some((x) => x.diskId === diskId);
+      const ours =
+        stale !== undefined && stale.storageRoot === storageRoot && stale.disks.some((x) => x.diskId === diskId);
       if (!ours) {
         throw new Error(
           `${idir} already holds ${leftovers.length} file(s) not made by lab VM ${vmId}; ` +
@@ -116,7 +131,13 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
       }
     }
     const volumeIds = Array.from({ length: K }, (_, i) => labVolumeId(d, i, prefix));
-    const regions: LabRegion[] = volumeIds.map((_, i) => ({ kind: 'layer', layer: i, offset: i * R, length: R, pattern: layerPattern(d, i) }));
+    const regions: LabRegion[] = volumeIds.map((_, i) => ({
+      kind: 'layer',
+      layer: i,
+      offset: i * R,
+      length: R,
+      pattern: layerPattern(d, i),
+    }));
     regions.push({ kind: 'overwrite', layer: K - 1, offset: K * R, length: R, pattern: layerPattern(d, K - 1) });
     disks.push({ diskId, deviceId: diskId, volumeIds, regions });
   }
@@ -155,7 +176,10 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
       createdDirs.push(idir);
       await writeDiskImages(storageRoot, disk, disks.indexOf(disk), opts.sizeMiB, R); // disk d is labDiskId(d)
     }
-    pid = await startQemu(buildQemuArgs(manifest, pidFile), pidFile, path.join(dir, LOG_FILE), [qmpSocket, auxQmpSocket]);
+    pid = await startQemu(buildQemuArgs(manifest, pidFile), pidFile, path.join(dir, LOG_FILE), [
+      qmpSocket,
+      auxQmpSocket,
+    ]);
     manifest.pid = pid;
     await writeManifest(manifest);
     return manifest;
@@ -172,7 +196,8 @@ export async function destroyLabVm(runDir: string, vmId: string): Promise<void> 
   await stopLabVm(root, vmId);
   const manifest = await readManifestIfAny(root, vmId);
   if (manifest) {
-    for (const disk of manifest.disks) await fs.rm(imageDir(manifest.storageRoot, disk.diskId), { recursive: true, force: true });
+    for (const disk of manifest.disks)
+      await fs.rm(imageDir(manifest.storageRoot, disk.diskId), { recursive: true, force: true });
   }
   await fs.rm(vmRunDir(root, vmId), { recursive: true, force: true });
 }

@@ -1,7 +1,8 @@
 /** A lab disk's qcow2 chain on disk, and the data pattern each layer writes into it. */
 import * as path from 'node:path';
+
 import { volumePath } from '../../src/domain/layout';
-import { hexPattern, layerPattern, type LabDisk } from './manifest';
+import { hexPattern, type LabDisk, layerPattern } from './manifest';
 import { LabCommandError, runOk } from './processes';
 
 /**
@@ -9,7 +10,13 @@ import { LabCommandError, runOk } from './processes';
  * its existing image dir and writes layer i's pattern over its own region [i·R, (i+1)·R) and over
  * the shared overwrite region [K·R, (K+1)·R), R = `layerBytes`.
  */
-export async function writeDiskImages(storageRoot: string, disk: LabDisk, d: number, sizeMiB: number, layerBytes: number): Promise<void> {
+export async function writeDiskImages(
+  storageRoot: string,
+  disk: LabDisk,
+  d: number,
+  sizeMiB: number,
+  layerBytes: number,
+): Promise<void> {
   const R = layerBytes;
   const K = disk.volumeIds.length;
   let lowerName: string | undefined;

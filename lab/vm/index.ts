@@ -21,36 +21,44 @@
  * chain.ts      the chains as QEMU's block graph has them and as the image headers say
  * verify.ts     verifyLabVm, checkRegion, flushLabVm
  */
+export { activeVolumePath, type LiveDevice, queryLabVmDevices, readHeaderChain } from './chain';
+export { createLabVm, destroyLabVm } from './create';
 export {
+  type CreateLabVmOptions,
+  createLabVmOptionsSchema,
+  fileNodeName,
+  formatNodeName,
+  hexPattern,
+  type LabCache,
+  labCacheSchema,
+  type LabDisk,
+  labDiskId,
+  labDiskSchema,
+  type LabManifest,
+  labManifestSchema,
+  type LabRegion,
+  labRegionSchema,
+  type LabVm,
+  LabVmAlreadyRunningError,
+  LabVmNotFoundError,
+  LabVmNotRunningError,
+  labVolumeId,
+  layerPattern,
   LOG_FILE,
   MANIFEST_FILE,
   MAX_DISKS,
   MAX_VOLUMES,
   PID_FILE,
-  LabVmAlreadyRunningError,
-  LabVmNotFoundError,
-  LabVmNotRunningError,
-  createLabVmOptionsSchema,
-  fileNodeName,
-  formatNodeName,
-  hexPattern,
-  labCacheSchema,
-  labDiskId,
-  labDiskSchema,
-  labManifestSchema,
-  labRegionSchema,
-  labVolumeId,
-  layerPattern,
   readLabVm,
-  type CreateLabVmOptions,
-  type LabCache,
-  type LabDisk,
-  type LabManifest,
-  type LabRegion,
-  type LabVm,
 } from './manifest';
-export { LabCommandError, runningLabVmPid, stopLabVm, type RunResult } from './processes';
-export { createLabVm, destroyLabVm } from './create';
+export { LabCommandError, runningLabVmPid, type RunResult, stopLabVm } from './processes';
 export { auxQmpCommand, qmpCommand } from './qmp';
-export { activeVolumePath, queryLabVmDevices, readHeaderChain, type LiveDevice } from './chain';
-export { checkRegion, flushLabVm, verifyLabVm, type DiskReport, type RegionReport, type VerifyOptions, type VerifyReport } from './verify';
+export {
+  checkRegion,
+  type DiskReport,
+  flushLabVm,
+  type RegionReport,
+  verifyLabVm,
+  type VerifyOptions,
+  type VerifyReport,
+} from './verify';

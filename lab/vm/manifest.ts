@@ -4,8 +4,10 @@
  */
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
+
 import { z } from 'zod';
-import { idSchema, describeIssues } from '../../src/domain/input';
+
+import { describeIssues, idSchema } from '../../src/domain/input';
 import { vmRunDir } from '../../src/domain/layout';
 
 export const MANIFEST_FILE = 'lab.json';
@@ -38,7 +40,9 @@ export function formatNodeName(volumeId: string): string {
 
 export function checkNodeName(name: string): string {
   if (name.length > MAX_NODE_NAME || !/^[A-Za-z][A-Za-z0-9_.-]*$/.test(name)) {
-    throw new Error(`QEMU node name ${JSON.stringify(name)} is invalid (at most ${MAX_NODE_NAME} characters, starting with a letter)`);
+    throw new Error(
+      `QEMU node name ${JSON.stringify(name)} is invalid (at most ${MAX_NODE_NAME} characters, starting with a letter)`,
+    );
   }
   return name;
 }
@@ -48,8 +52,10 @@ export function checkNodeName(name: string): string {
  * (disk, layer) gets its own value in 0x10..0xff, never 0 (what an unallocated cluster reads).
  */
 export function layerPattern(d: number, i: number): number {
-  if (!Number.isInteger(d) || d < 0 || d >= MAX_DISKS) throw new RangeError(`disk index ${d} is outside 0..${MAX_DISKS - 1}`);
-  if (!Number.isInteger(i) || i < 0 || i >= MAX_VOLUMES) throw new RangeError(`layer index ${i} is outside 0..${MAX_VOLUMES - 1}`);
+  if (!Number.isInteger(d) || d < 0 || d >= MAX_DISKS)
+    throw new RangeError(`disk index ${d} is outside 0..${MAX_DISKS - 1}`);
+  if (!Number.isInteger(i) || i < 0 || i >= MAX_VOLUMES)
+    throw new RangeError(`layer index ${i} is outside 0..${MAX_VOLUMES - 1}`);
   return 0x10 + 0x20 * d + i;
 }
 
@@ -125,12 +131,20 @@ export const createLabVmOptionsSchema = z
     vmId: idSchema,
     disks: z.number().int().min(1).max(MAX_DISKS),
     volumes: z.number().int().min(1).max(MAX_VOLUMES),
-    sizeMiB: z.number().int().min(1).max(1024 * 1024).default(64),
+    sizeMiB: z
+      .number()
+      .int()
+      .min(1)
+      .max(1024 * 1024)
+      .default(64),
     layerDataMiB: z.number().int().min(1).max(1024).default(1),
     backingReadOnly: z.boolean().default(true),
     cache: labCacheSchema.default('writeback'),
     /** Prefix of disk and volume ids, for VMs sharing a storage root. */
-    idPrefix: z.string().regex(/^[a-z0-9-]{0,8}$/, 'must be up to 8 lowercase letters, digits or "-"').default(''),
+    idPrefix: z
+      .string()
+      .regex(/^[a-z0-9-]{0,8}$/, 'must be up to 8 lowercase letters, digits or "-"')
+      .default(''),
   })
   .strict()
   .refine((o) => (o.volumes + 1) * o.layerDataMiB <= o.sizeMiB, {
@@ -140,7 +154,11 @@ export const createLabVmOptionsSchema = z
 export type CreateLabVmOptions = z.input<typeof createLabVmOptionsSchema>;
 
 export class LabVmAlreadyRunningError extends Error {
-  constructor(readonly vmId: string, readonly pid: number | undefined, readonly runDir: string) {
+  constructor(
+    readonly vmId: string,
+    readonly pid: number | undefined,
+    readonly runDir: string,
+  ) {
     super(
       `lab VM ${vmId} is already running${pid === undefined ? '' : ` (pid ${pid})`} in ${runDir}; ` +
         'stop or destroy it first',
@@ -150,14 +168,20 @@ export class LabVmAlreadyRunningError extends Error {
 }
 
 export class LabVmNotRunningError extends Error {
-  constructor(readonly vmId: string, readonly runDir: string) {
+  constructor(
+    readonly vmId: string,
+    readonly runDir: string,
+  ) {
     super(`lab VM ${vmId} is not running (no live QEMU for it in ${runDir})`);
     this.name = 'LabVmNotRunningError';
   }
 }
 
 export class LabVmNotFoundError extends Error {
-  constructor(readonly vmId: string, readonly manifestPath: string) {
+  constructor(
+    readonly vmId: string,
+    readonly manifestPath: string,
+  ) {
     super(`no lab VM ${vmId}: ${manifestPath} does not exist`);
     this.name = 'LabVmNotFoundError';
   }

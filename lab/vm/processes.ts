@@ -7,6 +7,7 @@ import { closeSync, openSync } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as net from 'node:net';
 import * as path from 'node:path';
+
 import { auxQmpSocketPath, qmpSocketPath, vmRunDir } from '../../src/domain/layout';
 import { PID_FILE, readManifestIfAny } from './manifest';
 
@@ -18,7 +19,10 @@ export interface RunResult {
 }
 
 export class LabCommandError extends Error {
-  constructor(message: string, readonly result?: RunResult) {
+  constructor(
+    message: string,
+    readonly result?: RunResult,
+  ) {
     super(message);
     this.name = 'LabCommandError';
   }
@@ -155,7 +159,12 @@ async function everyAccepts(sockets: readonly string[]): Promise<boolean> {
  * with its pid once every one of `sockets` accepts connections and `pidFile` names it; a QEMU that
  * started but got no further is killed.
  */
-export async function startQemu(args: readonly string[], pidFile: string, logPath: string, sockets: readonly string[]): Promise<number> {
+export async function startQemu(
+  args: readonly string[],
+  pidFile: string,
+  logPath: string,
+  sockets: readonly string[],
+): Promise<number> {
   const logFd = openSync(logPath, 'a');
   let exited: string | undefined;
   let pid: number | undefined;
@@ -165,7 +174,10 @@ export async function startQemu(args: readonly string[], pidFile: string, logPat
       stdio: ['ignore', logFd, logFd],
     });
     child.on('error', (err) => (exited = `cannot start qemu-system-x86_64: ${err.message}`));
-    child.on('exit', (code, sig) => (exited = `QEMU exited during start-up (${sig ? `signal ${sig}` : `exit ${code}`})`));
+    child.on(
+      'exit',
+      (code, sig) => (exited = `QEMU exited during start-up (${sig ? `signal ${sig}` : `exit ${code}`})`),
+    );
     child.unref();
     pid = child.pid;
   } finally {
@@ -177,7 +189,8 @@ export async function startQemu(args: readonly string[], pidFile: string, logPat
       await sleep(50);
       if (exited !== undefined) throw new Error(`${exited}; ${logPath}: ${await tail(logPath)}`);
       if (pid !== undefined && (await everyAccepts(sockets))) break;
-      if (Date.now() >= deadline) throw new Error(`QEMU did not open its QMP sockets within 30 s; ${logPath}: ${await tail(logPath)}`);
+      if (Date.now() >= deadline)
+        throw new Error(`QEMU did not open its QMP sockets within 30 s; ${logPath}: ${await tail(logPath)}`);
     }
     const fromFile = await readPidFile(pidFile);
     if (fromFile !== pid) throw new Error(`QEMU's pid file ${pidFile} names ${fromFile}, expected ${pid}`);

@@ -23,7 +23,10 @@ export function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
       const direct = m.cache === 'none' ? ',cache.direct=on,aio=threads' : '';
       args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on${direct}`);
       // The base gets no `backing` option: it has no backing file, so QEMU opens none.
-      args.push('-blockdev', `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`);
+      args.push(
+        '-blockdev',
+        `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`,
+      );
       lower = fmtNode;
     });
     args.push('-device', `virtio-blk-pci,drive=${lower},id=${disk.deviceId}`);

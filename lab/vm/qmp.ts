@@ -1,5 +1,6 @@
 /** One QMP command at a time, on the product's QMP client. */
 import * as path from 'node:path';
+
 import { auxQmpSocketPath } from '../../src/domain/layout';
 import { QmpClient } from '../../src/qmp/client';
 
@@ -23,6 +24,11 @@ export async function qmpCommand(
 }
 
 /** One QMP command on a lab VM's aux socket (the host agent keeps the main one). */
-export function auxQmpCommand(runDir: string, vmId: string, command: string, args?: Record<string, unknown>): Promise<unknown> {
+export function auxQmpCommand(
+  runDir: string,
+  vmId: string,
+  command: string,
+  args?: Record<string, unknown>,
+): Promise<unknown> {
   return qmpCommand(auxQmpSocketPath(path.resolve(runDir), vmId), command, args);
 }

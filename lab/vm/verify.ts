@@ -3,10 +3,11 @@
  * in order) and every region's data pattern, read from the image files while the VM runs.
  */
 import * as path from 'node:path';
+
 import { volumeIdOf } from '../../src/domain/layout';
 import { QmpDriver } from '../../src/host/qmp-driver';
 import { queryLabVmDevices, queryLabVmNodes, readHeaderChain } from './chain';
-import { checkNodeName, hexPattern, readLabVm, type LabDisk, type LabRegion } from './manifest';
+import { checkNodeName, hexPattern, type LabDisk, type LabRegion, readLabVm } from './manifest';
 import { run } from './processes';
 
 export interface RegionReport {
@@ -61,7 +62,8 @@ export async function checkRegion(
     return { ok: false, detail: `${line.trim()} (expected ${hexPattern(region.pattern)})` };
   }
   if (r.code !== 0) return { ok: false, detail: `qemu-io ${cmd} exited ${r.signal ?? r.code}: ${out}` };
-  if (!r.stdout.includes(`read ${region.length}/${region.length} bytes`)) return { ok: false, detail: `qemu-io ${cmd} did not report the read: ${out}` };
+  if (!r.stdout.includes(`read ${region.length}/${region.length} bytes`))
+    return { ok: false, detail: `qemu-io ${cmd} did not report the read: ${out}` };
   return { ok: true };
 }
 
@@ -125,7 +127,15 @@ export async function verifyLabVm(runDir: string, vmId: string, options: VerifyO
   for (const disk of vm.disks) {
     const dev = devices.find((d) => d.deviceId === disk.deviceId);
     if (!dev) {
-      disks.push({ diskId: disk.diskId, ok: false, chain: [], qemuChain: [], chainOk: false, chainDetail: `QEMU has no device ${disk.deviceId}`, regions: [] });
+      disks.push({
+        diskId: disk.diskId,
+        ok: false,
+        chain: [],
+        qemuChain: [],
+        chainOk: false,
+        chainDetail: `QEMU has no device ${disk.deviceId}`,
+        regions: [],
+      });
       continue;
     }
     let chain: string[] = [];

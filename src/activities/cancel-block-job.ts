@@ -1,8 +1,9 @@
 import { Context, log } from '@temporalio/activity';
+
+import { findJob } from '../host/driver';
 import type { HostDeps } from './deps';
 import { isVmAbsent, parseInput } from './host-step';
-import { jobStepSchema, type JobStep } from './inputs';
-import { findJob } from '../host/driver';
+import { type JobStep, jobStepSchema } from './inputs';
 
 export interface JobCancelled {
   /** The job's last state: absent when QEMU had no such job. */

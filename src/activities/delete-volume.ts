@@ -1,15 +1,17 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+
 import { log } from '@temporalio/activity';
+
 import { blockJobId } from '../config/names';
-import { imageDir, PathOutsideRootError, volumePath } from '../domain/layout';
 import { failure } from '../domain/failures';
+import { imageDir, PathOutsideRootError, volumePath } from '../domain/layout';
 import { findJob } from '../host/driver';
 import { readBackingFile } from '../host/qemu-img';
 import { writeTombstone } from '../host/tombstone';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
-import { diskStepSchema, type DiskStep } from './inputs';
+import { type DiskStep, diskStepSchema } from './inputs';
 
 export interface VolumeDeleted {
   /** False when the file was already gone (a repeated delete is a success). */
@@ -33,11 +35,17 @@ export function createDeleteVolume(deps: HostDeps) {
       const chains = await deps.driver.readAllChains(step.vmId);
       const holder = chains.find((c) => c.volumes.some((v) => v.path === file));
       if (holder) {
-        throw failure('VolumeInUse', `volume ${step.topVolumeId} is still in the chain of disk ${holder.diskId}; not deleted`);
+        throw failure(
+          'VolumeInUse',
+          `volume ${step.topVolumeId} is still in the chain of disk ${holder.diskId}; not deleted`,
+        );
       }
       const child = await backedBy(imageDir(deps.storageRoot, step.diskId), file);
       if (child) {
-        throw failure('VolumeInUse', `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`);
+        throw failure(
+          'VolumeInUse',
+          `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`,
+        );
       }
 
       // The base must hold the committed data on disk before the top, its only other copy, goes.
@@ -50,7 +58,10 @@ export function createDeleteVolume(deps: HostDeps) {
       const jobId = blockJobId(step.diskId, step.topVolumeId);
       const job = await findJob(deps.driver, step.vmId, jobId);
       if (job && job.status !== 'concluded') {
-        throw failure('VolumeInUse', `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`);
+        throw failure(
+          'VolumeInUse',
+          `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`,
+        );
       }
       if (job) await deps.driver.dismissJob(step.vmId, jobId);
 

@@ -1,4 +1,5 @@
 import type { z } from 'zod';
+
 import { failure } from '../domain/failures';
 import { describeIssues } from '../domain/input';
 import { PathOutsideRootError } from '../domain/layout';

@@ -1,12 +1,12 @@
-import type { HostDeps } from './deps';
 import { createCancelBlockJob } from './cancel-block-job';
 import { createCleanup } from './cleanup';
 import { createDeleteVolume } from './delete-volume';
+import type { HostDeps } from './deps';
+import { keepAlive } from './keep-alive';
 import { createMerge } from './merge';
 import { createSetBlockJobSpeed } from './set-block-job-speed';
 import { createVerifyChain } from './verify-chain';
 import { createWaitForBlockJob } from './wait-for-block-job';
-import { keepAlive } from './keep-alive';
 
 export type { HostDeps } from './deps';
 

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+
 import { COMMIT_KINDS } from '../domain/commit';
 import { idSchema } from '../domain/input';
 
@@ -26,10 +27,10 @@ export const waitStepSchema = z
   .strict();
 export type WaitStep = z.infer<typeof waitStepSchema>;
 
-export const jobStepSchema = z
-  .object({ vmId: idSchema, diskId: idSchema, jobId: z.string().min(1).max(160) })
-  .strict();
+export const jobStepSchema = z.object({ vmId: idSchema, diskId: idSchema, jobId: z.string().min(1).max(160) }).strict();
 export type JobStep = z.infer<typeof jobStepSchema>;
 
-export const speedStepSchema = jobStepSchema.extend({ bytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) }).strict();
+export const speedStepSchema = jobStepSchema
+  .extend({ bytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) })
+  .strict();
 export type SpeedStep = z.infer<typeof speedStepSchema>;

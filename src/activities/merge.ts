@@ -1,16 +1,18 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { log } from '@temporalio/activity';
+
 import { blockJobId, blockJobPrefix } from '../config/names';
-import { volumePath } from '../domain/layout';
 import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
+import { volumePath } from '../domain/layout';
+import { volumeNames } from '../host/driver';
 import { readBackingFile } from '../host/qemu-img';
 import { readTombstone } from '../host/tombstone';
-import { volumeNames } from '../host/driver';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
-import { mergeStepSchema, type MergeStep } from './inputs';
+import { type MergeStep, mergeStepSchema } from './inputs';
 
 export type MergeStarted =
   | { outcome: 'started' | 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
@@ -42,14 +44,23 @@ export function createMerge(deps: HostDeps) {
       }
       const busy = jobs.find((j) => j.id.startsWith(blockJobPrefix(diskId)) && j.status !== 'concluded');
       if (busy) {
-        throw failure('DiskBusy', `disk ${diskId} already runs block job ${busy.id} (${busy.status}); one job per disk`);
+        throw failure(
+          'DiskBusy',
+          `disk ${diskId} already runs block job ${busy.id} (${busy.status}); one job per disk`,
+        );
       }
 
       if (topIndex < 0) {
-        if (baseIndex >= 0 && (await wasMergedInto(deps.storageRoot, diskId, topVolumeId, topPath, basePath, baseVolumeId))) {
+        if (
+          baseIndex >= 0 &&
+          (await wasMergedInto(deps.storageRoot, diskId, topVolumeId, topPath, basePath, baseVolumeId))
+        ) {
           return { outcome: 'alreadyMerged', jobId, chain: names };
         }
-        throw failure('VolumeNotInChain', `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`);
+        throw failure(
+          'VolumeNotInChain',
+          `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`,
+        );
       }
       if (baseIndex !== topIndex + 1) {
         throw failure(

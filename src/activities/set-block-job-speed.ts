@@ -1,8 +1,9 @@
 import { log } from '@temporalio/activity';
-import { findJob, type BlockJob, type JobStatus } from '../host/driver';
+
+import { type BlockJob, findJob, type JobStatus } from '../host/driver';
 import type { HostDeps } from './deps';
 import { hostStep, isVmAbsent, parseInput } from './host-step';
-import { speedStepSchema, type SpeedStep } from './inputs';
+import { type SpeedStep, speedStepSchema } from './inputs';
 
 export interface BlockJobSpeedSet {
   /** True when QEMU took the new speed; false when the job does not run (any more). */

@@ -1,9 +1,9 @@
-import { volumePath } from '../domain/layout';
 import { failure } from '../domain/failures';
+import { volumePath } from '../domain/layout';
 import { volumeNames } from '../host/driver';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
-import { diskStepSchema, type DiskStep } from './inputs';
+import { type DiskStep, diskStepSchema } from './inputs';
 
 export interface ChainVerified {
   chain: string[];
@@ -23,10 +23,16 @@ export function createVerifyChain(deps: HostDeps) {
       const topStill = paths.includes(volumePath(deps.storageRoot, step.diskId, step.topVolumeId));
       const baseThere = paths.includes(volumePath(deps.storageRoot, step.diskId, step.baseVolumeId));
       if (topStill || !baseThere) {
-        const why = topStill ? `top volume ${step.topVolumeId} is still in the chain` : `base volume ${step.baseVolumeId} is missing from the chain`;
-        throw failure('ChainVerificationFailed', `chain check failed on disk ${step.diskId}: ${why} (${names.join(' -> ')}); volume kept`, {
-          chain: names,
-        });
+        const why = topStill
+          ? `top volume ${step.topVolumeId} is still in the chain`
+          : `base volume ${step.baseVolumeId} is missing from the chain`;
+        throw failure(
+          'ChainVerificationFailed',
+          `chain check failed on disk ${step.diskId}: ${why} (${names.join(' -> ')}); volume kept`,
+          {
+            chain: names,
+          },
+        );
       }
       return { chain: names };
     });

@@ -1,11 +1,12 @@
 import { Context, log } from '@temporalio/activity';
-import { checkpointSchema, type Checkpoint } from '../domain/checkpoint';
+
+import { type Checkpoint, checkpointSchema } from '../domain/checkpoint';
 import { phaseOfJob } from '../domain/phases';
-import { findJob, type BlockJob } from '../host/driver';
+import { type DiskProgress, diskProgressSignalName } from '../domain/progress';
+import { type BlockJob, findJob } from '../host/driver';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
-import { waitStepSchema, type WaitStep } from './inputs';
-import { diskProgressSignalName, type DiskProgress } from '../domain/progress';
+import { type WaitStep, waitStepSchema } from './inputs';
 
 export type BlockJobEnd =
   /** QEMU reports the job concluded; `error` is set when it ended in error. */
@@ -49,7 +50,13 @@ export function createWaitForBlockJob(deps: HostDeps) {
 
           if (job.status === 'concluded') {
             await reported;
-            return { outcome: 'concluded', error: job.error, offset: job.offset, len: job.len, pivoted: checkpoint.pivotRequested };
+            return {
+              outcome: 'concluded',
+              error: job.error,
+              offset: job.offset,
+              len: job.len,
+              pivoted: checkpoint.pivotRequested,
+            };
           }
           // A completion QEMU did not take is not recorded: the next turn, still in `ready`, asks again.
           // A merge cancelled meanwhile must not pivot: the cancel ends the wait before it can.
@@ -57,7 +64,11 @@ export function createWaitForBlockJob(deps: HostDeps) {
             await reported;
             await ctx.cancelled;
           }
-          const pivoted = job.status === 'ready' && job.offset === job.len && !checkpoint.pivotRequested && (await pivot(deps, step, job));
+          const pivoted =
+            job.status === 'ready' &&
+            job.offset === job.len &&
+            !checkpoint.pivotRequested &&
+            (await pivot(deps, step, job));
           await reported;
           if (pivoted) {
             checkpoint = { ...checkpoint, pivotRequested: true };
@@ -117,7 +128,8 @@ function progressReporter(step: WaitStep): ProgressReporter {
     if (phase === lastPhase) return;
     if (lastPhase === '') {
       // Not announced yet: announce a job that has been running long enough, or not at all.
-      const running = phase === 'waiting' && job.status !== 'created' && job.status !== 'undefined' && job.status !== 'concluded';
+      const running =
+        phase === 'waiting' && job.status !== 'created' && job.status !== 'undefined' && job.status !== 'concluded';
       if (!running || Date.now() - since < ANNOUNCE_AFTER_MS) return;
     } else if (phase === 'waiting') {
       // After the pivot the job passes through waiting and pending again: the parent keeps pivoting.
@@ -133,12 +145,15 @@ function progressReporter(step: WaitStep): ProgressReporter {
       len: job.len,
     };
     try {
-      await Context.current().client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, progress);
+      await Context.current()
+        .client.workflow.getHandle(step.progressWorkflowId)
+        .signal(diskProgressSignalName, progress);
     } catch (err) {
       log.debug('progress signal not delivered', { error: String(err) });
     }
   };
   return Object.assign(report, {
-    untilAnnounce: () => (!step.progressWorkflowId || lastPhase !== '' ? Infinity : Math.max(0, since + ANNOUNCE_AFTER_MS - Date.now())),
+    untilAnnounce: () =>
+      !step.progressWorkflowId || lastPhase !== '' ? Infinity : Math.max(0, since + ANNOUNCE_AFTER_MS - Date.now()),
   });
 }

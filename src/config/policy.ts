@@ -1,4 +1,5 @@
 import { ActivityCancellationType, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
+
 import { NON_RETRYABLE_TYPES } from '../domain/failures';
 
 /**

@@ -1,6 +1,8 @@
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+
 import { z } from 'zod';
+
 import { describeIssues, idSchema } from '../domain/input';
 
 /**
@@ -70,7 +72,10 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): Worker
   } catch (err) {
     throw new ConfigError(`${(err as Error).message}\n${WORKER_USAGE}`);
   }
-  const roles = (values.role ?? env.LIVE_MERGE_ROLE ?? '').split(',').map((r) => r.trim()).filter(Boolean);
+  const roles = (values.role ?? env.LIVE_MERGE_ROLE ?? '')
+    .split(',')
+    .map((r) => r.trim())
+    .filter(Boolean);
   const parsed = workerConfigSchema.safeParse({
     roles,
     hostId: values['host-id'] ?? env.LIVE_MERGE_HOST_ID,
@@ -79,6 +84,7 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): Worker
     metricsAddress: values['metrics-address'] ?? (env.LIVE_MERGE_METRICS_ADDRESS || undefined),
     logLevel: (values['log-level'] ?? (env.LIVE_MERGE_LOG_LEVEL || 'INFO')).toUpperCase(),
   });
-  if (!parsed.success) throw new ConfigError(`invalid worker configuration: ${describeIssues(parsed.error)}\n${WORKER_USAGE}`);
+  if (!parsed.success)
+    throw new ConfigError(`invalid worker configuration: ${describeIssues(parsed.error)}\n${WORKER_USAGE}`);
   return parsed.data;
 }

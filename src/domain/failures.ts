@@ -7,23 +7,53 @@ import { ApplicationFailure } from '@temporalio/common';
  * README's "Failure types" table is checked against this one by a test.
  */
 export const FAILURES = {
-  InvalidMergeInput: { retryable: false, meaning: 'the input (or a setBandwidth value) is malformed; the message names the field' },
+  InvalidMergeInput: {
+    retryable: false,
+    meaning: 'the input (or a setBandwidth value) is malformed; the message names the field',
+  },
   VmNotFound: { retryable: false, meaning: 'the VM does not run on this host: no QMP socket' },
   VmGone: { retryable: false, meaning: "the VM's QEMU no longer answers on its QMP socket" },
   DiskNotFound: { retryable: false, meaning: 'the VM has no such disk' },
-  VolumeNotInChain: { retryable: false, meaning: "the top is not in the disk's chain, and no earlier merge into the base removed it" },
+  VolumeNotInChain: {
+    retryable: false,
+    meaning: "the top is not in the disk's chain, and no earlier merge into the base removed it",
+  },
   BaseNotBacking: { retryable: false, meaning: "the base is not the top's backing volume" },
   DiskBusy: { retryable: false, meaning: 'another block job of this product runs on the disk (one job per disk)' },
-  BlockJobFailed: { retryable: false, meaning: "the block job ended in error in QEMU (QEMU's error is in the message)" },
-  ChainVerificationFailed: { retryable: false, meaning: 'after the job the top is still in the chain or the base is missing' },
-  VolumeInUse: { retryable: false, meaning: 'the volume to delete is still in a chain, a backing file, or held by a block job' },
+  BlockJobFailed: {
+    retryable: false,
+    meaning: "the block job ended in error in QEMU (QEMU's error is in the message)",
+  },
+  ChainVerificationFailed: {
+    retryable: false,
+    meaning: 'after the job the top is still in the chain or the base is missing',
+  },
+  VolumeInUse: {
+    retryable: false,
+    meaning: 'the volume to delete is still in a chain, a backing file, or held by a block job',
+  },
   PathOutsideStorageRoot: { retryable: false, meaning: "a volume's real path lies outside the host's storage root" },
-  CorruptImageHeader: { retryable: false, meaning: "an image's qcow2 header names its backing file where it cannot be read" },
-  HostUnreachable: { retryable: false, meaning: 'no host agent picked up the first step within hostPickupTimeoutSeconds' },
-  DiskMergeFailed: { retryable: false, meaning: "the merge's summary when any disk failed; each disk's reason is in the message" },
+  CorruptImageHeader: {
+    retryable: false,
+    meaning: "an image's qcow2 header names its backing file where it cannot be read",
+  },
+  HostUnreachable: {
+    retryable: false,
+    meaning: 'no host agent picked up the first step within hostPickupTimeoutSeconds',
+  },
+  DiskMergeFailed: {
+    retryable: false,
+    meaning: "the merge's summary when any disk failed; each disk's reason is in the message",
+  },
   QmpTimeoutError: { retryable: true, meaning: 'QEMU did not answer a QMP command in time; the step is retried' },
-  QmpClosedError: { retryable: true, meaning: 'the QMP connection broke during a step; the step is retried on a new one' },
-  QmpCommandError: { retryable: true, meaning: 'QEMU refused a command a step needs (e.g. detaching a node); the step is retried' },
+  QmpClosedError: {
+    retryable: true,
+    meaning: 'the QMP connection broke during a step; the step is retried on a new one',
+  },
+  QmpCommandError: {
+    retryable: true,
+    meaning: 'QEMU refused a command a step needs (e.g. detaching a node); the step is retried',
+  },
 } as const satisfies Record<string, { retryable: boolean; meaning: string }>;
 
 export type FailureType = keyof typeof FAILURES;
@@ -40,5 +70,10 @@ export const NON_RETRYABLE_TYPES = (Object.keys(FAILURES) as FailureType[]).filt
  * by the QMP client as errors of that name (the SDK takes an error's name as its failure type).
  */
 export function failure(type: NonRetryableType, message: string, details?: unknown): ApplicationFailure {
-  return ApplicationFailure.create({ type, message, nonRetryable: true, details: details === undefined ? [] : [details] });
+  return ApplicationFailure.create({
+    type,
+    message,
+    nonRetryable: true,
+    details: details === undefined ? [] : [details],
+  });
 }

@@ -85,7 +85,5 @@ export type DiskMergeInput = z.infer<typeof diskMergeInputSchema>;
 
 /** `disks.1.topVolumeId: must be ...; vmId: ...`: every problem, each with its field path. */
 export function describeIssues(error: z.ZodError): string {
-  return error.issues
-    .map((i) => `${i.path.length ? i.path.join('.') : '(input)'}: ${i.message}`)
-    .join('; ');
+  return error.issues.map((i) => `${i.path.length ? i.path.join('.') : '(input)'}: ${i.message}`).join('; ');
 }

@@ -6,7 +6,10 @@ import * as path from 'node:path';
  */
 
 export class PathOutsideRootError extends Error {
-  constructor(readonly candidate: string, readonly root: string) {
+  constructor(
+    readonly candidate: string,
+    readonly root: string,
+  ) {
     super(`path ${candidate} lies outside the storage root ${root}`);
     this.name = 'PathOutsideRootError';
   }

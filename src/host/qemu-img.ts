@@ -11,7 +11,10 @@ const MAX_BACKING_NAME = 1023;
 
 /** An image whose qcow2 header names its backing file somewhere it cannot be read. */
 export class CorruptImageHeaderError extends Error {
-  constructor(readonly imagePath: string, detail: string) {
+  constructor(
+    readonly imagePath: string,
+    detail: string,
+  ) {
     super(`${imagePath}: corrupt qcow2 header: ${detail}`);
     this.name = 'CorruptImageHeaderError';
   }
@@ -37,7 +40,8 @@ export async function readBackingFile(imagePath: string): Promise<string | undef
     if (size > MAX_BACKING_NAME) throw new CorruptImageHeaderError(imagePath, `backing file name of ${size} bytes`);
     const name = Buffer.alloc(size);
     const read = await handle.read(name, 0, size, Number(offset));
-    if (read.bytesRead !== size) throw new CorruptImageHeaderError(imagePath, `backing file name past the end of the file`);
+    if (read.bytesRead !== size)
+      throw new CorruptImageHeaderError(imagePath, `backing file name past the end of the file`);
     return path.resolve(path.dirname(imagePath), name.toString('utf8'));
   } finally {
     await handle.close();

@@ -19,7 +19,9 @@ export class QmpDriver implements HypervisorDriver {
   private readonly pool: QmpPool;
 
   constructor(runDir: string, opts: { useAuxSocket?: boolean } = {}) {
-    this.pool = new QmpPool((vmId) => (opts.useAuxSocket ? auxQmpSocketPath(runDir, vmId) : qmpSocketPath(runDir, vmId)));
+    this.pool = new QmpPool((vmId) =>
+      opts.useAuxSocket ? auxQmpSocketPath(runDir, vmId) : qmpSocketPath(runDir, vmId),
+    );
   }
 
   async readChain(vmId: string, diskId: string): Promise<DiskChain> {
@@ -37,7 +39,8 @@ export class QmpDriver implements HypervisorDriver {
       // A qcow2 node opened with an explicit `backing` may name its file by node: resolve through them.
       const nodeFiles = nodeFilesOf(nodes);
       const nodeOfFile = new Map<string, string>();
-      for (const n of nodes) if (n.drv === 'qcow2') nodeOfFile.set(resolveImageFilename(n.file, nodeFiles), n['node-name']);
+      for (const n of nodes)
+        if (n.drv === 'qcow2') nodeOfFile.set(resolveImageFilename(n.file, nodeFiles), n['node-name']);
       const chains: DiskChain[] = [];
       for (const block of blocks) {
         const diskId = deviceIdOf(block);
@@ -100,7 +103,9 @@ export class QmpDriver implements HypervisorDriver {
     const nodes = await this.pool.with(vmId, (qmp) =>
       qmp.executeParsed('query-named-block-nodes', { flat: true }, queryNamedBlockNodesSchema),
     );
-    const format = nodes.filter((n) => n.drv !== 'file' && resolveImageFilename(n.file) === path).map((n) => n['node-name']);
+    const format = nodes
+      .filter((n) => n.drv !== 'file' && resolveImageFilename(n.file) === path)
+      .map((n) => n['node-name']);
     const file = nodes.filter((n) => n.drv === 'file' && n.file === path).map((n) => n['node-name']);
     return [...format, ...file];
   }
@@ -115,8 +120,11 @@ export class QmpDriver implements HypervisorDriver {
    * new qcow2 mappings in its cache, so the file alone does not yet hold the committed data.
    */
   async flushNode(vmId: string, nodeName: string): Promise<void> {
-    const reply = await this.pool.with(vmId, (qmp) => qmp.execute('human-monitor-command', { 'command-line': `qemu-io ${nodeName} "flush"` }));
-    if (typeof reply === 'string' && reply.trim() !== '') throw new Error(`flush of node ${nodeName} failed: ${reply.trim()}`);
+    const reply = await this.pool.with(vmId, (qmp) =>
+      qmp.execute('human-monitor-command', { 'command-line': `qemu-io ${nodeName} "flush"` }),
+    );
+    if (typeof reply === 'string' && reply.trim() !== '')
+      throw new Error(`flush of node ${nodeName} failed: ${reply.trim()}`);
   }
 
   async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
@@ -125,7 +133,8 @@ export class QmpDriver implements HypervisorDriver {
     await new Promise<void>((resolve) => {
       const timer = setTimeout(done, timeoutMs);
       const unsubscribe = qmp.onEvent((e) => {
-        if (e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_READY' || e.event === 'BLOCK_JOB_COMPLETED') done();
+        if (e.event === 'JOB_STATUS_CHANGE' || e.event === 'BLOCK_JOB_READY' || e.event === 'BLOCK_JOB_COMPLETED')
+          done();
       });
       const unsubscribeClose = qmp.onClose(done);
       signal?.addEventListener('abort', done, { once: true });

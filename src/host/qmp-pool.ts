@@ -1,4 +1,5 @@
 import { existsSync } from 'node:fs';
+
 import { QmpClient } from '../qmp/client';
 import { QmpClosedError, QmpConnectError } from '../qmp/errors';
 import { VmGoneError, VmNotFoundError } from './errors';
@@ -43,7 +44,8 @@ export class QmpPool {
   }
 
   private async connect(vmId: string, socketPath: string): Promise<QmpClient> {
-    if (!existsSync(socketPath)) throw new VmNotFoundError(`VM ${vmId} does not run on this host (no QMP socket at ${socketPath})`);
+    if (!existsSync(socketPath))
+      throw new VmNotFoundError(`VM ${vmId} does not run on this host (no QMP socket at ${socketPath})`);
     try {
       const client = await QmpClient.connect(socketPath, { timeoutMs: 10_000 });
       client.onClose(() => {

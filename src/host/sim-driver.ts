@@ -1,9 +1,23 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
+
 import { QmpCommandError } from '../qmp/errors';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
-import { checkNodeDelete, commitJob, JobChangeWaiters, newVm, mulberry32, refuseVerb, rollFault, SimClock, type Job, type SimDisk, type SimDriverOptions, type Vm } from './sim-model';
+import {
+  checkNodeDelete,
+  commitJob,
+  type Job,
+  JobChangeWaiters,
+  mulberry32,
+  newVm,
+  refuseVerb,
+  rollFault,
+  SimClock,
+  type SimDisk,
+  type SimDriverOptions,
+  type Vm,
+} from './sim-model';
 
 export type { SimDisk, SimDriverOptions } from './sim-model';
 
@@ -33,7 +47,10 @@ export class SimDriver implements HypervisorDriver {
   /** Starts (or restarts) a VM with the given disks; a restarted VM has no jobs. */
   addVm(vmId: string, disks: SimDisk[]): void {
     for (const job of this.vms.get(vmId)?.jobs.values() ?? []) clearTimeout(job.timer);
-    this.vms.set(vmId, newVm(disks, () => this.nextNode++));
+    this.vms.set(
+      vmId,
+      newVm(disks, () => this.nextNode++),
+    );
   }
 
   /** QEMU dies: every later call for this VM throws VmGoneError. */
@@ -125,7 +142,12 @@ export class SimDriver implements HypervisorDriver {
 
   async setSpeed(vmId: string, jobId: string, speed: number): Promise<void> {
     const job = this.jobOf(await this.enter(vmId), jobId, 'block-job-set-speed');
-    if (speed < 0) throw new QmpCommandError('block-job-set-speed', 'GenericError', "Parameter 'speed' expects a non negative value");
+    if (speed < 0)
+      throw new QmpCommandError(
+        'block-job-set-speed',
+        'GenericError',
+        "Parameter 'speed' expects a non negative value",
+      );
     job.done = this.offsetOf(job);
     job.since = this.clock.now();
     job.speed = speed;
@@ -135,13 +157,20 @@ export class SimDriver implements HypervisorDriver {
   async nodesHolding(vmId: string, path: string): Promise<string[]> {
     const vm = await this.enter(vmId);
     const held = [...vm.nodes.entries()].filter(([, n]) => n.path === path);
-    return [...held.filter(([, n]) => n.kind === 'format'), ...held.filter(([, n]) => n.kind === 'file')].map(([name]) => name);
+    return [...held.filter(([, n]) => n.kind === 'format'), ...held.filter(([, n]) => n.kind === 'file')].map(
+      ([name]) => name,
+    );
   }
 
   /** Nothing is cached in memory; an unknown node is refused as QEMU refuses it. */
   async flushNode(vmId: string, nodeName: string): Promise<void> {
     const vm = await this.enter(vmId);
-    if (!vm.nodes.has(nodeName)) throw new QmpCommandError('human-monitor-command', 'GenericError', `Cannot find device='' nor node-name='${nodeName}'`);
+    if (!vm.nodes.has(nodeName))
+      throw new QmpCommandError(
+        'human-monitor-command',
+        'GenericError',
+        `Cannot find device='' nor node-name='${nodeName}'`,
+      );
   }
 
   async deleteNode(vmId: string, nodeName: string): Promise<void> {

@@ -1,5 +1,5 @@
-import type { JobStatus, StartCommit } from './driver';
 import { QmpCommandError } from '../qmp/errors';
+import type { JobStatus, StartCommit } from './driver';
 
 /** The simulated hypervisor's options, state and fault model (the driver is sim-driver.ts). */
 
@@ -36,9 +36,20 @@ export interface SimDisk {
   sizeBytes?: number;
 }
 
-export interface SimVolume { path: string; format: string; file: string }
-export interface SimNode { path: string; kind: 'format' | 'file' }
-export interface Disk { diskId: string; chain: SimVolume[]; sizeBytes: number }
+export interface SimVolume {
+  path: string;
+  format: string;
+  file: string;
+}
+export interface SimNode {
+  path: string;
+  kind: 'format' | 'file';
+}
+export interface Disk {
+  diskId: string;
+  chain: SimVolume[];
+  sizeBytes: number;
+}
 export type Fault = { kind: 'error' | 'vanish'; at: number } | { kind: 'vanishAfterEnd' };
 export interface Job {
   id: string;
@@ -57,9 +68,19 @@ export interface Job {
   fault?: Fault;
   timer?: NodeJS.Timeout;
 }
-export interface Vm { disks: Map<string, Disk>; nodes: Map<string, SimNode>; jobs: Map<string, Job>; gone: boolean }
+export interface Vm {
+  disks: Map<string, Disk>;
+  nodes: Map<string, SimNode>;
+  jobs: Map<string, Job>;
+  gone: boolean;
+}
 
-export function rollFault(rng: () => number, faults: SimDriverOptions['faults'], len: number, active: boolean): Fault | undefined {
+export function rollFault(
+  rng: () => number,
+  faults: SimDriverOptions['faults'],
+  len: number,
+  active: boolean,
+): Fault | undefined {
   const f = faults ?? {};
   if (rng() < (f.jobErrorRate ?? 0)) return { kind: 'error', at: Math.floor(rng() * len) };
   if (rng() < (f.vanishRate ?? 0)) {
@@ -70,7 +91,11 @@ export function rollFault(rng: () => number, faults: SimDriverOptions['faults'],
 }
 
 export function refuseVerb(command: string, job: Job, verb: string): never {
-  throw new QmpCommandError(command, 'GenericError', `Job '${job.id}' in state '${job.status}' cannot accept command verb '${verb}'`);
+  throw new QmpCommandError(
+    command,
+    'GenericError',
+    `Job '${job.id}' in state '${job.status}' cannot accept command verb '${verb}'`,
+  );
 }
 
 /** A small seeded PRNG (mulberry32). */
@@ -144,8 +169,11 @@ export function checkNodeDelete(vm: Vm, nodeName: string): void {
   };
   if (!node) return fail(`Failed to find node with node-name='${nodeName}'`);
   const inChain = [...vm.disks.values()].some((d) => d.chain.some((v) => v.format === nodeName));
-  const inJob = [...vm.jobs.values()].some((j) => j.status !== 'concluded' && (j.top.format === nodeName || j.base.format === nodeName));
-  const formatAbove = node.kind === 'file' && [...vm.nodes.values()].some((n) => n.kind === 'format' && n.path === node.path);
+  const inJob = [...vm.jobs.values()].some(
+    (j) => j.status !== 'concluded' && (j.top.format === nodeName || j.base.format === nodeName),
+  );
+  const formatAbove =
+    node.kind === 'file' && [...vm.nodes.values()].some((n) => n.kind === 'format' && n.path === node.path);
   if (inChain || inJob || formatAbove) fail(`Block device ${nodeName} is in use`);
 }
 
@@ -153,7 +181,12 @@ export function checkNodeDelete(vm: Vm, nodeName: string): void {
  * The job a block-commit starts at `now`, with the fault `roll` picks for it; QEMU's refusals of
  * the command are checked first, as QEMU checks them.
  */
-export function commitJob(vm: Vm, r: StartCommit, now: number, roll: (len: number, active: boolean) => Fault | undefined): Job {
+export function commitJob(
+  vm: Vm,
+  r: StartCommit,
+  now: number,
+  roll: (len: number, active: boolean) => Fault | undefined,
+): Job {
   const fail = (desc: string): never => {
     throw new QmpCommandError('block-commit', 'GenericError', desc);
   };
@@ -171,8 +204,18 @@ export function commitJob(vm: Vm, r: StartCommit, now: number, roll: (len: numbe
   if (r.speed < 0) fail("Parameter 'speed' expects a non negative value");
   const active = topIndex === 0;
   return {
-    id: r.jobId, disk, top: disk.chain[topIndex], base: disk.chain[baseIndex], active, backingFile: r.backingFile,
-    status: 'running', len: disk.sizeBytes, done: 0, since: now, speed: r.speed, fault: roll(disk.sizeBytes, active),
+    id: r.jobId,
+    disk,
+    top: disk.chain[topIndex],
+    base: disk.chain[baseIndex],
+    active,
+    backingFile: r.backingFile,
+    status: 'running',
+    len: disk.sizeBytes,
+    done: 0,
+    since: now,
+    speed: r.speed,
+    fault: roll(disk.sizeBytes, active),
   };
 }
 

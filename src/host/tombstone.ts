@@ -1,6 +1,8 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
+
 import { z } from 'zod';
+
 import { imageDir } from '../domain/layout';
 
 /**
@@ -21,7 +23,11 @@ export async function writeTombstone(storageRoot: string, diskId: string, t: Tom
   await fs.rename(`${file}.tmp`, file);
 }
 
-export async function readTombstone(storageRoot: string, diskId: string, volumeId: string): Promise<Tombstone | undefined> {
+export async function readTombstone(
+  storageRoot: string,
+  diskId: string,
+  volumeId: string,
+): Promise<Tombstone | undefined> {
   try {
     return tombstoneSchema.parse(JSON.parse(await fs.readFile(tombstonePath(storageRoot, diskId, volumeId), 'utf8')));
   } catch (err) {

@@ -1,4 +1,5 @@
 import type { Client } from '@temporalio/client';
+
 import { liveMergeWorkflowId } from '../config/names';
 import type { LiveMergeRequest } from '../domain/input';
 import type { LiveMergeResult } from '../domain/outcome';
@@ -12,8 +13,15 @@ export type MergeEnd = { ok: true; value: LiveMergeResult } | { ok: false; error
  * more, and resolves to its result or its error. A progress read that fails (the workflow not yet
  * on a worker, say) is skipped: the next turn reads again.
  */
-export async function followMerge(client: Client, snapshotId: string, view: ProgressView, intervalMs = 300): Promise<MergeEnd> {
-  const handle = client.workflow.getHandle<(r: LiveMergeRequest) => Promise<LiveMergeResult>>(liveMergeWorkflowId(snapshotId));
+export async function followMerge(
+  client: Client,
+  snapshotId: string,
+  view: ProgressView,
+  intervalMs = 300,
+): Promise<MergeEnd> {
+  const handle = client.workflow.getHandle<(r: LiveMergeRequest) => Promise<LiveMergeResult>>(
+    liveMergeWorkflowId(snapshotId),
+  );
   const result: Promise<MergeEnd> = handle.result().then(
     (value) => ({ ok: true as const, value }),
     (error: unknown) => ({ ok: false as const, error }),

@@ -1,9 +1,10 @@
 import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
-import { checkpointSchema } from '../domain/checkpoint';
+
 import { diskMergeWorkflowId, liveMergeWorkflowId } from '../config/names';
+import { checkpointSchema } from '../domain/checkpoint';
 import { jobState } from '../domain/phases';
-import { progressQueryName, type MergeProgress } from '../domain/progress';
+import { type MergeProgress, progressQueryName } from '../domain/progress';
 
 /**
  * A merge's progress as a person wants it: the `progress` query (each disk's phase, and offset/len
@@ -11,7 +12,9 @@ import { progressQueryName, type MergeProgress } from '../domain/progress';
  * from its wait activity's last heartbeat (the workflow history records neither).
  */
 export async function readMergeProgress(client: Client, snapshotId: string): Promise<MergeProgress> {
-  const progress = await client.workflow.getHandle(liveMergeWorkflowId(snapshotId)).query<MergeProgress>(progressQueryName);
+  const progress = await client.workflow
+    .getHandle(liveMergeWorkflowId(snapshotId))
+    .query<MergeProgress>(progressQueryName);
   const disks = await Promise.all(
     progress.disks.map(async (disk) => {
       if (jobState(disk.phase) !== 'running') return disk;

@@ -1,4 +1,5 @@
 import { MultiBar, Presets, type SingleBar } from 'cli-progress';
+
 import { isFinal } from '../domain/phases';
 import type { DiskProgress, MergeProgress } from '../domain/progress';
 
@@ -94,7 +95,8 @@ class BarView implements ProgressView {
     for (const d of progress.disks) {
       const total = d.len && d.len > 0 ? d.len : 1;
       // A disk whose merge is done shows a full bar even when it knew no length (already merged).
-      const value = isFinal(d.phase) && d.phase !== 'failed' && d.phase !== 'cancelled' ? total : Math.min(d.offset ?? 0, total);
+      const value =
+        isFinal(d.phase) && d.phase !== 'failed' && d.phase !== 'cancelled' ? total : Math.min(d.offset ?? 0, total);
       const payload: BarPayload = {
         disk: d.diskId.padEnd(this.width),
         state: `${d.phase}${d.commitKind ? ` (${d.commitKind} commit)` : ''}`,

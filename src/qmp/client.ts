@@ -12,14 +12,10 @@
  * connect() then ends in QmpTimeoutError.
  */
 import * as net from 'node:net';
+
 import type { z } from 'zod';
-import {
-  QmpClosedError,
-  QmpCommandError,
-  QmpError,
-  QmpProtocolError,
-  QmpTimeoutError,
-} from './errors';
+
+import { QmpClosedError, QmpCommandError, QmpError, QmpProtocolError, QmpTimeoutError } from './errors';
 import { waitForEvent } from './events';
 import { readGreeting } from './greeting';
 import { LineBuffer, parseQmpLine, parseReply, type QmpMessage } from './messages';
@@ -107,11 +103,7 @@ export class QmpClient {
    * Run a QMP command and resolve with its `return` value (unvalidated).
    * Rejects with QmpCommandError (error reply), QmpTimeoutError, QmpClosedError, QmpProtocolError.
    */
-  execute(
-    command: string,
-    args?: Record<string, unknown>,
-    opts: QmpExecuteOptions = {},
-  ): Promise<unknown> {
+  execute(command: string, args?: Record<string, unknown>, opts: QmpExecuteOptions = {}): Promise<unknown> {
     if (this.isClosed) {
       return Promise.reject(
         new QmpClosedError(`QMP connection closed; cannot run '${command}'`, { cause: this.closeReason }),
@@ -160,7 +152,9 @@ export class QmpClient {
    */
   waitForEvent(predicate: (event: QmpEvent) => boolean, timeoutMs: number): Promise<QmpEvent> {
     if (this.isClosed) {
-      return Promise.reject(new QmpClosedError('QMP connection closed; cannot wait for events', { cause: this.closeReason }));
+      return Promise.reject(
+        new QmpClosedError('QMP connection closed; cannot wait for events', { cause: this.closeReason }),
+      );
     }
     return waitForEvent(this, predicate, timeoutMs);
   }

@@ -11,7 +11,11 @@ interface EventSource {
  * `predicate`. Rejects with QmpTimeoutError, QmpClosedError (or the QmpProtocolError that closed
  * the connection), or whatever `predicate` throws.
  */
-export function waitForEvent(source: EventSource, predicate: (event: QmpEvent) => boolean, timeoutMs: number): Promise<QmpEvent> {
+export function waitForEvent(
+  source: EventSource,
+  predicate: (event: QmpEvent) => boolean,
+  timeoutMs: number,
+): Promise<QmpEvent> {
   return new Promise<QmpEvent>((resolve, reject) => {
     const finish = (fn: () => void): void => {
       clearTimeout(timer);

@@ -1,4 +1,5 @@
 import type * as net from 'node:net';
+
 import { QmpClosedError, QmpConnectError, QmpProtocolError, QmpTimeoutError } from './errors';
 import { MAX_LINE_CHARS, parseGreeting } from './messages';
 import type { QmpGreeting } from './schemas';
@@ -60,4 +61,3 @@ export function readGreeting(
     socket.on('close', onClose);
   });
 }
-

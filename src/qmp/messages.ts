@@ -1,6 +1,14 @@
 import { z } from 'zod';
+
 import { QmpProtocolError } from './errors';
-import { errorReplySchema, eventSchema, greetingSchema, successReplySchema, type QmpEvent, type QmpGreeting } from './schemas';
+import {
+  errorReplySchema,
+  eventSchema,
+  greetingSchema,
+  type QmpEvent,
+  type QmpGreeting,
+  successReplySchema,
+} from './schemas';
 
 /** Refuse to buffer a single line beyond this (garbage on the socket, not real QMP). */
 export const MAX_LINE_CHARS = 256 * 1024 * 1024;
@@ -19,7 +27,8 @@ export class LineBuffer {
       start = nl + 1;
     }
     this.partial += chunk.slice(start);
-    if (this.partial.length > MAX_LINE_CHARS) throw new QmpProtocolError(`QMP line longer than ${MAX_LINE_CHARS} characters`);
+    if (this.partial.length > MAX_LINE_CHARS)
+      throw new QmpProtocolError(`QMP line longer than ${MAX_LINE_CHARS} characters`);
     return lines;
   }
 }

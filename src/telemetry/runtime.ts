@@ -1,4 +1,5 @@
-import { DefaultLogger, makeTelemetryFilterString, Runtime, type LogEntry, type LogLevel } from '@temporalio/worker';
+import { DefaultLogger, type LogEntry, type LogLevel, makeTelemetryFilterString, Runtime } from '@temporalio/worker';
+
 import { MERGE_DURATION_BUCKETS_SECONDS, MERGE_METRICS } from '../config/metrics';
 
 export interface TelemetryConfig {
@@ -21,7 +22,12 @@ export function installRuntime(config: TelemetryConfig): Runtime {
     shutdownSignals: ['SIGINT', 'SIGTERM'],
     logger: new DefaultLogger(config.logLevel, (entry) => write(jsonLine(entry))),
     telemetryOptions: {
-      logging: { forward: {}, filter: makeTelemetryFilterString({ core: config.logLevel === 'TRACE' || config.logLevel === 'DEBUG' ? config.logLevel : 'WARN' }) },
+      logging: {
+        forward: {},
+        filter: makeTelemetryFilterString({
+          core: config.logLevel === 'TRACE' || config.logLevel === 'DEBUG' ? config.logLevel : 'WARN',
+        }),
+      },
       ...(config.metricsAddress
         ? {
             metrics: {

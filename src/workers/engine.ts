@@ -1,4 +1,5 @@
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+
 import { ENGINE_TASK_QUEUE } from '../config/names';
 import { warnIfSearchAttributesMissing } from './search-attributes-check';
 import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from './workflow-bundle';
@@ -16,7 +17,10 @@ export async function createEngineWorker(
     taskQueue: ENGINE_TASK_QUEUE,
     ...(extra.workflowBundle
       ? {}
-      : { workflowsPath: workflowsPath(), bundlerOptions: { preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules] } }),
+      : {
+          workflowsPath: workflowsPath(),
+          bundlerOptions: { preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules] },
+        }),
     ...extra,
   });
 }

@@ -1,4 +1,5 @@
-import { NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
+
 import { createHostActivities, type HostActivities } from '../activities';
 import { hostTaskQueue } from '../config/names';
 import { HEARTBEAT_THROTTLE } from '../config/policy';
@@ -39,7 +40,8 @@ export async function createHostWorker(
   const logger = Runtime.instance().logger;
   const reclaimer = new Reclaimer(opts.storageRoot, { warn: (m, a) => logger.warn(m, { ...a, hostId: opts.hostId }) });
   const leftOver = await reclaimer.sweep();
-  if (leftOver > 0) logger.info(`reclaiming ${leftOver} volume(s) deleted before the last stop`, { hostId: opts.hostId });
+  if (leftOver > 0)
+    logger.info(`reclaiming ${leftOver} volume(s) deleted before the last stop`, { hostId: opts.hostId });
   const activities = createHostActivities({ hostId: opts.hostId, storageRoot: opts.storageRoot, driver, reclaimer });
   const worker = await Worker.create({
     connection,

@@ -1,4 +1,5 @@
-import { Runtime, type NativeConnection } from '@temporalio/worker';
+import { type NativeConnection, Runtime } from '@temporalio/worker';
+
 import { cliTypeName, MERGE_SEARCH_ATTRIBUTES } from '../config/search-attributes';
 
 /**
@@ -6,7 +7,10 @@ import { cliTypeName, MERGE_SEARCH_ATTRIBUTES } from '../config/search-attribute
  * (e.g. no permission to list them). The workflows upsert them; in a namespace without them a
  * merge waits before its first step until they are registered.
  */
-export async function missingSearchAttributes(connection: NativeConnection, namespace: string): Promise<string[] | undefined> {
+export async function missingSearchAttributes(
+  connection: NativeConnection,
+  namespace: string,
+): Promise<string[] | undefined> {
   try {
     const { customAttributes } = await connection.operatorService.listSearchAttributes({ namespace });
     return MERGE_SEARCH_ATTRIBUTES.map((k) => k.name).filter((name) => !(name in (customAttributes ?? {})));
@@ -22,7 +26,9 @@ export async function warnIfSearchAttributesMissing(connection: NativeConnection
   const types = [...new Set(MERGE_SEARCH_ATTRIBUTES.filter((k) => missing.includes(k.name)).map((k) => k.type))];
   const command = types
     .map((type) => {
-      const names = MERGE_SEARCH_ATTRIBUTES.filter((k) => k.type === type && missing.includes(k.name)).map((k) => `--name ${k.name}`);
+      const names = MERGE_SEARCH_ATTRIBUTES.filter((k) => k.type === type && missing.includes(k.name)).map(
+        (k) => `--name ${k.name}`,
+      );
       return `temporal operator search-attribute create --namespace ${namespace} ${names.join(' ')} --type ${cliTypeName(type)}`;
     })
     .join(' && ');

@@ -1,10 +1,11 @@
 import { proxyActivities, setHandler } from '@temporalio/workflow';
+
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { hostStepOptions } from '../config/policy';
 import type { BandwidthRequest, DiskBandwidth } from '../domain/bandwidth';
 import type { LiveMergeInput } from '../domain/input';
-import { jobState, type DiskPhase } from '../domain/phases';
+import { type DiskPhase, jobState } from '../domain/phases';
 import { setBandwidthUpdate } from './definitions';
 import { parseWorkflowInput } from './failures';
 import { schemas } from './schemas';
@@ -23,7 +24,10 @@ export interface BandwidthControl {
  * Per disk the changes are applied one after the other, each with the limit current when it runs,
  * so the last change wins whatever order the updates and the disk's reports come in.
  */
-export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId: string) => DiskPhase | undefined): BandwidthControl {
+export function installBandwidthControl(
+  input: LiveMergeInput,
+  phaseOf: (diskId: string) => DiskPhase | undefined,
+): BandwidthControl {
   const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue: hostTaskQueue(input.hostId) });
   let bytesPerSec = input.options.bandwidthBytesPerSec;
   const queue = new Map<string, Promise<unknown>>();
@@ -40,7 +44,11 @@ export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId:
         const set = await host.setBlockJobSpeed({ vmId: input.vmId, diskId, jobId, bytesPerSec });
         return { diskId, applied: set.applied ? 'set' : 'notRunning', jobStatus: set.jobStatus };
       } catch (err) {
-        return { diskId, applied: 'failed', reason: err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err) };
+        return {
+          diskId,
+          applied: 'failed',
+          reason: err instanceof Error ? (err.cause instanceof Error ? err.cause.message : err.message) : String(err),
+        };
       }
     };
     const next = (queue.get(diskId) ?? Promise.resolve()).then(run);
@@ -65,7 +73,11 @@ export function installBandwidthControl(input: LiveMergeInput, phaseOf: (diskId:
   return {
     current: () => bytesPerSec,
     phaseChanged(diskId, from, to) {
-      if (jobState(from) !== 'running' && jobState(to) === 'running' && bytesPerSec !== input.options.bandwidthBytesPerSec) {
+      if (
+        jobState(from) !== 'running' &&
+        jobState(to) === 'running' &&
+        bytesPerSec !== input.options.bandwidthBytesPerSec
+      ) {
         void apply(diskId);
       }
     },

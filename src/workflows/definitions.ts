@@ -1,7 +1,8 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+
 import { setBandwidthUpdateName } from '../config/names';
 import type { BandwidthRequest, BandwidthSet } from '../domain/bandwidth';
-import { diskProgressSignalName, progressQueryName, type DiskProgress, type MergeProgress } from '../domain/progress';
+import { type DiskProgress, diskProgressSignalName, type MergeProgress, progressQueryName } from '../domain/progress';
 
 export const progressQuery = defineQuery<MergeProgress>(progressQueryName);
 export const diskProgressSignal = defineSignal<[DiskProgress]>(diskProgressSignalName);

@@ -6,6 +6,7 @@ import {
   patched,
   proxyActivities,
 } from '@temporalio/workflow';
+
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
 import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
@@ -48,7 +49,10 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   const { vmId, hostId, disk, options } = input;
   const taskQueue = hostTaskQueue(hostId);
   const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
-  const hostMerge = proxyActivities<HostActivities>({ ...mergeStepOptions(options.hostPickupTimeoutSeconds), taskQueue });
+  const hostMerge = proxyActivities<HostActivities>({
+    ...mergeStepOptions(options.hostPickupTimeoutSeconds),
+    taskQueue,
+  });
   const hostWait = proxyActivities<HostActivities>({ ...blockJobWaitOptions, taskQueue });
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
@@ -59,7 +63,9 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   try {
     await report({ phase: 'merging' });
     const started = await hostMerge.merge.executeWithOptions(
-      { summary: `commit ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId}: start or adopt the block job` },
+      {
+        summary: `commit ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId}: start or adopt the block job`,
+      },
       [{ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec }],
     );
     chainBefore = started.chain;
@@ -67,8 +73,17 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       commitKind = started.kind;
       await report({ phase: 'waiting', commitKind });
       const end = await hostWait.waitForBlockJob.executeWithOptions(
-        { summary: `wait for block job ${jobStep.jobId} (${commitKind === 'active' ? 'active commit, pivot when ready' : `${commitKind} commit`})` },
-        [{ ...jobStep, pollIntervalMs: options.pollIntervalMs, progressWorkflowId: input.parentWorkflowId, commitKind }],
+        {
+          summary: `wait for block job ${jobStep.jobId} (${commitKind === 'active' ? 'active commit, pivot when ready' : `${commitKind} commit`})`,
+        },
+        [
+          {
+            ...jobStep,
+            pollIntervalMs: options.pollIntervalMs,
+            progressWorkflowId: input.parentWorkflowId,
+            commitKind,
+          },
+        ],
       );
       if (end.outcome === 'concluded' && end.error !== undefined) {
         throw failure('BlockJobFailed', `block job ${jobStep.jobId} failed in QEMU: ${end.error}`);
@@ -79,7 +94,10 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
     if (isCancellation(err)) {
       await CancellationScope.nonCancellable(async () => {
         await report({ phase: 'cancelling' });
-        await host.cancelBlockJob.executeWithOptions({ summary: `cancel block job ${jobStep.jobId}: merge cancelled` }, [jobStep]);
+        await host.cancelBlockJob.executeWithOptions(
+          { summary: `cancel block job ${jobStep.jobId}: merge cancelled` },
+          [jobStep],
+        );
         await host.cleanup.executeWithOptions({ summary: `clean up after block job ${jobStep.jobId}` }, [jobStep]);
         await report({ phase: 'cancelled', reason: 'merge cancelled; block job cancelled, chain unchanged' });
       });
@@ -97,7 +115,10 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
         [step],
       );
       await report({ phase: 'deleting' });
-      const deleted = await host.deleteVolume.executeWithOptions({ summary: `delete volume ${disk.topVolumeId} of ${disk.diskId}` }, [step]);
+      const deleted = await host.deleteVolume.executeWithOptions(
+        { summary: `delete volume ${disk.topVolumeId} of ${disk.diskId}` },
+        [step],
+      );
       await report({ phase: 'cleaning' });
       await host.cleanup.executeWithOptions({ summary: `clean up after block job ${jobStep.jobId}` }, [jobStep]);
       const outcome = chainBefore.includes(disk.topVolumeId) ? 'merged' : 'alreadyMerged';
@@ -123,7 +144,11 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       : reasonOf(err);
     await CancellationScope.nonCancellable(async () => {
       // Nothing reached a host that never picked up the merge, and nothing there needs cleaning.
-      if (!neverPickedUp) await host.cleanup.executeWithOptions({ summary: `clean up after failed merge of ${disk.diskId}, keep ${disk.topVolumeId}` }, [jobStep]);
+      if (!neverPickedUp)
+        await host.cleanup.executeWithOptions(
+          { summary: `clean up after failed merge of ${disk.diskId}, keep ${disk.topVolumeId}` },
+          [jobStep],
+        );
       await report({ phase: 'failed', reason });
     });
     const type = neverPickedUp ? 'HostUnreachable' : (nonRetryableTypeOf(err) ?? 'DiskMergeFailed');
@@ -143,7 +168,10 @@ function progressReporter(input: DiskMergeInput): (p: Omit<DiskProgress, 'diskId
     if (!childSignals(p.phase) && patched('lean-progress-signals')) return;
     try {
       // Awaited: the history then has the same events however long the job ran.
-      await getExternalWorkflowHandle(input.parentWorkflowId).signal(diskProgressSignal, { diskId: input.disk.diskId, ...p });
+      await getExternalWorkflowHandle(input.parentWorkflowId).signal(diskProgressSignal, {
+        diskId: input.disk.diskId,
+        ...p,
+      });
     } catch {
       // Progress is for people watching; a parent that is gone must not fail the merge.
     }

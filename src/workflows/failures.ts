@@ -1,7 +1,8 @@
-import { ActivityFailure, ApplicationFailure, ChildWorkflowFailure, TimeoutFailure } from '@temporalio/workflow';
 import { TimeoutType } from '@temporalio/common';
+import { ActivityFailure, ApplicationFailure, ChildWorkflowFailure, TimeoutFailure } from '@temporalio/workflow';
 import type { z } from 'zod';
-import { FAILURES, failure, type FailureType, type NonRetryableType } from '../domain/failures';
+
+import { failure, FAILURES, type FailureType, type NonRetryableType } from '../domain/failures';
 import { schemas } from './schemas';
 
 /**
@@ -12,7 +13,8 @@ import { schemas } from './schemas';
 /** Parses a workflow's input (or an update's); a bad one fails at once, naming each field. */
 export function parseWorkflowInput<S extends z.ZodType>(schema: S, value: unknown, what: string): z.infer<S> {
   const parsed = schema.safeParse(value);
-  if (!parsed.success) throw failure('InvalidMergeInput', `invalid ${what}: ${schemas().input.describeIssues(parsed.error)}`);
+  if (!parsed.success)
+    throw failure('InvalidMergeInput', `invalid ${what}: ${schemas().input.describeIssues(parsed.error)}`);
   return parsed.data;
 }
 

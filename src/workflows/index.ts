@@ -1,3 +1,3 @@
-export { LiveMergeWorkflow } from './live-merge';
+export { diskProgressSignal, progressQuery, setBandwidthUpdate } from './definitions';
 export { DiskMergeWorkflow } from './disk-merge';
-export { progressQuery, diskProgressSignal, setBandwidthUpdate } from './definitions';
+export { LiveMergeWorkflow } from './live-merge';

@@ -7,6 +7,7 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
+
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../config/names';
 import { failure } from '../domain/failures';
 import type { LiveMergeRequest } from '../domain/input';
@@ -36,7 +37,9 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   // First, before any disk is touched: a namespace without the attributes holds the merge here.
   tagMerge(input);
 
-  const progress = new Map<string, DiskProgress>(input.disks.map((d) => [d.diskId, { diskId: d.diskId, phase: 'pending' }]));
+  const progress = new Map<string, DiskProgress>(
+    input.disks.map((d) => [d.diskId, { diskId: d.diskId, phase: 'pending' }]),
+  );
   const bandwidth = installBandwidthControl(input, (diskId) => progress.get(diskId)?.phase);
   setHandler(progressQuery, () => ({
     snapshotId: input.snapshotId,
@@ -61,7 +64,16 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
         workflowId: diskMergeWorkflowId(input.snapshotId, disk.diskId),
         taskQueue: ENGINE_TASK_QUEUE,
         staticSummary: `merge ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId} of ${input.vmId}`,
-        args: [{ snapshotId: input.snapshotId, vmId: input.vmId, hostId: input.hostId, disk, options: input.options, parentWorkflowId: workflowId }],
+        args: [
+          {
+            snapshotId: input.snapshotId,
+            vmId: input.vmId,
+            hostId: input.hostId,
+            disk,
+            options: input.options,
+            parentWorkflowId: workflowId,
+          },
+        ],
       }).then((merged) => {
         setPhase(merged.diskId, { phase: merged.outcome, commitKind: merged.commitKind });
         return merged;
@@ -78,7 +90,12 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   );
   for (const o of outcomes) {
     const current = progress.get(o.diskId);
-    if (current && o.outcome === 'failed') progress.set(o.diskId, { ...current, phase: current.phase === 'cancelled' ? 'cancelled' : 'failed', reason: o.reason });
+    if (current && o.outcome === 'failed')
+      progress.set(o.diskId, {
+        ...current,
+        phase: current.phase === 'cancelled' ? 'cancelled' : 'failed',
+        reason: o.reason,
+      });
   }
 
   const cancelled = settled.find((s) => s.status === 'rejected' && isCancellation(s.reason));

@@ -1,4 +1,5 @@
 import { log, metricMeter, workflowInfo } from '@temporalio/workflow';
+
 import { MERGE_METRICS } from '../config/metrics';
 import type { DiskMergeInput } from '../domain/input';
 
@@ -12,12 +13,24 @@ export type DiskMergeOutcome = 'merged' | 'alreadyMerged' | 'failed' | 'cancelle
 export function recordDiskMerge(input: DiskMergeInput, outcome: DiskMergeOutcome, bytesCommitted: number): void {
   const durationSeconds = (Date.now() - workflowInfo().runStartTime.getTime()) / 1000;
   const tags = { host_id: input.hostId, outcome };
-  metricMeter.createHistogram(MERGE_METRICS.duration, 'float', 's', 'disk merge time, start to outcome').record(durationSeconds, tags);
+  metricMeter
+    .createHistogram(MERGE_METRICS.duration, 'float', 's', 'disk merge time, start to outcome')
+    .record(durationSeconds, tags);
   metricMeter.createCounter(MERGE_METRICS.outcomes, undefined, 'disk merges ended, by outcome').add(1, tags);
   if (bytesCommitted > 0) {
-    metricMeter.createCounter(MERGE_METRICS.bytesCommitted, 'By', 'bytes committed by block jobs of merged disks').add(bytesCommitted, { host_id: input.hostId });
+    metricMeter
+      .createCounter(MERGE_METRICS.bytesCommitted, 'By', 'bytes committed by block jobs of merged disks')
+      .add(bytesCommitted, { host_id: input.hostId });
   }
-  const attrs = { hostId: input.hostId, vmId: input.vmId, diskId: input.disk.diskId, snapshotId: input.snapshotId, outcome, durationSeconds, bytesCommitted };
+  const attrs = {
+    hostId: input.hostId,
+    vmId: input.vmId,
+    diskId: input.disk.diskId,
+    snapshotId: input.snapshotId,
+    outcome,
+    durationSeconds,
+    bytesCommitted,
+  };
   if (outcome === 'failed') log.warn('disk merge ended', attrs);
   else log.info('disk merge ended', attrs);
 }

@@ -1,5 +1,13 @@
 import { patched, upsertSearchAttributes } from '@temporalio/workflow';
-import { DISK_ID, HOST_ID, MERGE_OUTCOME, SNAPSHOT_ID, VM_ID, type MergeOutcomeValue } from '../config/search-attributes';
+
+import {
+  DISK_ID,
+  HOST_ID,
+  MERGE_OUTCOME,
+  type MergeOutcomeValue,
+  SNAPSHOT_ID,
+  VM_ID,
+} from '../config/search-attributes';
 
 /**
  * What the workflows tell the visibility store, so that operators find merges by VM, host,

@@ -1,16 +1,18 @@
 import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+
+import { auxQmpCommand, destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { InvalidMergeRequestError, LiveMergeClient } from '../../src/client';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { idSchema } from '../../src/domain/input';
-import { auxQmpCommand, destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { snapshotFiles } from '../helpers/stack';
+import { type CliRun, temporalCli } from '../helpers/temporal-cli';
 import { labVm } from './scenario';
 import { FaultStack, HOST_ID } from './stack';
-import { temporalCli, type CliRun } from '../helpers/temporal-cli';
 
 /**
  * Issue 3, scenario 10: a table of bad inputs, each sent through the real Temporal CLI (v1.5.1)
@@ -77,7 +79,13 @@ function protoText(snap: string): string {
 }
 /** What LiveMergeWorkflow would give the disk0 child of `good(snap)`. */
 function childInput(snap: string) {
-  return { snapshotId: snap, vmId: VM_ID, hostId: HOST_ID, disk: { ...disk0 }, options: { pollIntervalMs: 100, bandwidthBytesPerSec: 0, hostPickupTimeoutSeconds: PICKUP_S } };
+  return {
+    snapshotId: snap,
+    vmId: VM_ID,
+    hostId: HOST_ID,
+    disk: { ...disk0 },
+    options: { pollIntervalMs: 100, bandwidthBytesPerSec: 0, hostPickupTimeoutSeconds: PICKUP_S },
+  };
 }
 function without<T extends Record<string, unknown>>(o: T, key: string): Record<string, unknown> {
   const { [key]: _dropped, ...rest } = o;
@@ -90,63 +98,363 @@ function idRule(field: string): RegExp {
 
 const cases: Case[] = [
   // Missing and unknown fields.
-  { name: 'missing snapshotId', kind: 'schema', request: (s) => without(good(s), 'snapshotId'), fields: ['snapshotId'], says: /snapshotId: Invalid input: expected string, received undefined/ },
-  { name: 'missing disks', kind: 'schema', request: (s) => without(good(s), 'disks'), fields: ['disks'], says: /disks: Invalid input: expected array, received undefined/ },
-  { name: 'missing topVolumeId', kind: 'schema', request: (s) => ({ ...good(s), disks: [without(disk0, 'topVolumeId')] }), fields: ['disks.0.topVolumeId'], says: /disks\.0\.topVolumeId: Invalid input: expected string, received undefined/ },
-  { name: 'unknown top-level field', kind: 'schema', request: (s) => ({ ...good(s), force: true }), fields: ['(input)'], says: /\(input\): Unrecognized key: "force"/ },
-  { name: 'unknown field in a disk', kind: 'schema', request: (s) => withDisk(s, { deleteBase: true }), fields: ['disks.0'], says: /disks\.0: Unrecognized key: "deleteBase"/ },
-  { name: 'unknown option', kind: 'schema', request: (s) => ({ ...good(s), options: { retries: 3 } }), fields: ['options'], says: /options: Unrecognized key: "retries"/ },
+  {
+    name: 'missing snapshotId',
+    kind: 'schema',
+    request: (s) => without(good(s), 'snapshotId'),
+    fields: ['snapshotId'],
+    says: /snapshotId: Invalid input: expected string, received undefined/,
+  },
+  {
+    name: 'missing disks',
+    kind: 'schema',
+    request: (s) => without(good(s), 'disks'),
+    fields: ['disks'],
+    says: /disks: Invalid input: expected array, received undefined/,
+  },
+  {
+    name: 'missing topVolumeId',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), disks: [without(disk0, 'topVolumeId')] }),
+    fields: ['disks.0.topVolumeId'],
+    says: /disks\.0\.topVolumeId: Invalid input: expected string, received undefined/,
+  },
+  {
+    name: 'unknown top-level field',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), force: true }),
+    fields: ['(input)'],
+    says: /\(input\): Unrecognized key: "force"/,
+  },
+  {
+    name: 'unknown field in a disk',
+    kind: 'schema',
+    request: (s) => withDisk(s, { deleteBase: true }),
+    fields: ['disks.0'],
+    says: /disks\.0: Unrecognized key: "deleteBase"/,
+  },
+  {
+    name: 'unknown option',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { retries: 3 } }),
+    fields: ['options'],
+    says: /options: Unrecognized key: "retries"/,
+  },
   // Empty, oversized and malformed ids.
-  { name: 'empty snapshotId', kind: 'schema', request: (s) => ({ ...good(s), snapshotId: '' }), fields: ['snapshotId'], says: /snapshotId: must not be empty/ },
-  { name: 'empty vmId', kind: 'schema', request: (s) => ({ ...good(s), vmId: '' }), fields: ['vmId'], says: /vmId: must not be empty/ },
-  { name: 'empty diskId', kind: 'schema', request: (s) => withDisk(s, { diskId: '' }), fields: ['disks.0.diskId'], says: /disks\.0\.diskId: must not be empty/ },
-  { name: 'empty baseVolumeId', kind: 'schema', request: (s) => withDisk(s, { baseVolumeId: '' }), fields: ['disks.0.baseVolumeId'], says: /disks\.0\.baseVolumeId: must not be empty/ },
-  { name: 'snapshotId with spaces', kind: 'schema', request: (s) => ({ ...good(s), snapshotId: `${s} 42` }), fields: ['snapshotId'], says: idRule('snapshotId') },
-  { name: 'vmId of 65 characters', kind: 'schema', request: (s) => ({ ...good(s), vmId: 'v'.repeat(65) }), fields: ['vmId'], says: /vmId: must be at most 64 characters/ },
-  { name: 'topVolumeId of 100,000 characters', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: 'd'.repeat(100_000) }), fields: ['disks.0.topVolumeId'], says: /disks\.0\.topVolumeId: must be at most 64 characters/ },
+  {
+    name: 'empty snapshotId',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), snapshotId: '' }),
+    fields: ['snapshotId'],
+    says: /snapshotId: must not be empty/,
+  },
+  {
+    name: 'empty vmId',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), vmId: '' }),
+    fields: ['vmId'],
+    says: /vmId: must not be empty/,
+  },
+  {
+    name: 'empty diskId',
+    kind: 'schema',
+    request: (s) => withDisk(s, { diskId: '' }),
+    fields: ['disks.0.diskId'],
+    says: /disks\.0\.diskId: must not be empty/,
+  },
+  {
+    name: 'empty baseVolumeId',
+    kind: 'schema',
+    request: (s) => withDisk(s, { baseVolumeId: '' }),
+    fields: ['disks.0.baseVolumeId'],
+    says: /disks\.0\.baseVolumeId: must not be empty/,
+  },
+  {
+    name: 'snapshotId with spaces',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), snapshotId: `${s} 42` }),
+    fields: ['snapshotId'],
+    says: idRule('snapshotId'),
+  },
+  {
+    name: 'vmId of 65 characters',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), vmId: 'v'.repeat(65) }),
+    fields: ['vmId'],
+    says: /vmId: must be at most 64 characters/,
+  },
+  {
+    name: 'topVolumeId of 100,000 characters',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: 'd'.repeat(100_000) }),
+    fields: ['disks.0.topVolumeId'],
+    says: /disks\.0\.topVolumeId: must be at most 64 characters/,
+  },
   // Path separators, `..` and look-alikes in ids.
-  { name: 'diskId ".."', kind: 'schema', request: (s) => withDisk(s, { diskId: '..' }), fields: ['disks.0.diskId'], says: idRule('disks.0.diskId') },
-  { name: 'baseVolumeId "../d0v0"', kind: 'schema', request: (s) => withDisk(s, { baseVolumeId: '../d0v0' }), fields: ['disks.0.baseVolumeId'], says: idRule('disks.0.baseVolumeId') },
-  { name: 'topVolumeId "d0v1/../../../etc/passwd"', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: 'd0v1/../../../etc/passwd' }), fields: ['disks.0.topVolumeId'], says: idRule('disks.0.topVolumeId') },
-  { name: 'vmId "../vm-bi"', kind: 'schema', request: (s) => ({ ...good(s), vmId: `../${VM_ID}` }), fields: ['vmId'], says: idRule('vmId') },
-  { name: 'hostId "host1/../host2"', kind: 'schema', request: (s) => ({ ...good(s), hostId: 'host1/../host2' }), fields: ['hostId'], says: idRule('hostId') },
-  { name: 'absolute topVolumeId "/etc/passwd"', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: '/etc/passwd' }), fields: ['disks.0.topVolumeId'], says: idRule('disks.0.topVolumeId') },
-  { name: 'diskId with a backslash', kind: 'schema', request: (s) => withDisk(s, { diskId: 'disk0\\..' }), fields: ['disks.0.diskId'], says: idRule('disks.0.diskId') },
-  { name: 'topVolumeId starting with "-"', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: '-d0v1' }), fields: ['disks.0.topVolumeId'], says: idRule('disks.0.topVolumeId') },
-  { name: 'topVolumeId with a "." (QEMU job id separator)', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: 'd0v1.x' }), fields: ['disks.0.topVolumeId'], says: idRule('disks.0.topVolumeId') },
-  { name: 'unicode vmId "vm-bí"', kind: 'schema', request: (s) => ({ ...good(s), vmId: 'vm-bí' }), fields: ['vmId'], says: idRule('vmId') },
-  { name: 'homoglyph diskId (Cyrillic і)', kind: 'schema', request: (s) => withDisk(s, { diskId: 'd\u0456sk0' }), fields: ['disks.0.diskId'], says: idRule('disks.0.diskId') },
-  { name: 'zero-width space in topVolumeId', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: 'd0v1\u200b' }), fields: ['disks.0.topVolumeId'], says: idRule('disks.0.topVolumeId') },
-  { name: 'NUL byte in baseVolumeId', kind: 'schema', request: (s) => withDisk(s, { baseVolumeId: 'd0v0\u0000' }), fields: ['disks.0.baseVolumeId'], says: idRule('disks.0.baseVolumeId') },
-  { name: 'newline in snapshotId', kind: 'schema', request: (s) => ({ ...good(s), snapshotId: `${s}\n` }), fields: ['snapshotId'], says: idRule('snapshotId') },
+  {
+    name: 'diskId ".."',
+    kind: 'schema',
+    request: (s) => withDisk(s, { diskId: '..' }),
+    fields: ['disks.0.diskId'],
+    says: idRule('disks.0.diskId'),
+  },
+  {
+    name: 'baseVolumeId "../d0v0"',
+    kind: 'schema',
+    request: (s) => withDisk(s, { baseVolumeId: '../d0v0' }),
+    fields: ['disks.0.baseVolumeId'],
+    says: idRule('disks.0.baseVolumeId'),
+  },
+  {
+    name: 'topVolumeId "d0v1/../../../etc/passwd"',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: 'd0v1/../../../etc/passwd' }),
+    fields: ['disks.0.topVolumeId'],
+    says: idRule('disks.0.topVolumeId'),
+  },
+  {
+    name: 'vmId "../vm-bi"',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), vmId: `../${VM_ID}` }),
+    fields: ['vmId'],
+    says: idRule('vmId'),
+  },
+  {
+    name: 'hostId "host1/../host2"',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), hostId: 'host1/../host2' }),
+    fields: ['hostId'],
+    says: idRule('hostId'),
+  },
+  {
+    name: 'absolute topVolumeId "/etc/passwd"',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: '/etc/passwd' }),
+    fields: ['disks.0.topVolumeId'],
+    says: idRule('disks.0.topVolumeId'),
+  },
+  {
+    name: 'diskId with a backslash',
+    kind: 'schema',
+    request: (s) => withDisk(s, { diskId: 'disk0\\..' }),
+    fields: ['disks.0.diskId'],
+    says: idRule('disks.0.diskId'),
+  },
+  {
+    name: 'topVolumeId starting with "-"',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: '-d0v1' }),
+    fields: ['disks.0.topVolumeId'],
+    says: idRule('disks.0.topVolumeId'),
+  },
+  {
+    name: 'topVolumeId with a "." (QEMU job id separator)',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: 'd0v1.x' }),
+    fields: ['disks.0.topVolumeId'],
+    says: idRule('disks.0.topVolumeId'),
+  },
+  {
+    name: 'unicode vmId "vm-bí"',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), vmId: 'vm-bí' }),
+    fields: ['vmId'],
+    says: idRule('vmId'),
+  },
+  {
+    name: 'homoglyph diskId (Cyrillic і)',
+    kind: 'schema',
+    request: (s) => withDisk(s, { diskId: 'd\u0456sk0' }),
+    fields: ['disks.0.diskId'],
+    says: idRule('disks.0.diskId'),
+  },
+  {
+    name: 'zero-width space in topVolumeId',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: 'd0v1\u200b' }),
+    fields: ['disks.0.topVolumeId'],
+    says: idRule('disks.0.topVolumeId'),
+  },
+  {
+    name: 'NUL byte in baseVolumeId',
+    kind: 'schema',
+    request: (s) => withDisk(s, { baseVolumeId: 'd0v0\u0000' }),
+    fields: ['disks.0.baseVolumeId'],
+    says: idRule('disks.0.baseVolumeId'),
+  },
+  {
+    name: 'newline in snapshotId',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), snapshotId: `${s}\n` }),
+    fields: ['snapshotId'],
+    says: idRule('snapshotId'),
+  },
   // Disk lists.
-  { name: 'top equal to base', kind: 'schema', request: (s) => withDisk(s, { topVolumeId: 'd0v0' }), fields: ['disks.0.topVolumeId'], says: /disks\.0\.topVolumeId: topVolumeId must differ from baseVolumeId/ },
-  { name: 'empty disk list', kind: 'schema', request: (s) => ({ ...good(s), disks: [] }), fields: ['disks'], says: /disks: must name at least one disk/ },
-  { name: 'duplicate disk', kind: 'schema', request: (s) => ({ ...good(s), disks: [{ ...disk0 }, { diskId: 'disk0', baseVolumeId: 'd0v1', topVolumeId: 'd0v2' }] }), fields: ['disks'], says: /disks: must not name a disk twice/ },
-  { name: '65 disks', kind: 'schema', request: (s) => ({ ...good(s), disks: Array.from({ length: 65 }, (_, i) => ({ diskId: `disk${i}`, baseVolumeId: 'a', topVolumeId: 'b' })) }), fields: ['disks'], says: /disks: must name at most 64 disks/ },
+  {
+    name: 'top equal to base',
+    kind: 'schema',
+    request: (s) => withDisk(s, { topVolumeId: 'd0v0' }),
+    fields: ['disks.0.topVolumeId'],
+    says: /disks\.0\.topVolumeId: topVolumeId must differ from baseVolumeId/,
+  },
+  {
+    name: 'empty disk list',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), disks: [] }),
+    fields: ['disks'],
+    says: /disks: must name at least one disk/,
+  },
+  {
+    name: 'duplicate disk',
+    kind: 'schema',
+    request: (s) => ({
+      ...good(s),
+      disks: [{ ...disk0 }, { diskId: 'disk0', baseVolumeId: 'd0v1', topVolumeId: 'd0v2' }],
+    }),
+    fields: ['disks'],
+    says: /disks: must not name a disk twice/,
+  },
+  {
+    name: '65 disks',
+    kind: 'schema',
+    request: (s) => ({
+      ...good(s),
+      disks: Array.from({ length: 65 }, (_, i) => ({ diskId: `disk${i}`, baseVolumeId: 'a', topVolumeId: 'b' })),
+    }),
+    fields: ['disks'],
+    says: /disks: must name at most 64 disks/,
+  },
   // Wrong types.
-  { name: 'vmId a number', kind: 'schema', request: (s) => ({ ...good(s), vmId: 7 }), fields: ['vmId'], says: /vmId: Invalid input: expected string, received number/ },
-  { name: 'disks an object', kind: 'schema', request: (s) => ({ ...good(s), disks: { disk0 } }), fields: ['disks'], says: /disks: Invalid input: expected array, received object/ },
-  { name: 'a disk given as a string', kind: 'schema', request: (s) => ({ ...good(s), disks: ['disk0'] }), fields: ['disks.0'], says: /disks\.0: Invalid input: expected object, received string/ },
-  { name: 'hostId null', kind: 'schema', request: (s) => ({ ...good(s), hostId: null }), fields: ['hostId'], says: /hostId: Invalid input: expected string, received null/ },
-  { name: 'options an array', kind: 'schema', request: (s) => ({ ...good(s), options: [] }), fields: ['options'], says: /options: Invalid input: expected object, received array/ },
-  { name: 'input null', kind: 'schema', request: () => null, fields: ['(input)'], says: /\(input\): Invalid input: expected object, received null/ },
-  { name: 'input an array holding the request', kind: 'schema', request: (s) => [good(s)], fields: ['(input)'], says: /\(input\): Invalid input: expected object, received array/ },
-  { name: 'input a JSON string', kind: 'schema', request: (s) => s, fields: ['(input)'], says: /\(input\): Invalid input: expected object, received string/ },
-  { name: 'no input at all', kind: 'schema', request: () => undefined, cliText: () => null, fields: ['(input)'], says: /\(input\): Invalid input: expected object, received undefined/ },
+  {
+    name: 'vmId a number',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), vmId: 7 }),
+    fields: ['vmId'],
+    says: /vmId: Invalid input: expected string, received number/,
+  },
+  {
+    name: 'disks an object',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), disks: { disk0 } }),
+    fields: ['disks'],
+    says: /disks: Invalid input: expected array, received object/,
+  },
+  {
+    name: 'a disk given as a string',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), disks: ['disk0'] }),
+    fields: ['disks.0'],
+    says: /disks\.0: Invalid input: expected object, received string/,
+  },
+  {
+    name: 'hostId null',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), hostId: null }),
+    fields: ['hostId'],
+    says: /hostId: Invalid input: expected string, received null/,
+  },
+  {
+    name: 'options an array',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: [] }),
+    fields: ['options'],
+    says: /options: Invalid input: expected object, received array/,
+  },
+  {
+    name: 'input null',
+    kind: 'schema',
+    request: () => null,
+    fields: ['(input)'],
+    says: /\(input\): Invalid input: expected object, received null/,
+  },
+  {
+    name: 'input an array holding the request',
+    kind: 'schema',
+    request: (s) => [good(s)],
+    fields: ['(input)'],
+    says: /\(input\): Invalid input: expected object, received array/,
+  },
+  {
+    name: 'input a JSON string',
+    kind: 'schema',
+    request: (s) => s,
+    fields: ['(input)'],
+    says: /\(input\): Invalid input: expected object, received string/,
+  },
+  {
+    name: 'no input at all',
+    kind: 'schema',
+    request: () => undefined,
+    cliText: () => null,
+    fields: ['(input)'],
+    says: /\(input\): Invalid input: expected object, received undefined/,
+  },
   // Options out of range.
-  { name: 'negative bandwidth', kind: 'schema', request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: -1 } }), fields: ['options.bandwidthBytesPerSec'], says: /options\.bandwidthBytesPerSec: Too small: expected number to be >=0/ },
-  { name: 'fractional bandwidth', kind: 'schema', request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: 1.5 } }), fields: ['options.bandwidthBytesPerSec'], says: /options\.bandwidthBytesPerSec: Invalid input: expected int, received number/ },
-  { name: 'bandwidth as a string "10M"', kind: 'schema', request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: '10M' } }), fields: ['options.bandwidthBytesPerSec'], says: /options\.bandwidthBytesPerSec: Invalid input: expected number, received string/ },
-  { name: 'bandwidth 1e300', kind: 'schema', request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: 1e300 } }), fields: ['options.bandwidthBytesPerSec'], says: /options\.bandwidthBytesPerSec: Too big/ },
-  { name: 'pollIntervalMs 10 (below 50)', kind: 'schema', request: (s) => ({ ...good(s), options: { pollIntervalMs: 10 } }), fields: ['options.pollIntervalMs'], says: /options\.pollIntervalMs: Too small: expected number to be >=50/ },
-  { name: 'pollIntervalMs one hour (above 60 s)', kind: 'schema', request: (s) => ({ ...good(s), options: { pollIntervalMs: 3_600_000 } }), fields: ['options.pollIntervalMs'], says: /options\.pollIntervalMs: Too big: expected number to be <=60000/ },
-  { name: 'hostPickupTimeoutSeconds 0', kind: 'schema', request: (s) => ({ ...good(s), options: { hostPickupTimeoutSeconds: 0 } }), fields: ['options.hostPickupTimeoutSeconds'], says: /options\.hostPickupTimeoutSeconds: Too small: expected number to be >=1/ },
-  { name: 'hostPickupTimeoutSeconds 2.5', kind: 'schema', request: (s) => ({ ...good(s), options: { hostPickupTimeoutSeconds: 2.5 } }), fields: ['options.hostPickupTimeoutSeconds'], says: /options\.hostPickupTimeoutSeconds: Invalid input: expected int, received number/ },
+  {
+    name: 'negative bandwidth',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: -1 } }),
+    fields: ['options.bandwidthBytesPerSec'],
+    says: /options\.bandwidthBytesPerSec: Too small: expected number to be >=0/,
+  },
+  {
+    name: 'fractional bandwidth',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: 1.5 } }),
+    fields: ['options.bandwidthBytesPerSec'],
+    says: /options\.bandwidthBytesPerSec: Invalid input: expected int, received number/,
+  },
+  {
+    name: 'bandwidth as a string "10M"',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: '10M' } }),
+    fields: ['options.bandwidthBytesPerSec'],
+    says: /options\.bandwidthBytesPerSec: Invalid input: expected number, received string/,
+  },
+  {
+    name: 'bandwidth 1e300',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: 1e300 } }),
+    fields: ['options.bandwidthBytesPerSec'],
+    says: /options\.bandwidthBytesPerSec: Too big/,
+  },
+  {
+    name: 'pollIntervalMs 10 (below 50)',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { pollIntervalMs: 10 } }),
+    fields: ['options.pollIntervalMs'],
+    says: /options\.pollIntervalMs: Too small: expected number to be >=50/,
+  },
+  {
+    name: 'pollIntervalMs one hour (above 60 s)',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { pollIntervalMs: 3_600_000 } }),
+    fields: ['options.pollIntervalMs'],
+    says: /options\.pollIntervalMs: Too big: expected number to be <=60000/,
+  },
+  {
+    name: 'hostPickupTimeoutSeconds 0',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { hostPickupTimeoutSeconds: 0 } }),
+    fields: ['options.hostPickupTimeoutSeconds'],
+    says: /options\.hostPickupTimeoutSeconds: Too small: expected number to be >=1/,
+  },
+  {
+    name: 'hostPickupTimeoutSeconds 2.5',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { hostPickupTimeoutSeconds: 2.5 } }),
+    fields: ['options.hostPickupTimeoutSeconds'],
+    says: /options\.hostPickupTimeoutSeconds: Invalid input: expected int, received number/,
+  },
   {
     name: 'several problems at once',
     kind: 'schema',
-    request: (s) => ({ ...good(s), vmId: 'vm bi', disks: [{ ...disk0, baseVolumeId: '..' }], options: { pollIntervalMs: 0 } }),
+    request: (s) => ({
+      ...good(s),
+      vmId: 'vm bi',
+      disks: [{ ...disk0, baseVolumeId: '..' }],
+      options: { pollIntervalMs: 0 },
+    }),
     fields: ['vmId', 'disks.0.baseVolumeId', 'options.pollIntervalMs'],
     says: /vmId: must be letters.*; disks\.0\.baseVolumeId: must be letters.*; options\.pollIntervalMs: Too small/,
   },
@@ -159,30 +467,131 @@ const cases: Case[] = [
     fields: ['(input)'],
     says: /\(input\): Unrecognized key: "__proto__"/,
   },
-  { name: 'bandwidth 1e400 (Infinity once parsed)', kind: 'schema', request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: Infinity } }), cliText: (s) => JSON.stringify(good(s)).replace('"options":{', '"options":{"bandwidthBytesPerSec":1e400,'), fields: ['options.bandwidthBytesPerSec'], says: /options\.bandwidthBytesPerSec: Invalid input: expected number, received Infinity/ },
-  { name: 'bandwidth NaN (null in JSON)', kind: 'schema', request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: NaN } }), fields: ['options.bandwidthBytesPerSec'], says: /options\.bandwidthBytesPerSec: Invalid input: expected number, received (NaN|null)/ },
-  { name: 'input of 3 MB (over Temporal\'s payload limit)', request: (s) => withDisk(s, { topVolumeId: 'd'.repeat(3 * 1024 * 1024) }), fields: ['disks.0.topVolumeId'], says: /disks\.0\.topVolumeId: must be at most 64 characters/, kind: 'notStarted', cliRefusal: /failed starting workflow: Blob data size exceeds limit/ },
+  {
+    name: 'bandwidth 1e400 (Infinity once parsed)',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: Infinity } }),
+    cliText: (s) => JSON.stringify(good(s)).replace('"options":{', '"options":{"bandwidthBytesPerSec":1e400,'),
+    fields: ['options.bandwidthBytesPerSec'],
+    says: /options\.bandwidthBytesPerSec: Invalid input: expected number, received Infinity/,
+  },
+  {
+    name: 'bandwidth NaN (null in JSON)',
+    kind: 'schema',
+    request: (s) => ({ ...good(s), options: { bandwidthBytesPerSec: NaN } }),
+    fields: ['options.bandwidthBytesPerSec'],
+    says: /options\.bandwidthBytesPerSec: Invalid input: expected number, received (NaN|null)/,
+  },
+  {
+    name: "input of 3 MB (over Temporal's payload limit)",
+    request: (s) => withDisk(s, { topVolumeId: 'd'.repeat(3 * 1024 * 1024) }),
+    fields: ['disks.0.topVolumeId'],
+    says: /disks\.0\.topVolumeId: must be at most 64 characters/,
+    kind: 'notStarted',
+    cliRefusal: /failed starting workflow: Blob data size exceeds limit/,
+  },
   // Not JSON: the CLI refuses it itself; the client gets the text as a string.
-  { name: 'malformed JSON text', kind: 'notStarted', cliRefusal: /input #1 is not valid JSON/, request: () => '{"snapshotId": "x",', cliText: () => '{"snapshotId": "x",', fields: ['(input)'], says: /\(input\): Invalid input: expected object, received string/ },
+  {
+    name: 'malformed JSON text',
+    kind: 'notStarted',
+    cliRefusal: /input #1 is not valid JSON/,
+    request: () => '{"snapshotId": "x",',
+    cliText: () => '{"snapshotId": "x",',
+    fields: ['(input)'],
+    says: /\(input\): Invalid input: expected object, received string/,
+  },
   // The workflow id must be live-merge-<snapshotId>.
-  { name: 'workflow id not derived from the snapshot', kind: 'workflowId', request: (s) => good(s), says: /workflowId must be live-merge-bi\d+-(cli|client) \(one merge per snapshot\), got merge-of-bi\d+/ },
+  {
+    name: 'workflow id not derived from the snapshot',
+    kind: 'workflowId',
+    request: (s) => good(s),
+    says: /workflowId must be live-merge-bi\d+-(cli|client) \(one merge per snapshot\), got merge-of-bi\d+/,
+  },
   // The per-disk child type started on its own: it checks its input too.
-  { name: 'DiskMergeWorkflow on its own with {}', kind: 'child', request: () => ({}), says: /snapshotId: Invalid input: expected string, received undefined; vmId: .*; hostId: .*; disk: Invalid input: expected object, received undefined/ },
-  { name: 'DiskMergeWorkflow on its own, hostId "a/b"', kind: 'child', request: (s) => ({ ...childInput(s), hostId: 'a/b' }), says: idRule('hostId') },
-  { name: 'DiskMergeWorkflow on its own, base "../d0v0"', kind: 'child', request: (s) => ({ ...childInput(s), disk: { ...disk0, baseVolumeId: '../d0v0' } }), says: idRule('disk.baseVolumeId') },
-  { name: 'DiskMergeWorkflow on its own, pollIntervalMs a string', kind: 'child', request: (s) => ({ ...childInput(s), options: { pollIntervalMs: '100' } }), says: /options\.pollIntervalMs: Invalid input: expected number, received string/ },
+  {
+    name: 'DiskMergeWorkflow on its own with {}',
+    kind: 'child',
+    request: () => ({}),
+    says: /snapshotId: Invalid input: expected string, received undefined; vmId: .*; hostId: .*; disk: Invalid input: expected object, received undefined/,
+  },
+  {
+    name: 'DiskMergeWorkflow on its own, hostId "a/b"',
+    kind: 'child',
+    request: (s) => ({ ...childInput(s), hostId: 'a/b' }),
+    says: idRule('hostId'),
+  },
+  {
+    name: 'DiskMergeWorkflow on its own, base "../d0v0"',
+    kind: 'child',
+    request: (s) => ({ ...childInput(s), disk: { ...disk0, baseVolumeId: '../d0v0' } }),
+    says: idRule('disk.baseVolumeId'),
+  },
+  {
+    name: 'DiskMergeWorkflow on its own, pollIntervalMs a string',
+    kind: 'child',
+    request: (s) => ({ ...childInput(s), options: { pollIntervalMs: '100' } }),
+    says: /options\.pollIntervalMs: Invalid input: expected number, received string/,
+  },
   // Valid input the host refuses: the disk fails with the named cause, top kept.
-  { name: 'unknown VM', kind: 'host', request: (s) => ({ ...good(s), vmId: 'vm-nowhere' }), diskTypes: { disk0: 'VmNotFound' }, says: /disk0 \(disk disk0: VM vm-nowhere does not run on this host.*; top volume d0v1 kept\)/ },
-  { name: 'unknown disk', kind: 'host', request: (s) => withDisk(s, { diskId: 'disk9' }), diskTypes: { disk9: 'DiskNotFound' }, says: /disk9 \(disk disk9: VM vm-bi has no disk disk9; top volume d0v1 kept\)/ },
-  { name: 'top not in the chain', kind: 'host', request: (s) => withDisk(s, { topVolumeId: 'd0v7' }), diskTypes: { disk0: 'VolumeNotInChain' }, says: /top volume d0v7 is not in the chain of disk disk0 \(d0v2 -> d0v1 -> d0v0\)/ },
-  { name: 'volumes of another disk', kind: 'host', request: (s) => withDisk(s, { baseVolumeId: 'd1v0', topVolumeId: 'd1v1' }), diskTypes: { disk0: 'VolumeNotInChain' }, says: /top volume d1v1 is not in the chain of disk disk0/ },
-  { name: 'base not the top\'s backing (skips a layer)', kind: 'host', request: (s) => withDisk(s, { baseVolumeId: 'd0v0', topVolumeId: 'd0v2' }), diskTypes: { disk0: 'BaseNotBacking' }, says: /base volume d0v0 is not the backing of top d0v2 on disk disk0 \(d0v2 -> d0v1 -> d0v0\)/ },
-  { name: 'base above top (reversed)', kind: 'host', request: (s) => withDisk(s, { baseVolumeId: 'd0v1', topVolumeId: 'd0v0' }), diskTypes: { disk0: 'BaseNotBacking' }, says: /base volume d0v1 is not the backing of top d0v0/ },
-  { name: 'base not in the chain', kind: 'host', request: (s) => withDisk(s, { baseVolumeId: 'd0v8' }), diskTypes: { disk0: 'BaseNotBacking' }, says: /base volume d0v8 is not the backing of top d0v1/ },
+  {
+    name: 'unknown VM',
+    kind: 'host',
+    request: (s) => ({ ...good(s), vmId: 'vm-nowhere' }),
+    diskTypes: { disk0: 'VmNotFound' },
+    says: /disk0 \(disk disk0: VM vm-nowhere does not run on this host.*; top volume d0v1 kept\)/,
+  },
+  {
+    name: 'unknown disk',
+    kind: 'host',
+    request: (s) => withDisk(s, { diskId: 'disk9' }),
+    diskTypes: { disk9: 'DiskNotFound' },
+    says: /disk9 \(disk disk9: VM vm-bi has no disk disk9; top volume d0v1 kept\)/,
+  },
+  {
+    name: 'top not in the chain',
+    kind: 'host',
+    request: (s) => withDisk(s, { topVolumeId: 'd0v7' }),
+    diskTypes: { disk0: 'VolumeNotInChain' },
+    says: /top volume d0v7 is not in the chain of disk disk0 \(d0v2 -> d0v1 -> d0v0\)/,
+  },
+  {
+    name: 'volumes of another disk',
+    kind: 'host',
+    request: (s) => withDisk(s, { baseVolumeId: 'd1v0', topVolumeId: 'd1v1' }),
+    diskTypes: { disk0: 'VolumeNotInChain' },
+    says: /top volume d1v1 is not in the chain of disk disk0/,
+  },
+  {
+    name: "base not the top's backing (skips a layer)",
+    kind: 'host',
+    request: (s) => withDisk(s, { baseVolumeId: 'd0v0', topVolumeId: 'd0v2' }),
+    diskTypes: { disk0: 'BaseNotBacking' },
+    says: /base volume d0v0 is not the backing of top d0v2 on disk disk0 \(d0v2 -> d0v1 -> d0v0\)/,
+  },
+  {
+    name: 'base above top (reversed)',
+    kind: 'host',
+    request: (s) => withDisk(s, { baseVolumeId: 'd0v1', topVolumeId: 'd0v0' }),
+    diskTypes: { disk0: 'BaseNotBacking' },
+    says: /base volume d0v1 is not the backing of top d0v0/,
+  },
+  {
+    name: 'base not in the chain',
+    kind: 'host',
+    request: (s) => withDisk(s, { baseVolumeId: 'd0v8' }),
+    diskTypes: { disk0: 'BaseNotBacking' },
+    says: /base volume d0v8 is not the backing of top d0v1/,
+  },
   {
     name: 'two disks, both refused',
     kind: 'host',
-    request: (s) => ({ ...good(s), disks: [{ ...disk0, topVolumeId: 'd0v9' }, { ...disk1, baseVolumeId: 'd1v0' }] }),
+    request: (s) => ({
+      ...good(s),
+      disks: [
+        { ...disk0, topVolumeId: 'd0v9' },
+        { ...disk1, baseVolumeId: 'd1v0' },
+      ],
+    }),
     diskTypes: { disk0: 'VolumeNotInChain', disk1: 'BaseNotBacking' },
     says: /2 of 2 disks failed: disk0 \(.*top volume d0v9 is not in the chain.*\); disk1 \(.*base volume d1v0 is not the backing of top d1v2/,
   },
@@ -217,7 +626,9 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  const rows = timings.map((t) => `${String(t.n).padStart(2)} ${t.channel.padEnd(6)} ${String(t.ms).padStart(5)} ms  ${t.name}`);
+  const rows = timings.map(
+    (t) => `${String(t.n).padStart(2)} ${t.channel.padEnd(6)} ${String(t.ms).padStart(5)} ms  ${t.name}`,
+  );
   console.log(`bad input: ${cases.length} cases, ${timings.length} runs\n${rows.join('\n')}`);
   if (vm) await destroyLabVm(stack.runDir, VM_ID).catch(() => undefined);
   await stack?.close();
@@ -238,7 +649,9 @@ interface CliFailure {
 async function cliFailure(workflowId: string): Promise<CliFailure> {
   const run = await temporal('workflow', 'result', '--workflow-id', workflowId, '--output', 'json');
   expect(run.code).not.toBe(0); // the CLI exits non-zero for a failed workflow
-  const out = JSON.parse(run.stdout) as { closeEvent?: { eventType?: string; workflowExecutionFailedEventAttributes?: { failure?: CliFailure } } };
+  const out = JSON.parse(run.stdout) as {
+    closeEvent?: { eventType?: string; workflowExecutionFailedEventAttributes?: { failure?: CliFailure } };
+  };
   expect([workflowId, out.closeEvent?.eventType]).toEqual([workflowId, 'EVENT_TYPE_WORKFLOW_EXECUTION_FAILED']);
   return out.closeEvent!.workflowExecutionFailedEventAttributes!.failure!;
 }
@@ -281,7 +694,12 @@ function diskIdsOf(request: unknown): string[] {
 async function viaCli(c: Case, n: number): Promise<void> {
   const snap = `bi${n}-cli`;
   const request = c.request(snap);
-  const workflowId = c.kind === 'workflowId' ? `merge-of-${snap}` : c.kind === 'child' ? `${liveMergeWorkflowId(snap)}-disk-direct` : liveMergeWorkflowId(snap);
+  const workflowId =
+    c.kind === 'workflowId'
+      ? `merge-of-${snap}`
+      : c.kind === 'child'
+        ? `${liveMergeWorkflowId(snap)}-disk-direct`
+        : liveMergeWorkflowId(snap);
   const text = c.cliText ? c.cliText(snap) : JSON.stringify(request);
   const input: string[] = [];
   if (text !== null) {
@@ -296,7 +714,17 @@ async function viaCli(c: Case, n: number): Promise<void> {
   }
   const before = storageState();
   const t0 = Date.now();
-  const started = await temporal('workflow', 'start', '--task-queue', ENGINE_TASK_QUEUE, '--type', c.kind === 'child' ? 'DiskMergeWorkflow' : 'LiveMergeWorkflow', '--workflow-id', workflowId, ...input);
+  const started = await temporal(
+    'workflow',
+    'start',
+    '--task-queue',
+    ENGINE_TASK_QUEUE,
+    '--type',
+    c.kind === 'child' ? 'DiskMergeWorkflow' : 'LiveMergeWorkflow',
+    '--workflow-id',
+    workflowId,
+    ...input,
+  );
 
   if (c.kind === 'notStarted') {
     // Refused by the CLI itself, or by the server at start: no workflow exists.
@@ -351,7 +779,10 @@ async function viaClient(c: Case, n: number): Promise<void> {
   const t0 = Date.now();
 
   if (c.kind === 'schema' || c.kind === 'notStarted') {
-    const err = await merges.startMerge(request as never).then(() => undefined, (e: unknown) => e);
+    const err = await merges.startMerge(request as never).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     const ms = Date.now() - t0;
     timings.push({ n, name: c.name, channel: 'client', ms });
     expect(err).toBeInstanceOf(InvalidMergeRequestError);
@@ -364,7 +795,9 @@ async function viaClient(c: Case, n: number): Promise<void> {
     // Nothing was sent: no workflow for this snapshot exists.
     const snapshotId = (request as { snapshotId?: unknown } | null)?.snapshotId;
     if (isValidId(snapshotId)) {
-      await expect(stack.client.workflow.getHandle(liveMergeWorkflowId(snapshotId)).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+      await expect(stack.client.workflow.getHandle(liveMergeWorkflowId(snapshotId)).describe()).rejects.toBeInstanceOf(
+        WorkflowNotFoundError,
+      );
     }
     expect(storageState()).toEqual(before);
     return;
@@ -377,7 +810,11 @@ async function viaClient(c: Case, n: number): Promise<void> {
     // Temporal client directly can get either wrong.
     workflowId = c.kind === 'child' ? `${liveMergeWorkflowId(snap)}-disk-direct` : `merge-of-${snap}`;
     const type = c.kind === 'child' ? 'DiskMergeWorkflow' : 'LiveMergeWorkflow';
-    const handle = await stack.client.workflow.start(type, { taskQueue: ENGINE_TASK_QUEUE, workflowId, args: [request] });
+    const handle = await stack.client.workflow.start(type, {
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowId,
+      args: [request],
+    });
     result = handle.result();
   } else {
     const start = await merges.startMerge(request as never);
@@ -387,7 +824,10 @@ async function viaClient(c: Case, n: number): Promise<void> {
     result = merges.result(snap);
   }
   expectedWorkflows.add(workflowId);
-  const err = await result.then(() => undefined, (e: unknown) => e);
+  const err = await result.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   const ms = Date.now() - t0;
   timings.push({ n, name: c.name, channel: 'client', ms });
   expect(err).toBeInstanceOf(WorkflowFailedError);
@@ -399,14 +839,24 @@ async function viaClient(c: Case, n: number): Promise<void> {
     expect(cause!.message).toMatch(/^invalid merge input: /);
     expect(ms).toBeLessThan(SCHEMA_FAST_MS);
     const history = await stack.client.workflow.getHandle(workflowId).fetchHistory();
-    expect((history.events ?? []).filter((e) => e.activityTaskScheduledEventAttributes || e.startChildWorkflowExecutionInitiatedEventAttributes)).toEqual([]);
+    expect(
+      (history.events ?? []).filter(
+        (e) => e.activityTaskScheduledEventAttributes || e.startChildWorkflowExecutionInitiatedEventAttributes,
+      ),
+    ).toEqual([]);
   } else {
     expect((cause as ApplicationFailure).type).toBe('DiskMergeFailed');
     expect(diskIdsOf(request)).toEqual(Object.keys(c.diskTypes!));
     for (const [diskId, type] of Object.entries(c.diskTypes!)) {
       const childId = diskMergeWorkflowId(snap, diskId);
       expectedWorkflows.add(childId);
-      const childErr = await stack.client.workflow.getHandle(childId).result().then(() => undefined, (e: unknown) => e);
+      const childErr = await stack.client.workflow
+        .getHandle(childId)
+        .result()
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(childErr).toBeInstanceOf(WorkflowFailedError);
       expect([diskId, ((childErr as WorkflowFailedError).cause as ApplicationFailure).type]).toEqual([diskId, type]);
     }
@@ -448,5 +898,7 @@ test('nothing else reached the server, and every chain, volume and file is as it
   expect([...listed].sort()).toEqual([...expectedWorkflows].sort());
 
   await expectChainsUnchanged();
-  for (const d of vm.disks) for (const v of d.volumeIds) expect(Object.keys(snapshotFiles(stack.storageRoot))).toContain(path.join('images', d.diskId, `${v}.qcow2`));
+  for (const d of vm.disks)
+    for (const v of d.volumeIds)
+      expect(Object.keys(snapshotFiles(stack.storageRoot))).toContain(path.join('images', d.diskId, `${v}.qcow2`));
 });

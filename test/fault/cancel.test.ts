@@ -1,7 +1,7 @@
 import { destroyLabVm, verifyLabVm } from '../../lab/vm';
-import { FaultStack } from './stack';
-import { expectOnlyTopsDeleted, labVm, MiB, mergeRequest, startMerge } from './scenario';
 import { until, watchJobs } from './jobs';
+import { expectOnlyTopsDeleted, labVm, mergeRequest, MiB, startMerge } from './scenario';
+import { FaultStack } from './stack';
 
 /**
  * 8. A merge cancelled while its block job runs: the job is cancelled, no pivot happens, the

@@ -7,14 +7,16 @@
  *   npx tsx test/fault/chaos.ts --merges 50 --seed 7 [--parallel 5]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
+
 import { z } from 'zod';
-import { destroyLabVm, verifyLabVm, type LabVm } from '../../lab/vm';
+
+import { destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
-import { existsSync } from 'node:fs';
+import { labVm, mergeRequest, MiB, startMerge } from './scenario';
 import { FaultStack } from './stack';
-import { labVm, MiB, mergeRequest, startMerge } from './scenario';
 
 export interface ChaosOptions {
   merges: number;
@@ -69,7 +71,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const plans = Array.from({ length: opts.merges }, (_, i) => ({
     index: i,
     disks: 1 + Math.floor(random() * 2),
-    kinds: [random() < 0.5 ? 'intermediate' : 'active', random() < 0.5 ? 'intermediate' : 'active'] as Array<'intermediate' | 'active'>,
+    kinds: [random() < 0.5 ? 'intermediate' : 'active', random() < 0.5 ? 'intermediate' : 'active'] as Array<
+      'intermediate' | 'active'
+    >,
     bandwidthMiB: 1 + Math.floor(random() * 4),
   }));
   const chaosRandom = prng(opts.seed ^ 0x5eed);
@@ -119,7 +123,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         diskId: d.diskId,
         top: d.topVolumeId,
         state,
-        ...(state === 'BROKEN' ? { detail: `chain ${chain.join('->')}, top file ${onDisk ? 'present' : 'gone'}, data ${dataOk ? 'ok' : 'BAD'}` } : {}),
+        ...(state === 'BROKEN'
+          ? {
+              detail: `chain ${chain.join('->')}, top file ${onDisk ? 'present' : 'gone'}, data ${dataOk ? 'ok' : 'BAD'}`,
+            }
+          : {}),
       });
     }
     log(`merge ${plan.index}: ${status}, ${request.disks.map((d) => d.diskId).join(', ')}`);
@@ -163,9 +171,19 @@ async function retrying<T>(fn: () => Promise<T>, timeoutMs = 120_000): Promise<T
 }
 
 if (require.main === module) {
-  const { values } = parseArgs({ options: { merges: { type: 'string', default: '10' }, seed: { type: 'string' }, parallel: { type: 'string', default: '4' } } });
+  const { values } = parseArgs({
+    options: {
+      merges: { type: 'string', default: '10' },
+      seed: { type: 'string' },
+      parallel: { type: 'string', default: '4' },
+    },
+  });
   const opts = z
-    .object({ merges: z.coerce.number().int().min(1).max(1000), seed: z.coerce.number().int().min(0), parallel: z.coerce.number().int().min(1).max(16) })
+    .object({
+      merges: z.coerce.number().int().min(1).max(1000),
+      seed: z.coerce.number().int().min(0),
+      parallel: z.coerce.number().int().min(1).max(16),
+    })
     .parse({ merges: values.merges, seed: values.seed ?? Math.floor(Math.random() * 1e9), parallel: values.parallel });
   console.log(`chaos: seed ${opts.seed}, ${opts.merges} merges, ${opts.parallel} at a time`);
   runChaos(opts).then(
@@ -174,9 +192,15 @@ if (require.main === module) {
       mkdirSync(dir, { recursive: true });
       const file = path.join(dir, `chaos-${opts.seed}.json`);
       writeFileSync(file, JSON.stringify(report, null, 2));
-      const counts = report.disks.reduce<Record<string, number>>((acc, d) => ({ ...acc, [d.state]: (acc[d.state] ?? 0) + 1 }), {});
-      console.log(`chaos: seed ${report.seed}: ${report.merges} merges in ${Math.round(report.durationMs / 1000)} s, ${report.kills.length} kills (${['engine', 'host', 'server'].map((v) => `${v} ${report.kills.filter((k) => k.victim === v).length}`).join(', ')}); workflows ${JSON.stringify(report.workflows)}; disks ${JSON.stringify(counts)}; invariant ${report.ok ? 'HELD' : 'BROKEN'}; report ${file}`);
-      for (const d of report.disks.filter((x) => x.state === 'BROKEN')) console.log(`  BROKEN ${d.snapshotId}/${d.diskId}: ${d.detail}`);
+      const counts = report.disks.reduce<Record<string, number>>(
+        (acc, d) => ({ ...acc, [d.state]: (acc[d.state] ?? 0) + 1 }),
+        {},
+      );
+      console.log(
+        `chaos: seed ${report.seed}: ${report.merges} merges in ${Math.round(report.durationMs / 1000)} s, ${report.kills.length} kills (${['engine', 'host', 'server'].map((v) => `${v} ${report.kills.filter((k) => k.victim === v).length}`).join(', ')}); workflows ${JSON.stringify(report.workflows)}; disks ${JSON.stringify(counts)}; invariant ${report.ok ? 'HELD' : 'BROKEN'}; report ${file}`,
+      );
+      for (const d of report.disks.filter((x) => x.state === 'BROKEN'))
+        console.log(`  BROKEN ${d.snapshotId}/${d.diskId}: ${d.detail}`);
       process.exit(report.ok ? 0 : 1);
     },
     (err: unknown) => {

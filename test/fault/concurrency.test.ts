@@ -1,8 +1,9 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
+
 import { destroyLabVm } from '../../lab/vm';
-import { FaultStack, HOST_ID } from './stack';
-import { expectMerged, labVm, MiB, mergeRequest, startMerge } from './scenario';
 import { until, watchJobs } from './jobs';
+import { expectMerged, labVm, mergeRequest, MiB, startMerge } from './scenario';
+import { FaultStack, HOST_ID } from './stack';
 
 /** 9. Two snapshots of one VM at once on the same disk; the same snapshot started twice. */
 
@@ -28,16 +29,22 @@ test('9. a second snapshot on a disk with a running job is refused; QEMU never r
       hostId: HOST_ID,
       disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[1], topVolumeId: d.volumeIds[2] }],
     });
-    const err = await second.result().then(() => undefined, (e: unknown) => e);
+    const err = await second.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
     expect(err).toBeInstanceOf(WorkflowFailedError);
-    expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/disk disk0 already runs block job lm\.disk0\.d0v1 \(running\); one job per disk/);
+    expect(String((err as WorkflowFailedError).cause?.message)).toMatch(
+      /disk disk0 already runs block job lm\.disk0\.d0v1 \(running\); one job per disk/,
+    );
 
     await handle.result();
     expect(jobs.created).toEqual(['lm.disk0.d0v1']);
     await jobs.close();
     await expectMerged(stack, vm, first);
     const runs = [];
-    for await (const w of stack.client.workflow.list({ query: `WorkflowId = "live-merge-snap-f9a"` })) runs.push(w.runId);
+    for await (const w of stack.client.workflow.list({ query: `WorkflowId = "live-merge-snap-f9a"` }))
+      runs.push(w.runId);
     expect(runs).toHaveLength(1);
     await destroyLabVm(stack.runDir, vm.vmId);
   } finally {

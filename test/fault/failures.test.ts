@@ -1,18 +1,23 @@
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
+
 import { WorkflowFailedError } from '@temporalio/client';
-import { volumePath } from '../../src/domain/layout';
+
 import { destroyLabVm, readLabVm, verifyLabVm } from '../../lab/vm';
-import { FaultStack } from './stack';
-import { expectMerged, expectOnlyTopsDeleted, labVm, MiB, mergeRequest, startMerge } from './scenario';
+import { volumePath } from '../../src/domain/layout';
 import { until, watchJobs } from './jobs';
+import { expectMerged, expectOnlyTopsDeleted, labVm, mergeRequest, MiB, startMerge } from './scenario';
+import { FaultStack } from './stack';
 
 const run = promisify(execFile);
 jest.setTimeout(180_000);
 
 async function failureMessage(promise: Promise<unknown>): Promise<string> {
-  const err = await promise.then(() => undefined, (e: unknown) => e);
+  const err = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
   expect(err).toBeInstanceOf(WorkflowFailedError);
   return String((err as WorkflowFailedError).cause?.message);
 }
@@ -21,7 +26,10 @@ test('6. a block job that fails in QEMU keeps its top and names the reason; the 
   const stack = await new FaultStack().start();
   try {
     const vm = await labVm(stack, 'vm-f6', 2, 3, 16);
-    const request = mergeRequest(vm, 'snap-f6', ['intermediate', 'active'], { bandwidthBytesPerSec: MiB, pollIntervalMs: 100 });
+    const request = mergeRequest(vm, 'snap-f6', ['intermediate', 'active'], {
+      bandwidthBytesPerSec: MiB,
+      pollIntervalMs: 100,
+    });
     // disk1's active commit runs unlimited once disk0's slow job is cancelled: no speed limit there.
     const jobs = await watchJobs(stack.runDir, vm.vmId);
     const handle = await startMerge(stack, request);
@@ -29,7 +37,9 @@ test('6. a block job that fails in QEMU keeps its top and names the reason; the 
     await jobs.qmp.execute('block-job-cancel', { device: 'lm.disk0.d0v1', force: true });
     const message = await failureMessage(handle.result());
     await jobs.close();
-    expect(message).toMatch(/1 of 2 disks failed: disk0 \(disk disk0: block job lm\.disk0\.d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/);
+    expect(message).toMatch(
+      /1 of 2 disks failed: disk0 \(disk disk0: block job lm\.disk0\.d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/,
+    );
     const report = await verifyLabVm(stack.runDir, vm.vmId);
     expect(report.ok).toBe(true);
     expect(report.disks[0].chain).toEqual(['d0v2', 'd0v1', 'd0v0']);
@@ -39,7 +49,10 @@ test('6. a block job that fails in QEMU keeps its top and names the reason; the 
     // The same merge again, later: disk0 merges now, disk1 counts as already merged.
     const again = await startMerge(stack, { ...request, options: {} });
     const result = await again.result();
-    expect(result.disks.map((d) => [d.diskId, d.outcome])).toEqual([['disk0', 'merged'], ['disk1', 'alreadyMerged']]);
+    expect(result.disks.map((d) => [d.diskId, d.outcome])).toEqual([
+      ['disk0', 'merged'],
+      ['disk1', 'alreadyMerged'],
+    ]);
     await expectMerged(stack, vm, request);
     await destroyLabVm(stack.runDir, vm.vmId);
   } finally {

@@ -6,8 +6,10 @@
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { Context } from '@temporalio/activity';
 import { NativeConnection, Runtime } from '@temporalio/worker';
+
 import type { HostActivities } from '../../src/activities';
 import { temporalTarget } from '../../src/config/connection';
 import { QmpDriver } from '../../src/host/qmp-driver';
@@ -15,8 +17,13 @@ import { createHostWorker } from '../../src/workers/host';
 
 const holds = new Set((process.env.LIVE_MERGE_TEST_HOLDS ?? '').split(',').filter(Boolean));
 const holdDir = process.env.LIVE_MERGE_TEST_HOLD_DIR ?? '/tmp';
-const [hostId, storageRoot, runDir] = [process.env.LIVE_MERGE_HOST_ID, process.env.LIVE_MERGE_STORAGE_ROOT, process.env.LIVE_MERGE_RUN_DIR];
-if (!hostId || !storageRoot || !runDir) throw new Error('LIVE_MERGE_HOST_ID, LIVE_MERGE_STORAGE_ROOT and LIVE_MERGE_RUN_DIR are required');
+const [hostId, storageRoot, runDir] = [
+  process.env.LIVE_MERGE_HOST_ID,
+  process.env.LIVE_MERGE_STORAGE_ROOT,
+  process.env.LIVE_MERGE_RUN_DIR,
+];
+if (!hostId || !storageRoot || !runDir)
+  throw new Error('LIVE_MERGE_HOST_ID, LIVE_MERGE_STORAGE_ROOT and LIVE_MERGE_RUN_DIR are required');
 
 async function hold(point: string): Promise<void> {
   if (!holds.has(point)) return;

@@ -1,7 +1,7 @@
 import { destroyLabVm } from '../../lab/vm';
-import { FaultStack } from './stack';
 import { until, watchJobs } from './jobs';
-import { expectMerged, labVm, MiB, mergeRequest, recordRecovery, startMerge } from './scenario';
+import { expectMerged, labVm, mergeRequest, MiB, recordRecovery, startMerge } from './scenario';
+import { FaultStack } from './stack';
 
 /**
  * Restarts anywhere in the middle: each scenario runs its own dev server, engine worker and host

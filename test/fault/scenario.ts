@@ -1,23 +1,43 @@
 import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
+
 import type { WorkflowHandle } from '@temporalio/client';
+
+import { createLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import { reclaimPath } from '../../src/host/reclaim';
-import { createLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 export { mergeRequest } from '../helpers/merge-request';
 import type { LiveMergeWorkflow } from '../../src/workflows';
 import type { FaultStack } from './stack';
 
 export const MiB = 1024 * 1024;
 
-export function labVm(stack: FaultStack, vmId: string, disks: number, volumes: number, layerDataMiB = 1, idPrefix = ''): Promise<LabVm> {
-  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes, layerDataMiB, idPrefix, sizeMiB: (volumes + 2) * layerDataMiB + 8 });
+export function labVm(
+  stack: FaultStack,
+  vmId: string,
+  disks: number,
+  volumes: number,
+  layerDataMiB = 1,
+  idPrefix = '',
+): Promise<LabVm> {
+  return createLabVm({
+    storageRoot: stack.storageRoot,
+    runDir: stack.runDir,
+    vmId,
+    disks,
+    volumes,
+    layerDataMiB,
+    idPrefix,
+    sizeMiB: (volumes + 2) * layerDataMiB + 8,
+  });
 }
 
-
-export function startMerge(stack: FaultStack, request: LiveMergeRequest): Promise<WorkflowHandle<typeof LiveMergeWorkflow>> {
+export function startMerge(
+  stack: FaultStack,
+  request: LiveMergeRequest,
+): Promise<WorkflowHandle<typeof LiveMergeWorkflow>> {
   return stack.client.workflow.start<typeof LiveMergeWorkflow>('LiveMergeWorkflow', {
     taskQueue: ENGINE_TASK_QUEUE,
     workflowId: liveMergeWorkflowId(String(request.snapshotId)),
@@ -35,13 +55,23 @@ export async function expectMerged(stack: FaultStack, vm: LabVm, request: LiveMe
     expect(chain).toContain(d.baseVolumeId);
     expect(existsSync(volumePath(stack.storageRoot, d.diskId, d.topVolumeId))).toBe(false);
   }
-  expectOnlyTopsDeleted(stack, vm, request.disks.map((d) => d.topVolumeId));
+  expectOnlyTopsDeleted(
+    stack,
+    vm,
+    request.disks.map((d) => d.topVolumeId),
+  );
 }
 
 /** The deleted tops' space is freed: no reclaim name is left once the host agent got to it. */
-export async function expectSpaceReclaimed(stack: FaultStack, request: LiveMergeRequest, withinMs = 10_000): Promise<void> {
+export async function expectSpaceReclaimed(
+  stack: FaultStack,
+  request: LiveMergeRequest,
+  withinMs = 10_000,
+): Promise<void> {
   const left = (): string[] =>
-    request.disks.map((d) => reclaimPath(volumePath(stack.storageRoot, d.diskId, d.topVolumeId))).filter((f) => existsSync(f));
+    request.disks
+      .map((d) => reclaimPath(volumePath(stack.storageRoot, d.diskId, d.topVolumeId)))
+      .filter((f) => existsSync(f));
   const until = Date.now() + withinMs;
   while (left().length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
   expect(left()).toEqual([]);
@@ -60,6 +90,9 @@ export function expectOnlyTopsDeleted(stack: FaultStack, vm: LabVm, tops: string
 export function recordRecovery(scenario: string, recoveryMs: number, extra: Record<string, unknown> = {}): void {
   const dir = path.resolve(__dirname, '../../test-artifacts');
   mkdirSync(dir, { recursive: true });
-  appendFileSync(path.join(dir, 'fault-recovery.jsonl'), `${JSON.stringify({ scenario, recoveryMs, at: new Date().toISOString(), ...extra })}\n`);
+  appendFileSync(
+    path.join(dir, 'fault-recovery.jsonl'),
+    `${JSON.stringify({ scenario, recoveryMs, at: new Date().toISOString(), ...extra })}\n`,
+  );
   console.log(`recovery ${scenario}: ${recoveryMs} ms`);
 }

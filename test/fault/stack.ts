@@ -1,15 +1,15 @@
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import { Client, Connection } from '@temporalio/client';
-import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
-import { startDevServer, type DevServer } from '../../lab/devserver/dev-server';
+
+import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
 import { startWorkerProcess, type WorkerProcess } from '../../lab/devserver/worker-process';
+import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
 import { HOST_ID } from '../helpers/host-id';
 
 export { HOST_ID };
-
-
 
 /**
  * The product as operators run it, one process each, for fault tests: the dev server on its

@@ -1,7 +1,7 @@
 import { destroyLabVm, verifyLabVm } from '../../lab/vm';
-import { FaultStack } from './stack';
-import { expectMerged, expectSpaceReclaimed, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
 import { watchJobs } from './jobs';
+import { expectMerged, expectSpaceReclaimed, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
+import { FaultStack } from './stack';
 
 /**
  * 5. Kills during the pivot, the delete and the cleanup: the host agent stops right after the

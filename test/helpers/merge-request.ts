@@ -1,9 +1,14 @@
-import type { LiveMergeRequest } from '../../src/domain/input';
 import type { LabVm } from '../../lab/vm';
+import type { LiveMergeRequest } from '../../src/domain/input';
 import { HOST_ID } from './host-id';
 
 /** Each disk's merge: `intermediate` merges volume 1 into 0, `active` the top into the one below. */
-export function mergeRequest(vm: LabVm, snapshotId: string, kinds: Array<'intermediate' | 'active'>, options: LiveMergeRequest['options'] = {}): LiveMergeRequest {
+export function mergeRequest(
+  vm: LabVm,
+  snapshotId: string,
+  kinds: Array<'intermediate' | 'active'>,
+  options: LiveMergeRequest['options'] = {},
+): LiveMergeRequest {
   return {
     snapshotId,
     vmId: vm.vmId,

@@ -1,13 +1,15 @@
 import { mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import type { Worker } from '@temporalio/worker';
+
 import type { HostActivities } from '../../src/activities';
+import type { HypervisorDriver } from '../../src/host/driver';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorker } from '../../src/workers/host';
-import type { HypervisorDriver } from '../../src/host/driver';
 import { HOST_ID } from './host-id';
-import { startTestTemporal, workflowBundle, type TestTemporal } from './temporal';
+import { startTestTemporal, type TestTemporal, workflowBundle } from './temporal';
 
 export { HOST_ID };
 
@@ -26,13 +28,18 @@ export interface TestStack {
 }
 
 export async function startTestStack(
-  opts: { wrapActivities?: (a: HostActivities) => HostActivities; /** false: serve the Web UI too */ headless?: boolean } = {},
+  opts: {
+    wrapActivities?: (a: HostActivities) => HostActivities;
+    /** false: serve the Web UI too */ headless?: boolean;
+  } = {},
 ): Promise<TestStack> {
   const temporal = await startTestTemporal({ headless: opts.headless });
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lm-stack-'));
   const storageRoot = path.join(dir, 'storage');
   const runDir = path.join(dir, 'run');
-  const engine = await createEngineWorker(temporal.connection, temporal.server.namespace, { workflowBundle: await workflowBundle() });
+  const engine = await createEngineWorker(temporal.connection, temporal.server.namespace, {
+    workflowBundle: await workflowBundle(),
+  });
   const hostAgent = await createHostWorker(temporal.connection, temporal.server.namespace, {
     hostId: HOST_ID,
     storageRoot,

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import * as path from 'node:path';
+
 import { temporalBin } from '../../lab/devserver/temporal-bin';
 
 export interface CliRun {
@@ -23,8 +24,13 @@ export function temporalCli(target: { address: string; namespace: string }, conf
       execFile(
         cli,
         full,
-        { timeout: 60_000, maxBuffer: 16 * 1024 * 1024, env: { ...process.env, TEMPORAL_CONFIG_FILE: path.join(configDir, 'none.toml') } },
-        (err, stdout, stderr) => resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
+        {
+          timeout: 60_000,
+          maxBuffer: 16 * 1024 * 1024,
+          env: { ...process.env, TEMPORAL_CONFIG_FILE: path.join(configDir, 'none.toml') },
+        },
+        (err, stdout, stderr) =>
+          resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, stdout, stderr }),
       );
     });
   };

@@ -1,9 +1,17 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import { Client, Connection } from '@temporalio/client';
-import { bundleWorkflowCode, NativeConnection, Runtime, DefaultLogger, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
-import { startDevServer, type DevServer } from '../../lab/devserver/dev-server';
+import {
+  bundleWorkflowCode,
+  DefaultLogger,
+  NativeConnection,
+  Runtime,
+  type WorkflowBundleWithSourceMap,
+} from '@temporalio/worker';
+
+import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
 import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from '../../src/workers/workflow-bundle';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
@@ -29,7 +37,9 @@ export interface TestTemporal {
 }
 
 /** A real Temporal dev server on free ports with its SQLite file in a temp dir, and clients. */
-export async function startTestTemporal(opts: { headless?: boolean; registerSearchAttributes?: boolean } = {}): Promise<TestTemporal> {
+export async function startTestTemporal(
+  opts: { headless?: boolean; registerSearchAttributes?: boolean } = {},
+): Promise<TestTemporal> {
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('WARN') });
     runtimeInstalled = true;

@@ -1,16 +1,17 @@
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
+import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { BandwidthSet } from '../../src/domain/bandwidth';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
 import type { MergeProgress } from '../../src/domain/progress';
-import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
-import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
-import { temporalCli, type CliRun } from '../helpers/temporal-cli';
 import { mergeRequest } from '../helpers/merge-request';
+import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
+import { type CliRun, temporalCli } from '../helpers/temporal-cli';
 
 /**
  * Operators' surface: the real Temporal CLI (the pinned v1.5.1) against the product on a dev
@@ -45,17 +46,35 @@ async function json<T>(...args: string[]): Promise<T> {
 }
 
 async function labVm(vmId: string, disks: number) {
-  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes: 3, layerDataMiB: 4, sizeMiB: 28 });
+  return createLabVm({
+    storageRoot: stack.storageRoot,
+    runDir: stack.runDir,
+    vmId,
+    disks,
+    volumes: 3,
+    layerDataMiB: 4,
+    sizeMiB: 28,
+  });
 }
 
 async function jobSpeeds(vmId: string): Promise<Record<string, number>> {
-  const jobs = (await auxQmpCommand(stack.runDir, vmId, 'query-block-jobs')) as Array<{ device: string; speed: number }>;
+  const jobs = (await auxQmpCommand(stack.runDir, vmId, 'query-block-jobs')) as Array<{
+    device: string;
+    speed: number;
+  }>;
   return Object.fromEntries(jobs.map((j) => [j.device, j.speed]));
 }
 
 /** `temporal workflow query --type progress` prints the query's answer as `queryResult`, an array of its values. */
 async function queryProgress(workflowId: string): Promise<MergeProgress> {
-  const out = await json<{ queryResult: MergeProgress[] }>('workflow', 'query', '--workflow-id', workflowId, '--type', 'progress');
+  const out = await json<{ queryResult: MergeProgress[] }>(
+    'workflow',
+    'query',
+    '--workflow-id',
+    workflowId,
+    '--type',
+    'progress',
+  );
   return out.queryResult[0];
 }
 
@@ -71,17 +90,36 @@ test('start from an input file, query progress, change the bandwidth with an upd
   const vm = await labVm('vm-cli', 2);
   const workflowId = liveMergeWorkflowId('snap-cli');
   // 8 MiB per disk at 512 KiB/s: many seconds, unless the bandwidth is raised.
-  const input: LiveMergeRequest = mergeRequest(vm, 'snap-cli', ['intermediate', 'active'], { pollIntervalMs: 200, bandwidthBytesPerSec: MiB / 2 });
+  const input: LiveMergeRequest = mergeRequest(vm, 'snap-cli', ['intermediate', 'active'], {
+    pollIntervalMs: 200,
+    bandwidthBytesPerSec: MiB / 2,
+  });
   const file = path.join(dir, 'merge.json');
   writeFileSync(file, JSON.stringify(input, null, 2));
 
-  const started = await ok('workflow', 'start', '--task-queue', ENGINE_TASK_QUEUE, '--type', 'LiveMergeWorkflow', '--workflow-id', workflowId, '--input-file', file);
+  const started = await ok(
+    'workflow',
+    'start',
+    '--task-queue',
+    ENGINE_TASK_QUEUE,
+    '--type',
+    'LiveMergeWorkflow',
+    '--workflow-id',
+    workflowId,
+    '--input-file',
+    file,
+  );
   expect(started).toMatch(/Running execution:/);
   expect(started).toContain(workflowId);
 
   await until(async () => (await queryProgress(workflowId)).disks.every((d) => d.jobStatus === 'running'));
   const progress = await queryProgress(workflowId);
-  expect(progress).toMatchObject({ snapshotId: 'snap-cli', vmId: 'vm-cli', hostId: HOST_ID, bandwidthBytesPerSec: MiB / 2 });
+  expect(progress).toMatchObject({
+    snapshotId: 'snap-cli',
+    vmId: 'vm-cli',
+    hostId: HOST_ID,
+    bandwidthBytesPerSec: MiB / 2,
+  });
   expect(progress.disks.map((d) => [d.diskId, d.phase, d.commitKind])).toEqual([
     ['disk0', 'waiting', 'intermediate'],
     ['disk1', 'waiting', 'active'],
@@ -89,12 +127,32 @@ test('start from an input file, query progress, change the bandwidth with an upd
   expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': MiB / 2, 'lm.disk1.d1v2': MiB / 2 });
 
   // A bad value is rejected by the update's validator, naming the field; the jobs keep their speed.
-  const rejected = await temporal('workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'setBandwidth', '--input', '{"bytesPerSec": -1}');
+  const rejected = await temporal(
+    'workflow',
+    'update',
+    'execute',
+    '--workflow-id',
+    workflowId,
+    '--name',
+    'setBandwidth',
+    '--input',
+    '{"bytesPerSec": -1}',
+  );
   expect(rejected.code).not.toBe(0);
   expect(rejected.stderr + rejected.stdout).toMatch(/bytesPerSec: must not be negative/);
   expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': MiB / 2, 'lm.disk1.d1v2': MiB / 2 });
 
-  const set = await json<{ result: BandwidthSet }>('workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'setBandwidth', '--input', '{"bytesPerSec": 2097152}');
+  const set = await json<{ result: BandwidthSet }>(
+    'workflow',
+    'update',
+    'execute',
+    '--workflow-id',
+    workflowId,
+    '--name',
+    'setBandwidth',
+    '--input',
+    '{"bytesPerSec": 2097152}',
+  );
   expect(set.result).toEqual({
     bytesPerSec: 2 * MiB,
     disks: [
@@ -105,9 +163,24 @@ test('start from an input file, query progress, change the bandwidth with an upd
   expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': 2 * MiB, 'lm.disk1.d1v2': 2 * MiB });
   expect((await queryProgress(workflowId)).bandwidthBytesPerSec).toBe(2 * MiB);
   // Unlimited: the merge finishes at once.
-  await ok('workflow', 'update', 'execute', '--workflow-id', workflowId, '--name', 'setBandwidth', '--input', '{"bytesPerSec": 0}');
+  await ok(
+    'workflow',
+    'update',
+    'execute',
+    '--workflow-id',
+    workflowId,
+    '--name',
+    'setBandwidth',
+    '--input',
+    '{"bytesPerSec": 0}',
+  );
 
-  const result = await json<{ status: string; result: LiveMergeResult }>('workflow', 'result', '--workflow-id', workflowId);
+  const result = await json<{ status: string; result: LiveMergeResult }>(
+    'workflow',
+    'result',
+    '--workflow-id',
+    workflowId,
+  );
   expect(result.status).toBe('COMPLETED');
   expect(result.result.disks.map((d) => [d.diskId, d.outcome, d.commitKind, d.chainAfter, d.topDeleted])).toEqual([
     ['disk0', 'merged', 'intermediate', ['d0v2', 'd0v0'], true],
@@ -116,7 +189,10 @@ test('start from an input file, query progress, change the bandwidth with an upd
   const text = await ok('workflow', 'result', '--workflow-id', workflowId);
   expect(text).toMatch(/Status\s+COMPLETED/);
 
-  const described = await json<{ workflowExecutionInfo: { status: string; type: { name: string } }; pendingChildren?: unknown[] }>('workflow', 'describe', '--workflow-id', workflowId);
+  const described = await json<{
+    workflowExecutionInfo: { status: string; type: { name: string } };
+    pendingChildren?: unknown[];
+  }>('workflow', 'describe', '--workflow-id', workflowId);
   expect(described.workflowExecutionInfo.status).toBe('WORKFLOW_EXECUTION_STATUS_COMPLETED');
   expect(described.workflowExecutionInfo.type.name).toBe('LiveMergeWorkflow');
   expect(described.pendingChildren ?? []).toEqual([]);
@@ -131,7 +207,10 @@ test('start from an input file, query progress, change the bandwidth with an upd
   expect(existsSync(volumePath(stack.storageRoot, 'disk0', 'd0v1'))).toBe(false);
   expect(existsSync(volumePath(stack.storageRoot, 'disk1', 'd1v2'))).toBe(false);
   const report = await verifyLabVm(stack.runDir, vm.vmId);
-  expect(report.disks.map((d) => d.chain)).toEqual([['d0v2', 'd0v0'], ['d1v1', 'd1v0']]);
+  expect(report.disks.map((d) => d.chain)).toEqual([
+    ['d0v2', 'd0v0'],
+    ['d1v1', 'd1v0'],
+  ]);
   expect(report.ok).toBe(true);
   await destroyLabVm(stack.runDir, vm.vmId);
 });
@@ -149,13 +228,29 @@ test('a merge cancelled with temporal workflow cancel ends CANCELLED, chain unch
   };
   const file = path.join(dir, 'cancel.json');
   writeFileSync(file, JSON.stringify(input));
-  await ok('workflow', 'start', '--task-queue', ENGINE_TASK_QUEUE, '--type', 'LiveMergeWorkflow', '--workflow-id', workflowId, '--input-file', file);
+  await ok(
+    'workflow',
+    'start',
+    '--task-queue',
+    ENGINE_TASK_QUEUE,
+    '--type',
+    'LiveMergeWorkflow',
+    '--workflow-id',
+    workflowId,
+    '--input-file',
+    file,
+  );
   await until(async () => (await queryProgress(workflowId)).disks[0].jobStatus === 'running');
 
   expect(await ok('workflow', 'cancel', '--workflow-id', workflowId)).toMatch(/Canceled workflow/i);
   const result = await temporal('workflow', 'result', '--workflow-id', workflowId);
   expect(result.stdout + result.stderr).toMatch(/CANCELED/);
-  const described = await json<{ workflowExecutionInfo: { status: string } }>('workflow', 'describe', '--workflow-id', workflowId);
+  const described = await json<{ workflowExecutionInfo: { status: string } }>(
+    'workflow',
+    'describe',
+    '--workflow-id',
+    workflowId,
+  );
   expect(described.workflowExecutionInfo.status).toBe('WORKFLOW_EXECUTION_STATUS_CANCELED');
   expect((await queryProgress(workflowId)).disks[0].phase).toBe('cancelled');
 

@@ -1,10 +1,12 @@
 import { existsSync } from 'node:fs';
+
 import { WorkflowFailedError, WorkflowNotFoundError } from '@temporalio/client';
 import { CancelledFailure } from '@temporalio/common';
+
+import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { InvalidMergeRequestError, LiveMergeClient, type LiveMergeRequest } from '../../src/client';
 import { liveMergeWorkflowId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../helpers/stack';
 
 /** The engine client against the real product: dev server, engine and host workers, QEMU lab VMs. */
@@ -16,7 +18,9 @@ let merges: LiveMergeClient;
 beforeAll(async () => {
   stack = await startTestStack();
   // Connects the way engine code does: from the Temporal environment configuration.
-  merges = await LiveMergeClient.connect({ env: { TEMPORAL_ADDRESS: stack.temporal.server.address, TEMPORAL_NAMESPACE: stack.temporal.server.namespace } });
+  merges = await LiveMergeClient.connect({
+    env: { TEMPORAL_ADDRESS: stack.temporal.server.address, TEMPORAL_NAMESPACE: stack.temporal.server.namespace },
+  });
 });
 afterAll(async () => {
   await merges?.close();
@@ -24,12 +28,23 @@ afterAll(async () => {
 });
 
 async function labVm(vmId: string, layerDataMiB: number) {
-  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks: 1, volumes: 3, layerDataMiB, sizeMiB: 5 * layerDataMiB + 8 });
+  return createLabVm({
+    storageRoot: stack.storageRoot,
+    runDir: stack.runDir,
+    vmId,
+    disks: 1,
+    volumes: 3,
+    layerDataMiB,
+    sizeMiB: 5 * layerDataMiB + 8,
+  });
 }
 
 /** The speed QEMU applies to each block job of the VM, from `query-block-jobs` on its aux monitor. */
 async function jobSpeeds(vmId: string): Promise<Record<string, number>> {
-  const jobs = (await auxQmpCommand(stack.runDir, vmId, 'query-block-jobs')) as Array<{ device: string; speed: number }>;
+  const jobs = (await auxQmpCommand(stack.runDir, vmId, 'query-block-jobs')) as Array<{
+    device: string;
+    speed: number;
+  }>;
   return Object.fromEntries(jobs.map((j) => [j.device, j.speed]));
 }
 
@@ -57,13 +72,21 @@ test('an invalid request is refused before anything is sent, naming the field: n
   const err = await merges.startMerge(bad).catch((e: unknown) => e);
   expect(err).toBeInstanceOf(InvalidMergeRequestError);
   expect((err as InvalidMergeRequestError).fields).toEqual(['disks.0.baseVolumeId', 'options.bandwidthBytesPerSec']);
-  expect((err as InvalidMergeRequestError).message).toMatch(/^invalid merge request: disks\.0\.baseVolumeId: must be letters/);
-  await expect(stack.temporal.client.workflow.getHandle(liveMergeWorkflowId('snap-bad')).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+  expect((err as InvalidMergeRequestError).message).toMatch(
+    /^invalid merge request: disks\.0\.baseVolumeId: must be letters/,
+  );
+  await expect(
+    stack.temporal.client.workflow.getHandle(liveMergeWorkflowId('snap-bad')).describe(),
+  ).rejects.toBeInstanceOf(WorkflowNotFoundError);
 
-  const missing = await merges.startMerge({ snapshotId: 'snap-bad', vmId: 'vm-x', hostId: HOST_ID } as unknown as LiveMergeRequest).catch((e: unknown) => e);
+  const missing = await merges
+    .startMerge({ snapshotId: 'snap-bad', vmId: 'vm-x', hostId: HOST_ID } as unknown as LiveMergeRequest)
+    .catch((e: unknown) => e);
   expect((missing as InvalidMergeRequestError).fields).toEqual(['disks']);
   await expect(merges.getProgress('../x')).rejects.toThrow(/invalid snapshot id: snapshotId: must be letters/);
-  await expect(stack.temporal.client.workflow.getHandle(liveMergeWorkflowId('snap-bad')).describe()).rejects.toBeInstanceOf(WorkflowNotFoundError);
+  await expect(
+    stack.temporal.client.workflow.getHandle(liveMergeWorkflowId('snap-bad')).describe(),
+  ).rejects.toBeInstanceOf(WorkflowNotFoundError);
 });
 
 test('start is idempotent on the snapshot; progress; setBandwidth changes the running job in QEMU; result', async () => {
@@ -94,14 +117,24 @@ test('start is idempotent on the snapshot; progress; setBandwidth changes the ru
   expect(invalid).toBeInstanceOf(InvalidMergeRequestError);
   expect((invalid as InvalidMergeRequestError).fields).toEqual(['bytesPerSec']);
 
-  expect(await merges.setBandwidth(snapshotId, 3 * MiB)).toEqual({ bytesPerSec: 3 * MiB, disks: [{ diskId: 'disk0', applied: 'set', jobStatus: 'running' }] });
+  expect(await merges.setBandwidth(snapshotId, 3 * MiB)).toEqual({
+    bytesPerSec: 3 * MiB,
+    disks: [{ diskId: 'disk0', applied: 'set', jobStatus: 'running' }],
+  });
   expect(await jobSpeeds(vm.vmId)).toEqual({ 'lm.disk0.d0v1': 3 * MiB });
   expect((await merges.getProgress(snapshotId)).bandwidthBytesPerSec).toBe(3 * MiB);
   expect((await merges.setBandwidth(snapshotId, 0)).disks[0].applied).toMatch(/^(set|notRunning)$/);
 
   const result = await merges.result(snapshotId);
   expect(result.disks).toEqual([
-    { diskId: 'disk0', outcome: 'merged', commitKind: 'intermediate', chainBefore: ['d0v2', 'd0v1', 'd0v0'], chainAfter: ['d0v2', 'd0v0'], topDeleted: true },
+    {
+      diskId: 'disk0',
+      outcome: 'merged',
+      commitKind: 'intermediate',
+      chainBefore: ['d0v2', 'd0v1', 'd0v0'],
+      chainAfter: ['d0v2', 'd0v0'],
+      topDeleted: true,
+    },
   ]);
   expect(existsSync(volumePath(stack.storageRoot, d.diskId, 'd0v1'))).toBe(false);
   const report = await verifyLabVm(stack.runDir, vm.vmId);

@@ -1,11 +1,13 @@
 import { existsSync } from 'node:fs';
+
+import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { Context } from '@temporalio/activity';
+
+import { checkRegion, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { auxQmpSocketPath, volumePath } from '../../src/domain/layout';
-import { checkRegion, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/vm';
 import { QmpClient } from '../../src/qmp/client';
 import { queryJobsSchema } from '../../src/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
@@ -38,7 +40,16 @@ beforeAll(async () => {
 afterAll(async () => stack?.close());
 
 async function labVm(vmId: string, disks: number, volumes: number, layerDataMiB = 1, backingReadOnly = true) {
-  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes, layerDataMiB, backingReadOnly, sizeMiB: (volumes + 2) * layerDataMiB + 8 });
+  return createLabVm({
+    storageRoot: stack.storageRoot,
+    runDir: stack.runDir,
+    vmId,
+    disks,
+    volumes,
+    layerDataMiB,
+    backingReadOnly,
+    sizeMiB: (volumes + 2) * layerDataMiB + 8,
+  });
 }
 
 function startMerge(request: LiveMergeRequest) {
@@ -74,8 +85,21 @@ async function countJobs(runDir: string, vmId: string) {
 test('intermediate commit: the middle volume is merged into the base and deleted, data reads back', async () => {
   const vm = await labVm('vm-mid', 1, 3);
   const [d] = vm.disks;
-  const result = await (await startMerge({ snapshotId: 'snap-mid', vmId: vm.vmId, hostId: HOST_ID, disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }] })).result();
-  expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: 'intermediate', chainBefore: ['d0v2', 'd0v1', 'd0v0'], chainAfter: ['d0v2', 'd0v0'], topDeleted: true });
+  const result = await (
+    await startMerge({
+      snapshotId: 'snap-mid',
+      vmId: vm.vmId,
+      hostId: HOST_ID,
+      disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }],
+    })
+  ).result();
+  expect(result.disks[0]).toMatchObject({
+    outcome: 'merged',
+    commitKind: 'intermediate',
+    chainBefore: ['d0v2', 'd0v1', 'd0v0'],
+    chainAfter: ['d0v2', 'd0v0'],
+    topDeleted: true,
+  });
   expect(existsSync(volumePath(stack.storageRoot, d.diskId, 'd0v1'))).toBe(false);
   const report = await verifyLabVm(stack.runDir, vm.vmId);
   expect(report.disks[0].chain).toEqual(['d0v2', 'd0v0']);
@@ -88,7 +112,14 @@ test('intermediate commit into a base opened read-write: the base file itself ho
   // before the delete, a QEMU crash right after it would lose the merged data.
   const vm = await labVm('vm-rw', 1, 3, 1, false);
   const [d] = vm.disks;
-  const result = await (await startMerge({ snapshotId: 'snap-rw', vmId: vm.vmId, hostId: HOST_ID, disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }] })).result();
+  const result = await (
+    await startMerge({
+      snapshotId: 'snap-rw',
+      vmId: vm.vmId,
+      hostId: HOST_ID,
+      disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: d.volumeIds[1] }],
+    })
+  ).result();
   expect(result.disks[0]).toMatchObject({ outcome: 'merged', topDeleted: true });
   const middle = d.regions.find((r) => r.kind === 'layer' && r.layer === 1)!;
   expect(await checkRegion(volumePath(stack.storageRoot, d.diskId, d.volumeIds[0]), middle)).toEqual({ ok: true });
@@ -99,8 +130,20 @@ test('intermediate commit into a base opened read-write: the base file itself ho
 test('active commit with pivot: the VM writes to the base afterwards, data reads back', async () => {
   const vm = await labVm('vm-act', 1, 3);
   const [d] = vm.disks;
-  const result = await (await startMerge({ snapshotId: 'snap-act', vmId: vm.vmId, hostId: HOST_ID, disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[1], topVolumeId: d.volumeIds[2] }] })).result();
-  expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: 'active', chainAfter: ['d0v1', 'd0v0'], topDeleted: true });
+  const result = await (
+    await startMerge({
+      snapshotId: 'snap-act',
+      vmId: vm.vmId,
+      hostId: HOST_ID,
+      disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[1], topVolumeId: d.volumeIds[2] }],
+    })
+  ).result();
+  expect(result.disks[0]).toMatchObject({
+    outcome: 'merged',
+    commitKind: 'active',
+    chainAfter: ['d0v1', 'd0v0'],
+    topDeleted: true,
+  });
   const chain = await stack.driver.readChain(vm.vmId, d.diskId);
   expect(chain.volumes[0].path).toBe(volumePath(stack.storageRoot, d.diskId, 'd0v1'));
   expect(existsSync(volumePath(stack.storageRoot, d.diskId, 'd0v2'))).toBe(false);
@@ -112,20 +155,27 @@ test('active commit with pivot: the VM writes to the base afterwards, data reads
 
 test('two disks in parallel, one intermediate and one active commit; progress shows both', async () => {
   const vm = await labVm('vm-two', 2, 3, 8);
-  const handle = await startMerge(mergeRequest(vm, 'snap-two', ['intermediate', 'active'], { bandwidthBytesPerSec: 8 * MiB, pollIntervalMs: 100 }));
+  const handle = await startMerge(
+    mergeRequest(vm, 'snap-two', ['intermediate', 'active'], { bandwidthBytesPerSec: 8 * MiB, pollIntervalMs: 100 }),
+  );
   const result = await handle.result();
   expect(result.disks.map((x) => [x.diskId, x.outcome, x.commitKind])).toEqual([
     ['disk0', 'merged', 'intermediate'],
     ['disk1', 'merged', 'active'],
   ]);
-  const progress = await handle.query<{ disks: Array<{ diskId: string; phase: string; offset?: number; len?: number }> }>('progress');
+  const progress = await handle.query<{
+    disks: Array<{ diskId: string; phase: string; offset?: number; len?: number }>;
+  }>('progress');
   for (const p of progress.disks) {
     expect(p.phase).toBe('merged');
     expect(p.len).toBeGreaterThan(0);
     expect(p.offset).toBe(p.len);
   }
   const report = await verifyLabVm(stack.runDir, vm.vmId);
-  expect(report.disks.map((x) => x.chain)).toEqual([['d0v2', 'd0v0'], ['d1v1', 'd1v0']]);
+  expect(report.disks.map((x) => x.chain)).toEqual([
+    ['d0v2', 'd0v0'],
+    ['d1v1', 'd1v0'],
+  ]);
   expect(report.ok).toBe(true);
   await destroyLabVm(stack.runDir, vm.vmId);
 });
@@ -161,12 +211,16 @@ test('a block job cancelled from outside fails the disk with a clear reason and 
     // 1 MiB/s over 16+ MiB: the job runs for many seconds.
     options: { bandwidthBytesPerSec: MiB, pollIntervalMs: 100 },
   });
-  await waitUntil(async () => (await aux.executeParsed('query-jobs', {}, queryJobsSchema)).some((j) => j.status === 'running'));
+  await waitUntil(async () =>
+    (await aux.executeParsed('query-jobs', {}, queryJobsSchema)).some((j) => j.status === 'running'),
+  );
   await aux.execute('block-job-cancel', { device: 'lm.disk0.d0v1' });
   const failure = await failureOf(handle.result());
   await aux.close();
   expect(failure.type).toBe('DiskMergeFailed');
-  expect(failure.message).toMatch(/disk0 \(disk disk0: block job lm\.disk0\.d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/);
+  expect(failure.message).toMatch(
+    /disk0 \(disk disk0: block job lm\.disk0\.d0v1 failed in QEMU: Operation canceled; top volume d0v1 kept\)/,
+  );
   expect(existsSync(top)).toBe(true);
   const report = await verifyLabVm(stack.runDir, vm.vmId);
   expect(report.disks[0].chain).toEqual(['d0v2', 'd0v1', 'd0v0']);
@@ -185,17 +239,44 @@ describe('invalid inputs are refused with no change to any chain or file', () =>
 
   const disk = (diskId: string, baseVolumeId: string, topVolumeId: string) => ({ diskId, baseVolumeId, topVolumeId });
   test.each([
-    ['an unknown VM', { vmId: 'no-such-vm', disks: [disk('disk0', 'd0v0', 'd0v1')] }, 'VmNotFound', /VM no-such-vm does not run on this host/],
+    [
+      'an unknown VM',
+      { vmId: 'no-such-vm', disks: [disk('disk0', 'd0v0', 'd0v1')] },
+      'VmNotFound',
+      /VM no-such-vm does not run on this host/,
+    ],
     ['an unknown disk', { disks: [disk('disk9', 'd0v0', 'd0v1')] }, 'DiskNotFound', /has no disk disk9/],
-    ['a top not in the chain', { disks: [disk('disk0', 'd0v0', 'nope')] }, 'VolumeNotInChain', /top volume nope is not in the chain of disk disk0/],
-    ['a base that is not the top\'s backing', { disks: [disk('disk0', 'd0v0', 'd0v2')] }, 'BaseNotBacking', /base volume d0v0 is not the backing of top d0v2/],
-    ['a volume of another disk', { disks: [disk('disk0', 'd1v0', 'd1v1')] }, 'VolumeNotInChain', /top volume d1v1 is not in the chain of disk disk0/],
-    ['a path in an id', { disks: [disk('disk0', '../d0v0', 'd0v1')] }, 'InvalidMergeInput', /disks.0.baseVolumeId: must be letters/],
+    [
+      'a top not in the chain',
+      { disks: [disk('disk0', 'd0v0', 'nope')] },
+      'VolumeNotInChain',
+      /top volume nope is not in the chain of disk disk0/,
+    ],
+    [
+      "a base that is not the top's backing",
+      { disks: [disk('disk0', 'd0v0', 'd0v2')] },
+      'BaseNotBacking',
+      /base volume d0v0 is not the backing of top d0v2/,
+    ],
+    [
+      'a volume of another disk',
+      { disks: [disk('disk0', 'd1v0', 'd1v1')] },
+      'VolumeNotInChain',
+      /top volume d1v1 is not in the chain of disk disk0/,
+    ],
+    [
+      'a path in an id',
+      { disks: [disk('disk0', '../d0v0', 'd0v1')] },
+      'InvalidMergeInput',
+      /disks.0.baseVolumeId: must be letters/,
+    ],
   ])('%s', async (_name, overrides, type, message) => {
     const before = snapshotFiles(stack.storageRoot);
     const chainsBefore = (await verifyLabVm(stack.runDir, vmId)).disks.map((d) => d.chain);
     const snapshotId = `bad-${type}-${Math.random().toString(36).slice(2, 8)}`;
-    const failure = await failureOf((await startMerge({ snapshotId, vmId, hostId: HOST_ID, ...overrides } as LiveMergeRequest)).result());
+    const failure = await failureOf(
+      (await startMerge({ snapshotId, vmId, hostId: HOST_ID, ...overrides } as LiveMergeRequest)).result(),
+    );
     const causes = [failure.message, String(failure.cause?.message ?? '')].join(' ');
     expect(causes).toMatch(message);
     if (type === 'InvalidMergeInput') expect(failure.type).toBe(type);

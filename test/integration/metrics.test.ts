@@ -2,12 +2,13 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
-import { MERGE_METRICS } from '../../src/config/metrics';
-import type { LiveMergeRequest } from '../../src/domain/input';
+
 import { freePort } from '../../lab/devserver/free-port';
 import { startWorkerProcess, waitForPoller, type WorkerProcess } from '../../lab/devserver/worker-process';
 import { createLabVm, destroyLabVm } from '../../lab/vm';
+import { MERGE_METRICS } from '../../src/config/metrics';
+import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
+import type { LiveMergeRequest } from '../../src/domain/input';
 import { readMergeProgress } from '../../src/progress/read-progress';
 import { LiveMergeWorkflow } from '../../src/workflows';
 import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
@@ -35,7 +36,18 @@ beforeAll(async () => {
   const metricsAddress = `127.0.0.1:${await freePort()}`;
   metricsUrl = `http://${metricsAddress}/metrics`;
   worker = await startWorkerProcess({
-    args: ['--role', 'engine,host', '--host-id', HOST_ID, '--storage-root', storageRoot, '--run-dir', runDir, '--metrics-address', metricsAddress],
+    args: [
+      '--role',
+      'engine,host',
+      '--host-id',
+      HOST_ID,
+      '--storage-root',
+      storageRoot,
+      '--run-dir',
+      runDir,
+      '--metrics-address',
+      metricsAddress,
+    ],
     address: temporal.server.address,
     namespace: temporal.server.namespace,
     taskQueue: hostTaskQueue(HOST_ID),
@@ -94,11 +106,23 @@ async function waitUntil(fn: () => Promise<boolean>, timeoutMs = 30_000): Promis
 
 /** `src/watch.ts` as `npm run watch` runs it, its output piped (so: plain lines). */
 function watchMerge(snapshotId: string): Promise<{ code: number | null; output: string }> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.resolve(__dirname, '../../src/watch.ts'), '--snapshot-id', snapshotId, '--interval-ms', '200'], {
-    cwd: path.resolve(__dirname, '../..'),
-    env: { ...process.env, TEMPORAL_ADDRESS: temporal.server.address, TEMPORAL_NAMESPACE: temporal.server.namespace },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      path.resolve(__dirname, '../../src/watch.ts'),
+      '--snapshot-id',
+      snapshotId,
+      '--interval-ms',
+      '200',
+    ],
+    {
+      cwd: path.resolve(__dirname, '../..'),
+      env: { ...process.env, TEMPORAL_ADDRESS: temporal.server.address, TEMPORAL_NAMESPACE: temporal.server.namespace },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   let output = '';
   child.stdout.on('data', (b: Buffer) => (output += b.toString()));
   child.stderr.on('data', (b: Buffer) => (output += b.toString()));
@@ -113,7 +137,15 @@ function logLines(): Array<Record<string, unknown>> {
 }
 
 test('the worker exports SDK and merge metrics during and after a real merge, and logs JSON lines with workflow, disk and host ids', async () => {
-  const vm = await createLabVm({ storageRoot, runDir, vmId: 'vm-metrics', disks: 1, volumes: 3, layerDataMiB: 8, sizeMiB: 48 });
+  const vm = await createLabVm({
+    storageRoot,
+    runDir,
+    vmId: 'vm-metrics',
+    disks: 1,
+    volumes: 3,
+    layerDataMiB: 8,
+    sizeMiB: 48,
+  });
   const [d] = vm.disks;
   const request: LiveMergeRequest = {
     snapshotId: 'snap-metrics',
@@ -156,7 +188,9 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   const watch = await watched;
   expect(watch.code).toBe(0);
   const lines = watch.output.split('\n');
-  expect(lines).toContain(`${d.diskId}: merged intermediate commit 100% ${(len / MiB).toFixed(1)}/${(len / MiB).toFixed(1)} MiB`);
+  expect(lines).toContain(
+    `${d.diskId}: merged intermediate commit 100% ${(len / MiB).toFixed(1)}/${(len / MiB).toFixed(1)} MiB`,
+  );
   expect(lines.some((l) => /^disk0: waiting intermediate commit [1-9]\d?% /.test(l))).toBe(true);
   expect(lines).toContain('merge completed');
   // eslint-disable-next-line no-control-regex -- terminal escapes are what this checks
@@ -166,7 +200,13 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   const bad = await temporal.client.workflow.start(LiveMergeWorkflow, {
     taskQueue: ENGINE_TASK_QUEUE,
     workflowId: liveMergeWorkflowId('snap-metrics-bad'),
-    args: [{ ...request, snapshotId: 'snap-metrics-bad', disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: 'd0v9' }] }],
+    args: [
+      {
+        ...request,
+        snapshotId: 'snap-metrics-bad',
+        disks: [{ diskId: d.diskId, baseVolumeId: d.volumeIds[0], topVolumeId: 'd0v9' }],
+      },
+    ],
   });
   await expect(bad.result()).rejects.toThrow();
 
@@ -189,13 +229,25 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   expect(total(after, `${MERGE_METRICS.duration}_bucket`, { ...host, outcome: 'merged', le: '1' })).toBe(0);
   // The SDK's own: workflows completed, activities run on the host's queue.
   expect(total(after, 'temporal_workflow_completed', { workflow_type: 'DiskMergeWorkflow' })).toBe(1);
-  expect(total(after, 'temporal_activity_execution_latency_count', { activity_type: 'deleteVolume', task_queue: hostTaskQueue(HOST_ID) })).toBe(1);
+  expect(
+    total(after, 'temporal_activity_execution_latency_count', {
+      activity_type: 'deleteVolume',
+      task_queue: hostTaskQueue(HOST_ID),
+    }),
+  ).toBe(1);
 
   // Logs: JSON lines; the host steps carry workflowId, diskId and hostId, the disk's end too.
   const logs = logLines();
   const diskWorkflowId = `${liveMergeWorkflowId(request.snapshotId)}-disk-${d.diskId}`;
   const started_ = logs.find((l) => l.message === 'block commit started');
-  expect(started_).toMatchObject({ level: 'INFO', workflowId: diskWorkflowId, diskId: d.diskId, hostId: HOST_ID, vmId: vm.vmId, activityType: 'merge' });
+  expect(started_).toMatchObject({
+    level: 'INFO',
+    workflowId: diskWorkflowId,
+    diskId: d.diskId,
+    hostId: HOST_ID,
+    vmId: vm.vmId,
+    activityType: 'merge',
+  });
   expect(logs.find((l) => l.message === 'disk merge ended' && l.outcome === 'merged')).toMatchObject({
     workflowId: diskWorkflowId,
     workflowType: 'DiskMergeWorkflow',

@@ -3,14 +3,16 @@ import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+
 import { CancelledFailure, WorkflowFailedError } from '@temporalio/client';
-import { chromium, type BrowserContext, type Page } from 'playwright-core';
+import { type BrowserContext, chromium, type Page } from 'playwright-core';
+
+import { temporalBin } from '../../lab/devserver/temporal-bin';
+import { createLabVm, destroyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { MERGE_OUTCOME, VM_ID } from '../../src/config/search-attributes';
-import { temporalBin } from '../../lab/devserver/temporal-bin';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { auxQmpSocketPath } from '../../src/domain/layout';
-import { createLabVm, destroyLabVm } from '../../lab/vm';
 import { QmpClient } from '../../src/qmp/client';
 import { queryJobsSchema } from '../../src/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
@@ -41,7 +43,16 @@ beforeAll(async () => {
     executablePath: '/usr/bin/chromium',
     headless: true,
     // Without the background-networking flags Chromium keeps dialling Google on a closed network.
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
     viewport: { width: 1400, height: 1000 },
     timezoneId: 'UTC',
   });
@@ -56,7 +67,15 @@ afterAll(async () => {
 
 async function labVm(vmId: string, disks: number) {
   labVms.add(vmId);
-  return createLabVm({ storageRoot: stack.storageRoot, runDir: stack.runDir, vmId, disks, volumes: 3, layerDataMiB: 8, sizeMiB: 48 });
+  return createLabVm({
+    storageRoot: stack.storageRoot,
+    runDir: stack.runDir,
+    vmId,
+    disks,
+    volumes: 3,
+    layerDataMiB: 8,
+    sizeMiB: 48,
+  });
 }
 
 async function destroyVm(vmId: string) {
@@ -89,7 +108,9 @@ function startMerge(request: LiveMergeRequest) {
 /** Resolves once QEMU reports the block job `jobId` running. */
 async function jobRunning(aux: QmpClient, jobId: string): Promise<void> {
   const deadline = Date.now() + 30_000;
-  while (!(await aux.executeParsed('query-jobs', {}, queryJobsSchema)).some((j) => j.id === jobId && j.status === 'running')) {
+  while (
+    !(await aux.executeParsed('query-jobs', {}, queryJobsSchema)).some((j) => j.id === jobId && j.status === 'running')
+  ) {
     if (Date.now() > deadline) throw new Error(`block job ${jobId} never ran`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -97,7 +118,16 @@ async function jobRunning(aux: QmpClient, jobId: string): Promise<void> {
 
 /** `temporal workflow list --query ...` as an operator types it: the ids it lists, sorted. */
 async function cliList(query: string): Promise<string[]> {
-  const { stdout } = await run(temporalBin(), ['workflow', 'list', '--address', stack.temporal.server.address, '--query', query, '--output', 'json']);
+  const { stdout } = await run(temporalBin(), [
+    'workflow',
+    'list',
+    '--address',
+    stack.temporal.server.address,
+    '--query',
+    query,
+    '--output',
+    'json',
+  ]);
   const rows = JSON.parse(stdout) as Array<{ execution: { workflowId: string } }>;
   return rows.map((r) => r.execution.workflowId).sort();
 }
@@ -117,7 +147,7 @@ async function screenshot(page: Page, name: string): Promise<void> {
   await page.screenshot({ path: path.join(ARTIFACTS, name) });
 }
 
-test('an operator finds one VM\'s merges by VmId in the Web UI, opens the merge, sees each disk\'s outcome and steps', async () => {
+test("an operator finds one VM's merges by VmId in the Web UI, opens the merge, sees each disk's outcome and steps", async () => {
   // Another VM's merge, cancelled by its operator while its block job runs: outcome `cancelled`.
   // (One lab VM per storage root at a time: this one goes before the next is made.)
   const other = await labVm('vm-other', 1);
@@ -149,7 +179,9 @@ test('an operator finds one VM\'s merges by VmId in the Web UI, opens the merge,
   });
   await jobRunning(aux, 'lm.disk1.d1v2');
   await aux.execute('block-job-cancel', { device: 'lm.disk1.d1v2' });
-  expect((await failureOf(merge.result()))?.message).toMatch(/^1 of 2 disks failed: disk1 \(.*Operation canceled; top volume d1v2 kept\)$/);
+  expect((await failureOf(merge.result()))?.message).toMatch(
+    /^1 of 2 disks failed: disk1 \(.*Operation canceled; top volume d1v2 kept\)$/,
+  );
   await aux.close();
   await destroyVm(vm.vmId);
 
@@ -176,7 +208,14 @@ test('an operator finds one VM\'s merges by VmId in the Web UI, opens the merge,
   await page.getByText('1–3 of 3').waitFor();
   expect(await rows.count()).toBe(3);
   // Each row reads `Select Workflow <id> <status> <id> <run id> <type> <start> <end>`.
-  const listed = (await rows.allInnerTexts()).map((t) => t.replace(/\s+/g, ' ').trim().replace(/^Select Workflow \S+ /, '')).sort();
+  const listed = (await rows.allInnerTexts())
+    .map((t) =>
+      t
+        .replace(/\s+/g, ' ')
+        .trim()
+        .replace(/^Select Workflow \S+ /, ''),
+    )
+    .sort();
   expect(listed).toEqual([
     expect.stringMatching(new RegExp(`^Completed ${child0} \\S+ DiskMergeWorkflow `)),
     expect.stringMatching(new RegExp(`^Failed ${parent} \\S+ LiveMergeWorkflow `)),
@@ -198,7 +237,12 @@ test('an operator finds one VM\'s merges by VmId in the Web UI, opens the merge,
   await page.getByRole('tab', { name: /^Search Attributes/ }).click();
   await page.getByText('MergeOutcome').first().waitFor();
   const attributes = (await page.innerText('main')).replace(/\s+/g, ' ');
-  for (const [name, value] of [['VmId', 'vm-ui'], ['HostId', HOST_ID], ['SnapshotId', 'snap-ui'], ['MergeOutcome', 'failed']]) {
+  for (const [name, value] of [
+    ['VmId', 'vm-ui'],
+    ['HostId', HOST_ID],
+    ['SnapshotId', 'snap-ui'],
+    ['MergeOutcome', 'failed'],
+  ]) {
     expect(attributes).toMatch(new RegExp(`"?${name}"?:? "?${value}"?`));
   }
 

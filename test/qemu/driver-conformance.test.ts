@@ -1,12 +1,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
+import { createLabVm, destroyLabVm, labDiskId, labVolumeId, runningLabVmPid } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
 import type { BlockJob, DiskChain, HypervisorDriver } from '../../src/host/driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/host/errors';
 import { QmpDriver } from '../../src/host/qmp-driver';
 import { SimDriver } from '../../src/host/sim-driver';
-import { createLabVm, destroyLabVm, labDiskId, labVolumeId, runningLabVmPid } from '../../lab/vm';
 import { QmpCommandError } from '../../src/qmp/errors';
 
 /**
@@ -45,7 +46,15 @@ async function qmpFixture(): Promise<Fixture> {
       const vmId = `vm${vms.length}`;
       vms.push(vmId);
       // Each VM its own storage root: the lab refuses two running VMs on one.
-      await createLabVm({ storageRoot: path.join(storageRoot, vmId), runDir, vmId, disks: 2, volumes: 3, layerDataMiB: 1, sizeMiB: 8 });
+      await createLabVm({
+        storageRoot: path.join(storageRoot, vmId),
+        runDir,
+        vmId,
+        disks: 2,
+        volumes: 3,
+        layerDataMiB: 1,
+        sizeMiB: 8,
+      });
       return vmId;
     },
     async killVm(vmId) {
@@ -116,7 +125,12 @@ describe.each([
   }
 
   /** Waits on job events (bounded) until the job satisfies `ok`. */
-  async function until(vmId: string, ok: (j: BlockJob | undefined) => boolean, id = 'j1', timeoutMs = 20_000): Promise<BlockJob | undefined> {
+  async function until(
+    vmId: string,
+    ok: (j: BlockJob | undefined) => boolean,
+    id = 'j1',
+    timeoutMs = 20_000,
+  ): Promise<BlockJob | undefined> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const j = await job(vmId, id);
@@ -126,7 +140,12 @@ describe.each([
     }
   }
 
-  async function commit(vmId: string, top: string, base: string, extra: { speed?: number; backingFile?: string; jobId?: string } = {}) {
+  async function commit(
+    vmId: string,
+    top: string,
+    base: string,
+    extra: { speed?: number; backingFile?: string; jobId?: string } = {},
+  ) {
     const chain = await driver.readChain(vmId, 'disk0');
     await driver.startCommit(vmId, {
       jobId: extra.jobId ?? 'j1',
@@ -218,9 +237,17 @@ describe.each([
     await expect(commit(vmId, 'd0v2', 'd0v1', { jobId: 'j2' })).rejects.toBeInstanceOf(QmpCommandError);
     const other = await driver.readChain(vmId, 'disk1');
     await expect(
-      driver.startCommit(vmId, { jobId: 'j1', deviceNode: other.rootNode, topNode: nodeOf(other, 'd1v1'), baseNode: nodeOf(other, 'd1v0'), speed: 0 }),
+      driver.startCommit(vmId, {
+        jobId: 'j1',
+        deviceNode: other.rootNode,
+        topNode: nodeOf(other, 'd1v1'),
+        baseNode: nodeOf(other, 'd1v0'),
+        speed: 0,
+      }),
     ).rejects.toBeInstanceOf(QmpCommandError);
-    await expect(commit(vmId, 'd0v2', 'd0v1', { jobId: 'j3', backingFile: 'x.qcow2' })).rejects.toBeInstanceOf(QmpCommandError);
+    await expect(commit(vmId, 'd0v2', 'd0v1', { jobId: 'j3', backingFile: 'x.qcow2' })).rejects.toBeInstanceOf(
+      QmpCommandError,
+    );
     // setSpeed lifts the limit: the job finishes.
     await driver.setSpeed(vmId, 'j1', 0);
     expect((await until(vmId, (j) => j?.status === 'concluded'))?.error).toBeUndefined();

@@ -2,23 +2,25 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import { z } from 'zod';
-import { volumePath, vmRunDir } from '../../src/domain/layout';
+
 import {
-  LabVmAlreadyRunningError,
   activeVolumePath,
   auxQmpCommand,
   checkRegion,
   createLabVm,
   destroyLabVm,
   formatNodeName,
+  type LabVm,
+  LabVmAlreadyRunningError,
   readHeaderChain,
   readLabVm,
   runningLabVmPid,
   stopLabVm,
   verifyLabVm,
-  type LabVm,
 } from '../../lab/vm';
+import { vmRunDir, volumePath } from '../../src/domain/layout';
 
 const REPO = path.resolve(__dirname, '..', '..');
 const TSX = path.join(REPO, 'node_modules', '.bin', 'tsx');
@@ -145,7 +147,9 @@ describe('lab VM (real QEMU)', () => {
   test('creating the same VM again while it runs fails clearly', async () => {
     const again = createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2 });
     await expect(again).rejects.toThrow(LabVmAlreadyRunningError);
-    await expect(createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2 })).rejects.toThrow(/already running \(pid \d+\)/);
+    await expect(createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2 })).rejects.toThrow(
+      /already running \(pid \d+\)/,
+    );
     // Untouched: still the same QEMU and data.
     expect(await runningLabVmPid(runDir, vmId)).toBe(vm.pid);
     expect((await verifyLabVm(runDir, vmId)).ok).toBe(true);
@@ -179,7 +183,9 @@ describe('lab VM (real QEMU)', () => {
       'top-node': top,
       'base-node': formatNodeName('d0v0'),
     });
-    await waitFor('the active commit to be ready', async () => (await jobs(runDir, vmId)).some((j) => j.status === 'ready'));
+    await waitFor('the active commit to be ready', async () =>
+      (await jobs(runDir, vmId)).some((j) => j.status === 'ready'),
+    );
     await auxQmpCommand(runDir, vmId, 'block-job-complete', { device: 'labtest-act' });
     await waitFor('the pivot', async () => (await jobs(runDir, vmId)).length === 0);
     expect(await activeVolumePath(runDir, vmId, 'disk0')).toBe(volumePath(storageRoot, 'disk0', 'd0v0'));
@@ -199,13 +205,29 @@ describe('lab VM (real QEMU)', () => {
     expect(misplaced.stderr).toMatch(/--volumes/);
 
     const cliStorage = path.join(tmp, 'cli-storage');
-    const created = await cli(['create', '--vm-id', 'clivm', '--disks', '1', '--volumes', '2', '--storage-root', cliStorage, '--run-dir', runDir, '--json']);
+    const created = await cli([
+      'create',
+      '--vm-id',
+      'clivm',
+      '--disks',
+      '1',
+      '--volumes',
+      '2',
+      '--storage-root',
+      cliStorage,
+      '--run-dir',
+      runDir,
+      '--json',
+    ]);
     expect(created).toMatchObject({ code: 0 });
     const made = JSON.parse(created.stdout) as LabVm;
     expect(await alive(made.pid)).toBe(true);
     const verified = await cli(['verify', '--vm-id', 'clivm', '--run-dir', runDir, '--json']);
     expect(verified.code).toBe(0);
-    expect(JSON.parse(verified.stdout)).toMatchObject({ ok: true, disks: [{ diskId: 'disk0', chain: ['d0v1', 'd0v0'] }] });
+    expect(JSON.parse(verified.stdout)).toMatchObject({
+      ok: true,
+      disks: [{ diskId: 'disk0', chain: ['d0v1', 'd0v0'] }],
+    });
 
     const destroyed = await cli(['destroy', '--vm-id', 'clivm', '--run-dir', runDir]);
     expect(destroyed.code).toBe(0);

@@ -2,23 +2,24 @@
  * QmpClient against a real QEMU 7.2 (paused CPU, no guest OS): a two-image qcow2 chain on a
  * virtio-blk device, queried and then actively committed (top → base) with a manual pivot.
  */
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+
 import { QmpClient, type QmpEvent } from '../../src/qmp/client';
 import { QmpCommandError, QmpConnectError } from '../../src/qmp/errors';
 import {
+  type BlockInfo,
   flattenImageChain,
+  type JobStatus,
   jobStatusChangeDataSchema,
   qemuVersionSchema,
   queryBlockJobsSchema,
   queryBlockSchema,
   queryJobsSchema,
   queryNamedBlockNodesSchema,
-  type BlockInfo,
-  type JobStatus,
 } from '../../src/qmp/schemas';
 
 jest.setTimeout(20_000);

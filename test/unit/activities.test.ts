@@ -3,10 +3,12 @@ import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+
 import type { Info } from '@temporalio/activity';
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
+
 import { createHostActivities, type HostActivities } from '../../src/activities';
 import type { JobStep, WaitStep } from '../../src/activities/inputs';
 import { blockJobId, blockJobPrefix } from '../../src/config/names';
@@ -91,7 +93,12 @@ function env(info: Partial<Info> = {}): MockActivityEnvironment {
   return new MockActivityEnvironment(info, { logger: new DefaultLogger('ERROR') });
 }
 
-const step = (top: string, base: string, diskId = 'd1', vmId = 'vm1') => ({ vmId, diskId, baseVolumeId: base, topVolumeId: top });
+const step = (top: string, base: string, diskId = 'd1', vmId = 'vm1') => ({
+  vmId,
+  diskId,
+  baseVolumeId: base,
+  topVolumeId: top,
+});
 const mergeIn = (top: string, base: string, bandwidthBytesPerSec = 0) => ({ ...step(top, base), bandwidthBytesPerSec });
 const jobIn = (top: string, vmId = 'vm1'): JobStep => ({ vmId, diskId: 'd1', jobId: blockJobId('d1', top) });
 const waitIn = (top: string): WaitStep => ({ ...jobIn(top), pollIntervalMs: 20 });
@@ -188,8 +195,14 @@ describe('merge', () => {
   });
 
   test('an unknown VM and an unknown disk are refused', async () => {
-    expect(await failureOf(env().run(acts.merge, { ...mergeIn('v1', 'v0'), vmId: 'vm9' }))).toMatchObject({ type: 'VmNotFound', nonRetryable: true });
-    expect(await failureOf(env().run(acts.merge, { ...mergeIn('v1', 'v0'), diskId: 'd9' }))).toMatchObject({ type: 'DiskNotFound', nonRetryable: true });
+    expect(await failureOf(env().run(acts.merge, { ...mergeIn('v1', 'v0'), vmId: 'vm9' }))).toMatchObject({
+      type: 'VmNotFound',
+      nonRetryable: true,
+    });
+    expect(await failureOf(env().run(acts.merge, { ...mergeIn('v1', 'v0'), diskId: 'd9' }))).toMatchObject({
+      type: 'DiskNotFound',
+      nonRetryable: true,
+    });
   });
 
   test('invalid ids are refused before the driver is called', async () => {
@@ -357,7 +370,17 @@ describe('deleteVolume', () => {
 
   test('refuses a volume that is the backing file of another image, file intact', async () => {
     await mergeThrough('v2', 'v1');
-    await qemuImg('create', '-q', '-f', 'qcow2', '-b', 'v2.qcow2', '-F', 'qcow2', path.join(imageDir(root, 'd1'), 'clone.qcow2'));
+    await qemuImg(
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-b',
+      'v2.qcow2',
+      '-F',
+      'qcow2',
+      path.join(imageDir(root, 'd1'), 'clone.qcow2'),
+    );
     const f = await failureOf(env().run(acts.deleteVolume, step('v2', 'v1')));
     expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
     expect(f.message).toMatch(/clone/);

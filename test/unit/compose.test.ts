@@ -3,12 +3,14 @@ import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
+
 import { parse } from 'yaml';
 import { z } from 'zod';
+
+import { freePort } from '../../lab/devserver/free-port';
 import { temporalTarget } from '../../src/config/connection';
 import { cliTypeName, MERGE_SEARCH_ATTRIBUTES } from '../../src/config/search-attributes';
 import { loadWorkerConfig } from '../../src/config/worker-config';
-import { freePort } from '../../lab/devserver/free-port';
 
 /**
  * docker-compose.yml, checked without a Docker engine: every worker service's command and
@@ -26,8 +28,21 @@ const serviceSchema = z
     environment: z.record(z.string(), z.union([z.string(), z.number()])).optional(),
     ports: z.array(z.string()).optional(),
     volumes: z.array(z.string()).optional(),
-    depends_on: z.record(z.string(), z.object({ condition: z.enum(['service_started', 'service_healthy', 'service_completed_successfully']) })).optional(),
-    healthcheck: z.object({ test: z.array(z.string()).min(2), interval: z.string(), timeout: z.string(), retries: z.number().int().positive() }).passthrough().optional(),
+    depends_on: z
+      .record(
+        z.string(),
+        z.object({ condition: z.enum(['service_started', 'service_healthy', 'service_completed_successfully']) }),
+      )
+      .optional(),
+    healthcheck: z
+      .object({
+        test: z.array(z.string()).min(2),
+        interval: z.string(),
+        timeout: z.string(),
+        retries: z.number().int().positive(),
+      })
+      .passthrough()
+      .optional(),
     restart: z.string().optional(),
   })
   .passthrough();
@@ -38,7 +53,8 @@ const compose = z
   .passthrough()
   .parse(parse(readFileSync(path.join(root, 'docker-compose.yml'), 'utf8'), { merge: true }));
 const services = Object.entries(compose.services);
-const packageVersion = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string }).version;
+const packageVersion = (JSON.parse(readFileSync(path.join(root, 'package.json'), 'utf8')) as { version: string })
+  .version;
 const WORKER_IMAGE = `live-merge-worker:${packageVersion}`;
 const workers = services.filter(([, s]) => s.image === WORKER_IMAGE);
 const hostAgents = workers.filter(([, s]) => String(s.command).includes('host'));
@@ -49,7 +65,9 @@ function env(s: Service): Record<string, string> {
 
 /** Jobs that run once and exit: whoever depends on them waits for their successful completion. */
 function oneShots(): string[] {
-  return services.filter(([name]) => services.some(([, s]) => s.depends_on?.[name]?.condition === 'service_completed_successfully')).map(([n]) => n);
+  return services
+    .filter(([name]) => services.some(([, s]) => s.depends_on?.[name]?.condition === 'service_completed_successfully'))
+    .map(([n]) => n);
 }
 
 test('the topology: PostgreSQL, schema setup, the Temporal server, namespace setup, the Web UI, the engine and host agents', () => {
@@ -66,7 +84,9 @@ test('the topology: PostgreSQL, schema setup, the Temporal server, namespace set
   expect(compose.services['temporal-namespace'].image).toBe(compose.services['temporal-schema'].image);
   // The server's dynamic config is a file of this repository, mounted where the path points.
   const server = compose.services.temporal;
-  const mount = (server.volumes ?? []).map((v) => v.split(':')).find(([, target]) => target === '/etc/temporal/config/dynamicconfig');
+  const mount = (server.volumes ?? [])
+    .map((v) => v.split(':'))
+    .find(([, target]) => target === '/etc/temporal/config/dynamicconfig');
   expect(mount).toBeDefined();
   const file = path.join(root, mount![0], path.basename(env(server).DYNAMIC_CONFIG_FILE_PATH));
   expect(env(server).DYNAMIC_CONFIG_FILE_PATH).toBe(`config/dynamicconfig/${path.basename(file)}`);
@@ -102,12 +122,19 @@ test('every long-running service has a healthcheck, and dependents wait for it; 
       expect({ name, healthcheck: s.healthcheck }).toEqual({ name, healthcheck: undefined });
       continue;
     }
-    expect({ name, healthcheck: s.healthcheck?.test[0] }).toEqual({ name, healthcheck: expect.stringMatching(/^CMD(-SHELL)?$/) });
+    expect({ name, healthcheck: s.healthcheck?.test[0] }).toEqual({
+      name,
+      healthcheck: expect.stringMatching(/^CMD(-SHELL)?$/),
+    });
   }
   for (const [name, s] of services) {
     for (const [dep, { condition }] of Object.entries(s.depends_on ?? {})) {
       expect(compose.services[dep]).toBeDefined();
-      expect({ name, dep, condition }).toEqual({ name, dep, condition: oneShots().includes(dep) ? 'service_completed_successfully' : 'service_healthy' });
+      expect({ name, dep, condition }).toEqual({
+        name,
+        dep,
+        condition: oneShots().includes(dep) ? 'service_completed_successfully' : 'service_healthy',
+      });
     }
   }
 });
@@ -119,7 +146,11 @@ test("each worker service's command and environment parse with the worker config
     const config = loadWorkerConfig(command, env(s));
     // Where Temporal is comes from the Temporal environment, as the workers read it.
     const target = temporalTarget(env(s));
-    expect({ name, address: target.connectionOptions.address, namespace: target.namespace }).toEqual({ name, address: 'temporal:7233', namespace: 'default' });
+    expect({ name, address: target.connectionOptions.address, namespace: target.namespace }).toEqual({
+      name,
+      address: 'temporal:7233',
+      namespace: 'default',
+    });
     expect(compose.services.temporal.healthcheck).toBeDefined();
     // Metrics on, and the healthcheck asks that very port.
     expect(config.metricsAddress).toMatch(/^0\.0\.0\.0:\d+$/);
@@ -142,7 +173,8 @@ test("each worker service's command and environment parse with the worker config
 
 test('published ports are bound to 127.0.0.1', () => {
   for (const [name, s] of services) {
-    for (const port of s.ports ?? []) expect({ name, port }).toEqual({ name, port: expect.stringMatching(/^127\.0\.0\.1:\d+:\d+$/) });
+    for (const port of s.ports ?? [])
+      expect({ name, port }).toEqual({ name, port: expect.stringMatching(/^127\.0\.0\.1:\d+:\d+$/) });
   }
 });
 

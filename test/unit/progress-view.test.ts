@@ -1,4 +1,5 @@
 import { Writable } from 'node:stream';
+
 import type { DiskProgress, MergeProgress } from '../../src/domain/progress';
 import { createProgressView, renderDiskLine } from '../../src/progress/view';
 
@@ -21,11 +22,13 @@ function progress(...disks: DiskProgress[]): MergeProgress {
 }
 
 test('a disk line names phase, commit kind, percent and MiB, and a failure its reason', () => {
-  expect(renderDiskLine({ diskId: 'disk0', phase: 'waiting', commitKind: 'intermediate', offset: 12 * MiB, len: 48 * MiB })).toBe(
-    'disk0: waiting intermediate commit 25% 12.0/48.0 MiB',
-  );
+  expect(
+    renderDiskLine({ diskId: 'disk0', phase: 'waiting', commitKind: 'intermediate', offset: 12 * MiB, len: 48 * MiB }),
+  ).toBe('disk0: waiting intermediate commit 25% 12.0/48.0 MiB');
   expect(renderDiskLine({ diskId: 'disk1', phase: 'pending' })).toBe('disk1: pending');
-  expect(renderDiskLine({ diskId: 'disk1', phase: 'failed', reason: 'VolumeNotInChain' })).toBe('disk1: failed: VolumeNotInChain');
+  expect(renderDiskLine({ diskId: 'disk1', phase: 'failed', reason: 'VolumeNotInChain' })).toBe(
+    'disk1: failed: VolumeNotInChain',
+  );
 });
 
 test('not a terminal: plain lines, one per disk on a phase change or another 10 %, none for the same state', () => {
@@ -35,9 +38,19 @@ test('not a terminal: plain lines, one per disk on a phase change or another 10 
   view.update(progress({ diskId: 'disk0', phase: 'merging' }, { diskId: 'disk1', phase: 'pending' }));
   view.update(progress({ diskId: 'disk0', phase: 'merging' }, { diskId: 'disk1', phase: 'pending' }));
   for (const pct of [1, 3, 9, 12, 15, 55]) {
-    view.update(progress({ diskId: 'disk0', phase: 'waiting', jobStatus: 'running', commitKind: 'active', offset: pct * MiB, len }, { diskId: 'disk1', phase: 'pending' }));
+    view.update(
+      progress(
+        { diskId: 'disk0', phase: 'waiting', jobStatus: 'running', commitKind: 'active', offset: pct * MiB, len },
+        { diskId: 'disk1', phase: 'pending' },
+      ),
+    );
   }
-  view.update(progress({ diskId: 'disk0', phase: 'merged', commitKind: 'active', offset: len, len }, { diskId: 'disk1', phase: 'failed', reason: 'DiskBusy' }));
+  view.update(
+    progress(
+      { diskId: 'disk0', phase: 'merged', commitKind: 'active', offset: len, len },
+      { diskId: 'disk1', phase: 'failed', reason: 'DiskBusy' },
+    ),
+  );
   view.stop();
   expect(output().split('\n').filter(Boolean)).toEqual([
     'disk0: merging',
@@ -57,8 +70,18 @@ test('a terminal: one cli-progress bar per disk, drawn in place, full when merge
   const { stream, output } = fakeStream(true);
   const view = createProgressView(stream);
   const len = 40 * MiB;
-  view.update(progress({ diskId: 'disk0', phase: 'waiting', commitKind: 'intermediate', offset: 10 * MiB, len }, { diskId: 'disk1', phase: 'merging' }));
-  view.update(progress({ diskId: 'disk0', phase: 'merged', commitKind: 'intermediate', offset: len, len }, { diskId: 'disk1', phase: 'failed', reason: 'BlockJobFailed' }));
+  view.update(
+    progress(
+      { diskId: 'disk0', phase: 'waiting', commitKind: 'intermediate', offset: 10 * MiB, len },
+      { diskId: 'disk1', phase: 'merging' },
+    ),
+  );
+  view.update(
+    progress(
+      { diskId: 'disk0', phase: 'merged', commitKind: 'intermediate', offset: len, len },
+      { diskId: 'disk1', phase: 'failed', reason: 'BlockJobFailed' },
+    ),
+  );
   view.stop();
   const text = output();
   // eslint-disable-next-line no-control-regex -- terminal escapes are what this checks

@@ -2,7 +2,9 @@ import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+
 import { z } from 'zod';
+
 import { QmpClient, type QmpEvent } from '../../src/qmp/client';
 import {
   QmpClosedError,
@@ -153,7 +155,9 @@ let dir: string;
 const servers: FakeQmpServer[] = [];
 const clients: QmpClient[] = [];
 
-async function setup(opts: FakeServerOptions = {}): Promise<{ server: FakeQmpServer; client: QmpClient; conn: ServerConn }> {
+async function setup(
+  opts: FakeServerOptions = {},
+): Promise<{ server: FakeQmpServer; client: QmpClient; conn: ServerConn }> {
   const server = await FakeQmpServer.start(dir, opts);
   servers.push(server);
   const client = await QmpClient.connect(server.socketPath, { timeoutMs: 2_000 });
@@ -561,21 +565,33 @@ describe('schemas', () => {
         ['f-top', 'file', '/d/top.qcow2'],
         ['q-top', 'qcow2', 'json:{"backing": "q-base", "driver": "qcow2", "file": "f-top"}'],
         ['loop', 'qcow2', 'json:{"driver": "qcow2", "file": "loop"}'],
-      ].map(([name, drv, file]) => ({ 'node-name': name, drv, file, backing_file_depth: 0, ro: false, image: { ...base, filename: file } })),
+      ].map(([name, drv, file]) => ({
+        'node-name': name,
+        drv,
+        file,
+        backing_file_depth: 0,
+        ro: false,
+        image: { ...base, filename: file },
+      })),
     );
     const nodeFiles = nodeFilesOf(nodes);
     const top = 'json:{"backing": "q-base", "driver": "qcow2", "file": "f-top"}';
     expect(resolveImageFilename(top, nodeFiles)).toBe('/d/top.qcow2');
     expect(resolveImageFilename(top)).toBe(top); // without the node list: unchanged
     expect(resolveImageFilename('json:{"driver": "qcow2", "file": "q-top"}', nodeFiles)).toBe('/d/top.qcow2');
-    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "nope"}', nodeFiles)).toBe('json:{"driver": "qcow2", "file": "nope"}');
-    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "loop"}', nodeFiles)).toBe('json:{"driver": "qcow2", "file": "loop"}');
+    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "nope"}', nodeFiles)).toBe(
+      'json:{"driver": "qcow2", "file": "nope"}',
+    );
+    expect(resolveImageFilename('json:{"driver": "qcow2", "file": "loop"}', nodeFiles)).toBe(
+      'json:{"driver": "qcow2", "file": "loop"}',
+    );
     const image = imageInfoSchema.parse({ ...base, filename: top, 'backing-image': base });
     expect(flattenImageChain(image, nodeFiles)).toEqual(['/d/top.qcow2', '/d/base.qcow2']);
   });
 
   test('deviceIdOf: the -device id from the QOM path, or a legacy drive name', () => {
-    const block = (device: string, qdev?: string) => blockInfoSchema.parse({ device, ...(qdev === undefined ? {} : { qdev }) });
+    const block = (device: string, qdev?: string) =>
+      blockInfoSchema.parse({ device, ...(qdev === undefined ? {} : { qdev }) });
     expect(deviceIdOf(block('', '/machine/peripheral/disk0/virtio-backend'))).toBe('disk0');
     expect(deviceIdOf(block('drive0', '/machine/peripheral-anon/device[0]'))).toBe('drive0');
     expect(deviceIdOf(block('', '/machine/peripheral-anon/device[0]/virtio-backend'))).toBeUndefined();

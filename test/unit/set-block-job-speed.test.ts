@@ -1,9 +1,10 @@
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
+
 import { createHostActivities, type HostActivities } from '../../src/activities';
-import { Reclaimer } from '../../src/host/reclaim';
 import { blockJobId } from '../../src/config/names';
+import { Reclaimer } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 
 /** The setBlockJobSpeed host activity against SimDriver (QEMU's block-job semantics, in memory). */
@@ -16,7 +17,13 @@ const jobId = blockJobId('d1', 'v1');
 
 beforeEach(async () => {
   sim = new SimDriver({ seed: 1 });
-  sim.addVm('vm1', [{ diskId: 'd1', volumes: ['/s/images/d1/v2.qcow2', '/s/images/d1/v1.qcow2', '/s/images/d1/v0.qcow2'], sizeBytes: 64 * MiB }]);
+  sim.addVm('vm1', [
+    {
+      diskId: 'd1',
+      volumes: ['/s/images/d1/v2.qcow2', '/s/images/d1/v1.qcow2', '/s/images/d1/v0.qcow2'],
+      sizeBytes: 64 * MiB,
+    },
+  ]);
   speeds = [];
   const setSpeed = sim.setSpeed.bind(sim);
   sim.setSpeed = async (vmId, id, speed) => {
@@ -31,7 +38,13 @@ const env = () => new MockActivityEnvironment({}, { logger: new DefaultLogger('E
 
 async function startSlowCommit(): Promise<void> {
   const chain = await sim.readChain('vm1', 'd1');
-  await sim.startCommit('vm1', { jobId, deviceNode: chain.rootNode, topNode: chain.volumes[1].nodeName, baseNode: chain.volumes[2].nodeName, speed: MiB });
+  await sim.startCommit('vm1', {
+    jobId,
+    deviceNode: chain.rootNode,
+    topNode: chain.volumes[1].nodeName,
+    baseNode: chain.volumes[2].nodeName,
+    speed: MiB,
+  });
 }
 
 test('a running job takes the new speed; asking twice is harmless', async () => {
@@ -39,11 +52,16 @@ test('a running job takes the new speed; asking twice is harmless', async () => 
   const input = { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 4 * MiB };
   expect(await env().run(acts.setBlockJobSpeed, input)).toEqual({ applied: true, jobStatus: 'running' });
   expect(await env().run(acts.setBlockJobSpeed, input)).toEqual({ applied: true, jobStatus: 'running' });
-  expect(speeds).toEqual([[jobId, 4 * MiB], [jobId, 4 * MiB]]);
+  expect(speeds).toEqual([
+    [jobId, 4 * MiB],
+    [jobId, 4 * MiB],
+  ]);
 });
 
 test('a job that is not there, or has concluded, is no error: not applied, QEMU not asked', async () => {
-  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false });
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({
+    applied: false,
+  });
   await startSlowCommit();
   await sim.cancelJob('vm1', jobId);
   const deadline = Date.now() + 3000;
@@ -51,12 +69,17 @@ test('a job that is not there, or has concluded, is no error: not applied, QEMU 
     if (Date.now() > deadline) throw new Error('job never concluded');
     await sim.nextJobChange('vm1', 50);
   }
-  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false, jobStatus: 'concluded' });
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({
+    applied: false,
+    jobStatus: 'concluded',
+  });
   expect(speeds).toEqual([]);
 });
 
 test('a VM that is gone is no error either', async () => {
-  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'no-vm', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false });
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'no-vm', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({
+    applied: false,
+  });
 });
 
 test('a job that ends between the read and the command: not applied', async () => {
@@ -66,12 +89,17 @@ test('a job that ends between the read and the command: not applied', async () =
     while (!(await sim.listJobs(vmId)).some((j) => j.status === 'concluded')) await sim.nextJobChange(vmId, 50);
     throw new Error(`Job '${id}' in state 'concluded' cannot accept command verb 'set-speed'`);
   };
-  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({ applied: false, jobStatus: 'concluded' });
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).toEqual({
+    applied: false,
+    jobStatus: 'concluded',
+  });
 });
 
 test('a negative speed is refused before QEMU is asked, naming the field', async () => {
   await startSlowCommit();
-  const err = await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: -5 }).catch((e: unknown) => e);
+  const err = await env()
+    .run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: -5 })
+    .catch((e: unknown) => e);
   expect(err).toBeInstanceOf(ApplicationFailure);
   expect((err as ApplicationFailure).type).toBe('InvalidMergeInput');
   expect((err as ApplicationFailure).message).toMatch(/bytesPerSec/);

@@ -22,7 +22,14 @@ function setUp(opts: SimDriverOptions = {}): SimDriver {
 async function commit(top: string, base: string, extra: Partial<StartCommit> = {}): Promise<void> {
   const chain = await driver.readChain('vm1', 'd1');
   const node = (p: string): string => chain.volumes.find((v) => v.path === p)?.nodeName ?? '';
-  await driver.startCommit('vm1', { jobId: 'j1', deviceNode: chain.rootNode, topNode: node(top), baseNode: node(base), speed: 0, ...extra });
+  await driver.startCommit('vm1', {
+    jobId: 'j1',
+    deviceNode: chain.rootNode,
+    topNode: node(top),
+    baseNode: node(base),
+    speed: 0,
+    ...extra,
+  });
 }
 
 async function job(id = 'j1'): Promise<BlockJob | undefined> {
@@ -30,7 +37,11 @@ async function job(id = 'j1'): Promise<BlockJob | undefined> {
 }
 
 /** Waits (on job events, bounded) until the job satisfies `ok`. */
-async function until(ok: (j: BlockJob | undefined) => boolean, id = 'j1', timeoutMs = 3000): Promise<BlockJob | undefined> {
+async function until(
+  ok: (j: BlockJob | undefined) => boolean,
+  id = 'j1',
+  timeoutMs = 3000,
+): Promise<BlockJob | undefined> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const j = await job(id);
@@ -40,7 +51,8 @@ async function until(ok: (j: BlockJob | undefined) => boolean, id = 'j1', timeou
   }
 }
 
-const paths = async (diskId = 'd1'): Promise<string[]> => (await driver.readChain('vm1', diskId)).volumes.map((v) => v.path);
+const paths = async (diskId = 'd1'): Promise<string[]> =>
+  (await driver.readChain('vm1', diskId)).volumes.map((v) => v.path);
 
 describe('SimDriver', () => {
   test('reads chains with one node name per volume, root first', async () => {

@@ -1,15 +1,16 @@
+import { Context } from '@temporalio/activity';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { Context } from '@temporalio/activity';
 import { Worker } from '@temporalio/worker';
-import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
-import type { MergeStarted } from '../../src/activities/merge';
+
 import type { SpeedStep } from '../../src/activities/inputs';
+import type { MergeStarted } from '../../src/activities/merge';
 import type { BlockJobSpeedSet } from '../../src/activities/set-block-job-speed';
+import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
 import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
 import { diskProgressSignalName, type MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow, setBandwidthUpdate } from '../../src/workflows';
-import { startTestTemporal, workflowBundle, type TestTemporal } from '../helpers/temporal';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
 import { withWorkers } from '../helpers/workers';
 
 /** The setBandwidth update against a real dev server, with the host activities mocked. */
@@ -41,7 +42,9 @@ function heldHost() {
         const ctx = Context.current();
         // As the real wait does: it tells the merge the job runs (the child does not).
         if (i.progressWorkflowId) {
-          await ctx.client.workflow.getHandle(i.progressWorkflowId).signal(diskProgressSignalName, { diskId: i.diskId, phase: 'waiting', jobStatus: 'running' });
+          await ctx.client.workflow
+            .getHandle(i.progressWorkflowId)
+            .signal(diskProgressSignalName, { diskId: i.diskId, phase: 'waiting', jobStatus: 'running' });
         }
         await Promise.race([waitsDone.opened, ctx.cancelled]);
         return { outcome: 'concluded', offset: 10, len: 10, pivoted: false };
@@ -66,8 +69,16 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
   afterAll(async () => t?.close());
 
   async function withStack<T>(host: ReturnType<typeof heldHost>, fn: () => Promise<T>): Promise<T> {
-    const engine = await Worker.create({ connection: t.connection, taskQueue: ENGINE_TASK_QUEUE, workflowBundle: await workflowBundle() });
-    const agent = await Worker.create({ connection: t.connection, taskQueue: hostTaskQueue('h1'), activities: host.activities });
+    const engine = await Worker.create({
+      connection: t.connection,
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowBundle: await workflowBundle(),
+    });
+    const agent = await Worker.create({
+      connection: t.connection,
+      taskQueue: hostTaskQueue('h1'),
+      activities: host.activities,
+    });
     return withWorkers([engine, agent], fn);
   }
 
@@ -85,7 +96,15 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
       const handle = await t.client.workflow.start(LiveMergeWorkflow, {
         taskQueue: ENGINE_TASK_QUEUE,
         workflowId: liveMergeWorkflowId('bw-1'),
-        args: [{ snapshotId: 'bw-1', vmId: 'vm1', hostId: 'h1', disks: ['d0', 'd1'].map((diskId) => ({ diskId, baseVolumeId: 'base', topVolumeId: 'top' })), options: { bandwidthBytesPerSec: 1000 } }],
+        args: [
+          {
+            snapshotId: 'bw-1',
+            vmId: 'vm1',
+            hostId: 'h1',
+            disks: ['d0', 'd1'].map((diskId) => ({ diskId, baseVolumeId: 'base', topVolumeId: 'top' })),
+            options: { bandwidthBytesPerSec: 1000 },
+          },
+        ],
       });
       await until(async () => (await handle.query<MergeProgress>('progress')).disks[0].phase === 'waiting');
 
@@ -103,12 +122,16 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
       // d1's job starts now, with the input's 1000 B/s: the workflow brings it to 5000 B/s.
       host.d1Merge.open();
       await until(() => host.speeds.some((s) => s.diskId === 'd1'));
-      expect(host.speeds.filter((s) => s.diskId === 'd1')).toEqual([{ vmId: 'vm1', diskId: 'd1', jobId: 'lm.d1.top', bytesPerSec: 5000 }]);
+      expect(host.speeds.filter((s) => s.diskId === 'd1')).toEqual([
+        { vmId: 'vm1', diskId: 'd1', jobId: 'lm.d1.top', bytesPerSec: 5000 },
+      ]);
 
       host.waitsDone.open();
       const result = await handle.result();
       expect(result.disks.map((d) => d.outcome)).toEqual(['merged', 'merged']);
-      const late = await handle.executeUpdate(setBandwidthUpdate, { args: [{ bytesPerSec: 0 }] }).catch((e: unknown) => e);
+      const late = await handle
+        .executeUpdate(setBandwidthUpdate, { args: [{ bytesPerSec: 0 }] })
+        .catch((e: unknown) => e);
       expect(late).toBeInstanceOf(Error);
     });
   });
@@ -118,28 +141,40 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
     ['a fraction', { bytesPerSec: 1.5 }, /bytesPerSec: must be a whole number/],
     ['a string', { bytesPerSec: '10M' }, /bytesPerSec: must be a number/],
     ['an unknown field', { bytesPerSec: 1, burst: 2 }, /burst/],
-  ])('the validator rejects %s before acceptance: nothing is asked of the host, nothing enters the history', async (_name, bad, message) => {
-    const host = heldHost();
-    host.d1Merge.open();
-    await withStack(host, async () => {
-      const snapshotId = `bw-bad-${Math.random().toString(36).slice(2, 8)}`;
-      const handle = await t.client.workflow.start(LiveMergeWorkflow, {
-        taskQueue: ENGINE_TASK_QUEUE,
-        workflowId: liveMergeWorkflowId(snapshotId),
-        args: [{ snapshotId, vmId: 'vm1', hostId: 'h1', disks: [{ diskId: 'd0', baseVolumeId: 'base', topVolumeId: 'top' }] }],
+  ])(
+    'the validator rejects %s before acceptance: nothing is asked of the host, nothing enters the history',
+    async (_name, bad, message) => {
+      const host = heldHost();
+      host.d1Merge.open();
+      await withStack(host, async () => {
+        const snapshotId = `bw-bad-${Math.random().toString(36).slice(2, 8)}`;
+        const handle = await t.client.workflow.start(LiveMergeWorkflow, {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: liveMergeWorkflowId(snapshotId),
+          args: [
+            {
+              snapshotId,
+              vmId: 'vm1',
+              hostId: 'h1',
+              disks: [{ diskId: 'd0', baseVolumeId: 'base', topVolumeId: 'top' }],
+            },
+          ],
+        });
+        await until(() => host.waiting.has('d0'));
+        const err = await handle
+          .executeUpdate(setBandwidthUpdate, { args: [bad as { bytesPerSec: number }] })
+          .catch((e: unknown) => e);
+        expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
+        const cause = (err as WorkflowUpdateFailedError).cause;
+        expect(cause).toBeInstanceOf(ApplicationFailure);
+        expect((cause as ApplicationFailure).type).toBe('InvalidMergeInput');
+        expect((cause as ApplicationFailure).message).toMatch(message);
+        expect(host.speeds).toEqual([]);
+        const history = await handle.fetchHistory();
+        expect(history.events?.some((e) => e.workflowExecutionUpdateAcceptedEventAttributes)).toBe(false);
+        host.waitsDone.open();
+        await handle.result();
       });
-      await until(() => host.waiting.has('d0'));
-      const err = await handle.executeUpdate(setBandwidthUpdate, { args: [bad as { bytesPerSec: number }] }).catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(WorkflowUpdateFailedError);
-      const cause = (err as WorkflowUpdateFailedError).cause;
-      expect(cause).toBeInstanceOf(ApplicationFailure);
-      expect((cause as ApplicationFailure).type).toBe('InvalidMergeInput');
-      expect((cause as ApplicationFailure).message).toMatch(message);
-      expect(host.speeds).toEqual([]);
-      const history = await handle.fetchHistory();
-      expect(history.events?.some((e) => e.workflowExecutionUpdateAcceptedEventAttributes)).toBe(false);
-      host.waitsDone.open();
-      await handle.result();
-    });
-  });
+    },
+  );
 });

@@ -1,31 +1,46 @@
+import { Context } from '@temporalio/activity';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { Context } from '@temporalio/activity';
 import { Worker } from '@temporalio/worker';
+
 import type { HostActivities } from '../../src/activities';
-import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
 import type { MergeStarted } from '../../src/activities/merge';
+import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
 import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import type { MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { startTestTemporal, workflowBundle, type TestTemporal } from '../helpers/temporal';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
 import { withWorkers } from '../helpers/workers';
 
 /** Workflow logic against a real dev server, with the host activities mocked. */
 
 type Calls = Array<{ name: string; diskId: string }>;
 
-function mockHost(calls: Calls, overrides: Partial<Record<keyof HostActivities, (input: { diskId: string }) => Promise<unknown>>> = {}) {
-  const record = <T>(name: keyof HostActivities, fallback: (input: { diskId: string }) => Promise<T>) =>
+function mockHost(
+  calls: Calls,
+  overrides: Partial<Record<keyof HostActivities, (input: { diskId: string }) => Promise<unknown>>> = {},
+) {
+  const record =
+    <T>(name: keyof HostActivities, fallback: (input: { diskId: string }) => Promise<T>) =>
     async (input: { diskId: string }) => {
       calls.push({ name, diskId: input.diskId });
       const override = overrides[name];
       return override ? override(input) : fallback(input);
     };
   return {
-    merge: record('merge', async (i): Promise<MergeStarted> => ({ outcome: 'started', jobId: `lm-${i.diskId}`, kind: 'intermediate', chain: ['top', 'base'] })),
-    waitForBlockJob: record('waitForBlockJob', async (): Promise<BlockJobEnd> => ({ outcome: 'concluded', offset: 10, len: 10, pivoted: false })),
+    merge: record('merge', async (i): Promise<MergeStarted> => ({
+      outcome: 'started',
+      jobId: `lm-${i.diskId}`,
+      kind: 'intermediate',
+      chain: ['top', 'base'],
+    })),
+    waitForBlockJob: record('waitForBlockJob', async (): Promise<BlockJobEnd> => ({
+      outcome: 'concluded',
+      offset: 10,
+      len: 10,
+      pivoted: false,
+    })),
     verifyChain: record('verifyChain', async () => ({ chain: ['base'] })),
     deleteVolume: record('deleteVolume', async () => ({ deleted: true, path: '/x' })),
     cleanup: record('cleanup', async () => ({ dismissedJob: true })),
@@ -54,10 +69,18 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     workflowId = liveMergeWorkflowId(String(req.snapshotId)),
     whileRunning?: (handle: { cancel(): Promise<unknown> }) => Promise<void>,
   ) {
-    const engine = await Worker.create({ connection: t.connection, taskQueue: ENGINE_TASK_QUEUE, workflowBundle: await workflowBundle() });
+    const engine = await Worker.create({
+      connection: t.connection,
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowBundle: await workflowBundle(),
+    });
     const agent = await Worker.create({ connection: t.connection, taskQueue: hostTaskQueue('h1'), activities: host });
     return withWorkers([engine, agent], async () => {
-      const handle = await t.client.workflow.start(LiveMergeWorkflow, { taskQueue: ENGINE_TASK_QUEUE, workflowId, args: [req] });
+      const handle = await t.client.workflow.start(LiveMergeWorkflow, {
+        taskQueue: ENGINE_TASK_QUEUE,
+        workflowId,
+        args: [req],
+      });
       if (whileRunning) await whileRunning(handle);
       const result = await handle.result().then(
         (value) => ({ ok: true as const, value }),
@@ -73,10 +96,19 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     const calls: Calls = [];
     const { result, progress, status } = await run(request('ok-1'), mockHost(calls));
     expect(status).toBe('COMPLETED');
-    expect(result.ok && result.value.disks.map((d) => [d.diskId, d.outcome])).toEqual([['d0', 'merged'], ['d1', 'merged']]);
+    expect(result.ok && result.value.disks.map((d) => [d.diskId, d.outcome])).toEqual([
+      ['d0', 'merged'],
+      ['d1', 'merged'],
+    ]);
     expect(progress?.disks.map((d) => d.phase)).toEqual(['merged', 'merged']);
     for (const diskId of ['d0', 'd1']) {
-      expect(calls.filter((c) => c.diskId === diskId).map((c) => c.name)).toEqual(['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup']);
+      expect(calls.filter((c) => c.diskId === diskId).map((c) => c.name)).toEqual([
+        'merge',
+        'waitForBlockJob',
+        'verifyChain',
+        'deleteVolume',
+        'cleanup',
+      ]);
     }
   });
 
@@ -95,7 +127,9 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     const calls: Calls = [];
     const host = mockHost(calls, {
       waitForBlockJob: async (i) =>
-        i.diskId === 'd1' ? { outcome: 'concluded', error: 'Input/output error', offset: 3, len: 10, pivoted: false } : { outcome: 'concluded', offset: 10, len: 10, pivoted: false },
+        i.diskId === 'd1'
+          ? { outcome: 'concluded', error: 'Input/output error', offset: 3, len: 10, pivoted: false }
+          : { outcome: 'concluded', offset: 10, len: 10, pivoted: false },
     });
     const { result, progress, status } = await run(request('fail-1'), host);
     expect(status).toBe('FAILED');
@@ -103,7 +137,9 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     const failure = !result.ok && result.error instanceof WorkflowFailedError ? result.error.cause : undefined;
     expect(failure).toBeInstanceOf(ApplicationFailure);
     expect((failure as ApplicationFailure).type).toBe('DiskMergeFailed');
-    expect((failure as ApplicationFailure).message).toMatch(/1 of 2 disks failed: d1 \(disk d1: block job lm.d1.top failed in QEMU: Input\/output error; top volume top kept\)/);
+    expect((failure as ApplicationFailure).message).toMatch(
+      /1 of 2 disks failed: d1 \(disk d1: block job lm.d1.top failed in QEMU: Input\/output error; top volume top kept\)/,
+    );
     expect(calls.filter((c) => c.diskId === 'd1').map((c) => c.name)).toEqual(['merge', 'waitForBlockJob', 'cleanup']);
     expect(calls.filter((c) => c.diskId === 'd0').map((c) => c.name)).toContain('deleteVolume');
     expect(progress?.disks.find((d) => d.diskId === 'd1')).toMatchObject({ phase: 'failed' });
@@ -113,7 +149,11 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     const calls: Calls = [];
     const host = mockHost(calls, {
       verifyChain: async () => {
-        throw ApplicationFailure.create({ type: 'ChainVerificationFailed', message: 'top volume top is still in the chain', nonRetryable: true });
+        throw ApplicationFailure.create({
+          type: 'ChainVerificationFailed',
+          message: 'top volume top is still in the chain',
+          nonRetryable: true,
+        });
       },
     });
     const { result } = await run(request('verify-1', ['d0']), host);
@@ -125,13 +165,25 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
   test.each([
     ['an empty disk list', { ...request('bad-1'), disks: [] }, /disks: must name at least one disk/],
     ['a path in an id', { ...request('bad-2'), vmId: '../etc' }, /vmId: must be letters/],
-    ['a duplicate disk', { ...request('bad-3'), disks: [...request('x').disks, request('x').disks[0]] }, /disks: must not name a disk twice/],
-    ['top equal to base', { ...request('bad-4'), disks: [{ diskId: 'd0', baseVolumeId: 'v', topVolumeId: 'v' }] }, /disks.0.topVolumeId: topVolumeId must differ/],
+    [
+      'a duplicate disk',
+      { ...request('bad-3'), disks: [...request('x').disks, request('x').disks[0]] },
+      /disks: must not name a disk twice/,
+    ],
+    [
+      'top equal to base',
+      { ...request('bad-4'), disks: [{ diskId: 'd0', baseVolumeId: 'v', topVolumeId: 'v' }] },
+      /disks.0.topVolumeId: topVolumeId must differ/,
+    ],
     ['a wrong type', { ...request('bad-5'), options: { pollIntervalMs: 'fast' } }, /options.pollIntervalMs/],
     ['an unknown field', { ...request('bad-6'), force: true }, /force/],
   ])('refuses %s at once, naming the field, and touches nothing', async (_name, req, message) => {
     const calls: Calls = [];
-    const { result, status } = await run(req as LiveMergeRequest, mockHost(calls), liveMergeWorkflowId(String((req as { snapshotId: string }).snapshotId)));
+    const { result, status } = await run(
+      req as LiveMergeRequest,
+      mockHost(calls),
+      liveMergeWorkflowId(String((req as { snapshotId: string }).snapshotId)),
+    );
     expect(status).toBe('FAILED');
     const cause = !result.ok && result.error instanceof WorkflowFailedError ? result.error.cause : undefined;
     expect(cause).toBeInstanceOf(ApplicationFailure);
@@ -161,10 +213,15 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
         }
       },
     });
-    const { status, progress } = await run(request('cancel-1', ['d0']), host, liveMergeWorkflowId('cancel-1'), async (handle) => {
-      await inWait;
-      await handle.cancel();
-    });
+    const { status, progress } = await run(
+      request('cancel-1', ['d0']),
+      host,
+      liveMergeWorkflowId('cancel-1'),
+      async (handle) => {
+        await inWait;
+        await handle.cancel();
+      },
+    );
     expect(status).toBe('CANCELLED');
     expect(calls.map((c) => c.name)).toEqual(['merge', 'waitForBlockJob', 'cancelBlockJob', 'cleanup']);
     expect(progress?.disks[0].phase).toBe('cancelled');

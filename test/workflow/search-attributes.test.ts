@@ -1,11 +1,12 @@
 import { temporal } from '@temporalio/proto';
 import type { Worker } from '@temporalio/worker';
+
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { MERGE_SEARCH_ATTRIBUTES, VM_ID } from '../../src/config/search-attributes';
 import { createEngineWorker } from '../../src/workers/engine';
 import { missingSearchAttributes } from '../../src/workers/search-attributes-check';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { startTestTemporal, workflowBundle, type TestTemporal } from '../helpers/temporal';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
 
 /**
  * A namespace nobody registered the merge's search attributes in (a cluster set up without the
@@ -42,19 +43,35 @@ async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number):
 }
 
 test('without the search attributes a merge waits before any step and resumes once they are registered', async () => {
-  expect(await missingSearchAttributes(t.connection, t.server.namespace)).toEqual(MERGE_SEARCH_ATTRIBUTES.map((k) => k.name));
+  expect(await missingSearchAttributes(t.connection, t.server.namespace)).toEqual(
+    MERGE_SEARCH_ATTRIBUTES.map((k) => k.name),
+  );
 
   const handle = await t.client.workflow.start(LiveMergeWorkflow, {
     taskQueue: ENGINE_TASK_QUEUE,
     workflowId: liveMergeWorkflowId('snap-unregistered'),
     // No host agent runs here: nothing may be asked of a host before the attributes exist.
-    args: [{ snapshotId: 'snap-unregistered', vmId: 'vm-7', hostId: 'host1', disks: [{ diskId: 'disk0', baseVolumeId: 'd0v0', topVolumeId: 'd0v1' }] }],
+    args: [
+      {
+        snapshotId: 'snap-unregistered',
+        vmId: 'vm-7',
+        hostId: 'host1',
+        disks: [{ diskId: 'disk0', baseVolumeId: 'd0v0', topVolumeId: 'd0v1' }],
+      },
+    ],
   });
   const events = async () => (await handle.fetchHistory()).events ?? [];
 
-  const failedTask = await until(async () => (await events()).find((e) => e.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED), 30_000);
-  expect(failedTask.workflowTaskFailedEventAttributes?.cause).toBe(WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SEARCH_ATTRIBUTES);
-  expect(failedTask.workflowTaskFailedEventAttributes?.failure?.message).toMatch(/^BadSearchAttributes: Namespace default has no mapping defined for search attribute (VmId|HostId|SnapshotId)$/);
+  const failedTask = await until(
+    async () => (await events()).find((e) => e.eventType === EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED),
+    30_000,
+  );
+  expect(failedTask.workflowTaskFailedEventAttributes?.cause).toBe(
+    WorkflowTaskFailedCause.WORKFLOW_TASK_FAILED_CAUSE_BAD_SEARCH_ATTRIBUTES,
+  );
+  expect(failedTask.workflowTaskFailedEventAttributes?.failure?.message).toMatch(
+    /^BadSearchAttributes: Namespace default has no mapping defined for search attribute (VmId|HostId|SnapshotId)$/,
+  );
   expect((await handle.describe()).status.name).toBe('RUNNING');
   expect((await events()).map((e) => e.eventType)).toEqual([
     EventType.EVENT_TYPE_WORKFLOW_EXECUTION_STARTED,
@@ -66,10 +83,18 @@ test('without the search attributes a merge waits before any step and resumes on
   // The operator registers them, as the README says; the merge goes on by itself.
   await t.clientConnection.operatorService.addSearchAttributes({
     namespace: t.server.namespace,
-    searchAttributes: Object.fromEntries(MERGE_SEARCH_ATTRIBUTES.map((k) => [k.name, IndexedValueType[`INDEXED_VALUE_TYPE_${k.type}`]])),
+    searchAttributes: Object.fromEntries(
+      MERGE_SEARCH_ATTRIBUTES.map((k) => [k.name, IndexedValueType[`INDEXED_VALUE_TYPE_${k.type}`]]),
+    ),
   });
   expect(await missingSearchAttributes(t.connection, t.server.namespace)).toEqual([]);
-  await until(async () => ((await events()).some((e) => e.eventType === EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED) ? true : undefined), 60_000);
+  await until(
+    async () =>
+      (await events()).some((e) => e.eventType === EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
+        ? true
+        : undefined,
+    60_000,
+  );
   expect((await handle.describe()).typedSearchAttributes.get(VM_ID)).toBe('vm-7');
   await handle.terminate('test done: no host agent runs here');
 });
