@@ -223,7 +223,8 @@ export function nodeFilesOf(nodes: readonly BlockDeviceInfo[]): Map<string, stri
  *
  * Example (QEMU 7.2, overlay whose header has a relative backing path, opened with explicit
  * `backing=`): `json:{"backing": {...}, "driver": "qcow2", "file": {"driver": "file",
- * "filename": "/dir/top.qcow2"}}` → `/dir/top.qcow2`.
+ * "filename": "/dir/top.qcow2"}}` → `/dir/top.qcow2`. A filter node between the format and the
+ * file (QEMU's `blkdebug`, whose child is `image`) is followed the same way.
  */
 export function resolveImageFilename(filename: string, nodeFiles?: NodeFiles): string {
   return decodeFilename(filename, 0, nodeFiles) ?? filename;
@@ -249,12 +250,14 @@ function protocolFilename(options: unknown, depth: number, nodeFiles: NodeFiles 
   if (typeof record.filename === 'string') return decodeFilename(record.filename, depth, nodeFiles);
   // Some drivers take the protocol node's options flattened ("file.filename": "...").
   if (typeof record['file.filename'] === 'string') return decodeFilename(record['file.filename'], depth, nodeFiles);
-  if (typeof record.file === 'string') {
+  // A filter between format and protocol (blkdebug) names its child `image`, the others `file`.
+  const child = record.file ?? record.image;
+  if (typeof child === 'string') {
     // A reference to another node by name: that node's own filename.
-    const nodeFile = nodeFiles?.get(record.file);
+    const nodeFile = nodeFiles?.get(child);
     return nodeFile === undefined ? undefined : decodeFilename(nodeFile, depth, nodeFiles);
   }
-  return protocolFilename(record.file, depth + 1, nodeFiles);
+  return protocolFilename(child, depth + 1, nodeFiles);
 }
 
 /**

@@ -557,6 +557,12 @@ describe('schemas', () => {
     expect(resolveImageFilename('json:{"driver":"qcow2","file.filename":"/y"}')).toBe('/y');
     expect(resolveImageFilename('json:{not json')).toBe('json:{not json');
     expect(resolveImageFilename('json:{"driver":"nbd"}')).toBe('json:{"driver":"nbd"}');
+    // A blkdebug filter between format and file (QEMU 7.2, the lab's blkdebug option) names its child `image`.
+    expect(
+      resolveImageFilename(
+        'json:{"driver": "qcow2", "file": {"inject-error.0.event": "write_aio", "image": {"driver": "file", "filename": "/z"}, "driver": "blkdebug"}}',
+      ),
+    ).toBe('/z');
   });
 
   test('resolveImageFilename follows a `file` that names a node through the node list', () => {
