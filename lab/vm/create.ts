@@ -142,6 +142,9 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     disks.push({ diskId, deviceId: diskId, volumeIds, regions });
   }
 
+  if (opts.blkdebug && !disks.some((d) => d.volumeIds.includes(opts.blkdebug!.volumeId)))
+    throw new Error(`blkdebug names volume ${opts.blkdebug.volumeId}, which lab VM ${vmId} does not have`);
+
   const manifest: LabManifest = {
     version: 1,
     vmId,
@@ -153,6 +156,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     layerDataMiB: opts.layerDataMiB,
     backingReadOnly: opts.backingReadOnly,
     cache: opts.cache,
+    ...(opts.blkdebug === undefined ? {} : { blkdebug: opts.blkdebug }),
     qmpSocket,
     auxQmpSocket,
     disks,

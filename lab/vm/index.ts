@@ -24,11 +24,14 @@
 export { activeVolumePath, type LiveDevice, queryLabVmDevices, readHeaderChain } from './chain';
 export { createLabVm, destroyLabVm } from './create';
 export {
+  blkdebugNodeName,
   type CreateLabVmOptions,
   createLabVmOptionsSchema,
   fileNodeName,
   formatNodeName,
   hexPattern,
+  type LabBlkdebug,
+  labBlkdebugSchema,
   type LabCache,
   labCacheSchema,
   type LabDisk,

@@ -38,6 +38,11 @@ export function formatNodeName(volumeId: string): string {
   return checkNodeName(`q-${volumeId}`);
 }
 
+/** The QEMU node of a volume's blkdebug filter, between its format and file nodes (see labBlkdebugSchema). */
+export function blkdebugNodeName(volumeId: string): string {
+  return checkNodeName(`b-${volumeId}`);
+}
+
 export function checkNodeName(name: string): string {
   if (name.length > MAX_NODE_NAME || !/^[A-Za-z][A-Za-z0-9_.-]*$/.test(name)) {
     throw new Error(
@@ -87,6 +92,23 @@ export type LabRegion = z.infer<typeof labRegionSchema>;
 export const labCacheSchema = z.enum(['writeback', 'none']);
 export type LabCache = z.infer<typeof labCacheSchema>;
 
+/**
+ * Opens one volume's file through QEMU's `blkdebug` driver (between its qcow2 node and its file
+ * node) to inject a real I/O error: once the qcow2 layer has written data to the file
+ * `afterWrites` times (blkdebug's `write_aio` event, counted by `set-state` rules 1 → 2 → …), every
+ * further write to the file fails with `errno` (5, EIO, by default). Nothing else in QEMU writes a
+ * backing volume of a lab VM (its CPU is paused), so on a base the writes counted are a commit's:
+ * the job starts, copies `afterWrites` chunks, then fails in the middle. Off unless given.
+ */
+export const labBlkdebugSchema = z
+  .object({
+    volumeId: idSchema,
+    afterWrites: z.number().int().min(0).max(64),
+    errno: z.number().int().min(1).max(133).default(5),
+  })
+  .strict();
+export type LabBlkdebug = z.infer<typeof labBlkdebugSchema>;
+
 export const labDiskSchema = z
   .object({
     diskId: idSchema,
@@ -115,6 +137,8 @@ export const labManifestSchema = z
     backingReadOnly: z.boolean().default(true),
     /** Host page cache use of the image files: `writeback` (QEMU's default) or `none` (O_DIRECT, libvirt's cache='none'). */
     cache: labCacheSchema.default('writeback'),
+    /** A volume opened through blkdebug, failing its writes after a count (see labBlkdebugSchema). */
+    blkdebug: labBlkdebugSchema.optional(),
     qmpSocket: z.string().min(1),
     auxQmpSocket: z.string().min(1),
     disks: z.array(labDiskSchema).min(1),
@@ -140,6 +164,8 @@ export const createLabVmOptionsSchema = z
     layerDataMiB: z.number().int().min(1).max(1024).default(1),
     backingReadOnly: z.boolean().default(true),
     cache: labCacheSchema.default('writeback'),
+    /** Off by default: one volume's writes fail with an I/O error after a count (see labBlkdebugSchema). */
+    blkdebug: labBlkdebugSchema.optional(),
     /** Prefix of disk and volume ids, for VMs sharing a storage root. */
     idPrefix: z
       .string()

@@ -1,6 +1,6 @@
 /** The QEMU command line of a lab VM: its chains as `-blockdev` nodes, a virtio-blk device per disk, two QMP sockets. */
 import { volumePath } from '../../src/domain/layout';
-import { fileNodeName, formatNodeName, type LabManifest } from './manifest';
+import { blkdebugNodeName, fileNodeName, formatNodeName, type LabBlkdebug, type LabManifest } from './manifest';
 
 export function assertPlainPath(label: string, p: string): void {
   // QEMU's key=value option syntax reads ',' as a separator.
@@ -22,10 +22,15 @@ export function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
       const readOnly = m.backingReadOnly && i < disk.volumeIds.length - 1 ? ',read-only=on' : '';
       const direct = m.cache === 'none' ? ',cache.direct=on,aio=threads' : '';
       args.push('-blockdev', `driver=file,filename=${file},node-name=${fileNode},auto-read-only=on${direct}`);
+      let fmtFile = fileNode;
+      if (m.blkdebug?.volumeId === volumeId) {
+        fmtFile = blkdebugNodeName(volumeId);
+        args.push('-blockdev', blkdebugBlockdev(m.blkdebug, fmtFile, fileNode));
+      }
       // The base gets no `backing` option: it has no backing file, so QEMU opens none.
       args.push(
         '-blockdev',
-        `driver=qcow2,file=${fileNode},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`,
+        `driver=qcow2,file=${fmtFile},node-name=${fmtNode}${readOnly}${lower ? `,backing=${lower}` : ''}`,
       );
       lower = fmtNode;
     });
@@ -35,4 +40,24 @@ export function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
   args.push('-qmp', `unix:${m.auxQmpSocket},server=on,wait=off`);
   args.push('-pidfile', pidFile);
   return args;
+}
+
+/**
+ * A blkdebug node over `image` whose writes fail with `errno` after `afterWrites` data writes of
+ * the format layer above: blkdebug starts in state 1, each `write_aio` event moves state i to i+1,
+ * and in state afterWrites + 1 the `write_aio` event arms an error on every write (`iotype=write`,
+ * not `once`, so the retries of the job fail too).
+ */
+export function blkdebugBlockdev(b: LabBlkdebug, nodeName: string, image: string): string {
+  const opts = [`driver=blkdebug`, `node-name=${nodeName}`, `image=${image}`];
+  for (let i = 0; i < b.afterWrites; i++) {
+    opts.push(`set-state.${i}.event=write_aio`, `set-state.${i}.state=${i + 1}`, `set-state.${i}.new_state=${i + 2}`);
+  }
+  opts.push(
+    'inject-error.0.event=write_aio',
+    `inject-error.0.state=${b.afterWrites + 1}`,
+    'inject-error.0.iotype=write',
+    `inject-error.0.errno=${b.errno}`,
+  );
+  return opts.join(',');
 }
