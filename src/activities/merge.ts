@@ -21,7 +21,9 @@ export type MergeStarted =
 /**
  * Reads the live chain, checks top and base against it and starts the block commit under the
  * disk's deterministic job id. Safe to run twice: a job of that id already in QEMU is adopted,
- * and a top already out of the chain (merged earlier) is reported as such.
+ * and a top already out of the chain (merged earlier) is reported as such. A new job starts only
+ * when the base's file system has room for what it can add to the base (host/space.ts), else the
+ * disk fails with InsufficientSpace and nothing is touched.
  */
 export function createMerge(deps: HostDeps) {
   return async function merge(input: MergeStep): Promise<MergeStarted> {
@@ -69,11 +71,28 @@ export function createMerge(deps: HostDeps) {
         );
       }
 
+      // Only a new job needs room: an adopted one is already running, and a merged top needs none.
+      const top = chain.volumes[topIndex];
+      const space = await deps.driver.measureCommitSpace(vmId, {
+        topNode: top.nodeName,
+        topPath,
+        basePath,
+      });
+      if (space.freeBytes < space.neededBytes) {
+        throw failure(
+          'InsufficientSpace',
+          `not enough space to commit ${topVolumeId} into ${baseVolumeId} on disk ${diskId}: needs ${space.neededBytes} bytes ` +
+            `(${space.growthBytes} the commit can add to the base, for ${space.topAllocatedBytes} bytes allocated in the top, ` +
+            `plus a margin of ${space.marginBytes}), ${space.freeBytes} bytes free in ${space.baseDir}; nothing was started`,
+          space,
+        );
+      }
+
       try {
         await deps.driver.startCommit(vmId, {
           jobId,
           deviceNode: chain.rootNode,
-          topNode: chain.volumes[topIndex].nodeName,
+          topNode: top.nodeName,
           baseNode: chain.volumes[baseIndex].nodeName,
           // Relative, so the overlay above keeps a portable header; not allowed for an active commit.
           backingFile: kind === 'intermediate' ? path.basename(basePath) : undefined,

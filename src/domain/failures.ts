@@ -20,6 +20,11 @@ export const FAILURES = {
   },
   BaseNotBacking: { retryable: false, meaning: "the base is not the top's backing volume" },
   DiskBusy: { retryable: false, meaning: 'another block job of this product runs on the disk (one job per disk)' },
+  InsufficientSpace: {
+    retryable: false,
+    meaning:
+      "the base's file system has less free space than the commit can add to the base, plus a margin; the message names both; nothing was started",
+  },
   BlockJobFailed: {
     retryable: false,
     meaning: "the block job ended in error in QEMU (QEMU's error is in the message)",

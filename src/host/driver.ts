@@ -1,6 +1,7 @@
 import * as path from 'node:path';
 
 import type { JobStatus } from '../qmp/schemas';
+import type { CommitSpace } from './space';
 
 /**
  * What the host activities need from a hypervisor. The QMP driver talks to real QEMU; a
@@ -45,6 +46,15 @@ export interface StartCommit {
   speed: number;
 }
 
+/** The commit to measure: the top's node (flushed first), the top's and the base's files. */
+export interface CommitSpaceQuery {
+  topNode: string;
+  topPath: string;
+  basePath: string;
+}
+
+export type { CommitSpace } from './space';
+
 export interface HypervisorDriver {
   /** Throws VmNotFound / VmGone / DiskNotFound (see host/errors.ts). */
   readChain(vmId: string, diskId: string): Promise<DiskChain>;
@@ -61,6 +71,11 @@ export interface HypervisorDriver {
   deleteNode(vmId: string, nodeName: string): Promise<void>;
   /** Writes a node's cached metadata to its file. */
   flushNode(vmId: string, nodeName: string): Promise<void>;
+  /**
+   * How much a commit of the top into the base can add to the base, and the free space of the
+   * base's file system (host/space.ts). Touches nothing but a flush of the top's node.
+   */
+  measureCommitSpace(vmId: string, query: CommitSpaceQuery): Promise<CommitSpace>;
   /**
    * Resolves on the VM's next job status change, or after `timeoutMs`, or at once when `signal`
    * aborts: events shorten polling. It listens from the call on, so a caller arms it before it

@@ -47,3 +47,43 @@ export async function readBackingFile(imagePath: string): Promise<string | undef
     await handle.close();
   }
 }
+
+/** What a qcow2 image's allocations are made of: its cluster size and refcount width. */
+export interface Qcow2Geometry {
+  clusterBytes: number;
+  refcountBits: number;
+  /** Bytes per L2 entry: 8, or 16 with extended L2 entries (subclusters). */
+  l2EntryBytes: number;
+}
+
+const CLUSTER_BITS_AT = 20; // u32
+const INCOMPATIBLE_FEATURES_AT = 72; // u64, version 3
+const REFCOUNT_ORDER_AT = 96; // u32, version 3
+const GEOMETRY_HEADER_BYTES = 104;
+const EXTENDED_L2_BIT = 4n;
+
+/**
+ * The geometry of a qcow2 image, from its header (a read needs no lock); undefined for a file that
+ * is not qcow2. Version 2 images have 16-bit refcounts and no feature fields.
+ */
+export async function readQcow2Geometry(imagePath: string): Promise<Qcow2Geometry | undefined> {
+  const handle = await fs.open(imagePath, 'r');
+  try {
+    const header = Buffer.alloc(GEOMETRY_HEADER_BYTES);
+    const { bytesRead } = await handle.read(header, 0, GEOMETRY_HEADER_BYTES, 0);
+    if (bytesRead < 24 || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+    const version = header.readUInt32BE(4);
+    const clusterBits = header.readUInt32BE(CLUSTER_BITS_AT);
+    // QEMU accepts cluster sizes of 512 bytes to 2 MiB.
+    if (clusterBits < 9 || clusterBits > 21)
+      throw new CorruptImageHeaderError(imagePath, `cluster_bits ${clusterBits} out of range`);
+    if (version < 3 || bytesRead < GEOMETRY_HEADER_BYTES)
+      return { clusterBytes: 2 ** clusterBits, refcountBits: 16, l2EntryBytes: 8 };
+    const refcountOrder = header.readUInt32BE(REFCOUNT_ORDER_AT);
+    if (refcountOrder > 6) throw new CorruptImageHeaderError(imagePath, `refcount_order ${refcountOrder} out of range`);
+    const extendedL2 = ((header.readBigUInt64BE(INCOMPATIBLE_FEATURES_AT) >> EXTENDED_L2_BIT) & 1n) === 1n;
+    return { clusterBytes: 2 ** clusterBits, refcountBits: 2 ** refcountOrder, l2EntryBytes: extendedL2 ? 16 : 8 };
+  } finally {
+    await handle.close();
+  }
+}

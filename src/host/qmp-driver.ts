@@ -10,9 +10,10 @@ import {
   queryNamedBlockNodesSchema,
   resolveImageFilename,
 } from '../qmp/schemas';
-import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
+import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError } from './errors';
 import { QmpPool } from './qmp-pool';
+import { type CommitSpace, measureCommitSpace } from './space';
 
 /** The hypervisor driver for real QEMU, over each VM's QMP socket under the run directory. */
 export class QmpDriver implements HypervisorDriver {
@@ -125,6 +126,15 @@ export class QmpDriver implements HypervisorDriver {
     );
     if (typeof reply === 'string' && reply.trim() !== '')
       throw new Error(`flush of node ${nodeName} failed: ${reply.trim()}`);
+  }
+
+  /**
+   * The top's node is flushed first: QEMU keeps the active layer's new cluster mappings in its
+   * metadata cache, and `qemu-img map` reads the file.
+   */
+  async measureCommitSpace(vmId: string, q: CommitSpaceQuery): Promise<CommitSpace> {
+    await this.flushNode(vmId, q.topNode);
+    return measureCommitSpace(q.topPath, q.basePath);
   }
 
   async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {

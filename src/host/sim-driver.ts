@@ -1,8 +1,9 @@
 import { execFile } from 'node:child_process';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { QmpCommandError } from '../qmp/errors';
-import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from './driver';
+import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
 import {
   checkNodeDelete,
@@ -18,6 +19,7 @@ import {
   type SimDriverOptions,
   type Vm,
 } from './sim-model';
+import { type CommitSpace, commitSpaceMargin } from './space';
 
 export type { SimDisk, SimDriverOptions } from './sim-model';
 
@@ -171,6 +173,23 @@ export class SimDriver implements HypervisorDriver {
         'GenericError',
         `Cannot find device='' nor node-name='${nodeName}'`,
       );
+  }
+
+  /** The commit's `len` (the disk's size) as the growth bound; free space from the options. */
+  async measureCommitSpace(vmId: string, q: CommitSpaceQuery): Promise<CommitSpace> {
+    const vm = await this.enter(vmId);
+    const disk = [...vm.disks.values()].find((d) => d.chain.some((v) => v.path === q.topPath));
+    if (!disk) throw new Error(`VM ${vmId} has no volume ${q.topPath}`);
+    const growthBytes = disk.sizeBytes;
+    const marginBytes = commitSpaceMargin(growthBytes);
+    return {
+      topAllocatedBytes: disk.sizeBytes,
+      growthBytes,
+      marginBytes,
+      neededBytes: growthBytes + marginBytes,
+      freeBytes: this.opts.freeBytes ?? Number.MAX_SAFE_INTEGER,
+      baseDir: path.dirname(q.basePath),
+    };
   }
 
   async deleteNode(vmId: string, nodeName: string): Promise<void> {

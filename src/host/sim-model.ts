@@ -21,6 +21,8 @@ export interface SimDriverOptions {
    * as QEMU does. Only for volumes that exist as real qcow2 files.
    */
   rewriteBackingHeaders?: boolean;
+  /** Free bytes of every base's file system, for measureCommitSpace (default: plenty). */
+  freeBytes?: number;
   /**
    * Simulated seconds per real second for job progress (default 1): at 60 a 10-minute job ends
    * after 10 real seconds. Poll timeouts and slowHostMs stay in real time.

@@ -194,6 +194,30 @@ describe('merge', () => {
     expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['lm.d1.v1']);
   });
 
+  test('a base whose file system lacks room for what the commit can add is refused as InsufficientSpace, nothing started', async () => {
+    // 16 MiB of the sim's commit plus the 64 MiB margin do not fit in 80 MiB free.
+    const tight = new SimDriver({ seed: 1, freeBytes: 80 * MiB });
+    tight.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] }]);
+    const small = createHostActivities({ hostId: 'h1', storageRoot: root, driver: tight, reclaimer });
+    try {
+      const f = await failureOf(env().run(small.merge, mergeIn('v1', 'v0')));
+      expect(f).toMatchObject({ type: 'InsufficientSpace', nonRetryable: true });
+      const needed = 16 * MiB + 64 * MiB + Math.ceil((16 * MiB) / 100);
+      expect(f.message).toContain(`needs ${needed} bytes`);
+      expect(f.message).toContain(`${80 * MiB} bytes free in ${imageDir(root, 'd1')}`);
+      expect(await tight.listJobs('vm1')).toEqual([]);
+    } finally {
+      await tight.close();
+    }
+  });
+
+  test('the space is measured only before a new job: an adopted job is not measured again', async () => {
+    await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
+    expect(calls.filter((c) => c === 'measureCommitSpace')).toHaveLength(1);
+    await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
+    expect(calls.filter((c) => c === 'measureCommitSpace')).toHaveLength(1);
+  });
+
   test('an unknown VM and an unknown disk are refused', async () => {
     expect(await failureOf(env().run(acts.merge, { ...mergeIn('v1', 'v0'), vmId: 'vm9' }))).toMatchObject({
       type: 'VmNotFound',
