@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { promises as fsp, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { devMajorMinor, type FileId } from './file-id';
 
@@ -67,4 +67,13 @@ export function locksOn(locks: LockEntry[], file: FileId): LockEntry[] {
 /** /proc/locks, read in one go (one small file: every lock on the host). */
 export function readProcLocks(procRoot = '/proc'): LockEntry[] {
   return parseProcLocks(readFileSync(`${procRoot}/locks`, 'utf8'));
+}
+
+/**
+ * The same, read on the thread pool. The first read of /proc/locks after a pause takes 10-25 ms
+ * here, nearly all of it waiting (the kernel takes its file-lock rwsem for writing, which waits
+ * for an RCU grace period), not CPU: a guard starts this read first and walks the tree meanwhile.
+ */
+export async function readProcLocksAsync(procRoot = '/proc'): Promise<LockEntry[]> {
+  return parseProcLocks(await fsp.readFile(`${procRoot}/locks`, 'utf8'));
 }

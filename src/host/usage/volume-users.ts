@@ -6,7 +6,7 @@ import { ImageIndex, type ImageIndexOptions } from './image-index';
 import { readMountTable } from './names';
 import { fdsOnFiles, type FdScan } from './proc-fds';
 import { processUsers } from './process-users';
-import { locksOn, readProcLocks } from './proc-locks';
+import { locksOn, readProcLocksAsync, type LockEntry } from './proc-locks';
 
 /** Something other than the expected users that uses a volume. */
 export type VolumeUser =
@@ -46,6 +46,8 @@ export interface GuardStats {
   headersRead: number;
   processes: number;
   fds: number;
+  /** Processes whose fds could not be read (see `FdWalkStats.unreadablePids`). */
+  unreadablePids: number[];
   indexMs: number;
   procMs: number;
   totalMs: number;
@@ -82,13 +84,16 @@ export class VolumeUsage {
   /** Several volumes (a merge's top and base) against one scan of the tree and of /proc. */
   async findUsersOfEach(queries: readonly VolumeUsersQuery[]): Promise<{ results: VolumeUsers[]; stats: GuardStats }> {
     const t0 = performance.now();
+    // Started first, awaited last: its latency is a kernel wait (see readProcLocksAsync).
+    const locksRead = readProcLocksAsync(this.procRoot);
+    locksRead.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
     this.index ??= new ImageIndex(realpathSync(this.storageRoot), this.opts.index);
     const scan = await this.index.scan();
     const targets = queries.map((q) => target(q.volume));
     const t1 = performance.now();
     const present = targets.flatMap((t, i) => (t.id ? [{ i, path: t.path, id: t.id }] : []));
-    const fds: FdScan = present.length > 0 ? fdsOnFiles(present, this.procRoot) : { processes: 0, fds: 0, unreadable: 0, statted: 0, fdsOnFile: [] };
-    const locks = present.length > 0 ? readProcLocks(this.procRoot) : [];
+    const fds: FdScan = present.length > 0 ? fdsOnFiles(present, this.procRoot) : { processes: 0, fds: 0, unreadablePids: [], statted: 0, fdsOnFile: [] };
+    const locks: LockEntry[] = await locksRead;
     const t2 = performance.now();
     const mounts = lazy(readMountTable);
     // A backing path outside the walked tree: what it names now (nothing, when it cannot be
@@ -110,7 +115,7 @@ export class VolumeUsage {
       return { volume: t.path, exists: t.id !== undefined, users };
     });
     const stats: GuardStats = {
-      images: scan.files.size, dirs: scan.dirs, headersRead: scan.headersRead, processes: fds.processes, fds: fds.fds,
+      images: scan.files.size, dirs: scan.dirs, headersRead: scan.headersRead, processes: fds.processes, fds: fds.fds, unreadablePids: fds.unreadablePids,
       indexMs: t1 - t0, procMs: t2 - t1, totalMs: performance.now() - t0,
     };
     return { results, stats };
