@@ -69,6 +69,7 @@ export function makeImageTree(root: string, images: number, dirs: number, chainL
     root,
     files,
     sharedBase: absName(0, 0),
-    chain: [0, 1, 2, 3, 4].map((v) => absName(1, v)),
+    // Disk 1's first chain (disk 0 holds the shared base), or disk 0's in a one-directory tree.
+    chain: [0, 1, 2, 3, 4].map((v) => absName(dirs > 1 && images > perDir ? 1 : 0, v)).filter((f) => files.includes(f)),
   };
 }
