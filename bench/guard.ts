@@ -98,7 +98,9 @@ async function measure(ctx: BenchContext, { dir, tree }: Setup, calls: number, c
   const query = { volume, expectedImages: above ? [above] : [] };
   const row: Row = { images: tree.files.length, coldMs: [], warmMs: [], mergeWarmMs: [], indexWarmMs: [], procMs: [], walkMs: [], oneDirMs: [], stats: undefined as unknown as GuardStats, usersFound: 0 };
   for (let i = 0; i < colds; i++) {
-    const [ms] = await timed(() => new VolumeUsage(dir).findUsers(query));
+    const cold = new VolumeUsage(dir);
+    const [ms] = await timed(() => cold.findUsers(query));
+    cold.close();
     row.coldMs.push(ms);
   }
   const guard = new VolumeUsage(dir);
@@ -116,6 +118,7 @@ async function measure(ctx: BenchContext, { dir, tree }: Setup, calls: number, c
     row.walkMs.push((await timed(() => bareWalk(dir)))[0]);
     row.oneDirMs.push((await timed(() => oneDirCheck(path.dirname(volume), volume)))[0]);
   }
+  guard.close();
   ctx.log(`guard: ${label}: warm p50 ${round(percentile(row.warmMs, 50), 1)} ms, cold p50 ${round(percentile(row.coldMs, 50), 1)} ms, /proc ${row.stats.processes} processes, ${row.stats.fds} fds`);
   return row;
 }

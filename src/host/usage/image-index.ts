@@ -103,7 +103,7 @@ export class ImageIndex {
         continue;
       }
       dirs++;
-      if (dirs % 32 === 0) await new Promise((r) => setImmediate(r)); // let heartbeats through
+      if (dirs % 16 === 0) await new Promise((r) => setImmediate(r)); // let heartbeats (and the /proc/locks read) through
       for (const e of entries) {
         const file = path.join(dir, e.name);
         if (e.isDirectory()) {

@@ -1,4 +1,4 @@
-import { promises as fsp, readFileSync } from 'node:fs';
+import { close, open, read, readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { devMajorMinor, type FileId } from './file-id';
 
@@ -70,10 +70,37 @@ export function readProcLocks(procRoot = '/proc'): LockEntry[] {
 }
 
 /**
- * The same, read on the thread pool. The first read of /proc/locks after a pause takes 10-25 ms
- * here, nearly all of it waiting (the kernel takes its file-lock rwsem for writing, which waits
- * for an RCU grace period), not CPU: a guard starts this read first and walks the tree meanwhile.
+ * /proc/locks read on the thread pool in one operation (a `pread` at offset 0 on an fd kept open),
+ * so a guard can start it first and walk the tree meanwhile. The first read of /proc/locks after
+ * a pause takes 10-25 ms here, nearly all of it waiting, not CPU (the kernel takes its file-lock
+ * rwsem for writing, which waits for an RCU grace period). A `readFile` would not do: its open,
+ * stat, read and close are four pool operations, each queued only when the main thread, busy
+ * with the walk, gets to it.
  */
-export async function readProcLocksAsync(procRoot = '/proc'): Promise<LockEntry[]> {
-  return parseProcLocks(await fsp.readFile(`${procRoot}/locks`, 'utf8'));
+export class ProcLocksReader {
+  private fd: Promise<number> | undefined;
+
+  constructor(private readonly procRoot = '/proc') {}
+
+  async read(): Promise<LockEntry[]> {
+    this.fd ??= new Promise((resolve, reject) => open(`${this.procRoot}/locks`, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
+    const fd = await this.fd.catch((err: unknown) => {
+      this.fd = undefined;
+      throw err;
+    });
+    const chunks: Buffer[] = [];
+    for (let pos = 0; ; ) {
+      const buf = Buffer.allocUnsafe(256 * 1024);
+      const n = await new Promise<number>((resolve, reject) => read(fd, buf, 0, buf.length, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+      chunks.push(buf.subarray(0, n));
+      pos += n;
+      if (n === 0 || n < buf.length) break;
+    }
+    return parseProcLocks(Buffer.concat(chunks).toString('utf8'));
+  }
+
+  close(): void {
+    void this.fd?.then((fd) => close(fd), () => undefined);
+    this.fd = undefined;
+  }
 }

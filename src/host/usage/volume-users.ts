@@ -6,7 +6,7 @@ import { ImageIndex, type ImageIndexOptions } from './image-index';
 import { readMountTable } from './names';
 import { fdsOnFiles, type FdScan } from './proc-fds';
 import { processUsers } from './process-users';
-import { locksOn, readProcLocksAsync, type LockEntry } from './proc-locks';
+import { locksOn, ProcLocksReader, type LockEntry } from './proc-locks';
 
 /** Something other than the expected users that uses a volume. */
 export type VolumeUser =
@@ -72,9 +72,16 @@ export interface VolumeUsageOptions {
 export class VolumeUsage {
   private index: ImageIndex | undefined;
   private readonly procRoot: string;
+  private readonly locks: ProcLocksReader;
 
   constructor(readonly storageRoot: string, private readonly opts: VolumeUsageOptions = {}) {
     this.procRoot = opts.procRoot ?? '/proc';
+    this.locks = new ProcLocksReader(this.procRoot);
+  }
+
+  /** Closes the fd kept on /proc/locks (an agent that stops; tests). */
+  close(): void {
+    this.locks.close();
   }
 
   async findUsers(query: VolumeUsersQuery): Promise<VolumeUsers> {
@@ -84,8 +91,8 @@ export class VolumeUsage {
   /** Several volumes (a merge's top and base) against one scan of the tree and of /proc. */
   async findUsersOfEach(queries: readonly VolumeUsersQuery[]): Promise<{ results: VolumeUsers[]; stats: GuardStats }> {
     const t0 = performance.now();
-    // Started first, awaited last: its latency is a kernel wait (see readProcLocksAsync).
-    const locksRead = readProcLocksAsync(this.procRoot);
+    // Started first, awaited last: its latency is a kernel wait (see ProcLocksReader).
+    const locksRead = this.locks.read();
     locksRead.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
     this.index ??= new ImageIndex(realpathSync(this.storageRoot), this.opts.index);
     const scan = await this.index.scan();
