@@ -1,10 +1,11 @@
-import { spawn, type ChildProcess } from 'node:child_process';
+import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { readBackingFile } from '../src/host/qemu-img';
-import { VolumeUsage, type GuardStats } from '../src/host/usage';
-import { makeImageTree, type ImageTree } from './support/image-tree';
-import { percentile, round, scratchDir, sleep, type Bench, type BenchContext, type Figure } from './support/common';
+import { type GuardStats, VolumeUsage } from '../src/host/usage';
+import { type Bench, type BenchContext, type Figure, percentile, round, scratchDir, sleep } from './support/common';
+import { type ImageTree, makeImageTree } from './support/image-tree';
 
 /**
  * The host-wide volume-users guard (src/host/usage): time of one check before a delete (one
@@ -77,7 +78,9 @@ function setup(images: number): Setup & { remove(): void } {
 function holdFds(tree: ImageTree, count: number, perProcess: number): ChildProcess[] {
   const children: ChildProcess[] = [];
   for (let c = 0; c < count; c++) {
-    const fds = Array.from({ length: perProcess }, (_, i) => openSync(tree.files[(c * perProcess + i) % tree.files.length], 'r'));
+    const fds = Array.from({ length: perProcess }, (_, i) =>
+      openSync(tree.files[(c * perProcess + i) % tree.files.length], 'r'),
+    );
     try {
       children.push(spawn('sleep', ['600'], { stdio: ['ignore', 'ignore', 'ignore', ...fds] }));
     } finally {
@@ -88,15 +91,37 @@ function holdFds(tree: ImageTree, count: number, perProcess: number): ChildProce
 }
 
 async function stop(children: ChildProcess[]): Promise<void> {
-  for (const c of children) if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGTERM');
-  await Promise.all(children.map((c) => (c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)))));
+  for (const c of children)
+    if (c.pid !== undefined && c.exitCode === null && c.signalCode === null) process.kill(c.pid, 'SIGTERM');
+  await Promise.all(
+    children.map((c) =>
+      c.exitCode !== null || c.signalCode !== null ? undefined : new Promise((r) => c.once('exit', r)),
+    ),
+  );
 }
 
-async function measure(ctx: BenchContext, { dir, tree }: Setup, calls: number, colds: number, label: string): Promise<Row> {
+async function measure(
+  ctx: BenchContext,
+  { dir, tree }: Setup,
+  calls: number,
+  colds: number,
+  label: string,
+): Promise<Row> {
   const volume = tree.chain[2] ?? tree.files[Math.min(2, tree.files.length - 1)];
   const above = tree.chain[3];
   const query = { volume, expectedImages: above ? [above] : [] };
-  const row: Row = { images: tree.files.length, coldMs: [], warmMs: [], mergeWarmMs: [], indexWarmMs: [], procMs: [], walkMs: [], oneDirMs: [], stats: undefined as unknown as GuardStats, usersFound: 0 };
+  const row: Row = {
+    images: tree.files.length,
+    coldMs: [],
+    warmMs: [],
+    mergeWarmMs: [],
+    indexWarmMs: [],
+    procMs: [],
+    walkMs: [],
+    oneDirMs: [],
+    stats: undefined as unknown as GuardStats,
+    usersFound: 0,
+  };
   for (let i = 0; i < colds; i++) {
     const cold = new VolumeUsage(dir);
     const [ms] = await timed(() => cold.findUsers(query));
@@ -113,13 +138,17 @@ async function measure(ctx: BenchContext, { dir, tree }: Setup, calls: number, c
     row.stats = r.stats;
     row.usersFound = r.results[0].users.length;
     if (r.stats.headersRead !== 0) throw new Error(`warm call read ${r.stats.headersRead} headers`);
-    const [mergeMs] = await timed(() => guard.findUsersOfEach([query, { volume: tree.sharedBase, expectedImages: [] }]));
+    const [mergeMs] = await timed(() =>
+      guard.findUsersOfEach([query, { volume: tree.sharedBase, expectedImages: [] }]),
+    );
     row.mergeWarmMs.push(mergeMs);
     row.walkMs.push((await timed(() => bareWalk(dir)))[0]);
     row.oneDirMs.push((await timed(() => oneDirCheck(path.dirname(volume), volume)))[0]);
   }
   guard.close();
-  ctx.log(`guard: ${label}: warm p50 ${round(percentile(row.warmMs, 50), 1)} ms, cold p50 ${round(percentile(row.coldMs, 50), 1)} ms, /proc ${row.stats.processes} processes, ${row.stats.fds} fds`);
+  ctx.log(
+    `guard: ${label}: warm p50 ${round(percentile(row.warmMs, 50), 1)} ms, cold p50 ${round(percentile(row.coldMs, 50), 1)} ms, /proc ${row.stats.processes} processes, ${row.stats.fds} fds`,
+  );
   return row;
 }
 
@@ -139,7 +168,13 @@ export const guardBench: Bench = {
       const small = await measure(ctx, trees[0], calls, colds, '10 images');
       const large = await measure(ctx, trees[1], calls, colds, '5,000 images');
       children = holdFds(trees[1].tree, holders.count, holders.perProcess);
-      const busy = await measure(ctx, trees[1], ctx.quick ? calls : 50, 0, `5,000 images, ${holders.count * holders.perProcess} more fds`);
+      const busy = await measure(
+        ctx,
+        trees[1],
+        ctx.quick ? calls : 50,
+        0,
+        `5,000 images, ${holders.count * holders.perProcess} more fds`,
+      );
       return report(small, large, busy, holders, calls, colds);
     } finally {
       await stop(children);
@@ -148,46 +183,107 @@ export const guardBench: Bench = {
   },
 };
 
-function report(small: Row, large: Row, busy: Row, holders: { count: number; perProcess: number }, calls: number, colds: number): { figures: Figure[]; details: unknown } {
+function report(
+  small: Row,
+  large: Row,
+  busy: Row,
+  holders: { count: number; perProcess: number },
+  calls: number,
+  colds: number,
+): { figures: Figure[]; details: unknown } {
   const p = (xs: number[], q: number): number => round(percentile(xs, q), 2);
   const figures: Figure[] = [];
   for (const r of [small, large]) {
     const n = r.images.toLocaleString('en-US');
     const walk = p(r.walkMs, 50);
     const fig = (metric: string, value: number, baseline?: number, baselineLabel?: string, target = false): Figure => ({
-      metric, value, unit: 'ms',
+      metric,
+      value,
+      unit: 'ms',
       ...(baseline !== undefined ? { baseline, baselineLabel, ratio: round(value / baseline, 2) } : {}),
       ...(target ? { target: `< ${TARGET_MS} ms`, met: value < TARGET_MS } : {}),
     });
     figures.push(
-      fig(`guard before a delete, ${n} images, warm, p50 (${r.warmMs.length} calls)`, p(r.warmMs, 50), walk, 'readdir + stat of the same tree, p50', r.images >= 5000),
-      fig(`guard before a delete, ${n} images, warm, p99`, p(r.warmMs, 99), p(r.walkMs, 99), 'readdir + stat, p99', r.images >= 5000),
-      fig(`guard, ${n} images, cold (index empty), p50 (${r.coldMs.length} calls)`, p(r.coldMs, 50), walk, 'readdir + stat, p50'),
-      fig(`of which the tree (walk, stat, index), ${n} images, warm, p50`, p(r.indexWarmMs, 50), walk, 'readdir + stat, p50'),
-      fig(`guard before a merge (top and base, one scan), ${n} images, warm, p50`, p(r.mergeWarmMs, 50), walk, 'readdir + stat, p50'),
+      fig(
+        `guard before a delete, ${n} images, warm, p50 (${r.warmMs.length} calls)`,
+        p(r.warmMs, 50),
+        walk,
+        'readdir + stat of the same tree, p50',
+        r.images >= 5000,
+      ),
+      fig(
+        `guard before a delete, ${n} images, warm, p99`,
+        p(r.warmMs, 99),
+        p(r.walkMs, 99),
+        'readdir + stat, p99',
+        r.images >= 5000,
+      ),
+      fig(
+        `guard, ${n} images, cold (index empty), p50 (${r.coldMs.length} calls)`,
+        p(r.coldMs, 50),
+        walk,
+        'readdir + stat, p50',
+      ),
+      fig(
+        `of which the tree (walk, stat, index), ${n} images, warm, p50`,
+        p(r.indexWarmMs, 50),
+        walk,
+        'readdir + stat, p50',
+      ),
+      fig(
+        `guard before a merge (top and base, one scan), ${n} images, warm, p50`,
+        p(r.mergeWarmMs, 50),
+        walk,
+        'readdir + stat, p50',
+      ),
       fig(`today's check (the disk's own directory only), ${n} images, p50`, p(r.oneDirMs, 50)),
     );
   }
   const procAll = [...small.procMs, ...large.procMs];
   figures.push(
-    { metric: `/proc scan (fds of ${large.stats.processes} processes, ${large.stats.fds} fds; /proc/locks), p50`, value: p(procAll, 50), unit: 'ms' },
-    { metric: '/proc scan, p99', value: p(procAll, 99), unit: 'ms' },
-    { metric: `/proc scan with ${holders.count} more processes holding ${holders.perProcess} images each (${busy.stats.processes} processes, ${busy.stats.fds} fds), p50`, value: p(busy.procMs, 50), unit: 'ms' },
     {
-      metric: `guard before a delete, 5,000 images, ${busy.stats.fds} fds on the host, warm, p50 (${busy.warmMs.length} calls)`,
-      value: p(busy.warmMs, 50), unit: 'ms', baseline: p(busy.walkMs, 50), baselineLabel: 'readdir + stat, p50',
-      ratio: round(p(busy.warmMs, 50) / p(busy.walkMs, 50), 2), target: `< ${TARGET_MS} ms`, met: p(busy.warmMs, 50) < TARGET_MS,
+      metric: `/proc scan (fds of ${large.stats.processes} processes, ${large.stats.fds} fds; /proc/locks), p50`,
+      value: p(procAll, 50),
+      unit: 'ms',
+    },
+    { metric: '/proc scan, p99', value: p(procAll, 99), unit: 'ms' },
+    {
+      metric: `/proc scan with ${holders.count} more processes holding ${holders.perProcess} images each (${busy.stats.processes} processes, ${busy.stats.fds} fds), p50`,
+      value: p(busy.procMs, 50),
+      unit: 'ms',
     },
     {
-      metric: `the same, p99`, value: p(busy.warmMs, 99), unit: 'ms', baseline: p(busy.walkMs, 99), baselineLabel: 'readdir + stat, p99',
-      ratio: round(p(busy.warmMs, 99) / p(busy.walkMs, 99), 2), target: `< ${TARGET_MS} ms`, met: p(busy.warmMs, 99) < TARGET_MS,
+      metric: `guard before a delete, 5,000 images, ${busy.stats.fds} fds on the host, warm, p50 (${busy.warmMs.length} calls)`,
+      value: p(busy.warmMs, 50),
+      unit: 'ms',
+      baseline: p(busy.walkMs, 50),
+      baselineLabel: 'readdir + stat, p50',
+      ratio: round(p(busy.warmMs, 50) / p(busy.walkMs, 50), 2),
+      target: `< ${TARGET_MS} ms`,
+      met: p(busy.warmMs, 50) < TARGET_MS,
+    },
+    {
+      metric: `the same, p99`,
+      value: p(busy.warmMs, 99),
+      unit: 'ms',
+      baseline: p(busy.walkMs, 99),
+      baselineLabel: 'readdir + stat, p99',
+      ratio: round(p(busy.warmMs, 99) / p(busy.walkMs, 99), 2),
+      target: `< ${TARGET_MS} ms`,
+      met: p(busy.warmMs, 99) < TARGET_MS,
     },
   );
   const details = [small, large, busy].map((r) => ({
-    images: r.images, usersFound: r.usersFound, lastStats: r.stats,
-    coldMs: r.coldMs.map((x) => round(x, 2)), warmMs: r.warmMs.map((x) => round(x, 2)), mergeWarmMs: r.mergeWarmMs.map((x) => round(x, 2)),
-    indexWarmMs: r.indexWarmMs.map((x) => round(x, 2)), procMs: r.procMs.map((x) => round(x, 2)),
-    walkMs: r.walkMs.map((x) => round(x, 2)), oneDirMs: r.oneDirMs.map((x) => round(x, 2)),
+    images: r.images,
+    usersFound: r.usersFound,
+    lastStats: r.stats,
+    coldMs: r.coldMs.map((x) => round(x, 2)),
+    warmMs: r.warmMs.map((x) => round(x, 2)),
+    mergeWarmMs: r.mergeWarmMs.map((x) => round(x, 2)),
+    indexWarmMs: r.indexWarmMs.map((x) => round(x, 2)),
+    procMs: r.procMs.map((x) => round(x, 2)),
+    walkMs: r.walkMs.map((x) => round(x, 2)),
+    oneDirMs: r.oneDirMs.map((x) => round(x, 2)),
   }));
   return { figures, details: { calls, colds, racyMarginMs: 2000, fdHolders: holders, rows: details } };
 }

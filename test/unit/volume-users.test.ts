@@ -9,6 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
+
 import { reclaimPath } from '../../src/host/reclaim';
 import {
   canonicalName,
@@ -29,9 +30,18 @@ let root: string;
 const at = (...p: string[]): string => path.join(root, ...p);
 const create = (file: string, backing?: string): Promise<unknown> => {
   fs.mkdirSync(path.dirname(file), { recursive: true });
-  return run('qemu-img', ['create', '-q', '-f', 'qcow2', ...(backing ? ['-u', '-b', backing, '-F', 'qcow2'] : []), file, '1M']);
+  return run('qemu-img', [
+    'create',
+    '-q',
+    '-f',
+    'qcow2',
+    ...(backing ? ['-u', '-b', backing, '-F', 'qcow2'] : []),
+    file,
+    '1M',
+  ]);
 };
-const rebase = (file: string, backing: string): Promise<unknown> => run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, file]);
+const rebase = (file: string, backing: string): Promise<unknown> =>
+  run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, file]);
 const backingOf = (...images: string[]): VolumeUser[] => images.map((image) => ({ kind: 'backingOf', image }));
 
 function hashTree(dir: string): Map<string, string> {
@@ -50,10 +60,24 @@ function hashTree(dir: string): Map<string, string> {
 describe('parsing /proc', () => {
   test('an OFD lock line: pid -1 becomes null, hex device, EOF end', () => {
     expect(parseLockLine('1: OFDLCK ADVISORY  READ -1 fe:00:9977906 100 101')).toEqual({
-      kind: 'OFDLCK', access: 'READ', pid: null, major: 254, minor: 0, ino: 9977906n, start: 100n, end: 101n,
+      kind: 'OFDLCK',
+      access: 'READ',
+      pid: null,
+      major: 254,
+      minor: 0,
+      ino: 9977906n,
+      start: 100n,
+      end: 101n,
     });
     expect(parseLockLine('2: POSIX  ADVISORY  WRITE 2569 08:1a:10035213 0 EOF')).toEqual({
-      kind: 'POSIX', access: 'WRITE', pid: 2569, major: 8, minor: 26, ino: 10035213n, start: 0n, end: null,
+      kind: 'POSIX',
+      access: 'WRITE',
+      pid: 2569,
+      major: 8,
+      minor: 26,
+      ino: 10035213n,
+      start: 0n,
+      end: null,
     });
   });
   test('fdinfo lock lines and blocked waiters parse alike; garbage is no lock', () => {
@@ -71,7 +95,13 @@ describe('parsing /proc', () => {
       const st = fs.statSync(file, { bigint: true });
       const { major, minor } = devMajorMinor(st.dev);
       const line = `1: OFDLCK ADVISORY  READ -1 ${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino} 100 101`;
-      expect(locksOn(parseProcLocks(`${line}\n2: OFDLCK ADVISORY  READ -1 00:01:${st.ino} 100 101`), { dev: st.dev, ino: st.ino, nlink: 1n })).toHaveLength(1);
+      expect(
+        locksOn(parseProcLocks(`${line}\n2: OFDLCK ADVISORY  READ -1 00:01:${st.ino} 100 101`), {
+          dev: st.dev,
+          ino: st.ino,
+          nlink: 1n,
+        }),
+      ).toHaveLength(1);
     } finally {
       fs.rmSync(file);
     }
@@ -87,10 +117,12 @@ describe('parsing /proc', () => {
     expect(parseListeningInodes(text, '/run/lm/vm1/qmp.sock')).toEqual(['18770']);
   });
   test('mountinfo: a bind mount of a directory maps back to the file system path', () => {
-    const mounts = parseMountinfo([
-      '22 1 254:0 / / rw,relatime - ext4 /dev/vda1 rw',
-      '40 22 254:0 /srv/storage /mnt/bind\\040root rw,relatime - ext4 /dev/vda1 rw',
-    ].join('\n'));
+    const mounts = parseMountinfo(
+      [
+        '22 1 254:0 / / rw,relatime - ext4 /dev/vda1 rw',
+        '40 22 254:0 /srv/storage /mnt/bind\\040root rw,relatime - ext4 /dev/vda1 rw',
+      ].join('\n'),
+    );
     expect(mounts[1]).toEqual({ majorMinor: '254:0', root: '/srv/storage', mountPoint: '/mnt/bind root' });
     // canonicalName needs an existing path: / itself is on the root mount
     expect(canonicalName('/', mounts)).toBe('254:0:/');
@@ -144,15 +176,23 @@ describe('images under the whole storage root', () => {
     expect(top).toEqual({ volume: at('images/d1/top.qcow2'), exists: true, users: [] });
     expect(hard.users).toEqual(backingOf(at('images/d3/on-hard.qcow2')));
     // Without expected images, the chain's own layer is a user like any other.
-    expect((await guard.findUsers({ volume: at('images/d1/mid.qcow2') })).users).toEqual(backingOf(at('images/d1/top.qcow2'), at('other/deep/x/clone.img')));
+    expect((await guard.findUsers({ volume: at('images/d1/mid.qcow2') })).users).toEqual(
+      backingOf(at('images/d1/top.qcow2'), at('other/deep/x/clone.img')),
+    );
     expect(hashTree(root)).toEqual(before);
   });
 
   test('a volume that is gone is still found named by an image; a new image is seen at once', async () => {
     const guard = new VolumeUsage(root);
-    expect(await guard.findUsers({ volume: at('images/d5/gone.qcow2') })).toEqual({ volume: at('images/d5/gone.qcow2'), exists: false, users: [] });
+    expect(await guard.findUsers({ volume: at('images/d5/gone.qcow2') })).toEqual({
+      volume: at('images/d5/gone.qcow2'),
+      exists: false,
+      users: [],
+    });
     await create(at('images/d5/child.qcow2'), 'gone.qcow2');
-    expect((await guard.findUsers({ volume: at('images/d5/gone.qcow2') })).users).toEqual(backingOf(at('images/d5/child.qcow2')));
+    expect((await guard.findUsers({ volume: at('images/d5/gone.qcow2') })).users).toEqual(
+      backingOf(at('images/d5/child.qcow2')),
+    );
   });
 
   test('a cached header rewritten by qemu-img rebase -u is read again', async () => {
@@ -164,7 +204,9 @@ describe('images under the whole storage root', () => {
     await rebase(at('images/d1/top.qcow2'), 'base.qcow2');
     const after = await guard.findUsersOfEach([query]);
     expect(after.stats.headersRead).toBe(1);
-    expect(after.results[0].users).toEqual(backingOf(at('images/d1/top.qcow2'), at('images/d2/clone.qcow2'), at('images/d4/via-link.qcow2')));
+    expect(after.results[0].users).toEqual(
+      backingOf(at('images/d1/top.qcow2'), at('images/d2/clone.qcow2'), at('images/d4/via-link.qcow2')),
+    );
   });
 
   test('a same-size header rewrite with its mtime set back is still seen (ctime moves)', async () => {
@@ -176,7 +218,10 @@ describe('images under the whole storage root', () => {
     const bytes = fs.readFileSync(top);
     const offset = Number(bytes.readBigUInt64BE(8));
     await create(at('images/d1/bas.qcow2'));
-    fs.writeFileSync(top, Buffer.concat([bytes.subarray(0, offset), Buffer.from('bas.qcow2'), bytes.subarray(offset + 9)]));
+    fs.writeFileSync(
+      top,
+      Buffer.concat([bytes.subarray(0, offset), Buffer.from('bas.qcow2'), bytes.subarray(offset + 9)]),
+    );
     fs.utimesSync(top, st.atime, st.mtime);
     expect(fs.statSync(top).size).toBe(st.size);
     expect((await guard.findUsers({ volume: at('images/d1/bas.qcow2') })).users).toEqual(backingOf(top));
@@ -210,7 +255,12 @@ describe('processes, on a fake /proc', () => {
     const { major, minor } = devMajorMinor(dev);
     return `OFDLCK ADVISORY  READ -1 ${major.toString(16)}:${minor.toString(16)}:${ino} 100 101`;
   };
-  function fakeProcess(pid: number, comm: string, fds: Record<number, string>, fdinfo: Record<number, string> = {}): void {
+  function fakeProcess(
+    pid: number,
+    comm: string,
+    fds: Record<number, string>,
+    fdinfo: Record<number, string> = {},
+  ): void {
     fs.mkdirSync(path.join(proc, String(pid), 'fd'), { recursive: true });
     fs.mkdirSync(path.join(proc, String(pid), 'fdinfo'), { recursive: true });
     fs.writeFileSync(path.join(proc, String(pid), 'comm'), `${comm}\n`);
@@ -233,11 +283,22 @@ describe('processes, on a fake /proc', () => {
   test('an fd on the name is openBy (and lockedBy with its fdinfo locks); an fd on a hard link is nothing; expected pids are left out', async () => {
     const v = fs.statSync(at('images/d1/v.qcow2'), { bigint: true });
     const w = fs.statSync(at('images/d1/w.qcow2'), { bigint: true });
-    fakeProcess(PID_OPEN, 'qemu-system-x86', { 0: 'pipe:[1]', 7: at('images/d1/v.qcow2') }, { 7: `lock:\t1: ${ofd(v.ino, v.dev)}\n` });
+    fakeProcess(
+      PID_OPEN,
+      'qemu-system-x86',
+      { 0: 'pipe:[1]', 7: at('images/d1/v.qcow2') },
+      { 7: `lock:\t1: ${ofd(v.ino, v.dev)}\n` },
+    );
     fakeProcess(PID_HARD, 'qemu-io', { 3: at('images/d1/w-link.qcow2') }, { 3: `lock:\t1: ${ofd(w.ino, w.dev)}\n` });
     fs.writeFileSync(path.join(proc, 'locks'), `1: ${ofd(v.ino, v.dev)}\n2: ${ofd(w.ino, w.dev)}\n`);
     const guard = new VolumeUsage(root, { procRoot: proc });
-    const [vu, wu, linku] = (await guard.findUsersOfEach([{ volume: at('images/d1/v.qcow2') }, { volume: at('images/d1/w.qcow2') }, { volume: at('images/d1/w-link.qcow2') }])).results;
+    const [vu, wu, linku] = (
+      await guard.findUsersOfEach([
+        { volume: at('images/d1/v.qcow2') },
+        { volume: at('images/d1/w.qcow2') },
+        { volume: at('images/d1/w-link.qcow2') },
+      ])
+    ).results;
     expect(vu.users).toEqual([
       { kind: 'openBy', pid: PID_OPEN, process: 'qemu-system-x86', paths: [at('images/d1/v.qcow2')] },
       { kind: 'lockedBy', pid: PID_OPEN, process: 'qemu-system-x86', locks: ['OFDLCK READ 100-101'] },
@@ -258,10 +319,13 @@ describe('processes, on a fake /proc', () => {
   });
 
   test('the pid listening on a QMP socket path', () => {
-    fs.writeFileSync(path.join(proc, 'net', 'unix'), [
-      'Num       RefCount Protocol Flags    Type St Inode Path',
-      '0000000000000000: 00000002 00000000 00010000 0001 01 5551 /run/lm/vm1/qmp.sock',
-    ].join('\n'));
+    fs.writeFileSync(
+      path.join(proc, 'net', 'unix'),
+      [
+        'Num       RefCount Protocol Flags    Type St Inode Path',
+        '0000000000000000: 00000002 00000000 00010000 0001 01 5551 /run/lm/vm1/qmp.sock',
+      ].join('\n'),
+    );
     fs.writeFileSync(path.join(proc, 'locks'), '');
     fakeProcess(201, 'qemu-system-x86', { 3: 'socket:[5550]', 4: 'socket:[5551]' });
     fakeProcess(202, 'bash', { 3: 'socket:[5552]' });

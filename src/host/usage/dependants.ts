@@ -1,16 +1,25 @@
-import { sameInode, type FileId } from './file-id';
+import { type FileId, sameInode } from './file-id';
 import type { ImageRecord, IndexScan } from './image-index';
-import { sameName, type MountTable } from './names';
+import { type MountTable, sameName } from './names';
 import type { VolumeUser } from './volume-users';
 
-export interface Target { path: string; id: FileId | undefined }
+export interface Target {
+  path: string;
+  id: FileId | undefined;
+}
 
 /**
  * Images whose backing name reaches the volume's name. The backing path is compared as text
  * first; otherwise by inode (the walk's own stat for a file under the root, one stat for one
  * elsewhere), and an inode with several names by its canonical name (names.ts).
  */
-export function dependants(scan: IndexScan, t: Target, expected: Set<string>, statOf: (p: string) => FileId | undefined, mounts: () => MountTable): VolumeUser[] {
+export function dependants(
+  scan: IndexScan,
+  t: Target,
+  expected: Set<string>,
+  statOf: (p: string) => FileId | undefined,
+  mounts: () => MountTable,
+): VolumeUser[] {
   const users: VolumeUser[] = [];
   for (const r of scan.files.values()) {
     if (r.backing === undefined || r.path === t.path || expected.has(r.path)) continue;
@@ -19,7 +28,13 @@ export function dependants(scan: IndexScan, t: Target, expected: Set<string>, st
   return users.sort((a, b) => (a.kind === 'backingOf' && b.kind === 'backingOf' ? a.image.localeCompare(b.image) : 0));
 }
 
-function backsOn(r: ImageRecord, t: Target, scan: IndexScan, statOf: (p: string) => FileId | undefined, mounts: () => MountTable): boolean {
+function backsOn(
+  r: ImageRecord,
+  t: Target,
+  scan: IndexScan,
+  statOf: (p: string) => FileId | undefined,
+  mounts: () => MountTable,
+): boolean {
   const b = r.backing as string;
   if (b === t.path) return true;
   if (!t.id) return false;
@@ -30,7 +45,9 @@ function backsOn(r: ImageRecord, t: Target, scan: IndexScan, statOf: (p: string)
 
 /** Directories and files under the root that could not be read: each might name the volume. */
 export function unreadable(scan: IndexScan, t: Target, expected: Set<string>): VolumeUser[] {
-  const files = [...scan.files.values()].filter((r) => r.unreadable !== undefined && r.path !== t.path && !expected.has(r.path));
+  const files = [...scan.files.values()].filter(
+    (r) => r.unreadable !== undefined && r.path !== t.path && !expected.has(r.path),
+  );
   return [
     ...scan.unreadableDirs.map((d) => ({ kind: 'unreadable' as const, path: d.path, error: d.error })),
     ...files.map((r) => ({ kind: 'unreadable' as const, path: r.path, error: r.unreadable ?? '' })),

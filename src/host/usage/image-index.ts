@@ -1,7 +1,8 @@
-import { readdirSync, statSync, type BigIntStats, type Dirent } from 'node:fs';
+import { type BigIntStats, type Dirent, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { CorruptImageHeaderError, readBackingFile } from '../qemu-img';
-import { fileIdOf, type FileId } from './file-id';
+import { type FileId, fileIdOf } from './file-id';
 import { isReclaimName } from './reclaim-name';
 
 /** A regular file under the storage root, with what its header names as backing. */
@@ -67,7 +68,10 @@ export class ImageIndex {
   private readonly racyMarginNs: bigint;
   private readonly concurrency: number;
 
-  constructor(readonly root: string, opts: ImageIndexOptions = {}) {
+  constructor(
+    readonly root: string,
+    opts: ImageIndexOptions = {},
+  ) {
     this.racyMarginNs = BigInt(opts.racyMarginMs ?? 2_000) * 1_000_000n;
     this.concurrency = opts.headerConcurrency ?? 16;
   }
@@ -143,11 +147,20 @@ export class ImageIndex {
         const backing = await readBackingFile(record.path);
         if (backing !== undefined) record.backing = backing;
         const newest = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
-        if (startNs - newest > this.racyMarginNs) this.cache.set(record.path, { dev: st.dev, ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs, backing });
+        if (startNs - newest > this.racyMarginNs)
+          this.cache.set(record.path, {
+            dev: st.dev,
+            ino: st.ino,
+            size: st.size,
+            mtimeNs: st.mtimeNs,
+            ctimeNs: st.ctimeNs,
+            backing,
+          });
         else this.cache.delete(record.path);
       } catch (err) {
         this.cache.delete(record.path);
-        if ((err as NodeJS.ErrnoException).code === 'ENOENT') files.delete(record.path); // gone since the stat
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+          files.delete(record.path); // gone since the stat
         else record.unreadable = err instanceof CorruptImageHeaderError ? err.message : String(err);
       }
     });
@@ -158,7 +171,15 @@ export class ImageIndex {
 
 /** A file system that does not report entry types (DT_UNKNOWN): stat decides. */
 function isUnknownType(e: Dirent): boolean {
-  return !e.isFile() && !e.isDirectory() && !e.isSymbolicLink() && !e.isFIFO() && !e.isSocket() && !e.isBlockDevice() && !e.isCharacterDevice();
+  return (
+    !e.isFile() &&
+    !e.isDirectory() &&
+    !e.isSymbolicLink() &&
+    !e.isFIFO() &&
+    !e.isSocket() &&
+    !e.isBlockDevice() &&
+    !e.isCharacterDevice()
+  );
 }
 
 async function mapLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {

@@ -27,7 +27,8 @@ export interface Mount {
 export type MountTable = Mount[];
 
 /** `\040`-style escapes of mountinfo fields. */
-const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+const unescape = (s: string): string =>
+  s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
 
 export function parseMountinfo(text: string): MountTable {
   const mounts: MountTable = [];

@@ -1,7 +1,8 @@
 import { readdirSync, readFileSync, readlinkSync, statSync } from 'node:fs';
-import { fileIdOf, sameInode, type FileId } from './file-id';
-import { parseProcLocks, type LockEntry } from './proc-locks';
-import { readMountTable, sameName, type MountTable } from './names';
+
+import { type FileId, fileIdOf, sameInode } from './file-id';
+import { type MountTable, readMountTable, sameName } from './names';
+import { type LockEntry, parseProcLocks } from './proc-locks';
 
 export interface FdWalkStats {
   processes: number;

@@ -1,5 +1,7 @@
 import { close, open, read, readFileSync } from 'node:fs';
+
 import { z } from 'zod';
+
 import { devMajorMinor, type FileId } from './file-id';
 
 /**
@@ -23,7 +25,8 @@ export interface LockEntry {
   end: bigint | null;
 }
 
-const LINE = /^(?:lock:\s+)?\d+:\s+(?:->\s+)?(\S+)\s+\S+\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(\d+)\s+(\d+|EOF)\s*$/;
+const LINE =
+  /^(?:lock:\s+)?\d+:\s+(?:->\s+)?(\S+)\s+\S+\s+(\S+)\s+(-?\d+)\s+([0-9a-f]+):([0-9a-f]+):(\d+)\s+(\d+)\s+(\d+|EOF)\s*$/;
 
 const lockSchema = z.object({
   kind: z.string().regex(/^[A-Z_]+$/),
@@ -43,7 +46,16 @@ const lockSchema = z.object({
 export function parseLockLine(line: string): LockEntry | undefined {
   const m = LINE.exec(line.trim());
   if (!m) return undefined;
-  const parsed = lockSchema.safeParse({ kind: m[1], access: m[2], pid: m[3], major: m[4], minor: m[5], ino: m[6], start: m[7], end: m[8] });
+  const parsed = lockSchema.safeParse({
+    kind: m[1],
+    access: m[2],
+    pid: m[3],
+    major: m[4],
+    minor: m[5],
+    ino: m[6],
+    start: m[7],
+    end: m[8],
+  });
   if (!parsed.success) return undefined;
   const { pid, ...rest } = parsed.data;
   return { ...rest, pid: pid > 0 ? pid : null };
@@ -83,15 +95,19 @@ export class ProcLocksReader {
   constructor(private readonly procRoot = '/proc') {}
 
   async read(): Promise<LockEntry[]> {
-    this.fd ??= new Promise((resolve, reject) => open(`${this.procRoot}/locks`, 'r', (err, fd) => (err ? reject(err) : resolve(fd))));
+    this.fd ??= new Promise((resolve, reject) =>
+      open(`${this.procRoot}/locks`, 'r', (err, fd) => (err ? reject(err) : resolve(fd))),
+    );
     const fd = await this.fd.catch((err: unknown) => {
       this.fd = undefined;
       throw err;
     });
     const chunks: Buffer[] = [];
-    for (let pos = 0; ; ) {
+    for (let pos = 0; ;) {
       const buf = Buffer.allocUnsafe(256 * 1024);
-      const n = await new Promise<number>((resolve, reject) => read(fd, buf, 0, buf.length, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))));
+      const n = await new Promise<number>((resolve, reject) =>
+        read(fd, buf, 0, buf.length, pos, (err, bytes) => (err ? reject(err) : resolve(bytes))),
+      );
       chunks.push(buf.subarray(0, n));
       pos += n;
       if (n === 0 || n < buf.length) break;
@@ -100,7 +116,10 @@ export class ProcLocksReader {
   }
 
   close(): void {
-    void this.fd?.then((fd) => close(fd), () => undefined);
+    void this.fd?.then(
+      (fd) => close(fd),
+      () => undefined,
+    );
     this.fd = undefined;
   }
 }

@@ -1,6 +1,6 @@
-import type { VolumeUser } from './volume-users';
-import { processName, type FdScan } from './proc-fds';
+import { type FdScan, processName } from './proc-fds';
 import type { LockEntry } from './proc-locks';
+import type { VolumeUser } from './volume-users';
 
 /**
  * The processes among `fds` (the /proc scan) that use target `j` by its own name, as `openBy`
@@ -8,7 +8,13 @@ import type { LockEntry } from './proc-locks';
  * out. A process holding the inode by another hard link only is no user: its data survives the
  * unlink of this name, and its locks belong to that fd, not to this name.
  */
-export function processUsers(fds: FdScan, j: number, inodeLocks: LockEntry[], expected: Set<number>, procRoot: string): VolumeUser[] {
+export function processUsers(
+  fds: FdScan,
+  j: number,
+  inodeLocks: LockEntry[],
+  expected: Set<number>,
+  procRoot: string,
+): VolumeUser[] {
   const onFile = fds.fdsOnFile.filter((f) => f.target === j);
   const open = new Map<number, { paths: Set<string>; locks: Set<string> }>();
   for (const f of onFile.filter((f) => f.sameName && !expected.has(f.pid))) {
@@ -36,4 +42,3 @@ export function processUsers(fds: FdScan, j: number, inodeLocks: LockEntry[], ex
 }
 
 export const lockText = (l: LockEntry): string => `${l.kind} ${l.access} ${l.start}-${l.end ?? 'EOF'}`;
-

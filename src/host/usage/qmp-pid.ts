@@ -1,6 +1,8 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
+
 import { z } from 'zod';
+
 import { qmpSocketPath } from '../../domain/layout';
 import { walkFds } from './proc-fds';
 
@@ -8,7 +10,10 @@ import { walkFds } from './proc-fds';
 const SO_ACCEPTCON = 0x10000;
 
 const unixLineSchema = z.object({
-  flags: z.string().regex(/^[0-9A-Fa-f]+$/).transform((h) => parseInt(h, 16)),
+  flags: z
+    .string()
+    .regex(/^[0-9A-Fa-f]+$/)
+    .transform((h) => parseInt(h, 16)),
   inode: z.string().regex(/^\d+$/),
   path: z.string().min(1),
 });

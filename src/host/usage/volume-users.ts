@@ -1,12 +1,13 @@
 import { realpathSync, statSync } from 'node:fs';
 import * as path from 'node:path';
-import { dependants, unreadable, type Target } from './dependants';
-import { fileIdOf, type FileId } from './file-id';
+
+import { dependants, type Target, unreadable } from './dependants';
+import { type FileId, fileIdOf } from './file-id';
 import { ImageIndex, type ImageIndexOptions } from './image-index';
 import { readMountTable } from './names';
-import { fdsOnFiles, type FdScan } from './proc-fds';
+import { type FdScan, fdsOnFiles } from './proc-fds';
+import { type LockEntry, locksOn, ProcLocksReader } from './proc-locks';
 import { processUsers } from './process-users';
-import { locksOn, ProcLocksReader, type LockEntry } from './proc-locks';
 
 /** Something other than the expected users that uses a volume. */
 export type VolumeUser =
@@ -74,7 +75,10 @@ export class VolumeUsage {
   private readonly procRoot: string;
   private readonly locks: ProcLocksReader;
 
-  constructor(readonly storageRoot: string, private readonly opts: VolumeUsageOptions = {}) {
+  constructor(
+    readonly storageRoot: string,
+    private readonly opts: VolumeUsageOptions = {},
+  ) {
     this.procRoot = opts.procRoot ?? '/proc';
     this.locks = new ProcLocksReader(this.procRoot);
   }
@@ -99,7 +103,10 @@ export class VolumeUsage {
     const targets = queries.map((q) => target(q.volume));
     const t1 = performance.now();
     const present = targets.flatMap((t, i) => (t.id ? [{ i, path: t.path, id: t.id }] : []));
-    const fds: FdScan = present.length > 0 ? fdsOnFiles(present, this.procRoot) : { processes: 0, fds: 0, unreadablePids: [], statted: 0, fdsOnFile: [] };
+    const fds: FdScan =
+      present.length > 0
+        ? fdsOnFiles(present, this.procRoot)
+        : { processes: 0, fds: 0, unreadablePids: [], statted: 0, fdsOnFile: [] };
     const locks: LockEntry[] = await locksRead;
     const t2 = performance.now();
     const mounts = lazy(readMountTable);
@@ -118,12 +125,28 @@ export class VolumeUsage {
       const expected = new Set((q.expectedImages ?? []).map((p) => target(p).path));
       const users: VolumeUser[] = [...unreadable(scan, t, expected), ...dependants(scan, t, expected, statOf, mounts)];
       const j = present.findIndex((p) => p.i === i);
-      if (j >= 0 && t.id) users.push(...processUsers(fds, j, locksOn(locks, t.id), new Set([...(q.expectedPids ?? []), process.pid]), this.procRoot));
+      if (j >= 0 && t.id)
+        users.push(
+          ...processUsers(
+            fds,
+            j,
+            locksOn(locks, t.id),
+            new Set([...(q.expectedPids ?? []), process.pid]),
+            this.procRoot,
+          ),
+        );
       return { volume: t.path, exists: t.id !== undefined, users };
     });
     const stats: GuardStats = {
-      images: scan.files.size, dirs: scan.dirs, headersRead: scan.headersRead, processes: fds.processes, fds: fds.fds, unreadablePids: fds.unreadablePids,
-      indexMs: t1 - t0, procMs: t2 - t1, totalMs: performance.now() - t0,
+      images: scan.files.size,
+      dirs: scan.dirs,
+      headersRead: scan.headersRead,
+      processes: fds.processes,
+      fds: fds.fds,
+      unreadablePids: fds.unreadablePids,
+      indexMs: t1 - t0,
+      procMs: t2 - t1,
+      totalMs: performance.now() - t0,
     };
     return { results, stats };
   }
@@ -132,10 +155,16 @@ export class VolumeUsage {
 /** One line per user, for a refusal message. */
 export function describeUser(u: VolumeUser): string {
   switch (u.kind) {
-    case 'backingOf': return `it is the backing file of ${u.image}`;
-    case 'openBy': return `process ${u.pid} (${u.process}) has it open`;
-    case 'lockedBy': return u.pid === null ? `a process not visible here holds locks on it (${u.locks.join(', ')})` : `process ${u.pid}${u.process ? ` (${u.process})` : ''} holds locks on it (${u.locks.join(', ')})`;
-    case 'unreadable': return `${u.path} could not be read (${u.error}), so it may use it`;
+    case 'backingOf':
+      return `it is the backing file of ${u.image}`;
+    case 'openBy':
+      return `process ${u.pid} (${u.process}) has it open`;
+    case 'lockedBy':
+      return u.pid === null
+        ? `a process not visible here holds locks on it (${u.locks.join(', ')})`
+        : `process ${u.pid}${u.process ? ` (${u.process})` : ''} holds locks on it (${u.locks.join(', ')})`;
+    case 'unreadable':
+      return `${u.path} could not be read (${u.error}), so it may use it`;
   }
 }
 
