@@ -5,13 +5,13 @@ import { log } from '@temporalio/activity';
 
 import { blockJobId } from '../config/names';
 import { failure } from '../domain/failures';
-import { imageDir, PathOutsideRootError, volumePath } from '../domain/layout';
+import { PathOutsideRootError, volumePath } from '../domain/layout';
 import { findJob } from '../host/driver';
-import { readBackingFile } from '../host/qemu-img';
 import { writeTombstone } from '../host/tombstone';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
 import { type DiskStep, diskStepSchema } from './inputs';
+import { guardDelete } from './volume-guard';
 
 export interface VolumeDeleted {
   /** False when the file was already gone (a repeated delete is a success). */
@@ -22,8 +22,8 @@ export interface VolumeDeleted {
 /**
  * Detaches the merged top from QEMU and deletes its file (its space is reclaimed just after).
  * Runs only after a passed chain check, and checks again itself: the volume must be in no chain
- * of the VM, be no other image's backing file, and lie inside the storage root after symlinks
- * are resolved.
+ * of the VM, be used by nothing else on the host (activities/volume-guard.ts), and lie inside the
+ * storage root after symlinks are resolved.
  */
 export function createDeleteVolume(deps: HostDeps) {
   return async function deleteVolume(input: DiskStep): Promise<VolumeDeleted> {
@@ -40,13 +40,9 @@ export function createDeleteVolume(deps: HostDeps) {
           `volume ${step.topVolumeId} is still in the chain of disk ${holder.diskId}; not deleted`,
         );
       }
-      const child = await backedBy(imageDir(deps.storageRoot, step.diskId), file);
-      if (child) {
-        throw failure(
-          'VolumeInUse',
-          `volume ${step.topVolumeId} is the backing file of ${path.basename(child)}; not deleted`,
-        );
-      }
+      // Nothing else on the host may use it: no image anywhere under the root names it as backing,
+      // no process but the VM's QEMU (which lets go of it below) holds it open or locked.
+      await guardDelete(deps, step.vmId, file, step.diskId);
 
       // The base must hold the committed data on disk before the top, its only other copy, goes.
       const baseFile = volumePath(deps.storageRoot, step.diskId, step.baseVolumeId);
@@ -92,29 +88,4 @@ async function assertInsideRoot(storageRoot: string, file: string): Promise<void
     throw err;
   }
   if (!realDir.startsWith(realRoot + path.sep)) throw new PathOutsideRootError(realDir, realRoot);
-}
-
-/** An image in `dir` whose header names `file` as its backing, if any. */
-async function backedBy(dir: string, file: string): Promise<string | undefined> {
-  let entries: string[];
-  try {
-    entries = await fs.readdir(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw err;
-  }
-  for (const name of entries) {
-    const candidate = path.join(dir, name);
-    if (!name.endsWith('.qcow2') || candidate === file) continue;
-    let backing: string | undefined;
-    try {
-      backing = await readBackingFile(candidate);
-    } catch (err) {
-      // Deleted since the listing: it names nothing any more.
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
-      throw err;
-    }
-    if (backing === file) return candidate;
-  }
-  return undefined;
 }

@@ -13,6 +13,7 @@ import { readTombstone } from '../host/tombstone';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
 import { type MergeStep, mergeStepSchema } from './inputs';
+import { guardCommit } from './volume-guard';
 
 export type MergeStarted =
   | { outcome: 'started' | 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
@@ -22,7 +23,8 @@ export type MergeStarted =
  * Reads the live chain, checks top and base against it and starts the block commit under the
  * disk's deterministic job id. Safe to run twice: a job of that id already in QEMU is adopted,
  * and a top already out of the chain (merged earlier) is reported as such. A new job starts only
- * when the base's file system has room for what it can add to the base (host/space.ts), else the
+ * when nothing outside the disk's chain uses its top or base (activities/volume-guard.ts) and
+ * the base's file system has room for what it can add to the base (host/space.ts), else the
  * disk fails with InsufficientSpace and nothing is touched.
  */
 export function createMerge(deps: HostDeps) {
@@ -71,7 +73,8 @@ export function createMerge(deps: HostDeps) {
         );
       }
 
-      // Only a new job needs room: an adopted one is already running, and a merged top needs none.
+      // Only a new job is guarded: an adopted one is already running, and a merged top needs none.
+      await guardCommit(deps, vmId, chain, topIndex, baseIndex);
       const top = chain.volumes[topIndex];
       const space = await deps.driver.measureCommitSpace(vmId, {
         topNode: top.nodeName,

@@ -33,9 +33,15 @@ export const FAILURES = {
     retryable: false,
     meaning: 'after the job the top is still in the chain or the base is missing',
   },
+  BaseShared: {
+    retryable: false,
+    meaning:
+      "the base is used outside the disk's chain (another image's backing, another process): nothing is written into it",
+  },
   VolumeInUse: {
     retryable: false,
-    meaning: 'the volume to delete is still in a chain, a backing file, or held by a block job',
+    meaning:
+      'the top is used outside its chain (a backing file, a process, a lock, a block job): not committed or deleted',
   },
   PathOutsideStorageRoot: { retryable: false, meaning: "a volume's real path lies outside the host's storage root" },
   CorruptImageHeader: {

@@ -6,6 +6,7 @@ import { HEARTBEAT_THROTTLE } from '../config/policy';
 import type { HypervisorDriver } from '../host/driver';
 import { QmpDriver } from '../host/qmp-driver';
 import { Reclaimer } from '../host/reclaim';
+import { VolumeUsage } from '../host/usage';
 
 export interface HostAgentOptions {
   hostId: string;
@@ -42,7 +43,9 @@ export async function createHostWorker(
   const leftOver = await reclaimer.sweep();
   if (leftOver > 0)
     logger.info(`reclaiming ${leftOver} volume(s) deleted before the last stop`, { hostId: opts.hostId });
-  const activities = createHostActivities({ hostId: opts.hostId, storageRoot: opts.storageRoot, driver, reclaimer });
+  const usage = new VolumeUsage(opts.storageRoot);
+  const { hostId, storageRoot, runDir } = opts;
+  const activities = createHostActivities({ hostId, storageRoot, runDir, driver, reclaimer, usage });
   const worker = await Worker.create({
     connection,
     namespace,
@@ -76,6 +79,7 @@ export async function createHostWorker(
     reclaimer,
     async close() {
       await reclaimer.drain();
+      usage.close();
       await driver.close();
     },
   };

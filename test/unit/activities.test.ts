@@ -17,6 +17,7 @@ import type { HypervisorDriver } from '../../src/host/driver';
 import { readBackingFile } from '../../src/host/qemu-img';
 import { Reclaimer, reclaimPath } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
+import { VolumeUsage } from '../../src/host/usage';
 import { readTombstone } from '../../src/host/tombstone';
 
 /**
@@ -37,6 +38,17 @@ let calls: string[];
 let failNext: Map<string, Error>;
 let acts: HostActivities;
 let reclaimer: Reclaimer;
+let usage: VolumeUsage;
+
+/** The host's dependencies as an agent gives them, over `driver`. */
+const deps = (driver: HypervisorDriver) => ({
+  hostId: 'h1',
+  storageRoot: root,
+  runDir: root,
+  driver,
+  reclaimer,
+  usage,
+});
 
 const vol = (id: string, diskId = 'd1'): string => volumePath(root, diskId, id);
 const qemuImg = (...args: string[]): Promise<unknown> => run('qemu-img', args);
@@ -79,10 +91,12 @@ beforeEach(async () => {
   calls = [];
   failNext = new Map();
   reclaimer = new Reclaimer(root);
-  acts = createHostActivities({ hostId: 'h1', storageRoot: root, driver: recording(sim), reclaimer });
+  usage = new VolumeUsage(root);
+  acts = createHostActivities(deps(recording(sim)));
 });
 
 afterEach(async () => {
+  usage.close();
   await sim.close();
   await fs.rm(root, { recursive: true, force: true });
   if (outside) await fs.rm(outside, { recursive: true, force: true });
@@ -198,7 +212,7 @@ describe('merge', () => {
     // 16 MiB of the sim's commit plus the 64 MiB margin do not fit in 80 MiB free.
     const tight = new SimDriver({ seed: 1, freeBytes: 80 * MiB });
     tight.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] }]);
-    const small = createHostActivities({ hostId: 'h1', storageRoot: root, driver: tight, reclaimer });
+    const small = createHostActivities(deps(tight));
     try {
       const f = await failureOf(env().run(small.merge, mergeIn('v1', 'v0')));
       expect(f).toMatchObject({ type: 'InsufficientSpace', nonRetryable: true });
@@ -267,7 +281,7 @@ describe('waitForBlockJob', () => {
         return jobs;
       },
     });
-    const slow = createHostActivities({ hostId: 'h1', storageRoot: root, driver: slowReads, reclaimer });
+    const slow = createHostActivities(deps(slowReads));
     await env().run(acts.merge, mergeIn('v2', 'v1', 100 * MiB)); // 16 MiB: ready after about 160 ms
     const t0 = Date.now();
     const end = await env().run(slow.waitForBlockJob, { ...jobIn('v2'), pollIntervalMs: 10_000 });

@@ -6,6 +6,7 @@ import { createHostActivities, type HostActivities } from '../../src/activities'
 import { blockJobId } from '../../src/config/names';
 import { Reclaimer } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
+import { VolumeUsage } from '../../src/host/usage';
 
 /** The setBlockJobSpeed host activity against SimDriver (QEMU's block-job semantics, in memory). */
 
@@ -30,7 +31,14 @@ beforeEach(async () => {
     speeds.push([id, speed]);
     return setSpeed(vmId, id, speed);
   };
-  acts = createHostActivities({ hostId: 'h1', storageRoot: '/s', driver: sim, reclaimer: new Reclaimer('/s') });
+  acts = createHostActivities({
+    hostId: 'h1',
+    storageRoot: '/s',
+    runDir: '/s',
+    driver: sim,
+    reclaimer: new Reclaimer('/s'),
+    usage: new VolumeUsage('/s'),
+  });
 });
 afterEach(async () => sim.close());
 

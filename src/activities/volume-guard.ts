@@ -1,0 +1,57 @@
+import { failure } from '../domain/failures';
+import type { DiskChain } from '../host/driver';
+import { describeUser, vmQemuPids, type VolumeUsers } from '../host/usage';
+import type { HostDeps } from './deps';
+
+/**
+ * The refusals that keep a merge from writing into, or deleting, a volume anything else uses
+ * (DESIGN.md rule 10), on the whole host: images anywhere under the storage root that name it as
+ * backing, processes that hold it open or locked. Checked before the commit starts and again
+ * before the delete (time passed; something may have started using it).
+ */
+
+/**
+ * Before a new block job: the base may be used by this disk's chain alone, the top by the layer
+ * above it alone, and both by nothing but the VM's QEMU. Otherwise BaseShared / VolumeInUse.
+ */
+export async function guardCommit(
+  deps: HostDeps,
+  vmId: string,
+  chain: DiskChain,
+  top: number,
+  base: number,
+): Promise<void> {
+  const qemu = vmQemuPids(deps.runDir, vmId);
+  const [topUse, baseUse] = (
+    await deps.usage.findUsersOfEach([
+      {
+        volume: chain.volumes[top].path,
+        expectedImages: top > 0 ? [chain.volumes[top - 1].path] : [],
+        expectedPids: qemu,
+      },
+      { volume: chain.volumes[base].path, expectedImages: chain.volumes.map((v) => v.path), expectedPids: qemu },
+    ])
+  ).results;
+  refuseUsed(baseUse, 'BaseShared', `base volume ${nameOf(baseUse)} of disk ${chain.diskId} is used outside its chain`);
+  refuseUsed(topUse, 'VolumeInUse', `top volume ${nameOf(topUse)} of disk ${chain.diskId} is used outside its chain`);
+}
+
+/** Before the delete: nothing but the VM's QEMU (which lets go of it next) may use the top. */
+export async function guardDelete(deps: HostDeps, vmId: string, file: string, diskId: string): Promise<void> {
+  const use = await deps.usage.findUsers({ volume: file, expectedPids: vmQemuPids(deps.runDir, vmId) });
+  refuseUsed(use, 'VolumeInUse', `volume ${nameOf(use)} of disk ${diskId} is still used`);
+}
+
+function refuseUsed(use: VolumeUsers, type: 'BaseShared' | 'VolumeInUse', what: string): void {
+  if (use.users.length === 0) return;
+  const why = use.users.map(describeUser).join('; ');
+  // An image whose header cannot be read might name the volume: nothing can be decided.
+  if (use.users.every((u) => u.kind === 'unreadable')) {
+    throw failure('CorruptImageHeader', `${what}?: ${why}; nothing was touched`, { users: use.users });
+  }
+  throw failure(type, `${what}: ${why}; nothing was touched`, { users: use.users });
+}
+
+function nameOf(use: VolumeUsers): string {
+  return use.volume.slice(use.volume.lastIndexOf('/') + 1).replace(/\.qcow2$/, '');
+}
