@@ -17,8 +17,8 @@ import type { HypervisorDriver } from '../../src/host/driver';
 import { readBackingFile } from '../../src/host/qemu-img';
 import { Reclaimer, reclaimPath } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
-import { VolumeUsage } from '../../src/host/usage';
 import { readTombstone } from '../../src/host/tombstone';
+import { VolumeUsage } from '../../src/host/usage';
 
 /**
  * The host activities against SimDriver (the QEMU side) and real qcow2 files: disk d1 of VM vm1
