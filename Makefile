@@ -6,7 +6,7 @@ SHELL := /bin/bash
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup demo test bench lint qemu temporal chromium
+.PHONY: help setup demo test bench lint qemu temporal chromium guest
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
@@ -15,7 +15,7 @@ help:
 	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
 	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
 
-setup: node_modules/.installed qemu temporal chromium
+setup: node_modules/.installed qemu temporal chromium guest
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -29,6 +29,10 @@ temporal:
 
 chromium:
 	@bash scripts/ensure-chromium.sh
+
+# The lab's guest OS (Debian's cloud kernel, busybox, lab/guest/writer.c), cached in ~/.cache/live-merge/guest-<hash>/.
+guest: node_modules/.installed
+	@bash scripts/ensure-guest.sh >/dev/null
 
 demo: setup
 	npx tsx lab/demo/main.ts $(DEMO_ARGS)

@@ -2,7 +2,9 @@
  * The lab command: create, inspect and remove lab VMs.
  *
  *   npx tsx lab/cli.ts create  --vm-id X [--disks N] [--volumes K] [--size-mib S] [--layer-data-mib M] [--storage-root DIR]
+ *                              [--guest [--guest-rate N] [--guest-region-mib M]]
  *   npx tsx lab/cli.ts verify  --vm-id X [--flush]   (exit 1 when the check fails)
+ *   npx tsx lab/cli.ts check   --vm-id X             (a stopped guest VM: exit 1 when an acknowledged write is lost)
  *   npx tsx lab/cli.ts chain   --vm-id X
  *   npx tsx lab/cli.ts stop    --vm-id X
  *   npx tsx lab/cli.ts destroy --vm-id X
@@ -17,6 +19,7 @@ import { z } from 'zod';
 
 import { idSchema } from '../src/domain/input';
 import { volumeIdOf } from '../src/domain/layout';
+import { checkGuestWrites, type GuestCheckReport } from './guest';
 import {
   activeVolumePath,
   createLabVm,
@@ -32,16 +35,27 @@ import {
   type VerifyReport,
 } from './vm';
 
-const COMMANDS = ['create', 'verify', 'chain', 'stop', 'destroy'] as const;
+const COMMANDS = ['create', 'verify', 'check', 'chain', 'stop', 'destroy'] as const;
 type Command = (typeof COMMANDS)[number];
-const CREATE_ONLY = ['disks', 'volumes', 'size-mib', 'layer-data-mib', 'storage-root'] as const;
+const CREATE_ONLY = [
+  'disks',
+  'volumes',
+  'size-mib',
+  'layer-data-mib',
+  'storage-root',
+  'guest',
+  'guest-rate',
+  'guest-region-mib',
+] as const;
 
 const USAGE = `usage: npx tsx lab/cli.ts <${COMMANDS.join('|')}> --vm-id ID [options]
 
   create   make the VM's qcow2 chains (with a data pattern per layer) and start it, paused
+           (with --guest: booting the lab guest, which writes records to every disk)
   verify   check every disk's chain and data on the running VM (exit 1 on a problem)
+  check    a stopped guest VM: every write its guest acknowledged is on its disks (exit 1 if not)
   chain    print every disk's active file and chain, from the running VM
-  stop     stop the VM's QEMU (idempotent)
+  stop     stop the VM's QEMU (idempotent; a guest is asked to stop first, and powers off)
   destroy  stop it and remove its images and run dir (idempotent)
 
 options:
@@ -57,6 +71,9 @@ create only:
   --size-mib S           virtual disk size in MiB (default 64)
   --layer-data-mib M     size of each data region in MiB (default 1)
   --storage-root DIR     images live in DIR/images/<diskId>/ (default ./.lab/storage)
+  --guest                boot the lab guest (built once by scripts/ensure-guest.sh) instead of a paused VM
+  --guest-rate N         the guest's writes per second over all disks (default 0: as fast as it goes)
+  --guest-region-mib M   the guest's write region in MiB, after the pattern regions (default: the rest)
 `;
 
 class UsageError extends Error {}
@@ -79,6 +96,9 @@ const flagsSchema = z
     'layer-data-mib': wholeNumber(1, 1024).default(1),
     json: z.boolean().default(false),
     flush: z.boolean().default(false),
+    guest: z.boolean().default(false),
+    'guest-rate': wholeNumber(0, 1_000_000).optional(),
+    'guest-region-mib': wholeNumber(1, 1024 * 1024).optional(),
   })
   .strict()
   .refine((f) => (f.volumes + 1) * f['layer-data-mib'] <= f['size-mib'], {
@@ -105,6 +125,9 @@ function parse(argv: string[]): { command: Command; flags: Flags } {
         'layer-data-mib': { type: 'string' },
         json: { type: 'boolean' },
         flush: { type: 'boolean' },
+        guest: { type: 'boolean' },
+        'guest-rate': { type: 'string' },
+        'guest-region-mib': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -129,6 +152,8 @@ function parse(argv: string[]): { command: Command; flags: Flags } {
       throw new UsageError(`${misplaced.map((f) => `--${f}`).join(', ')} only applies to create`);
   }
   if (command !== 'verify' && values.flush !== undefined) throw new UsageError('--flush only applies to verify');
+  if (!values.guest && (values['guest-rate'] !== undefined || values['guest-region-mib'] !== undefined))
+    throw new UsageError('--guest-rate and --guest-region-mib need --guest');
   if (values['vm-id'] === undefined) throw new UsageError('--vm-id is required');
   const { help: _help, ...rest } = values;
   const parsed = flagsSchema.safeParse(rest);
@@ -151,6 +176,15 @@ function describeVm(vm: LabVm): string {
     `  QMP:          ${vm.qmpSocket}`,
     `  aux QMP:      ${vm.auxQmpSocket}`,
   ];
+  if (vm.guest) {
+    const g = vm.guest;
+    lines.push(
+      `  guest:        writes ${g.recordSize}-byte records to [${mib(g.regionOffset)}, ${mib(g.regionOffset + g.regionLength)}) of every disk, ` +
+        `${g.rate ? `${g.rate}/s` : 'unthrottled'}, nonce ${g.nonce}`,
+      `  ACK log:      ${g.ackLog}`,
+      `  console:      ${g.consoleSocket} (log ${g.consoleLog})`,
+    );
+  }
   for (const d of vm.disks) {
     lines.push(`  ${d.diskId}: ${[...d.volumeIds].reverse().join(' → ')} (active first, base last)`);
     for (const r of d.regions) {
@@ -180,6 +214,26 @@ function describeReport(report: VerifyReport): string {
   return lines.join('\n');
 }
 
+function describeGuestReport(report: GuestCheckReport): string {
+  const lines = report.disks.map(
+    (d) =>
+      `${d.diskId}: ${d.acknowledged} write(s) acknowledged (last seq ${d.lastAckedSeq}), ` +
+      `${d.found}/${d.offsetsAcknowledged} acknowledged offsets found` +
+      `${d.foundLater ? ` (${d.foundLater} with a later unreported write)` : ''}, ${d.lost} lost; ` +
+      `chain ${d.chain.join(' → ')}; qemu-img check ${d.imageChecks.every((c) => c.ok) ? 'clean' : 'NOT clean'}`,
+  );
+  for (const p of report.problems)
+    lines.push(
+      `  ${p.kind}${p.diskId ? ` ${p.diskId}` : ''}${p.offset === undefined ? '' : ` @${p.offset}`}: ${p.detail}`,
+    );
+  const more = report.disks.reduce((n, d) => n + d.moreProblems, 0);
+  if (more > 0) lines.push(`  … and ${more} more problem(s)`);
+  lines.push(
+    `check ${report.vmId}: ${report.ok ? 'OK' : 'FAILED'} (${report.stoppedCleanly ? 'the guest stopped cleanly' : 'the guest did not stop cleanly'})`,
+  );
+  return lines.join('\n');
+}
+
 async function main(argv: string[]): Promise<number> {
   const { command, flags } = parse(argv);
   const vmId = flags['vm-id'];
@@ -197,6 +251,14 @@ async function main(argv: string[]): Promise<number> {
         volumes: flags.volumes,
         sizeMiB: flags['size-mib'],
         layerDataMiB: flags['layer-data-mib'],
+        ...(flags.guest
+          ? {
+              guest: {
+                ...(flags['guest-rate'] === undefined ? {} : { rate: flags['guest-rate'] }),
+                ...(flags['guest-region-mib'] === undefined ? {} : { regionMiB: flags['guest-region-mib'] }),
+              },
+            }
+          : {}),
       });
       print(vm, `created ${describeVm(vm)}`);
       return 0;
@@ -204,6 +266,11 @@ async function main(argv: string[]): Promise<number> {
     case 'verify': {
       const report = await verifyLabVm(runDir, vmId, { flush: flags.flush });
       print(report, describeReport(report));
+      return report.ok ? 0 : 1;
+    }
+    case 'check': {
+      const report = await checkGuestWrites(runDir, vmId);
+      print(report, describeGuestReport(report));
       return report.ok ? 0 : 1;
     }
     case 'chain': {
@@ -225,10 +292,12 @@ async function main(argv: string[]): Promise<number> {
       );
       return 0;
     }
-    case 'stop':
-      await stopLabVm(runDir, vmId);
-      print({ vmId, stopped: true }, `stopped lab VM ${vmId}`);
+    case 'stop': {
+      const how = await stopLabVm(runDir, vmId);
+      const said = { 'not-running': 'was not running', 'guest-powered-off': 'its guest powered off', killed: 'killed' };
+      print({ vmId, stopped: true, how }, `stopped lab VM ${vmId} (${said[how]})`);
       return 0;
+    }
     case 'destroy':
       await destroyLabVm(runDir, vmId);
       print({ vmId, destroyed: true }, `destroyed lab VM ${vmId}`);

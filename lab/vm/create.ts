@@ -1,10 +1,13 @@
 /** Creating a lab VM (its disks with known data, its QEMU, its manifest) and destroying it. */
+import { randomBytes } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 
 import { describeIssues, idSchema } from '../../src/domain/input';
 import { auxQmpSocketPath, imageDir, qmpSocketPath, vmRunDir } from '../../src/domain/layout';
+import { ensureGuestArtifacts } from '../guest/artifacts';
+import { GUEST_ACK_LOG, GUEST_CONSOLE_LOG, GUEST_CONSOLE_SOCKET, type LabGuest, resolveGuest } from '../guest/config';
 import { writeDiskImages } from './images';
 import {
   type CreateLabVmOptions,
@@ -70,8 +73,9 @@ async function runningVmsOnStorage(
 }
 
 /**
- * Creates the disks of a lab VM (qcow2 chains with known data) and starts it, paused, detached
- * from this process. Resolves when both QMP sockets accept connections.
+ * Creates the disks of a lab VM (qcow2 chains with known data) and starts it, detached from this
+ * process: paused with no guest OS, or with `guest` booting the lab guest, whose writer writes to
+ * every disk from about 3 s on (see lab/guest). Resolves when both QMP sockets accept connections.
  */
 export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   const parsed = createLabVmOptionsSchema.safeParse(options);
@@ -115,6 +119,22 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   }
   const R = opts.layerDataMiB * MiB;
   const K = opts.volumes;
+  let guest: LabGuest | undefined;
+  if (opts.guest) {
+    const artifacts = await ensureGuestArtifacts();
+    guest = resolveGuest(opts.guest, {
+      sizeMiB: opts.sizeMiB,
+      patternEndMiB: (K + 1) * opts.layerDataMiB,
+      vmDir: dir,
+      kernel: artifacts.kernel,
+      initrd: artifacts.initrd,
+      nonce: randomBytes(8).toString('hex'),
+    });
+    if (Buffer.byteLength(guest.consoleSocket) > MAX_UNIX_SOCKET_PATH)
+      throw new Error(
+        `socket path ${guest.consoleSocket} is longer than ${MAX_UNIX_SOCKET_PATH} bytes; choose a shorter run dir`,
+      );
+  }
   const disks: LabDisk[] = [];
   for (let d = 0; d < opts.disks; d++) {
     const diskId = labDiskId(d, prefix);
@@ -160,6 +180,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     qmpSocket,
     auxQmpSocket,
     disks,
+    ...(guest ? { guest } : {}),
   };
 
   // Leftovers of this VM's earlier life on this storage root (it may have had more disks) go.
@@ -169,6 +190,9 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   await fs.mkdir(dir, { recursive: true });
   for (const f of [MANIFEST_FILE, PID_FILE, LOG_FILE]) await fs.rm(path.join(dir, f), { force: true });
   for (const s of [qmpSocket, auxQmpSocket]) await fs.rm(s, { force: true });
+  // A guest's files from an earlier life of this VM id (a new run must not inherit its ACKs).
+  for (const f of [GUEST_ACK_LOG, GUEST_CONSOLE_LOG, GUEST_CONSOLE_SOCKET])
+    await fs.rm(path.join(dir, f), { force: true });
 
   const createdDirs: string[] = [];
   let pid: number | undefined;
@@ -197,7 +221,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
 /** Stops the VM and removes its disks' image dirs and its run dir. Idempotent. */
 export async function destroyLabVm(runDir: string, vmId: string): Promise<void> {
   const root = path.resolve(runDir);
-  await stopLabVm(root, vmId);
+  await stopLabVm(root, vmId, { graceful: false });
   const manifest = await readManifestIfAny(root, vmId);
   if (manifest) {
     for (const disk of manifest.disks)

@@ -1,5 +1,5 @@
 /**
- * The lab: real QEMU VMs (no guest OS, CPU paused) whose disks are qcow2 chains with a known data
+ * The lab: real QEMU VMs (no guest OS, CPU paused; or running the lab guest, see lab/guest) whose disks are qcow2 chains with a known data
  * pattern in every layer, for demos and integration tests of live merges.
  *
  * A lab VM's disk `disk<d>` is a chain of K volumes `d<d>v0` (base) … `d<d>v<K-1>` (active), each
@@ -54,7 +54,14 @@ export {
   PID_FILE,
   readLabVm,
 } from './manifest';
-export { LabCommandError, runningLabVmPid, type RunResult, stopLabVm } from './processes';
+export {
+  LabCommandError,
+  type LabVmStopped,
+  runningLabVmPid,
+  type RunResult,
+  stopLabVm,
+  type StopLabVmOptions,
+} from './processes';
 export { auxQmpCommand, qmpCommand } from './qmp';
 export {
   checkRegion,

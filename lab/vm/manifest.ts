@@ -9,6 +9,7 @@ import { z } from 'zod';
 
 import { describeIssues, idSchema } from '../../src/domain/input';
 import { vmRunDir } from '../../src/domain/layout';
+import { labGuestOptionsSchema, labGuestSchema } from '../guest/config';
 
 export const MANIFEST_FILE = 'lab.json';
 export const PID_FILE = 'qemu.pid';
@@ -142,6 +143,8 @@ export const labManifestSchema = z
     qmpSocket: z.string().min(1),
     auxQmpSocket: z.string().min(1),
     disks: z.array(labDiskSchema).min(1),
+    /** Set when the VM boots the lab guest (its writer writes to every disk) instead of sitting paused. */
+    guest: labGuestSchema.optional(),
   })
   .strict();
 export type LabManifest = z.infer<typeof labManifestSchema>;
@@ -171,6 +174,11 @@ export const createLabVmOptionsSchema = z
       .string()
       .regex(/^[a-z0-9-]{0,8}$/, 'must be up to 8 lowercase letters, digits or "-"')
       .default(''),
+    /**
+     * Boot the lab guest (Debian's cloud kernel, an initramfs whose writer writes records to every
+     * disk and reports each acknowledged one) instead of a paused VM with no guest OS (the default).
+     */
+    guest: labGuestOptionsSchema.optional(),
   })
   .strict()
   .refine((o) => (o.volumes + 1) * o.layerDataMiB <= o.sizeMiB, {

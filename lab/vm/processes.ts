@@ -9,6 +9,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { auxQmpSocketPath, qmpSocketPath, vmRunDir } from '../../src/domain/layout';
+import { GUEST_CONSOLE_SOCKET } from '../guest/config';
+import { requestGuestStop } from '../guest/control';
 import { PID_FILE, readManifestIfAny } from './manifest';
 
 export interface RunResult {
@@ -201,14 +203,42 @@ export async function startQemu(
   }
 }
 
-/** Stops the VM's QEMU (SIGTERM, SIGKILL after 3 s) and waits for its end. Idempotent. */
-export async function stopLabVm(runDir: string, vmId: string): Promise<void> {
+export interface StopLabVmOptions {
+  /**
+   * For a VM running the lab guest (default true): first ask the guest to stop (its writer
+   * flushes, reports DONE and powers off, which ends QEMU), and kill QEMU only when it has not
+   * exited within `guestTimeoutMs`. False, or a VM without a guest: SIGTERM, SIGKILL after 3 s.
+   */
+  graceful?: boolean;
+  guestTimeoutMs?: number;
+}
+
+/** How the VM's QEMU ended: it was not running, its guest powered off, or it was killed. */
+export type LabVmStopped = 'not-running' | 'guest-powered-off' | 'killed';
+
+/** Stops the VM's QEMU and waits for its end. Idempotent. */
+export async function stopLabVm(runDir: string, vmId: string, options: StopLabVmOptions = {}): Promise<LabVmStopped> {
   const root = path.resolve(runDir);
   const pidFile = pidFilePath(root, vmId);
   const pid = await runningLabVmPid(root, vmId);
-  if (pid !== undefined) await killQemu(pid, pidFile);
+  let how: LabVmStopped = 'not-running';
+  if (pid !== undefined) {
+    const guest = (await readManifestIfAny(root, vmId))?.guest;
+    const timeoutMs = options.guestTimeoutMs ?? 20_000;
+    if (guest && options.graceful !== false) {
+      const answer = await requestGuestStop(guest.consoleSocket, timeoutMs);
+      if (answer !== 'unreachable' && (await waitForExit(pid, pidFile, answer === 'closed' ? 5_000 : 0)))
+        how = 'guest-powered-off';
+    }
+    if (how === 'not-running') {
+      await killQemu(pid, pidFile);
+      how = 'killed';
+    }
+  }
   // After a SIGKILL QEMU leaves its pid file and sockets behind.
   await fs.rm(pidFile, { force: true });
   await fs.rm(qmpSocketPath(root, vmId), { force: true });
   await fs.rm(auxQmpSocketPath(root, vmId), { force: true });
+  await fs.rm(path.join(vmRunDir(root, vmId), GUEST_CONSOLE_SOCKET), { force: true });
+  return how;
 }

@@ -1,5 +1,9 @@
-/** The QEMU command line of a lab VM: its chains as `-blockdev` nodes, a virtio-blk device per disk, two QMP sockets. */
+/**
+ * The QEMU command line of a lab VM: its chains as `-blockdev` nodes, a virtio-blk device per disk,
+ * two QMP sockets; paused with no guest OS, or booting the lab guest.
+ */
 import { volumePath } from '../../src/domain/layout';
+import { guestKernelCmdline, type LabGuest } from '../guest/config';
 import { blkdebugNodeName, fileNodeName, formatNodeName, type LabBlkdebug, type LabManifest } from './manifest';
 
 export function assertPlainPath(label: string, p: string): void {
@@ -8,7 +12,17 @@ export function assertPlainPath(label: string, p: string): void {
 }
 
 export function buildQemuArgs(m: LabManifest, pidFile: string): string[] {
-  const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'q35,accel=tcg', '-name', m.vmId];
+  const args = [
+    ...(m.guest ? [] : ['-S']),
+    '-nodefaults',
+    '-display',
+    'none',
+    '-machine',
+    'q35,accel=tcg',
+    '-name',
+    m.vmId,
+  ];
+  if (m.guest) args.push(...guestArgs(m.guest, m.disks.length));
   for (const disk of m.disks) {
     let lower: string | undefined;
     disk.volumeIds.forEach((volumeId, i) => {
@@ -60,4 +74,42 @@ export function blkdebugBlockdev(b: LabBlkdebug, nodeName: string, image: string
     `inject-error.0.errno=${b.errno}`,
   );
   return opts.join(',');
+}
+
+/**
+ * The guest's part: kernel, initramfs and command line; no reboot (a reboot, a power-off or a
+ * panic ends QEMU); two serial ports. COM1 (ttyS0) is the console, a unix socket (no client needed:
+ * wait=off) with a log file: the host writes "STOP" into it. COM2 (ttyS1) carries only the writer's
+ * ACK lines, and QEMU writes them straight to a file in the run dir, so the record of what the
+ * guest was told is durable whatever host process dies, QEMU included (each write() of QEMU's is in
+ * the file once QEMU returns to the guest).
+ */
+function guestArgs(g: LabGuest, disks: number): string[] {
+  for (const [label, p] of [
+    ['kernel', g.kernel],
+    ['initramfs', g.initrd],
+    ['ACK log', g.ackLog],
+    ['console socket', g.consoleSocket],
+    ['console log', g.consoleLog],
+  ])
+    assertPlainPath(label, p);
+  return [
+    '-m',
+    String(g.memoryMiB),
+    '-no-reboot',
+    '-kernel',
+    g.kernel,
+    '-initrd',
+    g.initrd,
+    '-append',
+    guestKernelCmdline(g, disks),
+    '-chardev',
+    `socket,id=console,path=${g.consoleSocket},server=on,wait=off,logfile=${g.consoleLog},logappend=on`,
+    '-serial',
+    'chardev:console',
+    '-chardev',
+    `file,id=acks,path=${g.ackLog},append=on`,
+    '-serial',
+    'chardev:acks',
+  ];
 }
