@@ -9,6 +9,7 @@ import * as path from 'node:path';
 
 import { z } from 'zod';
 
+import { busyHostBench } from './busy-host';
 import { detectionBench } from './detection';
 import { historyBench } from './history';
 import { overheadBench } from './overhead';
@@ -16,13 +17,13 @@ import { type Bench, type BenchResult, machineInfo, readResult, RESULTS_DIR, wri
 import { renderTable } from './support/table';
 import { throughputBench } from './throughput';
 
-const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench];
+const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench, busyHostBench];
 
 const argsSchema = z.object({
   quick: z.boolean(),
   /** Print (and write) the table of the results already in bench/results/, running nothing. */
   table: z.boolean(),
-  only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history'])).optional(),
+  only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history', 'busy-host'])).optional(),
 });
 
 function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
@@ -36,7 +37,9 @@ function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
     else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a.startsWith('--only=')) only = a.slice('--only='.length).split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history] [--table]');
+      console.log(
+        'usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history,busy-host] [--table]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }
