@@ -1,7 +1,8 @@
 import * as path from 'node:path';
 
 import { startWorkerProcess } from '../lab/devserver/worker-process';
-import { type BusyHostPlan, runBusyHost, startSimHost } from '../lab/sim/busy-host';
+import { type BusyHostPlan, jobKey, PROBE, runBusyHost } from '../lab/sim/busy-host';
+import { forkSimHost } from '../lab/sim/forked-host';
 import { ENGINE_TASK_QUEUE } from '../src/config/names';
 import { HOST_JOB_WAIT_SLOTS, HOST_STEP_SLOTS } from '../src/config/policy';
 import {
@@ -32,6 +33,8 @@ interface CaseResult {
   failed: string[];
   probeMs: number;
   probeEndedWhileLongJobsRan: boolean;
+  /** The probe's slower disk: its job's end to its chain check, while every long job ran. */
+  probeJobEndToCheckMs: number;
   jobEndToCheckP50Ms: number;
   jobEndToCheckP99Ms: number;
   jobEndToCheckMaxMs: number;
@@ -39,15 +42,15 @@ interface CaseResult {
   wallSec: number;
 }
 
-async function runCase(srv: BenchServer, dir: string, label: string, plan: BusyHostPlan): Promise<CaseResult> {
-  const host = await startSimHost(srv.connection, srv.server.namespace, plan);
-  const running = host.agent.run();
+async function runCase(srv: BenchServer, label: string, plan: BusyHostPlan): Promise<CaseResult> {
+  const host = await forkSimHost(srv.server.address, srv.server.namespace, plan);
   let rssPeak = 0;
-  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssOf(process.pid))), 250);
+  const sampler = setInterval(() => (rssPeak = Math.max(rssPeak, rssOf(host.pid))), 250);
   const t0 = Date.now();
   try {
     const outcome = await runBusyHost(srv.client, host, plan);
-    const gaps = [...host.jobEndToCheckMs().values()];
+    const byJob = await host.jobEndToCheckMs();
+    const gaps = Object.values(byJob);
     return {
       label,
       diskMerges: 2 * plan.merges,
@@ -55,6 +58,7 @@ async function runCase(srv: BenchServer, dir: string, label: string, plan: BusyH
       failed: outcome.failed,
       probeMs: outcome.probe.ms,
       probeEndedWhileLongJobsRan: outcome.probe.endedWhileLongJobsRan,
+      probeJobEndToCheckMs: Math.max(...[0, 1].map((d) => byJob[jobKey(PROBE, d)] ?? NaN)),
       jobEndToCheckP50Ms: round(median(gaps), 1),
       jobEndToCheckP99Ms: round(percentile(gaps, 99), 1),
       jobEndToCheckMaxMs: round(Math.max(...gaps), 1),
@@ -63,9 +67,7 @@ async function runCase(srv: BenchServer, dir: string, label: string, plan: BusyH
     };
   } finally {
     clearInterval(sampler);
-    host.agent.shutdown();
-    await running;
-    await host.agent.close();
+    await host.stop();
   }
 }
 
@@ -93,10 +95,10 @@ export const busyHostBench: Bench = {
     });
     try {
       ctx.log('  idle host: 5 merges of 2 disks');
-      const idle = await runCase(srv, scratch.dir, 'idle', plan('idle', 5));
+      const idle = await runCase(srv, 'idle', plan('idle', 5));
       const merges = ctx.quick ? 60 : 250;
       ctx.log(`  busy host: ${merges} merges of 2 disks, 10 min (simulated) jobs, then a probe merge`);
-      const busy = await runCase(srv, scratch.dir, 'busy', plan('busy', merges));
+      const busy = await runCase(srv, 'busy', plan('busy', merges));
       for (const c of [idle, busy]) ctx.log(`  ${JSON.stringify(c)}`);
       const figures: Figure[] = [
         {
@@ -117,7 +119,7 @@ export const busyHostBench: Bench = {
           met: busy.failed.length === 0,
         },
         {
-          metric: 'job end to chain check, p99',
+          metric: 'job end to chain check, p99 (jobs of 10 to 20 min, ends spread out)',
           value: busy.jobEndToCheckP99Ms,
           unit: 'ms',
           baseline: idle.jobEndToCheckP99Ms,
@@ -125,6 +127,16 @@ export const busyHostBench: Bench = {
           ratio: round(busy.jobEndToCheckP99Ms / idle.jobEndToCheckP99Ms, 2),
           target: 'p99 <= 1000 ms',
           met: busy.jobEndToCheckP99Ms <= 1000,
+        },
+        {
+          metric: 'probe: its job end to its chain check, while every long job ran',
+          value: busy.probeJobEndToCheckMs,
+          unit: 'ms',
+          baseline: idle.probeJobEndToCheckMs,
+          baselineLabel: 'idle host',
+          ratio: round(busy.probeJobEndToCheckMs / idle.probeJobEndToCheckMs, 2),
+          target: '<= 1000 ms',
+          met: busy.probeJobEndToCheckMs <= 1000,
         },
         {
           metric: 'job end to chain check, p50',
