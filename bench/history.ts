@@ -74,14 +74,14 @@ export const historyBench: Bench = {
         },
       });
       workers.push(
-        (
+        ...(
           await createHostWorker(srv.connection, srv.server.namespace, {
             hostId,
             storageRoot,
             runDir: scratch.dir,
             driver: counting,
           })
-        ).worker,
+        ).workers,
       );
     }
     const runs = workers.map((w) => w.run());

@@ -9,6 +9,7 @@ import * as path from 'node:path';
 
 import { z } from 'zod';
 
+import { busyHostBench } from './busy-host';
 import { detectionBench } from './detection';
 import { guardBench } from './guard';
 import { historyBench } from './history';
@@ -17,13 +18,13 @@ import { type Bench, type BenchResult, machineInfo, readResult, RESULTS_DIR, wri
 import { renderTable } from './support/table';
 import { throughputBench } from './throughput';
 
-const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench, guardBench];
+const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench, guardBench, busyHostBench];
 
 const argsSchema = z.object({
   quick: z.boolean(),
   /** Print (and write) the table of the results already in bench/results/, running nothing. */
   table: z.boolean(),
-  only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history', 'guard'])).optional(),
+  only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history', 'guard', 'busy-host'])).optional(),
 });
 
 function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
@@ -37,7 +38,9 @@ function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
     else if (a === '--only') only = (argv[++i] ?? '').split(',').filter(Boolean);
     else if (a.startsWith('--only=')) only = a.slice('--only='.length).split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
-      console.log('usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history,guard] [--table]');
+      console.log(
+        'usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history,guard,busy-host] [--table]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);
   }

@@ -69,7 +69,7 @@ const ENGINE_OPTIONS = {
   maxConcurrentWorkflowTaskExecutions: 200,
   maxConcurrentWorkflowTaskPolls: 20,
 } as const;
-const HOST_OPTIONS = { maxConcurrentActivityTaskExecutions: 200, maxConcurrentActivityTaskPolls: 2 } as const;
+const HOST_OPTIONS = { maxConcurrentActivityTaskPolls: 2 } as const;
 
 export const throughputBench: Bench = {
   name: 'throughput',
@@ -228,13 +228,13 @@ async function runPhase(
         );
       }
       drivers.push(driver);
-      const { worker } = await createHostWorker(
+      const agent = await createHostWorker(
         srv.connection,
         ns,
         { hostId, storageRoot, runDir: dir, driver },
         HOST_OPTIONS,
       );
-      workers.push(worker);
+      workers.push(...agent.workers);
     }
   }
   const runs = workers.map((w) => w.run());

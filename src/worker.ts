@@ -36,7 +36,7 @@ async function main(): Promise<void> {
         storageRoot: config.storageRoot,
         runDir: config.runDir,
       });
-      workers.push(host.worker);
+      workers.push(...host.workers);
       hosts.push(host);
       logger.info(`host agent ${config.hostId} on ${hostTaskQueue(config.hostId)}`, {
         hostId: config.hostId,

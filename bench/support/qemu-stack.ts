@@ -71,7 +71,7 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
     runDir,
     wrapActivities: wrap,
   });
-  const workers: Worker[] = [engine, host.worker];
+  const workers: Worker[] = [engine, ...host.workers];
   const runs = workers.map((w) => w.run());
   const vms: string[] = [];
   return {

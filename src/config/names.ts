@@ -5,8 +5,17 @@ export const ENGINE_TASK_QUEUE = 'live-merge-engine';
 /** The LiveMergeWorkflow update that changes the merge's speed limit (see domain/bandwidth). */
 export const setBandwidthUpdateName = 'setBandwidth';
 
+/** A host's short steps: merge, verify, delete, clean up, cancel, set speed. */
 export function hostTaskQueue(hostId: string): string {
   return `live-merge-host-${hostId}`;
+}
+
+/**
+ * A host's block-job waits, one per running job for as long as it runs: a queue of their own, so
+ * that however many jobs run, they never hold the slots the host's short steps need.
+ */
+export function hostJobTaskQueue(hostId: string): string {
+  return `live-merge-host-${hostId}-jobs`;
 }
 
 /** One LiveMergeWorkflow per snapshot: the workflow id is derived from the snapshot id. */

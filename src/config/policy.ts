@@ -52,5 +52,17 @@ export const blockJobWaitOptions: ActivityOptions = {
   cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
 };
 
+/**
+ * How many block-job waits one host agent runs at once (its job-wait worker's activity slots).
+ * A wait idles on QEMU's events and a poll timer, so a slot costs little memory and no CPU while
+ * the job runs; the bound is set far above the jobs a host's storage can run at once. Past it,
+ * further waits queue (they have no schedule-to-start bound, so none fails) while the host's short
+ * steps keep their own slots on their own queue.
+ */
+export const HOST_JOB_WAIT_SLOTS = 2000;
+
+/** The short steps' slots per host agent: each takes milliseconds, so the SDK's default suffices. */
+export const HOST_STEP_SLOTS = 100;
+
 /** How often a host agent sends heartbeats at most (each carries the job's offset/len). */
 export const HEARTBEAT_THROTTLE = '1 second';

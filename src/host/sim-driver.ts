@@ -32,6 +32,8 @@ const run = promisify(execFile);
  * stay open until deleted. Jobs advance in real time; close() clears every timer.
  */
 export class SimDriver implements HypervisorDriver {
+  /** When each job concluded (wall clock, ms), by `<vmId>/<jobId>`: benchmarks time what follows. */
+  readonly concludedAt = new Map<string, number>();
   private readonly vms = new Map<string, Vm>();
   private readonly waiters = new JobChangeWaiters();
   private readonly rng: () => number;
@@ -304,6 +306,7 @@ export class SimDriver implements HypervisorDriver {
     job.done = this.offsetOf(job);
     job.status = 'concluded';
     if (error !== undefined) job.error = error;
+    this.concludedAt.set(`${vmId}/${job.id}`, Date.now());
     this.notify(vmId);
   }
 }

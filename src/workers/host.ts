@@ -1,8 +1,8 @@
 import { type NativeConnection, Runtime, Worker, type WorkerOptions } from '@temporalio/worker';
 
 import { createHostActivities, type HostActivities } from '../activities';
-import { hostTaskQueue } from '../config/names';
-import { HEARTBEAT_THROTTLE } from '../config/policy';
+import { hostJobTaskQueue, hostTaskQueue } from '../config/names';
+import { HEARTBEAT_THROTTLE, HOST_JOB_WAIT_SLOTS, HOST_STEP_SLOTS } from '../config/policy';
 import type { HypervisorDriver } from '../host/driver';
 import { QmpDriver } from '../host/qmp-driver';
 import { Reclaimer } from '../host/reclaim';
@@ -19,7 +19,15 @@ export interface HostAgentOptions {
 }
 
 export interface HostAgent {
-  worker: Worker;
+  /** The short steps, on hostTaskQueue(hostId). */
+  steps: Worker;
+  /** The block-job waits, on hostJobTaskQueue(hostId), with HOST_JOB_WAIT_SLOTS slots. */
+  jobWaits: Worker;
+  workers: Worker[];
+  /** Runs both workers until both have stopped. */
+  run(): Promise<void>;
+  /** Asks both workers to stop (run() then resolves once their running activities end). */
+  shutdown(): void;
   driver: HypervisorDriver;
   reclaimer: Reclaimer;
   /** After the worker's run() has ended: finishes freeing deleted volumes, closes the driver. */
@@ -46,11 +54,8 @@ export async function createHostWorker(
   const usage = new VolumeUsage(opts.storageRoot);
   const { hostId, storageRoot, runDir } = opts;
   const activities = createHostActivities({ hostId, storageRoot, runDir, driver, reclaimer, usage });
-  const worker = await Worker.create({
-    connection,
-    namespace,
-    taskQueue: hostTaskQueue(opts.hostId),
-    activities: opts.wrapActivities ? opts.wrapActivities(activities) : activities,
+  const all = opts.wrapActivities ? opts.wrapActivities(activities) : activities;
+  const common: Partial<WorkerOptions> = {
     // Heartbeats carry a running job's offset/len to progress readers: send them every second
     // (the default waits up to 80% of the heartbeat timeout). They add no history events.
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE,
@@ -71,10 +76,37 @@ export async function createHostWorker(
         }),
       ],
     },
+  };
+  // Every activity stays on the steps' queue too: merges started before the waits had a queue of
+  // their own still schedule their waits there.
+  const steps = await Worker.create({
+    connection,
+    namespace,
+    taskQueue: hostTaskQueue(opts.hostId),
+    activities: all,
+    maxConcurrentActivityTaskExecutions: HOST_STEP_SLOTS,
+    ...common,
+    ...extra,
+  });
+  const jobWaits = await Worker.create({
+    connection,
+    namespace,
+    taskQueue: hostJobTaskQueue(opts.hostId),
+    activities: { waitForBlockJob: all.waitForBlockJob },
+    maxConcurrentActivityTaskExecutions: HOST_JOB_WAIT_SLOTS,
+    ...common,
     ...extra,
   });
   return {
-    worker,
+    steps,
+    jobWaits,
+    workers: [steps, jobWaits],
+    async run() {
+      await Promise.all([steps.run(), jobWaits.run()]);
+    },
+    shutdown() {
+      for (const w of [steps, jobWaits]) if (w.getState() === 'RUNNING') w.shutdown();
+    },
     driver,
     reclaimer,
     async close() {

@@ -8,7 +8,7 @@ import {
 } from '@temporalio/workflow';
 
 import type { HostActivities } from '../activities';
-import { blockJobId, hostTaskQueue } from '../config/names';
+import { blockJobId, hostJobTaskQueue, hostTaskQueue } from '../config/names';
 import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
 import { failure } from '../domain/failures';
 import type { DiskMergeInput } from '../domain/input';
@@ -53,7 +53,14 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
     ...mergeStepOptions(options.hostPickupTimeoutSeconds),
     taskQueue,
   });
-  const hostWait = proxyActivities<HostActivities>({ ...blockJobWaitOptions, taskQueue });
+  // The wait holds its slot for the job's whole life: on a queue of its own, so that a host with
+  // many running jobs still has free slots for every merge's short steps. Merges started before
+  // that queue existed keep their waits on the steps' queue.
+  const hostWait = (): ReturnType<typeof proxyActivities<HostActivities>> =>
+    proxyActivities<HostActivities>({
+      ...blockJobWaitOptions,
+      taskQueue: patched('job-wait-queue') ? hostJobTaskQueue(hostId) : taskQueue,
+    });
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
   const report = progressReporter(input);
@@ -72,7 +79,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
     if (started.outcome !== 'alreadyMerged') {
       commitKind = started.kind;
       await report({ phase: 'waiting', commitKind });
-      const end = await hostWait.waitForBlockJob.executeWithOptions(
+      const end = await hostWait().waitForBlockJob.executeWithOptions(
         {
           summary: `wait for block job ${jobStep.jobId} (${commitKind === 'active' ? 'active commit, pivot when ready' : `${commitKind} commit`})`,
         },

@@ -68,7 +68,7 @@ async function main(): Promise<void> {
     wrapActivities: withHolds,
   });
   console.log(`test host agent ${hostId} with holds [${[...holds].join(', ')}]`);
-  await agent.worker.run();
+  await agent.run();
   await agent.close();
   await connection.close();
 }

@@ -7,7 +7,7 @@ import type { Worker } from '@temporalio/worker';
 import type { HostActivities } from '../../src/activities';
 import type { HypervisorDriver } from '../../src/host/driver';
 import { createEngineWorker } from '../../src/workers/engine';
-import { createHostWorker } from '../../src/workers/host';
+import { createHostWorker, type HostAgent } from '../../src/workers/host';
 import { HOST_ID } from './host-id';
 import { startTestTemporal, type TestTemporal, workflowBundle } from './temporal';
 
@@ -22,7 +22,7 @@ export interface TestStack {
   storageRoot: string;
   runDir: string;
   engine: Worker;
-  host: Worker;
+  host: HostAgent;
   driver: HypervisorDriver;
   close(): Promise<void>;
 }
@@ -46,17 +46,18 @@ export async function startTestStack(
     runDir,
     wrapActivities: opts.wrapActivities,
   });
-  const { worker: host, driver } = hostAgent;
-  const runs = [engine.run(), host.run()];
+  const { driver } = hostAgent;
+  const runs = [engine.run(), hostAgent.run()];
   return {
     temporal,
     storageRoot,
     runDir,
     engine,
-    host,
+    host: hostAgent,
     driver,
     async close() {
-      for (const w of [engine, host]) if (w.getState() === 'RUNNING') w.shutdown();
+      if (engine.getState() === 'RUNNING') engine.shutdown();
+      hostAgent.shutdown();
       await Promise.allSettled(runs);
       await hostAgent.close();
       await temporal.close();

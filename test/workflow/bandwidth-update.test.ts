@@ -7,11 +7,11 @@ import type { SpeedStep } from '../../src/activities/inputs';
 import type { MergeStarted } from '../../src/activities/merge';
 import type { BlockJobSpeedSet } from '../../src/activities/set-block-job-speed';
 import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
-import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
+import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { diskProgressSignalName, type MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow, setBandwidthUpdate } from '../../src/workflows';
 import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
-import { withWorkers } from '../helpers/workers';
+import { mockHostWorkers, withWorkers } from '../helpers/workers';
 
 /** The setBandwidth update against a real dev server, with the host activities mocked. */
 
@@ -74,12 +74,7 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
       taskQueue: ENGINE_TASK_QUEUE,
       workflowBundle: await workflowBundle(),
     });
-    const agent = await Worker.create({
-      connection: t.connection,
-      taskQueue: hostTaskQueue('h1'),
-      activities: host.activities,
-    });
-    return withWorkers([engine, agent], fn);
+    return withWorkers([engine, ...(await mockHostWorkers(t.connection, 'h1', host.activities))], fn);
   }
 
   async function until(check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {

@@ -6,12 +6,12 @@ import { Worker } from '@temporalio/worker';
 import type { HostActivities } from '../../src/activities';
 import type { MergeStarted } from '../../src/activities/merge';
 import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
-import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
+import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import type { MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow } from '../../src/workflows';
 import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
-import { withWorkers } from '../helpers/workers';
+import { mockHostWorkers, withWorkers } from '../helpers/workers';
 
 /** Workflow logic against a real dev server, with the host activities mocked. */
 
@@ -74,8 +74,7 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
       taskQueue: ENGINE_TASK_QUEUE,
       workflowBundle: await workflowBundle(),
     });
-    const agent = await Worker.create({ connection: t.connection, taskQueue: hostTaskQueue('h1'), activities: host });
-    return withWorkers([engine, agent], async () => {
+    return withWorkers([engine, ...(await mockHostWorkers(t.connection, 'h1', host))], async () => {
       const handle = await t.client.workflow.start(LiveMergeWorkflow, {
         taskQueue: ENGINE_TASK_QUEUE,
         workflowId,
