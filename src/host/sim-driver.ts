@@ -1,29 +1,25 @@
-import { execFile } from 'node:child_process';
-import * as path from 'node:path';
-import { promisify } from 'node:util';
-
 import { QmpCommandError } from '../qmp/errors';
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
 import {
   checkNodeDelete,
   commitJob,
+  commitSpace,
   type Job,
   JobChangeWaiters,
   mulberry32,
   newVm,
   refuseVerb,
+  rewriteBackingHeader,
   rollFault,
   SimClock,
   type SimDisk,
   type SimDriverOptions,
   type Vm,
 } from './sim-model';
-import { type CommitSpace, commitSpaceMargin } from './space';
+import type { CommitSpace } from './space';
 
 export type { SimDisk, SimDriverOptions } from './sim-model';
-
-const run = promisify(execFile);
 
 /**
  * An in-memory hypervisor with QEMU's block-job semantics as seen through QmpDriver: jobs start
@@ -180,18 +176,7 @@ export class SimDriver implements HypervisorDriver {
   /** The commit's `len` (the disk's size) as the growth bound; free space from the options. */
   async measureCommitSpace(vmId: string, q: CommitSpaceQuery): Promise<CommitSpace> {
     const vm = await this.enter(vmId);
-    const disk = [...vm.disks.values()].find((d) => d.chain.some((v) => v.path === q.topPath));
-    if (!disk) throw new Error(`VM ${vmId} has no volume ${q.topPath}`);
-    const growthBytes = disk.sizeBytes;
-    const marginBytes = commitSpaceMargin(growthBytes);
-    return {
-      topAllocatedBytes: disk.sizeBytes,
-      growthBytes,
-      marginBytes,
-      neededBytes: growthBytes + marginBytes,
-      freeBytes: this.opts.freeBytes ?? Number.MAX_SAFE_INTEGER,
-      baseDir: path.dirname(q.basePath),
-    };
+    return commitSpace(vmId, vm, q, this.opts.freeBytes);
   }
 
   async deleteNode(vmId: string, nodeName: string): Promise<void> {
@@ -290,7 +275,7 @@ export class SimDriver implements HypervisorDriver {
     if (this.opts.rewriteBackingHeaders && topIndex > 0) {
       const backing = job.backingFile ?? job.base.path; // QEMU writes the absolute path unless told
       try {
-        await run('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, chain[topIndex - 1].path]);
+        await rewriteBackingHeader(chain[topIndex - 1].path, backing);
       } catch (err) {
         return this.conclude(vmId, job, `cannot rewrite backing file: ${String(err)}`);
       }

@@ -1,5 +1,10 @@
+import { execFile } from 'node:child_process';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
 import { QmpCommandError } from '../qmp/errors';
-import type { JobStatus, StartCommit } from './driver';
+import type { CommitSpaceQuery, JobStatus, StartCommit } from './driver';
+import { type CommitSpace, commitSpaceMargin } from './space';
 
 /** The simulated hypervisor's options, state and fault model (the driver is sim-driver.ts). */
 
@@ -252,4 +257,25 @@ export class JobChangeWaiters {
   wakeAll(): void {
     for (const vmId of this.byVm.keys()) this.wake(vmId);
   }
+}
+
+/** The commit's `len` (the disk's size) as the growth bound; free space as the driver was told. */
+export function commitSpace(vmId: string, vm: Vm, q: CommitSpaceQuery, freeBytes?: number): CommitSpace {
+  const disk = [...vm.disks.values()].find((d) => d.chain.some((v) => v.path === q.topPath));
+  if (!disk) throw new Error(`VM ${vmId} has no volume ${q.topPath}`);
+  const growthBytes = disk.sizeBytes;
+  const marginBytes = commitSpaceMargin(growthBytes);
+  return {
+    topAllocatedBytes: disk.sizeBytes,
+    growthBytes,
+    marginBytes,
+    neededBytes: growthBytes + marginBytes,
+    freeBytes: freeBytes ?? Number.MAX_SAFE_INTEGER,
+    baseDir: path.dirname(q.basePath),
+  };
+}
+
+/** What QEMU does to the overlay above an intermediate commit's top: its backing name, rewritten. */
+export async function rewriteBackingHeader(overlay: string, backing: string): Promise<void> {
+  await promisify(execFile)('qemu-img', ['rebase', '-u', '-f', 'qcow2', '-F', 'qcow2', '-b', backing, overlay]);
 }
