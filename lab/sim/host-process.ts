@@ -3,7 +3,7 @@
  * <plan JSON>`), so a benchmark measures the agent's memory alone. It answers its parent over the
  * IPC channel: `longJobs` and `jobEndToCheckMs` as HostView has them; `stop` shuts it down.
  */
-import { NativeConnection, Runtime } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { z } from 'zod';
 
 import { startSimHost } from './busy-host';
@@ -24,7 +24,8 @@ const requestSchema = z.object({ id: z.number(), ask: z.enum(['longJobs', 'jobEn
 
 async function main(): Promise<void> {
   const args = argsSchema.parse(JSON.parse(process.argv[2] ?? '{}'));
-  Runtime.install({ shutdownSignals: [] });
+  // Hundreds of merges: only what goes wrong is worth a line.
+  Runtime.install({ shutdownSignals: [], logger: new DefaultLogger('WARN') });
   const connection = await NativeConnection.connect({ address: args.address });
   const host = await startSimHost(connection, args.namespace, args.plan);
   const running = host.agent.run();
