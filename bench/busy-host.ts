@@ -90,8 +90,8 @@ export const busyHostBench: Bench = {
       storageRoot: path.join(scratch.dir, label),
       merges,
       jobSeconds: 600,
-      // Real job length: 30 s quick, 150 s full, longer than starting every merge takes.
-      timeScale: ctx.quick ? 20 : 4,
+      // Real job length: 15 s quick, 150 s full (doubled for the last merges), longer than starting every merge takes.
+      timeScale: ctx.quick ? 40 : 4,
     });
     try {
       ctx.log('  idle host: 5 merges of 2 disks');
