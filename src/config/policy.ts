@@ -20,6 +20,15 @@ const durableRetry: RetryPolicy = {
 export const HOST_HEARTBEAT_TIMEOUT = '5 seconds';
 
 /**
+ * A block-job wait heartbeats for as long as its job runs, and every heartbeat is a write on the
+ * Temporal server: a host with hundreds of running jobs would otherwise send hundreds a second. So
+ * a wait heartbeats every JOB_WAIT_HEARTBEAT_THROTTLE and a dead agent's waits are noticed within
+ * JOB_WAIT_HEARTBEAT_TIMEOUT; the job runs on inside QEMU meanwhile, and the retry resumes it.
+ */
+export const JOB_WAIT_HEARTBEAT_TIMEOUT = '15 seconds';
+export const JOB_WAIT_HEARTBEAT_THROTTLE = '5 seconds';
+
+/**
  * Short host steps: merge, verify, delete, clean up, cancel. Each takes well under a second and
  * heartbeats while it runs; the heartbeat timeout catches a dead agent, the start-to-close
  * timeout only a hung one.
@@ -45,7 +54,7 @@ export function mergeStepOptions(hostPickupTimeoutSeconds: number): ActivityOpti
  */
 export const blockJobWaitOptions: ActivityOptions = {
   startToCloseTimeout: '7 days',
-  heartbeatTimeout: HOST_HEARTBEAT_TIMEOUT,
+  heartbeatTimeout: JOB_WAIT_HEARTBEAT_TIMEOUT,
   retry: { ...durableRetry, initialInterval: '500 milliseconds', maximumInterval: '5 seconds' },
   // A cancelled merge cancels the block job only once the wait has stopped: a wait still running
   // could otherwise pivot an active commit after the workflow decided not to.

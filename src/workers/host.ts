@@ -2,7 +2,12 @@ import { type NativeConnection, Runtime, Worker, type WorkerOptions } from '@tem
 
 import { createHostActivities, type HostActivities } from '../activities';
 import { hostJobTaskQueue, hostTaskQueue } from '../config/names';
-import { HEARTBEAT_THROTTLE, HOST_JOB_WAIT_SLOTS, HOST_STEP_SLOTS } from '../config/policy';
+import {
+  HEARTBEAT_THROTTLE,
+  HOST_JOB_WAIT_SLOTS,
+  HOST_STEP_SLOTS,
+  JOB_WAIT_HEARTBEAT_THROTTLE,
+} from '../config/policy';
 import type { HypervisorDriver } from '../host/driver';
 import { QmpDriver } from '../host/qmp-driver';
 import { Reclaimer } from '../host/reclaim';
@@ -95,6 +100,8 @@ export async function createHostWorker(
     activities: { waitForBlockJob: all.waitForBlockJob },
     maxConcurrentActivityTaskExecutions: HOST_JOB_WAIT_SLOTS,
     ...common,
+    maxHeartbeatThrottleInterval: JOB_WAIT_HEARTBEAT_THROTTLE,
+    defaultHeartbeatThrottleInterval: JOB_WAIT_HEARTBEAT_THROTTLE,
     ...extra,
   });
   return {
