@@ -49,7 +49,9 @@ export function createWaitForBlockJob(deps: HostDeps) {
           const reported = reporter(job);
 
           if (job.status === 'concluded') {
-            await reported;
+            // The chain check waits for this result, not for watchers to be told (the signal
+            // catches its own errors): the job's end reaches the workflow one round trip sooner.
+            void reported;
             return {
               outcome: 'concluded',
               error: job.error,
