@@ -12,7 +12,7 @@ export async function acksPerDisk(vm: LabVm): Promise<number[]> {
 /** The guest's writes during the merge and what the check found, after the guest stopped. */
 export function renderGuestCheck(report: GuestCheckReport, duringMerge: number[], stopped: LabVmStopped): string {
   const lines = [
-    `guest writes: ${report.disks.map((d, i) => `${d.diskId} ${duringMerge[i]} during the merge (${d.acknowledged} in all)`).join(', ')}; guest ${stopped}`,
+    `guest writes: ${report.disks.map((d, i) => `${d.diskId} ${duringMerge[i]} during the merge (${d.acknowledged} in all)`).join(', ')}; ${stopped === 'guest-powered-off' ? 'then the guest powered off' : `the guest: ${stopped}`}`,
     `guest check: ${report.ok ? 'PASSED' : 'FAILED'}: ${report.disks
       .map(
         (d) =>
