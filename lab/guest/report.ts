@@ -18,7 +18,7 @@ export type GuestProblemKind =
   | 'ack-log'
   /** The writer reported an error (an ERR line). */
   | 'guest-error'
-  /** `qemu-img check` found errors, corruptions or leaks in a volume. */
+  /** `qemu-img check` found errors or corruptions in a volume, or leaks after a clean stop. */
   | 'image-check'
   /** The disk's chain could not be read. */
   | 'chain';
@@ -37,6 +37,8 @@ export interface ImageCheck {
   path: string;
   ok: boolean;
   detail?: string;
+  /** Leaked clusters, which pass only when the guest did not stop cleanly (its QEMU was killed). */
+  leakedClusters?: number;
 }
 
 export interface GuestDiskReport {
