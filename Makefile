@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
-	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU)"
+	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU; then the guest tests, one at a time)"
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
 	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
 	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
@@ -39,7 +39,7 @@ demo: setup
 
 test: setup
 	npx tsc --noEmit -p .
-	npx jest
+	bash scripts/test.sh
 
 lint: node_modules/.installed
 	npm run --silent lint

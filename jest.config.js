@@ -1,10 +1,27 @@
-/** @type {import('jest').Config} */
-module.exports = {
+/**
+ * Two projects. `suite`: everything but test/guest/, two test files at a time (integration tests
+ * start QEMU VMs and dev servers; two at a time fit this 2-core machine). `guest`: test/guest/,
+ * whose VMs run a real guest under TCG (most of a core each): scripts/test.sh (make test, npm test)
+ * runs it in a second jest run with --runInBand, one guest at a time, and prints the closing
+ * `tests: N passed, N failed` line over both runs.
+ */
+const common = {
   testEnvironment: 'node',
-  roots: ['<rootDir>/test'],
   testMatch: ['**/*.test.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { isolatedModules: true, diagnostics: false }] },
-  // Integration tests start QEMU VMs and dev servers; two at a time fit this 2-core machine.
+};
+
+/** @type {import('jest').Config} */
+module.exports = {
+  projects: [
+    {
+      ...common,
+      displayName: 'suite',
+      roots: ['<rootDir>/test'],
+      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/guest/'],
+    },
+    { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest'] },
+  ],
   maxWorkers: 2,
   testTimeout: 120_000,
   reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],

@@ -83,7 +83,7 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
     times,
     async labVm(opts) {
       // The host agent's storage root: one lab VM at a time runs on it (destroy the last one first).
-      const vm = await createLabVm({ ...opts, storageRoot, runDir });
+      const vm = await createLabVm({ guest: false, ...opts, storageRoot, runDir });
       vms.push(vm.vmId);
       // The layers' data on disk before anything is timed: no write-back of it during a commit.
       await run('sync', []);

@@ -1,9 +1,10 @@
 /**
  * `make demo`: a whole live merge on this machine. Starts the Temporal dev server (SQLite file,
  * Web UI on), the engine worker and a host agent as processes, and a lab VM with 2 disks × 3
- * volumes of data; starts a LiveMergeWorkflow with the Temporal CLI that removes a snapshot from
- * both disks (disk0: intermediate commit; disk1: active commit with pivot); shows its progress,
- * then the chains before and after, the data verification and the Web UI link.
+ * volumes of data whose guest writes to both disks throughout; starts a LiveMergeWorkflow with the
+ * Temporal CLI that removes a snapshot from both disks (disk0: intermediate commit; disk1: active
+ * commit with pivot); shows its progress, then the chains before and after, the data verification,
+ * the guest's writes during the merge and the check that finds every one, and the Web UI link.
  * `--keep` leaves everything running until Ctrl-C.
  */
 import { execFile } from 'node:child_process';
@@ -23,8 +24,12 @@ import { type DevServer, startDevServer } from '../devserver/dev-server';
 import { freePort } from '../devserver/free-port';
 import { temporalBin } from '../devserver/temporal-bin';
 import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
-import { createLabVm, destroyLabVm, verifyLabVm } from '../vm';
-import { renderChains, renderVerification } from './render';
+import { checkGuestWrites, waitForGuestAcks } from '../guest';
+import { createLabVm, destroyLabVm, stopLabVm, verifyLabVm } from '../vm';
+import { acksPerDisk, renderChains, renderGuestCheck, renderVerification } from './render';
+
+/** The guest's writes per second over both disks: each dirties a 64 KiB cluster, far below the merge's speed. */
+const GUEST_RATE = 100;
 
 const run = promisify(execFile);
 const flagsSchema = z.object({
@@ -102,7 +107,9 @@ async function main(): Promise<number> {
     });
     cleanups.push(() => agent.stop());
 
-    step(`creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${flags.dataMib} MiB of data per layer, QEMU paused`);
+    step(
+      `creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${flags.dataMib} MiB of data per layer, its guest writing to both disks (${GUEST_RATE} records/s)`,
+    );
     const vm = await createLabVm({
       storageRoot,
       runDir,
@@ -111,8 +118,10 @@ async function main(): Promise<number> {
       volumes: 3,
       layerDataMiB: flags.dataMib,
       sizeMiB: 4 * flags.dataMib + 16,
+      guest: { rate: GUEST_RATE },
     });
     cleanups.push(() => destroyLabVm(runDir, vmId));
+    await waitForGuestAcks(vm.guest!.ackLog, 20);
     const before = await verifyLabVm(runDir, vmId);
     console.log(renderChains('chains before:', before));
     if (!before.ok) throw new Error(`lab VM data did not verify before the merge:\n${renderVerification(before)}`);
@@ -150,11 +159,13 @@ async function main(): Promise<number> {
       inputFile,
     ];
     step(`starting the merge with the Temporal CLI:\n  temporal ${cliArgs.join(' ')}`);
+    const acksBefore = await acksPerDisk(vm);
     const started = await run(binary, cliArgs);
     console.log(started.stdout.trim().replace(/^/gm, '  '));
 
     // One progress bar per disk on a terminal (plain lines in CI and pipes), as `npm run watch` shows.
     const outcome = await followMerge(client, snapshotId, createProgressView(process.stdout));
+    const duringMerge = (await acksPerDisk(vm)).map((n, i) => n - acksBefore[i]);
     const uiLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows/${workflowId}`;
     const vmLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows?query=${encodeURIComponent(`VmId="${vmId}"`)}`;
     if (!outcome.ok) {
@@ -176,18 +187,27 @@ async function main(): Promise<number> {
     console.log(renderChains('chains before:', before));
     console.log(renderChains('chains after:', after));
     console.log(renderVerification(after));
-    console.log(`\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);
     const shortened = after.disks.every((d, i) => d.chain.length === before.disks[i].chain.length - 1);
-    if (!after.ok || !shortened) return 1;
-
     if (flags.keep) {
+      console.log(
+        `guest writes during the merge: ${vm.disks.map((d, i) => `${d.diskId} ${duringMerge[i]}`).join(', ')}; the guest writes on ` +
+          `(npx tsx lab/cli.ts stop --vm-id ${vmId} --run-dir ${runDir}, then check)`,
+      );
+      console.log(`\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);
+      if (!after.ok || !shortened) return 1;
       console.log(`\n--keep: the dev server, workers and VM stay up. Logs in ${work}. Ctrl-C to stop everything.`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
         process.once('SIGTERM', resolve);
       });
+      return 0;
     }
-    return 0;
+    // The guest stops (it flushes and powers off) only now, after the merge; then the check.
+    const stopped = await stopLabVm(runDir, vmId);
+    const check = await checkGuestWrites(runDir, vmId);
+    console.log(renderGuestCheck(check, duringMerge, stopped));
+    console.log(`\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);
+    return after.ok && shortened && check.ok ? 0 : 1;
   } finally {
     await stopAll();
   }

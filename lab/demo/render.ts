@@ -1,4 +1,28 @@
-import type { VerifyReport } from '../vm';
+import { type GuestCheckReport, readAckLog } from '../guest';
+import type { LabVm, LabVmStopped, VerifyReport } from '../vm';
+
+/** The guest's ACK lines per disk so far. */
+export async function acksPerDisk(vm: LabVm): Promise<number[]> {
+  const counts = vm.disks.map(() => 0);
+  if (!vm.guest) return counts;
+  for (const l of (await readAckLog(vm.guest.ackLog)).lines) if (l.kind === 'ACK') counts[l.disk]++;
+  return counts;
+}
+
+/** The guest's writes during the merge and what the check found, after the guest stopped. */
+export function renderGuestCheck(report: GuestCheckReport, duringMerge: number[], stopped: LabVmStopped): string {
+  const lines = [
+    `guest writes: ${report.disks.map((d, i) => `${d.diskId} ${duringMerge[i]} during the merge (${d.acknowledged} in all)`).join(', ')}; ${stopped === 'guest-powered-off' ? 'then the guest powered off' : `the guest: ${stopped}`}`,
+    `guest check: ${report.ok ? 'PASSED' : 'FAILED'}: ${report.disks
+      .map(
+        (d) =>
+          `${d.diskId} ${d.found}/${d.offsetsAcknowledged} acknowledged offsets found (${d.acknowledged} writes), ${d.lost} lost`,
+      )
+      .join('; ')}`,
+  ];
+  for (const p of report.problems.slice(0, 10)) lines.push(`  ${p.kind}${p.diskId ? ` ${p.diskId}` : ''}: ${p.detail}`);
+  return lines.join('\n');
+}
 
 export function renderChains(title: string, report: VerifyReport): string {
   const lines = [title];

@@ -8,7 +8,7 @@
  * (at most the one in flight: the writer reports each write before it issues the next). Every
  * record's checksum must be right, and its disk, offset and nonce this run's; the rest of the write
  * region reads zeros, every lab pattern region its layer's pattern, everything else zeros; and
- * `qemu-img check` is clean on every volume of the disk.
+ * `qemu-img check` is clean on every volume of the disk (after a kill, leaked clusters are allowed).
  *
  * The data is read once per disk: `qemu-img convert -O raw` of the active volume (through its
  * backing chain) to a sparse temp file, scanned in 4 MiB chunks (a 64 MiB region: well under a second).
@@ -17,116 +17,20 @@ import { constants as fsConstants } from 'node:fs';
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as zlib from 'node:zlib';
 
-import { z } from 'zod';
-
-import { describeIssues } from '../../src/domain/input';
 import { volumeIdOf, volumePath } from '../../src/domain/layout';
 import { readHeaderChain } from '../vm/chain';
 import { hexPattern, type LabDisk, readLabVm } from '../vm/manifest';
-import { run, runningLabVmPid, runOk } from '../vm/processes';
-import { type AckLine, readAckLog } from './acks';
+import { runningLabVmPid, runOk } from '../vm/processes';
+import { collectAcks, type DiskAcks } from './ack-state';
+import { readAckLog } from './acks';
 import { type LabGuest } from './config';
-
-/** "LMWREC01", the first 8 bytes of every record. */
-export const RECORD_MAGIC = 'LMWREC01';
-
-export type GuestProblemKind =
-  /** An acknowledged write is not on the disk: an older record, nothing, or something else is there. */
-  | 'lost-write'
-  /** A record (its magic is there) whose CRC-32 is wrong. */
-  | 'bad-checksum'
-  /** A record with a right checksum but another disk, offset, size or nonce than this place and run. */
-  | 'foreign-record'
-  /** A record whose sequence number the ACK stream cannot explain (beyond the one write in flight). */
-  | 'unexpected-record'
-  /** Bytes in the write region that are neither zeros nor a record. */
-  | 'garbage'
-  /** A lab pattern region that does not hold its layer's pattern. */
-  | 'pattern'
-  /** Bytes outside the write region and the pattern regions that are not zero. */
-  | 'not-zero'
-  /** The ACK log itself: a malformed line, a gap in the sequence, an offset outside the region… */
-  | 'ack-log'
-  /** The writer reported an error (an ERR line). */
-  | 'guest-error'
-  /** `qemu-img check` found errors, corruptions or leaks in a volume. */
-  | 'image-check'
-  /** The disk's chain could not be read. */
-  | 'chain';
-
-export interface GuestProblem {
-  kind: GuestProblemKind;
-  /** Unset for problems of the whole log. */
-  diskId?: string;
-  /** Byte offset on the disk, where it applies. */
-  offset?: number;
-  detail: string;
-}
-
-export interface ImageCheck {
-  volumeId: string;
-  path: string;
-  ok: boolean;
-  detail?: string;
-}
-
-export interface GuestDiskReport {
-  diskId: string;
-  /** The writer's disk index (0 = /dev/vda). */
-  index: number;
-  /** The volume the disk's device wrote to at the end (the newest volume file still there). */
-  activePath: string;
-  /** Volume ids, active first, base last, from the image headers. */
-  chain: string[];
-  /** ACK lines for the disk. */
-  acknowledged: number;
-  /** The highest acknowledged sequence number (ACKs run 1, 2, 3… per disk). */
-  lastAckedSeq: number;
-  /** Distinct offsets acknowledged. */
-  offsetsAcknowledged: number;
-  /** Acknowledged offsets that hold their last acknowledged record or a later one. */
-  found: number;
-  /** Of `found`, those holding a later record the guest wrote but had not reported. */
-  foundLater: number;
-  /** Acknowledged offsets whose last acknowledged record is gone. */
-  lost: number;
-  /** Valid records of this run found in the write region. */
-  records: number;
-  /** The writes the writer's DONE line reports (a clean stop only). */
-  doneWrites?: number;
-  imageChecks: ImageCheck[];
-  problems: GuestProblem[];
-  /** Problems beyond the first 50 of the disk are counted here, not listed. */
-  moreProblems: number;
-}
-
-export interface GuestCheckReport {
-  vmId: string;
-  ok: boolean;
-  nonce: string;
-  ackLog: string;
-  /** Every disk has its DONE line: the guest flushed and powered off by itself. */
-  stoppedCleanly: boolean;
-  disks: GuestDiskReport[];
-  /** Every problem: the log's, then each disk's (at most 50 a disk). */
-  problems: GuestProblem[];
-}
-
-export interface GuestCheckOptions {
-  /** Where the raw copies of the disks go (removed afterwards); default the system's temp dir. */
-  tmpDir?: string;
-}
+import { checkImage } from './image-check';
+import { classifySlot, isZero } from './records';
+import type { GuestCheckOptions, GuestCheckReport, GuestDiskReport, GuestProblem } from './report';
 
 const MAX_LISTED = 50;
 const CHUNK = 4 * 1024 * 1024;
-
-const imgCheckSchema = z.looseObject({
-  'check-errors': z.number().int(),
-  corruptions: z.number().int().optional(),
-  leaks: z.number().int().optional(),
-});
 
 async function exists(p: string): Promise<boolean> {
   try {
@@ -135,26 +39,6 @@ async function exists(p: string): Promise<boolean> {
   } catch {
     return false;
   }
-}
-
-/** `qemu-img check` of one volume (no lock taken: `-U`); exit 0 and no errors, corruptions or leaks. */
-export async function checkImage(file: string): Promise<{ ok: boolean; detail?: string }> {
-  const r = await run('qemu-img', ['check', '-U', '--output=json', '-f', 'qcow2', file]);
-  let raw: unknown;
-  try {
-    raw = JSON.parse(r.stdout);
-  } catch {
-    return { ok: false, detail: `qemu-img check exited ${r.signal ?? r.code}: ${`${r.stdout}${r.stderr}`.trim()}` };
-  }
-  const parsed = imgCheckSchema.safeParse(raw);
-  if (!parsed.success)
-    return { ok: false, detail: `unexpected qemu-img check output: ${describeIssues(parsed.error)}` };
-  const { 'check-errors': errors, corruptions = 0, leaks = 0 } = parsed.data;
-  if (r.code === 0 && errors === 0 && corruptions === 0 && leaks === 0) return { ok: true };
-  return {
-    ok: false,
-    detail: `qemu-img check exit ${r.code}: ${errors} check error(s), ${corruptions} corruption(s), ${leaks} leaked cluster(s)`,
-  };
 }
 
 /** Reads [offset, offset+length) of the open raw file in chunks of at most CHUNK bytes (chunk-aligned to `align`). */
@@ -175,116 +59,17 @@ async function forEachChunk(
   }
 }
 
-function isZero(buf: Buffer): boolean {
-  for (let i = 0; i < buf.length; i++) if (buf[i] !== 0) return false;
-  return true;
-}
-
-type Slot =
-  | { kind: 'empty' }
-  | { kind: 'record'; seq: number }
-  | { kind: 'bad-checksum' | 'foreign-record' | 'garbage'; detail: string };
-
-/** What one record-sized slot of the write region holds. */
-export function classifySlot(rec: Buffer, where: { disk: number; offset: number; nonce: string }): Slot {
-  if (isZero(rec)) return { kind: 'empty' };
-  if (rec.toString('latin1', 0, 8) !== RECORD_MAGIC)
-    return { kind: 'garbage', detail: `neither zeros nor a record (starts ${rec.toString('hex', 0, 16)})` };
-  const size = rec.length;
-  const crc = rec.readUInt32LE(size - 4);
-  const computed = zlib.crc32(rec.subarray(0, size - 4));
-  if (crc !== computed)
-    return {
-      kind: 'bad-checksum',
-      detail: `record (seq ${rec.readBigUInt64LE(16)}) has CRC-32 ${crc.toString(16)}, its bytes give ${computed.toString(16)}`,
-    };
-  const disk = rec.readUInt32LE(8);
-  const recSize = rec.readUInt32LE(12);
-  const seq = rec.readBigUInt64LE(16);
-  const offset = rec.readBigUInt64LE(24);
-  const nonce = rec.readBigUInt64LE(32).toString(16).padStart(16, '0');
-  const wrong: string[] = [];
-  if (disk !== where.disk) wrong.push(`disk ${disk}`);
-  if (recSize !== size) wrong.push(`record size ${recSize}`);
-  if (offset !== BigInt(where.offset)) wrong.push(`offset ${offset}`);
-  if (nonce !== where.nonce) wrong.push(`nonce ${nonce}`);
-  if (seq < 1n || seq > BigInt(Number.MAX_SAFE_INTEGER)) wrong.push(`sequence ${seq}`);
-  if (wrong.length > 0) return { kind: 'foreign-record', detail: `record of ${wrong.join(', ')} (seq ${seq})` };
-  return { kind: 'record', seq: Number(seq) };
-}
-
-/** The newest volume file of the disk that still exists: the one its device wrote to last. */
-async function activeVolume(storageRoot: string, disk: LabDisk): Promise<string | undefined> {
+/** The volume named (the caller knows), else the newest volume file of the disk still there: the one its device wrote to last. */
+async function activeVolume(storageRoot: string, disk: LabDisk, named?: string): Promise<string | undefined> {
+  if (named !== undefined) {
+    const p = volumePath(storageRoot, disk.diskId, named);
+    return (await exists(p)) ? p : undefined;
+  }
   for (let i = disk.volumeIds.length - 1; i >= 0; i--) {
     const p = volumePath(storageRoot, disk.diskId, disk.volumeIds[i]);
     if (await exists(p)) return p;
   }
   return undefined;
-}
-
-interface DiskAcks {
-  /** offset → highest acknowledged seq there */
-  lastAt: Map<number, number>;
-  /** seq → offset */
-  offsetOf: Map<number, number>;
-  count: number;
-  lastSeq: number;
-  done?: number;
-}
-
-function collectAcks(lines: AckLine[], disks: number, g: LabGuest, logProblem: (p: GuestProblem) => void): DiskAcks[] {
-  const out: DiskAcks[] = Array.from({ length: disks }, () => ({
-    lastAt: new Map(),
-    offsetOf: new Map(),
-    count: 0,
-    lastSeq: 0,
-  }));
-  const starts = lines.filter((l) => l.kind === 'START');
-  if (starts.length > 1)
-    logProblem({ kind: 'ack-log', detail: `${starts.length} START lines: the guest ran more than once` });
-  for (const s of starts) {
-    const want = {
-      nonce: g.nonce,
-      disks,
-      regionOffset: g.regionOffset,
-      regionLength: g.regionLength,
-      recordSize: g.recordSize,
-      rate: g.rate,
-    };
-    const diff = (Object.keys(want) as (keyof typeof want)[]).filter((k) => s[k] !== want[k]);
-    if (diff.length > 0)
-      logProblem({
-        kind: 'ack-log',
-        detail: `START line differs from the manifest in ${diff.map((k) => `${k} (${s[k]} ≠ ${want[k]})`).join(', ')}`,
-      });
-  }
-  for (const l of lines) {
-    if (l.kind === 'ERR') logProblem({ kind: 'guest-error', detail: `the writer reported: ${l.text}` });
-    if (l.kind !== 'ACK' && l.kind !== 'DONE') continue;
-    const d = out[l.disk];
-    if (!d) {
-      logProblem({ kind: 'ack-log', detail: `${l.kind} line for disk ${l.disk}, which the VM does not have` });
-      continue;
-    }
-    if (l.kind === 'DONE') {
-      d.done = l.writes;
-      continue;
-    }
-    if (l.seq !== d.lastSeq + 1)
-      logProblem({ kind: 'ack-log', detail: `disk ${l.disk}: ACK seq ${l.seq} follows seq ${d.lastSeq}` });
-    const end = g.regionOffset + g.regionLength;
-    if (l.offset < g.regionOffset || l.offset + g.recordSize > end || (l.offset - g.regionOffset) % g.recordSize)
-      logProblem({
-        kind: 'ack-log',
-        offset: l.offset,
-        detail: `disk ${l.disk}: ACK seq ${l.seq} at offset ${l.offset}, not a record slot of the region [${g.regionOffset}, ${end})`,
-      });
-    d.count++;
-    d.lastSeq = Math.max(d.lastSeq, l.seq);
-    d.offsetOf.set(l.seq, l.offset);
-    d.lastAt.set(l.offset, Math.max(d.lastAt.get(l.offset) ?? 0, l.seq));
-  }
-  return out;
 }
 
 /** Intervals of [0, size) covered by none of `taken`. */
@@ -325,7 +110,9 @@ export async function checkGuestWrites(
   const disks: GuestDiskReport[] = [];
   try {
     for (const [d, disk] of vm.disks.entries()) {
-      disks.push(await checkDisk(vm.storageRoot, vm.sizeMiB, disk, d, g, acks[d], tmp));
+      disks.push(
+        await checkDisk(vm.storageRoot, vm.sizeMiB, disk, d, g, acks[d], tmp, options.activeVolumes?.[disk.diskId]),
+      );
     }
   } finally {
     await fs.rm(tmp, { recursive: true, force: true });
@@ -350,6 +137,7 @@ async function checkDisk(
   g: LabGuest,
   acks: DiskAcks,
   tmp: string,
+  activeVolumeId?: string,
 ): Promise<GuestDiskReport> {
   const report: GuestDiskReport = {
     diskId: disk.diskId,
@@ -378,9 +166,14 @@ async function checkDisk(
       detail: `the writer's DONE line counts ${acks.done} writes, the ACKs end at seq ${acks.lastSeq}`,
     });
 
-  const active = await activeVolume(storageRoot, disk);
+  const active = await activeVolume(storageRoot, disk, activeVolumeId);
   if (!active) {
-    problem({ kind: 'chain', detail: `no volume file of ${disk.diskId} is left` });
+    problem({
+      kind: 'chain',
+      detail: activeVolumeId
+        ? `the active volume named, ${activeVolumeId}, is gone`
+        : `no volume file of ${disk.diskId} is left`,
+    });
     return report;
   }
   report.activePath = active;
@@ -400,7 +193,8 @@ async function checkDisk(
     if (await exists(p)) volumes.add(p);
   }
   for (const p of volumes) {
-    const c = await checkImage(p);
+    // A disk without its DONE line: the guest did not stop cleanly, its QEMU was killed.
+    const c = await checkImage(p, { allowLeaks: acks.done === undefined });
     report.imageChecks.push({ volumeId: toId(p), path: p, ...c });
     if (!c.ok) problem({ kind: 'image-check', detail: `${toId(p)}: ${c.detail ?? 'not clean'}` });
   }

@@ -16,22 +16,15 @@
  * config.ts             the guest's options, its manifest record, its kernel command line
  * acks.ts               the ACK log, parsed with zod
  * control.ts            requestGuestStop, waitForGuestAcks
- * check.ts              checkGuestWrites: the check, and its report
+ * records.ts            the record format: what a record-sized slot of the write region holds
+ * ack-state.ts          the ACK log per disk: the last acknowledged record at each offset
+ * image-check.ts        qemu-img check of one volume
+ * report.ts             the check's report and its problem kinds
+ * check.ts              checkGuestWrites: the check
  */
 export { type AckLine, type AckLog, countAcks, parseAckLine, readAckLog } from './acks';
 export { ensureGuestArtifacts, type GuestArtifacts } from './artifacts';
-export {
-  checkGuestWrites,
-  checkImage,
-  classifySlot,
-  type GuestCheckOptions,
-  type GuestCheckReport,
-  type GuestDiskReport,
-  type GuestProblem,
-  type GuestProblemKind,
-  type ImageCheck,
-  RECORD_MAGIC,
-} from './check';
+export { checkGuestWrites } from './check';
 export {
   GUEST_ACK_LOG,
   GUEST_CONSOLE_LOG,
@@ -43,3 +36,13 @@ export {
   labGuestSchema,
 } from './config';
 export { type GuestStopAnswer, requestGuestStop, waitForGuestAcks } from './control';
+export { checkImage } from './image-check';
+export { classifySlot, RECORD_MAGIC } from './records';
+export type {
+  GuestCheckOptions,
+  GuestCheckReport,
+  GuestDiskReport,
+  GuestProblem,
+  GuestProblemKind,
+  ImageCheck,
+} from './report';

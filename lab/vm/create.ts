@@ -74,8 +74,8 @@ async function runningVmsOnStorage(
 
 /**
  * Creates the disks of a lab VM (qcow2 chains with known data) and starts it, detached from this
- * process: paused with no guest OS, or with `guest` booting the lab guest, whose writer writes to
- * every disk from about 3 s on (see lab/guest). Resolves when both QMP sockets accept connections.
+ * process: by default booting the lab guest, whose writer writes to every disk from about 3 s on
+ * (see lab/guest); with `guest: false` paused with no guest OS. Resolves when both QMP sockets accept connections.
  */
 export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   const parsed = createLabVmOptionsSchema.safeParse(options);
@@ -120,7 +120,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
   const R = opts.layerDataMiB * MiB;
   const K = opts.volumes;
   let guest: LabGuest | undefined;
-  if (opts.guest) {
+  if (opts.guest !== false) {
     const artifacts = await ensureGuestArtifacts();
     guest = resolveGuest(opts.guest, {
       sizeMiB: opts.sizeMiB,

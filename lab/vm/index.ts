@@ -1,6 +1,6 @@
 /**
- * The lab: real QEMU VMs (no guest OS, CPU paused; or running the lab guest, see lab/guest) whose disks are qcow2 chains with a known data
- * pattern in every layer, for demos and integration tests of live merges.
+ * The lab: real QEMU VMs (running the lab guest by default, see lab/guest; or paused with no guest
+ * OS) whose disks are qcow2 chains with a known data pattern in every layer, for demos and integration tests of live merges.
  *
  * A lab VM's disk `disk<d>` is a chain of K volumes `d<d>v0` (base) … `d<d>v<K-1>` (active), each
  * in `<storageRoot>/images/disk<d>/<volumeId>.qcow2` with a relative backing name. Layer i wrote

@@ -175,10 +175,11 @@ export const createLabVmOptionsSchema = z
       .regex(/^[a-z0-9-]{0,8}$/, 'must be up to 8 lowercase letters, digits or "-"')
       .default(''),
     /**
-     * Boot the lab guest (Debian's cloud kernel, an initramfs whose writer writes records to every
-     * disk and reports each acknowledged one) instead of a paused VM with no guest OS (the default).
+     * The lab guest (Debian's cloud kernel, an initramfs whose writer writes records to every disk
+     * and reports each acknowledged one) boots by default (`{}`: its default options). `false`: a
+     * paused VM (`-S`) with no guest OS, for tests and benchmarks that need no writes.
      */
-    guest: labGuestOptionsSchema.optional(),
+    guest: z.union([z.literal(false), labGuestOptionsSchema]).prefault({}),
   })
   .strict()
   .refine((o) => (o.volumes + 1) * o.layerDataMiB <= o.sizeMiB, {

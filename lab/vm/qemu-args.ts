@@ -1,6 +1,6 @@
 /**
  * The QEMU command line of a lab VM: its chains as `-blockdev` nodes, a virtio-blk device per disk,
- * two QMP sockets; paused with no guest OS, or booting the lab guest.
+ * two QMP sockets; booting the lab guest, or paused with no guest OS.
  */
 import { volumePath } from '../../src/domain/layout';
 import { guestKernelCmdline, type LabGuest } from '../guest/config';

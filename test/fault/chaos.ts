@@ -1,10 +1,12 @@
 /**
  * A seeded chaos run: M merges on real VMs while the engine worker, the host agent and the
- * Temporal server are killed (SIGKILL) and restarted at random moments. At the end every disk must
- * be merged (top out of the chain and deleted) or untouched (top in the chain and kept), with its
- * data intact either way. The seed is printed; the same seed replays the same plan.
+ * Temporal server are killed (SIGKILL) and restarted at random moments. Every VM runs the lab guest,
+ * writing to every disk from before its merge starts until after it ended. At the end every disk
+ * must be merged (top out of the chain and deleted) or untouched (top in the chain and kept), with
+ * its data intact either way, and once the guest stopped the check must find every write it
+ * acknowledged. The seed is printed; the same seed replays the same plan.
  *
- *   npx tsx test/fault/chaos.ts --merges 50 --seed 7 [--parallel 5]
+ *   npx tsx test/fault/chaos.ts --merges 20 --seed 7 [--parallel 3]
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { existsSync } from 'node:fs';
@@ -13,9 +15,10 @@ import { parseArgs } from 'node:util';
 
 import { z } from 'zod';
 
-import { destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
+import { checkGuestWrites, waitForGuestAcks } from '../../lab/guest';
+import { createLabVm, destroyLabVm, type LabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
-import { labVm, mergeRequest, MiB, startMerge } from './scenario';
+import { mergeRequest, MiB, startMerge } from './scenario';
 import { FaultStack } from './stack';
 
 export interface ChaosOptions {
@@ -31,6 +34,8 @@ export interface DiskVerdict {
   top: string;
   state: 'merged' | 'untouched' | 'BROKEN';
   detail?: string;
+  /** The guest's writes to the disk: acknowledged (offsets), found by the check, lost. */
+  guest: { acknowledged: number; offsetsAcknowledged: number; found: number; lost: number };
 }
 
 export interface ChaosReport {
@@ -56,6 +61,8 @@ function prng(seed: number): () => number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Each VM's guest writes per second over its disks: light, so several VMs fit 2 cores. */
+const GUEST_RATE = 10;
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const log = opts.log ?? ((line: string) => console.log(line));
@@ -74,7 +81,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     kinds: [random() < 0.5 ? 'intermediate' : 'active', random() < 0.5 ? 'intermediate' : 'active'] as Array<
       'intermediate' | 'active'
     >,
-    bandwidthMiB: 1 + Math.floor(random() * 4),
+    // At least 2 MiB/s: the guest (GUEST_RATE) dirties at most 0.6 MiB/s of clusters a disk, so active commits converge.
+    bandwidthMiB: 2 + Math.floor(random() * 3),
   }));
   const chaosRandom = prng(opts.seed ^ 0x5eed);
 
@@ -98,7 +106,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   })();
 
   async function one(plan: (typeof plans)[number]): Promise<void> {
-    const vm: LabVm = await labVm(stack, `chaos-${plan.index}`, plan.disks, 3, 4, `c${plan.index}-`);
+    const vm: LabVm = await createLabVm({
+      storageRoot: stack.storageRoot,
+      runDir: stack.runDir,
+      vmId: `chaos-${plan.index}`,
+      idPrefix: `c${plan.index}-`,
+      disks: plan.disks,
+      volumes: 3,
+      layerDataMiB: 4,
+      sizeMiB: 20,
+      guest: { rate: GUEST_RATE, regionMiB: 4 },
+    });
+    // The guest writes before the merge starts, and on until after it ended.
+    await waitForGuestAcks(vm.guest!.ackLog, 2 * plan.disks);
     const request = mergeRequest(vm, `chaos-${opts.seed}-${plan.index}`, plan.kinds.slice(0, plan.disks), {
       bandwidthBytesPerSec: plan.bandwidthMiB * MiB,
     });
@@ -112,20 +132,35 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     }, 600_000);
     workflows[status] = (workflows[status] ?? 0) + 1;
     const report = await verifyLabVm(stack.runDir, vm.vmId);
+    const stopped = await stopLabVm(stack.runDir, vm.vmId);
+    const writes = await checkGuestWrites(stack.runDir, vm.vmId);
     for (const d of request.disks) {
       const chain = report.disks.find((x) => x.diskId === d.diskId)?.chain ?? [];
       const inChain = chain.includes(d.topVolumeId);
       const onDisk = existsSync(volumePath(stack.storageRoot, d.diskId, d.topVolumeId));
       const dataOk = report.disks.find((x) => x.diskId === d.diskId)?.ok ?? false;
-      const state = !dataOk ? 'BROKEN' : !inChain && !onDisk ? 'merged' : inChain && onDisk ? 'untouched' : 'BROKEN';
+      const g = writes.disks.find((x) => x.diskId === d.diskId);
+      const problems = writes.problems.filter((p) => p.diskId === undefined || p.diskId === d.diskId);
+      const writesOk = g !== undefined && g.lost === 0 && g.acknowledged > 0 && problems.length === 0;
+      const layout = !inChain && !onDisk ? 'merged' : inChain && onDisk ? 'untouched' : 'BROKEN';
+      const state = !dataOk || !writesOk ? 'BROKEN' : layout;
       disks.push({
         snapshotId: String(request.snapshotId),
         diskId: d.diskId,
         top: d.topVolumeId,
         state,
+        guest: {
+          acknowledged: g?.acknowledged ?? 0,
+          offsetsAcknowledged: g?.offsetsAcknowledged ?? 0,
+          found: g?.found ?? 0,
+          lost: g?.lost ?? 0,
+        },
         ...(state === 'BROKEN'
           ? {
-              detail: `chain ${chain.join('->')}, top file ${onDisk ? 'present' : 'gone'}, data ${dataOk ? 'ok' : 'BAD'}`,
+              detail: `chain ${chain.join('->')}, top file ${onDisk ? 'present' : 'gone'}, data ${dataOk ? 'ok' : 'BAD'}, guest ${stopped}: ${g?.lost ?? '?'} lost of ${g?.offsetsAcknowledged ?? '?'}; ${problems
+                .slice(0, 3)
+                .map((p) => p.detail)
+                .join(' | ')}`,
             }
           : {}),
       });
@@ -175,7 +210,7 @@ if (require.main === module) {
     options: {
       merges: { type: 'string', default: '10' },
       seed: { type: 'string' },
-      parallel: { type: 'string', default: '4' },
+      parallel: { type: 'string', default: '3' },
     },
   });
   const opts = z
@@ -195,6 +230,13 @@ if (require.main === module) {
       const counts = report.disks.reduce<Record<string, number>>(
         (acc, d) => ({ ...acc, [d.state]: (acc[d.state] ?? 0) + 1 }),
         {},
+      );
+      const acked = report.disks.reduce((n, d) => n + d.guest.acknowledged, 0);
+      const offsets = report.disks.reduce((n, d) => n + d.guest.offsetsAcknowledged, 0);
+      const found = report.disks.reduce((n, d) => n + d.guest.found, 0);
+      const lost = report.disks.reduce((n, d) => n + d.guest.lost, 0);
+      console.log(
+        `chaos: guest writes on ${report.disks.length} disks: ${acked} acknowledged (${offsets} offsets), ${found} found, ${lost} lost`,
       );
       console.log(
         `chaos: seed ${report.seed}: ${report.merges} merges in ${Math.round(report.durationMs / 1000)} s, ${report.kills.length} kills (${['engine', 'host', 'server'].map((v) => `${v} ${report.kills.filter((k) => k.victim === v).length}`).join(', ')}); workflows ${JSON.stringify(report.workflows)}; disks ${JSON.stringify(counts)}; invariant ${report.ok ? 'HELD' : 'BROKEN'}; report ${file}`,

@@ -31,6 +31,7 @@ export function labVm(
     layerDataMiB,
     idPrefix,
     sizeMiB: (volumes + 2) * layerDataMiB + 8,
+    guest: false, // paused, no guest OS: test/guest/ has the merges with a writing guest
   });
 }
 

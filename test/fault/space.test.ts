@@ -45,6 +45,7 @@ function vmOptions(stack: FaultStack, vmId: string, extra: Partial<CreateLabVmOp
     volumes: 3,
     layerDataMiB: LAYER_MIB,
     sizeMiB: 48,
+    guest: false, // paused, no guest OS: this test needs no writes
     ...extra,
   };
 }

@@ -54,6 +54,7 @@ async function labVm(vmId: string, disks: number) {
     volumes: 3,
     layerDataMiB: 4,
     sizeMiB: 28,
+    guest: false, // paused, no guest OS: this test needs no writes
   });
 }
 

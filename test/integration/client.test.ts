@@ -36,6 +36,7 @@ async function labVm(vmId: string, layerDataMiB: number) {
     volumes: 3,
     layerDataMiB,
     sizeMiB: 5 * layerDataMiB + 8,
+    guest: false, // paused, no guest OS: this test needs no writes
   });
 }
 

@@ -49,6 +49,7 @@ async function labVm(vmId: string, disks: number, volumes: number, layerDataMiB 
     layerDataMiB,
     backingReadOnly,
     sizeMiB: (volumes + 2) * layerDataMiB + 8,
+    guest: false, // paused, no guest OS: this test needs no writes
   });
 }
 

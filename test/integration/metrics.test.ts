@@ -145,6 +145,7 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
     volumes: 3,
     layerDataMiB: 8,
     sizeMiB: 48,
+    guest: false, // paused, no guest OS: this test needs no writes
   });
   const [d] = vm.disks;
   const request: LiveMergeRequest = {

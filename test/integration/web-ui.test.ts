@@ -75,6 +75,7 @@ async function labVm(vmId: string, disks: number) {
     volumes: 3,
     layerDataMiB: 8,
     sizeMiB: 48,
+    guest: false, // paused, no guest OS: this test needs no writes
   });
 }
 

@@ -54,6 +54,7 @@ async function qmpFixture(): Promise<Fixture> {
         volumes: 3,
         layerDataMiB: 1,
         sizeMiB: 8,
+        guest: false, // paused, no guest OS: the conformance cases need no writes
       });
       return vmId;
     },

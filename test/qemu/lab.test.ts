@@ -70,7 +70,7 @@ describe('lab VM (real QEMU)', () => {
     tmp = await fs.mkdtemp(path.join(os.tmpdir(), 'lab-test-'));
     storageRoot = path.join(tmp, 'storage');
     runDir = path.join(tmp, 'run');
-    vm = await createLabVm({ storageRoot, runDir, vmId, disks: 2, volumes: 3 });
+    vm = await createLabVm({ storageRoot, runDir, vmId, disks: 2, volumes: 3, guest: false });
   });
 
   afterAll(async () => {
@@ -145,9 +145,9 @@ describe('lab VM (real QEMU)', () => {
   });
 
   test('creating the same VM again while it runs fails clearly', async () => {
-    const again = createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2 });
+    const again = createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2, guest: false });
     await expect(again).rejects.toThrow(LabVmAlreadyRunningError);
-    await expect(createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2 })).rejects.toThrow(
+    await expect(createLabVm({ storageRoot, runDir, vmId, disks: 1, volumes: 2, guest: false })).rejects.toThrow(
       /already running \(pid \d+\)/,
     );
     // Untouched: still the same QEMU and data.
@@ -213,6 +213,7 @@ describe('lab VM (real QEMU)', () => {
       '1',
       '--volumes',
       '2',
+      '--paused',
       '--storage-root',
       cliStorage,
       '--run-dir',

@@ -1,6 +1,9 @@
-import { runChaos } from './chaos';
+import { runChaos } from '../fault/chaos';
 
-/** 12. A short seeded chaos run (the full one: npx tsx test/fault/chaos.ts --merges 50). */
+/**
+ * 12. A short seeded chaos run, each VM's guest writing through its merge (the full one:
+ * npx tsx test/fault/chaos.ts --merges 20). In test/guest/: it boots guests, one run at a time.
+ */
 
 jest.setTimeout(300_000);
 
@@ -14,4 +17,9 @@ test('12. chaos: merges under random kills of engine, host agent and server keep
   expect(report.kills.length).toBeGreaterThan(0);
   expect(report.disks.filter((d) => d.state === 'BROKEN')).toEqual([]);
   expect(report.disks.length).toBeGreaterThanOrEqual(4);
+  // Every disk's guest wrote, and the check found every acknowledged write.
+  for (const d of report.disks) {
+    expect(d.guest.acknowledged).toBeGreaterThan(0);
+    expect([d.diskId, d.guest.lost, d.guest.found]).toEqual([d.diskId, 0, d.guest.offsetsAcknowledged]);
+  }
 });

@@ -1,8 +1,8 @@
 /**
  * Lab VMs running the lab guest (Debian's cloud kernel, the writer of lab/guest/writer.c) and the
  * check that nothing the guest was told is written got lost. Each guest takes most of a core under
- * TCG: the tests run one at a time (`--maxWorkers=1` or the suite's own scheduling) and boot one
- * guest each.
+ * TCG: test/guest/ runs in band, one file and one test at a time (scripts/test.sh), and each test
+ * boots one guest.
  */
 import * as fs from 'node:fs/promises';
 import * as os from 'node:os';

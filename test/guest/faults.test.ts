@@ -1,0 +1,145 @@
+/**
+ * Failure semantics with a writing guest: the stack as processes (test/fault/stack.ts), one stack
+ * for the file, a process of it killed (or the merge cancelled, or QEMU killed) while the guest
+ * writes through the merge. Every acknowledged write must be on the disks afterwards.
+ */
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { WorkflowFailedError } from '@temporalio/client';
+
+import { ensureGuestArtifacts } from '../../lab/guest';
+import { type LabVm, queryLabVmDevices, runningLabVmPid, verifyLabVm } from '../../lab/vm';
+import { volumePath } from '../../src/domain/layout';
+import { until, watchJobs } from '../fault/jobs';
+import { expectMerged, expectOnlyTopsDeleted, mergeRequest, startMerge } from '../fault/scenario';
+import { FaultStack } from '../fault/stack';
+import { acksPerDisk, alive, BANDWIDTH, GuestVms, stopAndCheck, waitForWrites } from './guest-vm';
+
+jest.setTimeout(180_000);
+
+let stack: FaultStack;
+const vms = new GuestVms(() => stack);
+
+beforeAll(async () => {
+  await ensureGuestArtifacts();
+  stack = await new FaultStack().start();
+}, 300_000);
+
+/** The host agent without hold points again, whatever the test left. */
+async function plainHost(holds: string[] = []): Promise<void> {
+  await stack.host?.kill();
+  for (const f of readdirSync(stack.holdDir)) rmSync(path.join(stack.holdDir, f), { force: true });
+  await stack.startHost(holds);
+}
+
+afterEach(async () => {
+  await vms.cleanup();
+  if (stack?.host) await plainHost();
+});
+afterAll(async () => stack?.close());
+
+type Victim = 'engine' | 'host' | 'server';
+
+test.each([
+  ['host agent killed while the jobs run', 'host'],
+  ['engine killed while the jobs run', 'engine'],
+  ['Temporal server killed and restarted while the jobs run', 'server'],
+] as const)('%s: merged, one job per disk, no acknowledged write lost', async (scenario, victim: Victim) => {
+  const vm: LabVm = await vms.create(`gf-${victim}`);
+  await waitForWrites(vm);
+  const request = mergeRequest(vm, `snap-gf-${victim}`, ['intermediate', 'active'], {
+    bandwidthBytesPerSec: BANDWIDTH,
+  });
+  const jobs = await watchJobs(stack.runDir, vm.vmId);
+  const before = await acksPerDisk(vm);
+  const handle = await startMerge(stack, request);
+  await until(async () => (await jobs.running()) === 2);
+  if (victim === 'engine') await stack.engine!.kill();
+  if (victim === 'host') await stack.host!.kill();
+  if (victim === 'server') await stack.server.kill();
+  await new Promise((r) => setTimeout(r, 1000));
+  if (victim === 'engine') await stack.startEngine();
+  if (victim === 'host') await stack.startHost();
+  if (victim === 'server') await stack.startServer();
+  const result = await handle.result();
+  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  await jobs.close();
+  expect((await handle.describe()).status.name).toBe('COMPLETED');
+  expect(result.disks.map((d) => d.outcome)).toEqual(['merged', 'merged']);
+  expect(jobs.created.sort()).toEqual(['lm.disk0.d0v1', 'lm.disk1.d1v2']);
+  await expectMerged(stack, vm, request);
+  expect(await runningLabVmPid(stack.runDir, vm.vmId)).toBe(vm.pid);
+  const report = await stopAndCheck(`guest: ${scenario}`, stack.runDir, vm, during);
+  expect(report.disks.map((d) => d.chain)).toEqual([
+    ['d0v2', 'd0v0'],
+    ['d1v1', 'd1v0'],
+  ]);
+});
+
+test('merge cancelled while the active commit is ready: no pivot, top kept, no acknowledged write lost', async () => {
+  await plainHost(['before:completeJob']);
+  const vm = await vms.create('gf-cancel');
+  await waitForWrites(vm);
+  const chainsBefore = (await verifyLabVm(stack.runDir, vm.vmId)).disks.map((d) => d.chain);
+  const request = mergeRequest(vm, 'snap-gf-cancel', ['active'], { bandwidthBytesPerSec: BANDWIDTH });
+  const jobs = await watchJobs(stack.runDir, vm.vmId);
+  const before = await acksPerDisk(vm);
+  const handle = await startMerge(stack, request);
+  await stack.reached('before:completeJob');
+  expect((await jobs.list()).map((j) => j.status)).toEqual(['ready']);
+  await handle.cancel();
+  await handle.result().catch(() => undefined);
+  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  expect(await jobs.list()).toEqual([]);
+  await jobs.close();
+  expect((await handle.describe()).status.name).toBe('CANCELLED');
+  const verified = await verifyLabVm(stack.runDir, vm.vmId);
+  expect(verified.ok).toBe(true);
+  expect(verified.disks.map((d) => d.chain)).toEqual(chainsBefore);
+  expectOnlyTopsDeleted(stack, vm, []);
+  // No pivot: the guest wrote to the top all along, and the check reads the chain from there.
+  const report = await stopAndCheck('guest: cancelled in ready', stack.runDir, vm, during);
+  expect(report.disks.map((d) => d.chain)).toEqual(chainsBefore);
+});
+
+test('QEMU killed after the pivot: the disk fails (VM gone), the top is kept, the files hold every acknowledged write', async () => {
+  await plainHost(['after:completeJob']);
+  const vm = await vms.create('gf-qemu');
+  await waitForWrites(vm);
+  const request = mergeRequest(vm, 'snap-gf-qemu', ['active'], { bandwidthBytesPerSec: BANDWIDTH });
+  const before = await acksPerDisk(vm);
+  const handle = await startMerge(stack, request);
+  await stack.reached('after:completeJob');
+  // The pivot happened: the device writes to the base, d0v1.
+  const devices = await queryLabVmDevices(stack.runDir, vm.vmId);
+  expect(devices[0].activePath).toBe(volumePath(stack.storageRoot, 'disk0', 'd0v1'));
+  // The guest writes on to the base before QEMU dies.
+  await waitForWrites(
+    vm,
+    (await acksPerDisk(vm)).map((n) => n + 3),
+  );
+  process.kill(vm.pid, 'SIGKILL');
+  await until(async () => !(await alive(vm.pid)), 10_000);
+  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  // The held agent goes; a plain one takes the wait's retry and finds the VM gone.
+  await plainHost();
+  const err = await handle.result().then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(WorkflowFailedError);
+  expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/disk disk0: VM gf-qemu is gone/);
+  expect((await handle.describe()).status.name).toBe('FAILED');
+  // Nothing deleted: the top stays, though the guest no longer writes to it.
+  expectOnlyTopsDeleted(stack, vm, []);
+  expect(existsSync(volumePath(stack.storageRoot, 'disk0', 'd0v2'))).toBe(true);
+  const report = await stopAndCheck('guest: QEMU killed after the pivot', stack.runDir, vm, during, {
+    killed: true,
+    activeVolumes: { disk0: 'd0v1' },
+  });
+  expect(report.disks.map((d) => d.chain)).toEqual([
+    ['d0v1', 'd0v0'],
+    ['d1v2', 'd1v1', 'd1v0'],
+  ]);
+});
