@@ -64,7 +64,11 @@ export function createWaitForBlockJob(deps: HostDeps) {
           }
 
           const now = Date.now();
-          const convergence = observeConvergence(checkpoint.convergence, job, now, policy.windowSeconds);
+          // Once cancelled for not converging, the verdict stands (the job's end is no progress).
+          const convergence =
+            checkpoint.cancelledNotConverging && checkpoint.convergence
+              ? checkpoint.convergence
+              : observeConvergence(checkpoint.convergence, job, now, policy.windowSeconds);
           if (!convergence.converging && checkpoint.convergence?.converging !== false)
             log.warn('block job does not converge', { ...step, ...convergence, policy: policy.policy });
           checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len, convergence };

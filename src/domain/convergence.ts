@@ -9,7 +9,7 @@ import type { DiskProgress } from './progress';
  * then stops shrinking. The block-job wait watches it and acts on the merge's convergence policy.
  *
  * The rule: a running job makes progress when its remaining bytes drop at least
- * `MIN_PROGRESS_BYTES` (or 1 % of the remaining, if more) below the remaining of its last
+ * `MIN_PROGRESS_BYTES` (1 MiB, or 1 % of the remaining if more) below the remaining of its last
  * progress. A job that made none for `windowSeconds` while `running` does not converge, since its
  * last progress. A job in any other status (created, paused, ready, ...) or with nothing left
  * restarts the window: only a running job that copies and loses the race is not converging.
@@ -24,8 +24,12 @@ export const DEFAULT_CONVERGENCE_WINDOW_SECONDS = 60;
 export const DEFAULT_CONVERGENCE_GRACE_SECONDS = 60;
 export const DEFAULT_CONVERGENCE_POLICY: ConvergencePolicy = 'lift';
 
-/** Less than this (one 64 KiB cluster) is not progress, however long it took. */
-export const MIN_PROGRESS_BYTES = 64 * 1024;
+/**
+ * Less than this is not progress, however long it took: the remaining bytes of a job that loses
+ * the race still wobble (the guest's write rate varies, the job copies in chunks), and a wobble
+ * must not restart the window. A job that copies 1 MiB net per window is not stalled.
+ */
+export const MIN_PROGRESS_BYTES = 1024 * 1024;
 
 export const convergenceOptionsSchema = z
   .object({

@@ -43,7 +43,7 @@ describe('observeConvergence', () => {
     expect(s.detectedAt).toBeUndefined();
   });
 
-  test('less than a cluster (or 1 %) is no progress, however often', () => {
+  test('less than 1 MiB (or 1 %) is no progress, however often', () => {
     let s = observeConvergence(undefined, running(0, 10 * MiB), 0, 5);
     for (let t = 1; t <= 6; t++)
       s = observeConvergence(s, running(t * (MIN_PROGRESS_BYTES / 8), 10 * MiB), t * 1000, 5);
