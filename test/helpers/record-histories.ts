@@ -4,8 +4,9 @@
  * its two DiskMergeWorkflow children, run by the workflow code at `<src>/workflows` on a dev server
  * with the host mocked. To record with an earlier commit's code:
  *
- *   git archive <commit> src | tar -x -C .lab/replay-base
+ *   mkdir -p .lab/replay-base && git archive <commit> src | tar -x -C .lab/replay-base
  *   npx tsx test/helpers/record-histories.ts .lab/replay-base/src test/fixtures/histories <label>
+ *   rm -rf .lab/replay-base          # or `npm run lint` reads it too
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
