@@ -12,19 +12,30 @@ import { z } from 'zod';
 import { busyHostBench } from './busy-host';
 import { detectionBench } from './detection';
 import { guardBench } from './guard';
+import { guestViewBench } from './guest-view';
 import { historyBench } from './history';
 import { overheadBench } from './overhead';
 import { type Bench, type BenchResult, machineInfo, readResult, RESULTS_DIR, writeResult } from './support/common';
 import { renderTable } from './support/table';
 import { throughputBench } from './throughput';
 
-const ALL: Bench[] = [overheadBench, detectionBench, throughputBench, historyBench, guardBench, busyHostBench];
+const ALL: Bench[] = [
+  overheadBench,
+  detectionBench,
+  throughputBench,
+  historyBench,
+  guardBench,
+  busyHostBench,
+  guestViewBench,
+];
 
 const argsSchema = z.object({
   quick: z.boolean(),
   /** Print (and write) the table of the results already in bench/results/, running nothing. */
   table: z.boolean(),
-  only: z.array(z.enum(['overhead', 'detection', 'throughput', 'history', 'guard', 'busy-host'])).optional(),
+  only: z
+    .array(z.enum(['overhead', 'detection', 'throughput', 'history', 'guard', 'busy-host', 'guest-view']))
+    .optional(),
 });
 
 function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
@@ -39,7 +50,7 @@ function parseArgs(argv: string[]): z.infer<typeof argsSchema> {
     else if (a.startsWith('--only=')) only = a.slice('--only='.length).split(',').filter(Boolean);
     else if (a === '--help' || a === '-h') {
       console.log(
-        'usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history,guard,busy-host] [--table]',
+        'usage: tsx bench/run.ts [--quick] [--only overhead,detection,throughput,history,guard,busy-host,guest-view] [--table]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${a}`);

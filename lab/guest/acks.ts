@@ -22,7 +22,16 @@ export const ackLineSchema = z.discriminatedUnion('kind', [
     recordSize: count,
     rate: count,
   }),
-  z.object({ kind: z.literal('ACK'), disk: count, seq: count.pipe(z.number().min(1)), offset: count }),
+  z.object({
+    kind: z.literal('ACK'),
+    disk: count,
+    seq: count.pipe(z.number().min(1)),
+    offset: count,
+    /** The guest's CLOCK_MONOTONIC when the write returned, µs (writers before it sent no time). */
+    tUs: count.optional(),
+    /** How long the write (pwrite, O_DIRECT | O_DSYNC) took in the guest, µs. */
+    latUs: count.optional(),
+  }),
   z.object({ kind: z.literal('STOPPING') }),
   z.object({ kind: z.literal('DONE'), disk: count, writes: count }),
   z.object({ kind: z.literal('ERR'), text: z.string() }),
@@ -31,7 +40,7 @@ export type AckLine = z.infer<typeof ackLineSchema>;
 
 const FIELDS: Record<string, readonly string[]> = {
   START: ['nonce', 'disks', 'regionOffset', 'regionLength', 'recordSize', 'rate'],
-  ACK: ['disk', 'seq', 'offset'],
+  ACK: ['disk', 'seq', 'offset', 'tUs', 'latUs'],
   STOPPING: [],
   DONE: ['disk', 'writes'],
 };
@@ -42,8 +51,10 @@ export function parseAckLine(line: string): { ok: true; value: AckLine } | { ok:
   let raw: Record<string, unknown>;
   if (kind === 'ERR') raw = { kind, text: rest.join(' ') };
   else {
-    const names = FIELDS[kind];
-    if (!names) return { ok: false, error: `unknown line ${JSON.stringify(line.slice(0, 80))}` };
+    const all = FIELDS[kind];
+    if (!all) return { ok: false, error: `unknown line ${JSON.stringify(line.slice(0, 80))}` };
+    // An ACK without its times (a writer built before they were added) has the first three fields.
+    const names = kind === 'ACK' && rest.length === 3 ? all.slice(0, 3) : all;
     if (rest.length !== names.length)
       return {
         ok: false,

@@ -23,7 +23,10 @@
  *
  * The acknowledgement channel (/dev/ttyS1, raw mode), one line each:
  *   START <nonce> <disks> <off> <len> <rec> <rate>
- *   ACK <disk> <seq> <offset>     after pwrite() returned the full record (O_DSYNC: it is durable)
+ *   ACK <disk> <seq> <offset> <t_us> <lat_us>
+ *                                 after pwrite() returned the full record (O_DSYNC: it is durable);
+ *                                 t_us: the guest's CLOCK_MONOTONIC when it returned, lat_us: how
+ *                                 long the pwrite() took, both in microseconds (for benchmarks)
  *   STOPPING                      the stop request was read
  *   DONE <disk> <writes>          per disk, after its final fsync
  *   ERR <text>                    then the VM powers off (or panics, which with panic=-1 and
@@ -290,12 +293,14 @@ int main(void) {
     put32(buf + c.rec - 8, (uint32_t)xorshift64(&fill));
     put32(buf + c.rec - 4, crc32_ieee(buf, c.rec - 4));
     ssize_t w;
+    uint64_t issued = now_ns();
     do w = pwrite(fds[d], buf, c.rec, (off_t)offset);
     while (w < 0 && errno == EINTR);
+    uint64_t acked = now_ns();
     if (w != (ssize_t)c.rec)
       die("write of record %" PRIu64 " to /dev/vd%c at %" PRIu64 " failed: %s", s, 'a' + d, offset,
           w < 0 ? strerror(errno) : "short write");
-    say("ACK %u %" PRIu64 " %" PRIu64, d, s, offset);
+    say("ACK %u %" PRIu64 " %" PRIu64 " %" PRIu64 " %" PRIu64, d, s, offset, acked / 1000, (acked - issued) / 1000);
     d = (d + 1) % c.disks;
   }
   say("STOPPING");

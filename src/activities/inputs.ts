@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { COMMIT_KINDS } from '../domain/commit';
+import { convergenceOptionsSchema } from '../domain/convergence';
 import { idSchema } from '../domain/input';
 
 /** Activity inputs cross a process boundary: each is parsed again on the host. */
@@ -23,6 +24,8 @@ export const waitStepSchema = z
     progressWorkflowId: z.string().min(1).optional(),
     /** Sent with each progress signal (the workflow does not signal the waiting phase itself). */
     commitKind: z.enum(COMMIT_KINDS).optional(),
+    /** Absent in waits scheduled before convergence was watched: the defaults apply. */
+    convergence: convergenceOptionsSchema.optional(),
   })
   .strict();
 export type WaitStep = z.infer<typeof waitStepSchema>;

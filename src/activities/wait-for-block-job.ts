@@ -1,6 +1,14 @@
 import { Context, log } from '@temporalio/activity';
 
 import { type Checkpoint, checkpointSchema } from '../domain/checkpoint';
+import {
+  convergenceProgress,
+  type ConvergenceState,
+  DEFAULT_CONVERGENCE,
+  graceOver,
+  observeConvergence,
+} from '../domain/convergence';
+import { failure } from '../domain/failures';
 import { phaseOfJob } from '../domain/phases';
 import { type DiskProgress, diskProgressSignalName } from '../domain/progress';
 import { type BlockJob, findJob } from '../host/driver';
@@ -14,10 +22,18 @@ export type BlockJobEnd =
   /** The job is not in QEMU's list (dismissed earlier): only the chain can tell what happened. */
   | { outcome: 'vanished'; pivoted: boolean };
 
+/** How long the wait lets its last heartbeat reach the server before it cancels a job (policy fail). */
+export const HEARTBEAT_SETTLE_MS = 1100;
+
 /**
  * Waits for the disk's block job to end: polls QEMU's job list (a job status event wakes the
  * poll early), heartbeats offset/len, completes an active commit once it is `ready` (the pivot),
  * and returns when QEMU reports the job concluded. A vanished job is never read as success.
+ *
+ * It also watches whether the job converges (domain/convergence.ts) and acts on the merge's policy
+ * once the grace is over: `lift` sets the job's speed to unlimited (once per wait), `fail` cancels
+ * the job, never pivots it, waits for its end and fails as NotConverging. The detection state is
+ * in the heartbeat details, so a wait resumed on a restarted agent keeps its window and its action.
  */
 export function createWaitForBlockJob(deps: HostDeps) {
   return async function waitForBlockJob(input: WaitStep): Promise<BlockJobEnd> {
@@ -29,6 +45,8 @@ export function createWaitForBlockJob(deps: HostDeps) {
       : { status: 'unknown', offset: 0, len: 0, pivotRequested: false };
     if (resumed.success) log.info('resuming block job wait', { ...step, ...checkpoint });
     const reporter = progressReporter(step);
+    const policy = step.convergence ?? DEFAULT_CONVERGENCE;
+    let cancelSent = false;
 
     return hostStep(async () => {
       for (;;) {
@@ -40,18 +58,30 @@ export function createWaitForBlockJob(deps: HostDeps) {
         const changed = deps.driver.nextJobChange(step.vmId, timeoutMs, turn.signal).catch(() => undefined);
         try {
           const job = await findJob(deps.driver, step.vmId, step.jobId);
-          if (!job) return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
+          if (!job) {
+            if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint);
+            return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
+          }
 
-          checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len };
+          const now = Date.now();
+          // Once cancelled for not converging, the verdict stands (the job's end is no progress).
+          const convergence =
+            checkpoint.cancelledNotConverging && checkpoint.convergence
+              ? checkpoint.convergence
+              : observeConvergence(checkpoint.convergence, job, now, policy.windowSeconds);
+          if (!convergence.converging && checkpoint.convergence?.converging !== false)
+            log.warn('block job does not converge', { ...step, ...convergence, policy: policy.policy });
+          checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len, convergence };
           ctx.heartbeat(checkpoint);
           // The progress signal (a server round trip) goes out beside the pivot: telling watchers
           // must not hold up QEMU.
-          const reported = reporter(job);
+          const reported = reporter(job, convergence);
 
           if (job.status === 'concluded') {
             // The chain check waits for this result, not for watchers to be told (the signal
             // catches its own errors): the job's end reaches the workflow one round trip sooner.
             void reported;
+            if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint);
             return {
               outcome: 'concluded',
               error: job.error,
@@ -66,10 +96,32 @@ export function createWaitForBlockJob(deps: HostDeps) {
             await reported;
             await ctx.cancelled;
           }
+          if (
+            !checkpoint.pivotRequested &&
+            (checkpoint.cancelledNotConverging || graceOver(convergence, now, policy.graceSeconds))
+          ) {
+            if (policy.policy === 'lift' && convergence.liftedAt === undefined) {
+              if (await liftSpeed(deps, step)) {
+                checkpoint = { ...checkpoint, convergence: { ...convergence, liftedAt: now } };
+                ctx.heartbeat(checkpoint);
+              }
+            } else if (policy.policy === 'fail' && !cancelSent) {
+              if (!checkpoint.cancelledNotConverging) {
+                // Recorded first, and given the heartbeat throttle's time to reach the server: a wait
+                // resumed after a crash right after the cancel still knows why the job ended.
+                checkpoint = { ...checkpoint, cancelledNotConverging: true };
+                ctx.heartbeat(checkpoint);
+                await sleep(HEARTBEAT_SETTLE_MS);
+              }
+              cancelSent = await cancelForNotConverging(deps, step, checkpoint);
+            }
+          }
+          // Never a pivot once the job was cancelled for not converging: the chain stays as it was.
           const pivoted =
             job.status === 'ready' &&
             job.offset === job.len &&
             !checkpoint.pivotRequested &&
+            !checkpoint.cancelledNotConverging &&
             (await pivot(deps, step, job));
           await reported;
           if (pivoted) {
@@ -86,6 +138,46 @@ export function createWaitForBlockJob(deps: HostDeps) {
       }
     });
   };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+const MiB = 1024 * 1024;
+
+function notConverging(step: WaitStep, checkpoint: Checkpoint) {
+  const c = checkpoint.convergence;
+  const since = c ? ` since ${new Date(c.progressAt).toISOString()}` : '';
+  const left = c ? `, ${(c.remainingBytes / MiB).toFixed(1)} MiB left to copy` : '';
+  return failure(
+    'NotConverging',
+    `block job ${step.jobId} did not converge: no progress for ${step.convergence?.windowSeconds ?? DEFAULT_CONVERGENCE.windowSeconds} s${since}${left} (the guest dirties faster than the job copies); job cancelled without pivot, chain unchanged`,
+  );
+}
+
+/** True when QEMU took the new speed; a refusal is retried on the next turn. */
+async function liftSpeed(deps: HostDeps, step: WaitStep): Promise<boolean> {
+  log.warn('lifting the speed limit of a block job that does not converge', { ...step });
+  try {
+    await deps.driver.setSpeed(step.vmId, step.jobId, 0);
+    return true;
+  } catch (err) {
+    log.warn('block-job-set-speed refused', { jobId: step.jobId, error: String(err) });
+    return false;
+  }
+}
+
+/** True when QEMU took the cancel; a refusal is retried on the next turn (the job list decides). */
+async function cancelForNotConverging(deps: HostDeps, step: WaitStep, checkpoint: Checkpoint): Promise<boolean> {
+  log.warn('cancelling a block job that does not converge', { ...step, ...checkpoint.convergence });
+  try {
+    await deps.driver.cancelJob(step.vmId, step.jobId);
+    return true;
+  } catch (err) {
+    log.warn('block-job-cancel refused', { jobId: step.jobId, error: String(err) });
+    return false;
+  }
 }
 
 /** True when QEMU took the completion. */
@@ -106,7 +198,7 @@ async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<boo
 export const ANNOUNCE_AFTER_MS = 1000;
 
 interface ProgressReporter {
-  (job: BlockJob): Promise<void>;
+  (job: BlockJob, convergence?: ConvergenceState): Promise<void>;
   /** Milliseconds until a running job is due to be announced; Infinity once it was (or never is). */
   untilAnnounce(): number;
 }
@@ -123,21 +215,26 @@ interface ProgressReporter {
 function progressReporter(step: WaitStep): ProgressReporter {
   const since = Date.now();
   let lastPhase = '';
-  const report = async (job: BlockJob): Promise<void> => {
+  let lastConvergence = '';
+  const report = async (job: BlockJob, convergence?: ConvergenceState): Promise<void> => {
     if (!step.progressWorkflowId) return;
     // A job that ended well hands over to the chain check (the workflow does not signal that phase).
     const phase = phaseOfJob(job.status, job.error);
-    if (phase === lastPhase) return;
+    // A change of convergence (found not converging, converging again, speed lifted) is news too.
+    const convergenceKey = convergence ? `${convergence.converging}|${convergence.liftedAt ?? ''}` : '';
+    const convergenceNews = convergenceKey !== lastConvergence && (lastConvergence !== '' || !convergence?.converging);
+    if (phase === lastPhase && !convergenceNews) return;
     if (lastPhase === '') {
       // Not announced yet: announce a job that has been running long enough, or not at all.
       const running =
         phase === 'waiting' && job.status !== 'created' && job.status !== 'undefined' && job.status !== 'concluded';
       if (!running || Date.now() - since < ANNOUNCE_AFTER_MS) return;
-    } else if (phase === 'waiting') {
+    } else if (phase === 'waiting' && lastPhase !== 'waiting') {
       // After the pivot the job passes through waiting and pending again: the parent keeps pivoting.
       return;
     }
     lastPhase = phase;
+    lastConvergence = convergenceKey;
     const progress: DiskProgress = {
       diskId: step.diskId,
       phase,
@@ -145,6 +242,7 @@ function progressReporter(step: WaitStep): ProgressReporter {
       jobStatus: job.status,
       offset: job.offset,
       len: job.len,
+      ...(convergence ? convergenceProgress(convergence) : {}),
     };
     try {
       await Context.current()

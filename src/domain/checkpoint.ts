@@ -1,5 +1,7 @@
 import { z } from 'zod';
 
+import { convergenceStateSchema } from './convergence';
+
 /**
  * The block-job wait's heartbeat details: the job's last seen status and offset/len, and whether
  * the pivot was accepted. A retry on a restarted host agent resumes from it; progress readers
@@ -10,5 +12,12 @@ export const checkpointSchema = z.object({
   offset: z.number(),
   len: z.number(),
   pivotRequested: z.boolean(),
+  /** Whether the job copies faster than the guest dirties (absent before the first reading). */
+  convergence: convergenceStateSchema.optional(),
+  /**
+   * Set once the wait cancelled the job because it did not converge (policy `fail`): a resumed
+   * wait never pivots, waits for the job's end and fails the disk as NotConverging.
+   */
+  cancelledNotConverging: z.boolean().optional(),
 });
 export type Checkpoint = z.infer<typeof checkpointSchema>;

@@ -48,6 +48,11 @@ export const FAILURES = {
     retryable: false,
     meaning: "an image's qcow2 header names its backing file where it cannot be read",
   },
+  NotConverging: {
+    retryable: false,
+    meaning:
+      'an active commit made no progress for the convergence window (the guest dirties faster than the job copies) and the policy is fail: the job was cancelled, never pivoted, the chain is as before',
+  },
   HostUnreachable: {
     retryable: false,
     meaning: 'no host agent picked up the first step within hostPickupTimeoutSeconds',

@@ -1,5 +1,7 @@
 import { z } from 'zod';
 
+import { convergenceOptionsSchema, DEFAULT_CONVERGENCE } from './convergence';
+
 /**
  * Ids become file names and QEMU job ids: letters, digits, `-` and `_` only, so no path
  * separator, no `..`, nothing a shell or QMP would read differently.
@@ -40,6 +42,8 @@ export const mergeOptionsSchema = z
     bandwidthBytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
     /** How long the host agent may take to pick up the first step before the disk fails. */
     hostPickupTimeoutSeconds: z.number().int().min(1).max(86_400).default(DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS),
+    /** What an active commit that does not converge (domain/convergence.ts) is noticed by, and what then. */
+    convergence: convergenceOptionsSchema.prefault({}),
   })
   .strict();
 export type MergeOptions = z.infer<typeof mergeOptionsSchema>;
@@ -58,6 +62,7 @@ export const liveMergeInputSchema = z
       pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
       bandwidthBytesPerSec: 0,
       hostPickupTimeoutSeconds: DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS,
+      convergence: DEFAULT_CONVERGENCE,
     }),
   })
   .strict();

@@ -12,6 +12,14 @@ export interface DiskProgress {
   len?: number;
   commitKind?: CommitKind;
   reason?: string;
+  /** Running active commits: false once `len - offset` stopped shrinking (domain/convergence.ts). */
+  converging?: boolean;
+  /** What the job has left to copy, `len - offset`, when it was last reported. */
+  remainingBytes?: number;
+  /** Since when the remaining bytes have not shrunk (ISO time, host clock), while not converging. */
+  notConvergingSince?: string;
+  /** When the convergence policy `lift` lifted the job's speed limit (ISO time). */
+  speedLiftedAt?: string;
 }
 
 export interface MergeProgress {

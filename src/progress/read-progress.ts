@@ -3,6 +3,7 @@ import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common
 
 import { diskMergeWorkflowId, liveMergeWorkflowId } from '../config/names';
 import { checkpointSchema } from '../domain/checkpoint';
+import { convergenceProgress } from '../domain/convergence';
 import { jobState } from '../domain/phases';
 import { type MergeProgress, progressQueryName } from '../domain/progress';
 
@@ -19,7 +20,17 @@ export async function readMergeProgress(client: Client, snapshotId: string): Pro
     progress.disks.map(async (disk) => {
       if (jobState(disk.phase) !== 'running') return disk;
       const live = await liveCheckpoint(client, diskMergeWorkflowId(snapshotId, disk.diskId));
-      return live ? { ...disk, jobStatus: live.status, offset: live.offset, len: live.len } : disk;
+      if (!live) return disk;
+      const { notConvergingSince, converging, remainingBytes, speedLiftedAt, ...rest } = disk;
+      const fromQuery = { notConvergingSince, converging, remainingBytes, speedLiftedAt };
+      return {
+        ...rest,
+        jobStatus: live.status,
+        offset: live.offset,
+        len: live.len,
+        // The heartbeat's convergence is the newer; without one, the query's stays.
+        ...dropUndefined(live.convergence ? convergenceProgress(live.convergence) : fromQuery),
+      };
     }),
   );
   return { ...progress, disks };
@@ -36,4 +47,8 @@ async function liveCheckpoint(client: Client, workflowId: string) {
   } catch {
     return undefined;
   }
+}
+
+function dropUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }

@@ -27,7 +27,24 @@ export function renderDiskLine(d: DiskProgress): string {
   const bytes = d.len ? ` ${mib(d.offset ?? 0)}/${mib(d.len)} MiB` : '';
   const kind = d.commitKind ? ` ${d.commitKind} commit` : '';
   const reason = d.reason ? `: ${d.reason}` : '';
-  return `${d.diskId}: ${d.phase}${kind}${pct === undefined ? '' : ` ${pct}%`}${bytes}${reason}`;
+  return `${d.diskId}: ${d.phase}${kind}${pct === undefined ? '' : ` ${pct}%`}${bytes}${convergenceNote(d)}${reason}`;
+}
+
+/**
+ * ` NOT CONVERGING since 12:00:03Z, 48.0 MiB left` for a running job that does not converge, and
+ * `, speed limit lifted` once the policy lifted it; nothing otherwise.
+ */
+export function convergenceNote(d: DiskProgress): string {
+  if (isFinal(d.phase) && d.phase !== 'failed') return '';
+  const lifted = d.speedLiftedAt ? `, speed limit lifted ${clock(d.speedLiftedAt)}` : '';
+  if (d.converging !== false) return lifted;
+  const left = d.remainingBytes === undefined ? '' : `, ${mib(d.remainingBytes)} MiB left`;
+  return ` NOT CONVERGING since ${clock(d.notConvergingSince)}${left}${lifted}`;
+}
+
+/** `12:00:03Z` of an ISO time. */
+function clock(iso: string | undefined): string {
+  return iso ? `${iso.slice(11, 19)}Z` : '?';
 }
 
 /** Every disk on one line, `|`-separated. */
@@ -52,7 +69,7 @@ class LineView implements ProgressView {
   update(progress: MergeProgress): void {
     for (const d of progress.disks) {
       const pct = percent(d);
-      const key = `${d.phase}|${d.jobStatus ?? ''}|${pct === undefined ? '' : Math.floor(pct / 10)}|${d.reason ?? ''}`;
+      const key = `${d.phase}|${d.jobStatus ?? ''}|${pct === undefined ? '' : Math.floor(pct / 10)}|${d.reason ?? ''}|${convergenceNote(d).replace(/, [\d.]+ MiB left/, '')}`;
       if (this.last.get(d.diskId) === key) continue;
       this.last.set(d.diskId, key);
       this.stream.write(`${renderDiskLine(d)}\n`);
@@ -99,7 +116,7 @@ class BarView implements ProgressView {
         isFinal(d.phase) && d.phase !== 'failed' && d.phase !== 'cancelled' ? total : Math.min(d.offset ?? 0, total);
       const payload: BarPayload = {
         disk: d.diskId.padEnd(this.width),
-        state: `${d.phase}${d.commitKind ? ` (${d.commitKind} commit)` : ''}`,
+        state: `${d.phase}${d.commitKind ? ` (${d.commitKind} commit)` : ''}${convergenceNote(d)}`,
         done: mib(d.len ? (d.offset ?? 0) : 0),
         size: mib(d.len ?? 0),
       };

@@ -89,6 +89,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
             pollIntervalMs: options.pollIntervalMs,
             progressWorkflowId: input.parentWorkflowId,
             commitKind,
+            convergence: options.convergence,
           },
         ],
       );

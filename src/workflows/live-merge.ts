@@ -4,6 +4,7 @@ import {
   condition,
   executeChild,
   isCancellation,
+  setCurrentDetails,
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
@@ -12,7 +13,7 @@ import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../
 import { failure } from '../domain/failures';
 import type { LiveMergeRequest } from '../domain/input';
 import type { DiskMerged, DiskOutcome, LiveMergeResult } from '../domain/outcome';
-import { isForward } from '../domain/phases';
+import { isForward, jobState } from '../domain/phases';
 import type { DiskProgress } from '../domain/progress';
 import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
@@ -52,8 +53,9 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   function setPhase(diskId: string, update: Omit<DiskProgress, 'diskId'>): void {
     const current = progress.get(diskId);
     if (!current || !isForward(current.phase, update.phase)) return;
-    progress.set(diskId, { ...current, ...update, diskId });
+    progress.set(diskId, withConvergence({ ...current, ...update, diskId }, update));
     bandwidth.phaseChanged(diskId, current.phase, update.phase);
+    showConvergence(progress);
   }
 
   const settled = await Promise.allSettled(
@@ -115,4 +117,38 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   }
   tagOutcome('merged');
   return { snapshotId: input.snapshotId, vmId: input.vmId, disks: outcomes as DiskMerged[] };
+}
+
+/**
+ * A disk's convergence fields after an update: a disk converging again drops its
+ * `notConvergingSince`; a job that ended well drops them all (a failed disk keeps them).
+ */
+function withConvergence(next: DiskProgress, update: Omit<DiskProgress, 'diskId'>): DiskProgress {
+  const { notConvergingSince, converging, remainingBytes, speedLiftedAt, ...rest } = next;
+  if (jobState(next.phase) === 'over' && next.phase !== 'failed') return rest;
+  return {
+    ...rest,
+    ...(converging === undefined ? {} : { converging }),
+    ...(remainingBytes === undefined ? {} : { remainingBytes }),
+    ...(notConvergingSince === undefined || update.converging === true ? {} : { notConvergingSince }),
+    ...(speedLiftedAt === undefined ? {} : { speedLiftedAt }),
+  };
+}
+
+/**
+ * The Web UI's "Current details" of the merge (the SDK's workflow metadata): the disks whose active
+ * commit does not converge, or whose speed limit the convergence policy lifted. Not a command, so
+ * histories replay as before.
+ */
+function showConvergence(progress: Map<string, DiskProgress>): void {
+  const lines = [...progress.values()]
+    .filter((d) => jobState(d.phase) === 'running' && (d.converging === false || d.speedLiftedAt))
+    .map((d) => {
+      const left = d.remainingBytes === undefined ? '' : `, ${(d.remainingBytes / 1048576).toFixed(1)} MiB left`;
+      const lifted = d.speedLiftedAt ? `; speed limit lifted at ${d.speedLiftedAt}` : '';
+      return d.converging === false
+        ? `**${d.diskId}: not converging** since ${d.notConvergingSince ?? '?'}${left}${lifted}`
+        : `${d.diskId}: converging${left}${lifted}`;
+    });
+  setCurrentDetails(lines.join('\n\n'));
 }

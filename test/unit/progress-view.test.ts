@@ -90,3 +90,38 @@ test('a terminal: one cli-progress bar per disk, drawn in place, full when merge
   expect(text).toMatch(/disk1 \[░+\] +0% 0\.0\/0\.0 MiB {2}failed/);
   expect(text).toContain('disk1: failed: BlockJobFailed');
 });
+
+test('a job that does not converge says so, with what is left and since when; a lifted limit too', () => {
+  const stalled: DiskProgress = {
+    diskId: 'disk1',
+    phase: 'waiting',
+    commitKind: 'active',
+    offset: 7 * MiB,
+    len: 57 * MiB,
+    converging: false,
+    remainingBytes: 50 * MiB,
+    notConvergingSince: '2026-11-30T22:31:05.120Z',
+  };
+  expect(renderDiskLine(stalled)).toBe(
+    'disk1: waiting active commit 12% 7.0/57.0 MiB NOT CONVERGING since 22:31:05Z, 50.0 MiB left',
+  );
+  expect(renderDiskLine({ ...stalled, speedLiftedAt: '2026-11-30T22:32:05.000Z' })).toContain(
+    'NOT CONVERGING since 22:31:05Z, 50.0 MiB left, speed limit lifted 22:32:05Z',
+  );
+  expect(
+    renderDiskLine({
+      ...stalled,
+      converging: true,
+      notConvergingSince: undefined,
+      speedLiftedAt: '2026-11-30T22:32:05.000Z',
+    }),
+  ).toBe('disk1: waiting active commit 12% 7.0/57.0 MiB, speed limit lifted 22:32:05Z');
+  // Lines: a new line when the job stops converging, not for each change of the bytes left.
+  const { stream, output } = fakeStream(false);
+  const view = createProgressView(stream);
+  view.update(progress({ ...stalled, converging: true, notConvergingSince: undefined }));
+  view.update(progress(stalled));
+  view.update(progress({ ...stalled, remainingBytes: 51 * MiB }));
+  view.stop();
+  expect(output().split('\n').filter(Boolean)).toHaveLength(2);
+});
