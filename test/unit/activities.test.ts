@@ -406,6 +406,17 @@ describe('deleteVolume', () => {
     expect(await sim.nodesHolding('vm1', vol('v1'))).toHaveLength(2);
   });
 
+  test('refuses the active volume, still in the chain and named by no image: the chain check alone stops it', async () => {
+    // Nothing on the host but the VM uses v2 (no image is backed by it; the simulated QEMU holds no
+    // fd): only deleteVolume's own chain check stands between it and the delete (issue 14).
+    const f = await failureOf(env().run(acts.deleteVolume, step('v2', 'v1')));
+    expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+    expect(f.message).toBe('volume v2 is still in the chain of disk d1; not deleted');
+    expect(existsSync(vol('v2'))).toBe(true);
+    expect(calls).not.toContain('deleteNode');
+    expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
+  });
+
   test('refuses a volume that is the backing file of another image, file intact', async () => {
     await mergeThrough('v2', 'v1');
     await qemuImg(

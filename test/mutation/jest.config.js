@@ -1,0 +1,24 @@
+/**
+ * The tests StrykerJS runs against each mutant (npm run mutate): the fast ones that need no guest,
+ * no QEMU and no Temporal server: the activities on the simulated driver and real qcow2 files, the
+ * guard on real images and processes, DiskMergeWorkflow's steps with the workflow API stubbed.
+ * The same checks on real QEMU (test/qemu/guards.test.ts) run in `make test`: a lab VM per mutant
+ * costs seconds, and the mutant count is in the thousands.
+ */
+// eslint-disable-next-line @typescript-eslint/no-require-imports -- a CommonJS config, like jest.config.js
+const base = require('../../jest.config.js');
+
+/** @type {import('jest').Config} */
+module.exports = {
+  ...base,
+  rootDir: '../..',
+  roots: ['<rootDir>/test'],
+  testMatch: [
+    '<rootDir>/test/unit/activities.test.ts',
+    '<rootDir>/test/unit/set-block-job-speed.test.ts',
+    '<rootDir>/test/unit/volume-users.test.ts',
+    '<rootDir>/test/unit/disk-merge-steps.test.ts',
+  ],
+  reporters: ['default'],
+  maxWorkers: 1,
+};

@@ -1,0 +1,338 @@
+import { ApplicationFailure, CancelledFailure, RetryState, TimeoutFailure, TimeoutType } from '@temporalio/common';
+import { ActivityFailure } from '@temporalio/workflow';
+
+import type { HostActivities } from '../../src/activities';
+import { mergeStepOptions } from '../../src/config/policy';
+import type { DiskMergeInput } from '../../src/domain/input';
+import { DiskMergeWorkflow } from '../../src/workflows/disk-merge';
+
+/**
+ * DiskMergeWorkflow's decisions, step by step, with the workflow API stubbed: which host steps run
+ * after which outcome, that nothing is deleted after a failed job, a vanished job whose chain check
+ * fails, a refused step or a cancel, and which failure type the disk ends with. (The same workflow on
+ * a real dev server: test/workflow; these run in the Node process, where the mutation tool's
+ * mutant switch reaches them.)
+ */
+
+interface Call {
+  step: string;
+  args: unknown;
+  summary: string;
+  taskQueue: string | undefined;
+}
+
+const mockWf = {
+  calls: [] as Call[],
+  results: new Map<string, (args: unknown) => unknown>(),
+  signals: [] as { to: string; progress: Record<string, unknown> }[],
+  counters: [] as { name: string; value: number; tags: Record<string, unknown> }[],
+  upserts: [] as unknown[],
+  patched: true,
+  options: [] as { taskQueue?: string; scheduleToStartTimeout?: unknown }[],
+};
+
+jest.mock('@temporalio/workflow', () => {
+  const actual = jest.requireActual<Record<string, unknown>>('@temporalio/workflow');
+  const noop = (): void => undefined;
+  return {
+    ...actual,
+    proxyActivities: (options: { taskQueue?: string }) => {
+      mockWf.options.push(options);
+      return new Proxy(
+        {},
+        {
+          get: (_t, name: string) => ({
+            executeWithOptions: async (opts: { summary: string }, [args]: unknown[]) => {
+              mockWf.calls.push({ step: name, args, summary: opts.summary, taskQueue: options.taskQueue });
+              const result = mockWf.results.get(name);
+              return result ? result(args) : {};
+            },
+          }),
+        },
+      );
+    },
+    CancellationScope: { nonCancellable: <T>(fn: () => Promise<T>): Promise<T> => fn() },
+    patched: () => mockWf.patched,
+    getExternalWorkflowHandle: (to: string) => ({
+      signal: async (_def: unknown, progress: Record<string, unknown>) => {
+        mockWf.signals.push({ to, progress });
+        if (to === 'gone-parent') throw new Error('parent gone');
+      },
+    }),
+    upsertSearchAttributes: (attrs: { key: { name: string }; value: unknown }[]) =>
+      mockWf.upserts.push(attrs.map((a) => `${a.key.name}=${String(a.value)}`)),
+    workflowInfo: () => ({ runStartTime: new Date() }),
+    metricMeter: {
+      createHistogram: () => ({ record: noop }),
+      createCounter: (name: string) => ({
+        add: (value: number, tags: Record<string, unknown>) => mockWf.counters.push({ name, value, tags }),
+      }),
+    },
+    log: { info: noop, warn: noop, debug: noop, error: noop },
+  };
+});
+
+const input = (extra: Partial<DiskMergeInput> = {}): DiskMergeInput => ({
+  snapshotId: 's1',
+  vmId: 'vm1',
+  hostId: 'h1',
+  disk: { diskId: 'd1', baseVolumeId: 'v1', topVolumeId: 'v2' },
+  options: {
+    pollIntervalMs: 100,
+    bandwidthBytesPerSec: 5,
+    hostPickupTimeoutSeconds: 120,
+    convergence: { windowSeconds: 60, policy: 'lift', graceSeconds: 60 },
+  },
+  parentWorkflowId: 'parent',
+  ...extra,
+});
+const step = { vmId: 'vm1', diskId: 'd1', baseVolumeId: 'v1', topVolumeId: 'v2' };
+const jobStep = { vmId: 'vm1', diskId: 'd1', jobId: 'lm.d1.v2' };
+
+type Step = keyof HostActivities;
+const answer = (name: Step, fn: (args: unknown) => unknown): void => void mockWf.results.set(name, fn);
+const steps = (): string[] => mockWf.calls.map((c) => c.step);
+const phases = (): unknown[] => mockWf.signals.map((s) => s.progress.phase);
+/** What a host step's failure looks like in the workflow: an ActivityFailure around the step's own. */
+const refused = (type: string, message: string): ActivityFailure =>
+  new ActivityFailure(
+    'activity failed',
+    'x',
+    '1',
+    RetryState.NON_RETRYABLE_FAILURE,
+    'w',
+    ApplicationFailure.create({ type, message, nonRetryable: true }),
+  );
+
+async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof ApplicationFailure) return err;
+    throw err;
+  }
+  throw new Error('expected the disk to fail');
+}
+
+beforeEach(() => {
+  mockWf.calls = [];
+  mockWf.results = new Map();
+  mockWf.signals = [];
+  mockWf.counters = [];
+  mockWf.upserts = [];
+  mockWf.patched = true;
+  mockWf.options = [];
+  answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] }));
+  answer('waitForBlockJob', () => ({ outcome: 'concluded', offset: 7, len: 7, pivoted: false }));
+  answer('verifyChain', () => ({ chain: ['v1', 'v0'] }));
+  answer('deleteVolume', () => ({ deleted: true, path: '/x/v2.qcow2' }));
+  answer('cleanup', () => ({ dismissedJob: true }));
+});
+
+const outcomeCounter = (): unknown[] =>
+  mockWf.counters.filter((c) => c.name === 'live_merge_disk_merges').map((c) => c.tags.outcome);
+const bytesCounter = (): number[] =>
+  mockWf.counters.filter((c) => c.name === 'live_merge_bytes_committed').map((c) => c.value);
+
+test('a merge runs merge, wait, verify, delete and cleanup, in that order, with the steps it names', async () => {
+  await expect(DiskMergeWorkflow(input())).resolves.toEqual({
+    diskId: 'd1',
+    outcome: 'merged',
+    commitKind: 'intermediate',
+    chainBefore: ['v2', 'v1', 'v0'],
+    chainAfter: ['v1', 'v0'],
+    topDeleted: true,
+  });
+  expect(mockWf.calls).toEqual([
+    {
+      step: 'merge',
+      args: { ...step, bandwidthBytesPerSec: 5 },
+      summary: 'commit v2 into v1 on d1: start or adopt the block job',
+      taskQueue: 'live-merge-host-h1',
+    },
+    {
+      step: 'waitForBlockJob',
+      args: {
+        ...jobStep,
+        pollIntervalMs: 100,
+        progressWorkflowId: 'parent',
+        commitKind: 'intermediate',
+        convergence: input().options.convergence,
+      },
+      summary: 'wait for block job lm.d1.v2 (intermediate commit)',
+      taskQueue: 'live-merge-host-h1-jobs',
+    },
+    {
+      step: 'verifyChain',
+      args: step,
+      summary: 'verify chain of d1: v2 gone, v1 present',
+      taskQueue: 'live-merge-host-h1',
+    },
+    { step: 'deleteVolume', args: step, summary: 'delete volume v2 of d1', taskQueue: 'live-merge-host-h1' },
+    { step: 'cleanup', args: jobStep, summary: 'clean up after block job lm.d1.v2', taskQueue: 'live-merge-host-h1' },
+  ]);
+  // The merge step alone has a pickup bound; the parent is told of the child's own phases only.
+  expect(mockWf.options).toContainEqual({ ...mergeStepOptions(120), taskQueue: 'live-merge-host-h1' });
+  expect(phases()).toEqual([]);
+  expect(outcomeCounter()).toEqual(['merged']);
+  expect(bytesCounter()).toEqual([7]);
+  expect(mockWf.upserts).toEqual([['VmId=vm1', 'HostId=h1', 'SnapshotId=s1', 'DiskId=d1'], ['MergeOutcome=merged']]);
+});
+
+test('an active commit is waited for with a pivot; before the patch the wait stays on the steps queue', async () => {
+  mockWf.patched = false;
+  answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'active', chain: ['v2', 'v1'] }));
+  await DiskMergeWorkflow(input());
+  const wait = mockWf.calls.find((c) => c.step === 'waitForBlockJob');
+  expect(wait?.summary).toBe('wait for block job lm.d1.v2 (active commit, pivot when ready)');
+  expect(wait?.taskQueue).toBe('live-merge-host-h1');
+  // Old histories signalled every phase.
+  expect(mockWf.signals).toEqual(
+    [
+      { phase: 'merging' },
+      { phase: 'waiting', commitKind: 'active' },
+      { phase: 'verifying' },
+      { phase: 'deleting' },
+      { phase: 'cleaning' },
+      { phase: 'merged', commitKind: 'active' },
+    ].map((p) => ({ to: 'parent', progress: { diskId: 'd1', ...p } })),
+  );
+  expect(mockWf.upserts).toEqual([]);
+});
+
+test('a top merged earlier: no wait, verify and delete, outcome alreadyMerged, no bytes counted', async () => {
+  answer('merge', () => ({ outcome: 'alreadyMerged', jobId: 'lm.d1.v2', chain: ['v1', 'v0'] }));
+  await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({
+    outcome: 'alreadyMerged',
+    commitKind: undefined,
+    chainBefore: ['v1', 'v0'],
+  });
+  expect(steps()).toEqual(['merge', 'verifyChain', 'deleteVolume', 'cleanup']);
+  expect(outcomeCounter()).toEqual(['alreadyMerged']);
+  expect(bytesCounter()).toEqual([]);
+});
+
+test('a block job that ended in error fails the disk as BlockJobFailed: no verify, no delete, job cleaned up', async () => {
+  answer('waitForBlockJob', () => ({
+    outcome: 'concluded',
+    error: 'Input/output error',
+    offset: 3,
+    len: 7,
+    pivoted: false,
+  }));
+  const f = await failureOf(DiskMergeWorkflow(input()));
+  expect(f).toMatchObject({ type: 'BlockJobFailed', nonRetryable: true });
+  expect(f.message).toBe('disk d1: block job lm.d1.v2 failed in QEMU: Input/output error; top volume v2 kept');
+  expect(steps()).toEqual(['merge', 'waitForBlockJob', 'cleanup']);
+  expect(mockWf.calls[2]).toMatchObject({ args: jobStep, summary: 'clean up after failed merge of d1, keep v2' });
+  expect(mockWf.signals.at(-1)?.progress).toEqual({
+    diskId: 'd1',
+    phase: 'failed',
+    reason: 'block job lm.d1.v2 failed in QEMU: Input/output error',
+  });
+  expect(outcomeCounter()).toEqual(['failed']);
+  expect(bytesCounter()).toEqual([]);
+  expect(mockWf.upserts.at(-1)).toEqual(['MergeOutcome=failed']);
+});
+
+test('a vanished job is not success: the chain check decides, and a failed check deletes nothing', async () => {
+  answer('waitForBlockJob', () => ({ outcome: 'vanished', pivoted: false }));
+  answer('verifyChain', () => {
+    throw refused('ChainVerificationFailed', 'chain check failed on disk d1: top volume v2 is still in the chain');
+  });
+  const f = await failureOf(DiskMergeWorkflow(input()));
+  expect(f.type).toBe('ChainVerificationFailed');
+  expect(f.message).toMatch(/^disk d1: chain check failed .*; top volume v2 kept$/);
+  expect(steps()).toEqual(['merge', 'waitForBlockJob', 'verifyChain', 'cleanup']);
+  expect(bytesCounter()).toEqual([]);
+});
+
+test('a vanished job whose chain check passes is deleted, but counts no committed bytes', async () => {
+  answer('waitForBlockJob', () => ({ outcome: 'vanished', pivoted: true }));
+  await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged', topDeleted: true });
+  expect(steps()).toEqual(['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup']);
+  expect(bytesCounter()).toEqual([]);
+});
+
+test.each(['VolumeNotInChain', 'BaseNotBacking', 'DiskBusy', 'InsufficientSpace', 'BaseShared', 'VolumeInUse'])(
+  'a merge step refused with %s fails the disk with that type, nothing waited for or deleted',
+  async (type) => {
+    answer('merge', () => {
+      throw refused(type, `refused: ${type}`);
+    });
+    const f = await failureOf(DiskMergeWorkflow(input()));
+    expect(f).toMatchObject({ type, nonRetryable: true, message: `disk d1: refused: ${type}; top volume v2 kept` });
+    expect(steps()).toEqual(['merge', 'cleanup']);
+  },
+);
+
+test('a delete refused (volume still used) fails the disk with its type; cleanup still runs', async () => {
+  answer('deleteVolume', () => {
+    throw refused('VolumeInUse', 'volume v2 of disk d1 is still used');
+  });
+  const f = await failureOf(DiskMergeWorkflow(input()));
+  expect(f.type).toBe('VolumeInUse');
+  expect(steps()).toEqual(['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup']);
+});
+
+test('a failure of no known type becomes DiskMergeFailed, with its message as the reason', async () => {
+  answer('verifyChain', () => {
+    throw new Error('something odd');
+  });
+  const f = await failureOf(DiskMergeWorkflow(input()));
+  expect(f).toMatchObject({ type: 'DiskMergeFailed', message: 'disk d1: something odd; top volume v2 kept' });
+});
+
+test('a host that never picks up the merge: HostUnreachable, and no host step after it', async () => {
+  answer('merge', () => {
+    throw new ActivityFailure(
+      'timeout',
+      'merge',
+      '1',
+      RetryState.NON_RETRYABLE_FAILURE,
+      'w',
+      new TimeoutFailure('no pickup', undefined, TimeoutType.SCHEDULE_TO_START),
+    );
+  });
+  const f = await failureOf(DiskMergeWorkflow(input()));
+  expect(f.type).toBe('HostUnreachable');
+  expect(f.message).toBe(
+    'disk d1: host h1 did not pick up the merge within 120 s: no host agent polls live-merge-host-h1; top volume v2 kept',
+  );
+  expect(steps()).toEqual(['merge']);
+});
+
+test('a cancel while the job runs cancels the job, cleans up, deletes nothing, and ends cancelled', async () => {
+  answer('waitForBlockJob', () => {
+    throw new CancelledFailure('cancelled');
+  });
+  await expect(DiskMergeWorkflow(input())).rejects.toBeInstanceOf(CancelledFailure);
+  expect(steps()).toEqual(['merge', 'waitForBlockJob', 'cancelBlockJob', 'cleanup']);
+  expect(mockWf.calls.slice(2).map((c) => [c.args, c.summary])).toEqual([
+    [jobStep, 'cancel block job lm.d1.v2: merge cancelled'],
+    [jobStep, 'clean up after block job lm.d1.v2'],
+  ]);
+  expect(phases()).toEqual(['cancelling', 'cancelled']);
+  expect(mockWf.signals[1].progress).toEqual({
+    diskId: 'd1',
+    phase: 'cancelled',
+    reason: 'merge cancelled; block job cancelled, chain unchanged',
+  });
+  expect(outcomeCounter()).toEqual(['cancelled']);
+  expect(mockWf.upserts.at(-1)).toEqual(['MergeOutcome=cancelled']);
+});
+
+test('bad input fails at once as InvalidMergeInput, before any host step', async () => {
+  const bad = { ...input(), disk: { diskId: 'd1', baseVolumeId: 'v1', topVolumeId: 'v1' } };
+  const f = await failureOf(DiskMergeWorkflow(bad));
+  expect(f.type).toBe('InvalidMergeInput');
+  expect(steps()).toEqual([]);
+});
+
+test('without a parent nobody is signalled; a parent that is gone does not fail the merge', async () => {
+  await DiskMergeWorkflow(input({ parentWorkflowId: undefined }));
+  expect(mockWf.signals).toEqual([]);
+  await expect(DiskMergeWorkflow(input({ parentWorkflowId: 'gone-parent' }))).resolves.toMatchObject({
+    outcome: 'merged',
+  });
+});
