@@ -33,7 +33,12 @@ export function createDeleteVolume(deps: HostDeps) {
       await assertInsideRoot(deps.storageRoot, file);
 
       const chains = await deps.driver.readAllChains(step.vmId);
-      const holder = chains.find((c) => c.volumes.some((v) => v.path === file));
+      // By the file, not the name: through a symlinked image dir another disk's volume has another name.
+      const real = await realPathOf(file);
+      const inChain = await Promise.all(
+        chains.map(async (c) => (await Promise.all(c.volumes.map((v) => realPathOf(v.path)))).includes(real)),
+      );
+      const holder = chains.find((c, i) => inChain[i] || c.volumes.some((v) => v.path === file));
       if (holder) {
         throw failure(
           'VolumeInUse',
@@ -75,6 +80,21 @@ export function createDeleteVolume(deps: HostDeps) {
       return { deleted: true, path: file };
     });
   };
+}
+
+/** The path with every symlink resolved; for a file that is gone, its directory's, then its name. */
+async function realPathOf(file: string): Promise<string> {
+  try {
+    return await fs.realpath(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  try {
+    return path.join(await fs.realpath(path.dirname(file)), path.basename(file));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    return path.resolve(file);
+  }
 }
 
 /** The storage root check again on the real path: a symlinked dir must not lead outside. */

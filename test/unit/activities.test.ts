@@ -417,6 +417,18 @@ describe('deleteVolume', () => {
     expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
   });
 
+  test("refuses the VM's active volume reached under another disk's name through a symlinked image dir", async () => {
+    // images/d2 -> images/d1: d2's v2 is d1's active volume by another name, so the name alone is
+    // in no chain; the file is.
+    await fs.symlink(imageDir(root, 'd1'), path.join(root, 'images', 'd2'));
+    const f = await failureOf(env().run(acts.deleteVolume, { ...step('v2', 'v1'), diskId: 'd2' }));
+    expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+    expect(f.message).toBe('volume v2 is still in the chain of disk d1; not deleted');
+    expect(existsSync(vol('v2'))).toBe(true);
+    expect(calls).not.toContain('deleteNode');
+    expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
+  });
+
   test('refuses a volume that is the backing file of another image, file intact', async () => {
     await mergeThrough('v2', 'v1');
     await qemuImg(
