@@ -44,7 +44,16 @@ async function startLab(): Promise<Lab> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lm-guard-'));
   const root = path.join(dir, 's');
   const runDir = path.join(dir, 'r');
-  await createLabVm({ storageRoot: root, runDir, vmId: 'vm1', disks: 2, volumes: 3, layerDataMiB: 1, sizeMiB: 8 });
+  await createLabVm({
+    storageRoot: root,
+    runDir,
+    vmId: 'vm1',
+    disks: 2,
+    volumes: 3,
+    layerDataMiB: 1,
+    sizeMiB: 8,
+    guest: false,
+  });
   const deps: HostDeps = {
     hostId: 'h1',
     storageRoot: root,
