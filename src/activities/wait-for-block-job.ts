@@ -1,5 +1,6 @@
 import { Context, log } from '@temporalio/activity';
 
+import { JOB_WAIT_HEARTBEAT_THROTTLE } from '../config/policy';
 import { type Checkpoint, checkpointSchema } from '../domain/checkpoint';
 import {
   convergenceProgress,
@@ -22,8 +23,11 @@ export type BlockJobEnd =
   /** The job is not in QEMU's list (dismissed earlier): only the chain can tell what happened. */
   | { outcome: 'vanished'; pivoted: boolean };
 
-/** How long the wait lets its last heartbeat reach the server before it cancels a job (policy fail). */
-export const HEARTBEAT_SETTLE_MS = 1100;
+/**
+ * How long the wait lets its last heartbeat reach the server before it cancels a job (policy fail):
+ * the SDK holds a heartbeat back for up to the throttle interval of the waits' worker.
+ */
+export const HEARTBEAT_SETTLE_MS = JOB_WAIT_HEARTBEAT_THROTTLE + 100;
 
 /**
  * Waits for the disk's block job to end: polls QEMU's job list (a job status event wakes the
@@ -59,7 +63,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
         try {
           const job = await findJob(deps.driver, step.vmId, step.jobId);
           if (!job) {
-            if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint);
+            if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint, policy.windowSeconds);
             return { outcome: 'vanished', pivoted: checkpoint.pivotRequested };
           }
 
@@ -81,7 +85,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
             // The chain check waits for this result, not for watchers to be told (the signal
             // catches its own errors): the job's end reaches the workflow one round trip sooner.
             void reported;
-            if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint);
+            if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint, policy.windowSeconds);
             return {
               outcome: 'concluded',
               error: job.error,
@@ -101,7 +105,8 @@ export function createWaitForBlockJob(deps: HostDeps) {
             (checkpoint.cancelledNotConverging || graceOver(convergence, now, policy.graceSeconds))
           ) {
             if (policy.policy === 'lift' && convergence.liftedAt === undefined) {
-              if (await liftSpeed(deps, step)) {
+              log.warn('lifting the speed limit of a block job that does not converge', { ...step });
+              if (await ask('block-job-set-speed', step.jobId, () => deps.driver.setSpeed(step.vmId, step.jobId, 0))) {
                 checkpoint = { ...checkpoint, convergence: { ...convergence, liftedAt: now } };
                 ctx.heartbeat(checkpoint);
               }
@@ -113,7 +118,10 @@ export function createWaitForBlockJob(deps: HostDeps) {
                 ctx.heartbeat(checkpoint);
                 await sleep(HEARTBEAT_SETTLE_MS);
               }
-              cancelSent = await cancelForNotConverging(deps, step, checkpoint);
+              log.warn('cancelling a block job that does not converge', { ...step, ...checkpoint.convergence });
+              cancelSent = await ask('block-job-cancel', step.jobId, () =>
+                deps.driver.cancelJob(step.vmId, step.jobId),
+              );
             }
           }
           // Never a pivot once the job was cancelled for not converging: the chain stays as it was.
@@ -122,7 +130,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
             job.offset === job.len &&
             !checkpoint.pivotRequested &&
             !checkpoint.cancelledNotConverging &&
-            (await pivot(deps, step, job));
+            (await pivot(deps, step, job.id));
           await reported;
           if (pivoted) {
             checkpoint = { ...checkpoint, pivotRequested: true };
@@ -146,52 +154,33 @@ function sleep(ms: number): Promise<void> {
 
 const MiB = 1024 * 1024;
 
-function notConverging(step: WaitStep, checkpoint: Checkpoint) {
+function notConverging(step: WaitStep, checkpoint: Checkpoint, windowSeconds: number) {
   const c = checkpoint.convergence;
   const since = c ? ` since ${new Date(c.progressAt).toISOString()}` : '';
   const left = c ? `, ${(c.remainingBytes / MiB).toFixed(1)} MiB left to copy` : '';
   return failure(
     'NotConverging',
-    `block job ${step.jobId} did not converge: no progress for ${step.convergence?.windowSeconds ?? DEFAULT_CONVERGENCE.windowSeconds} s${since}${left} (the guest dirties faster than the job copies); job cancelled without pivot, chain unchanged`,
+    `block job ${step.jobId} did not converge: no progress for ${windowSeconds} s${since}${left} (the guest dirties faster than the job copies); job cancelled without pivot, chain unchanged`,
   );
 }
 
-/** True when QEMU took the new speed; a refusal is retried on the next turn. */
-async function liftSpeed(deps: HostDeps, step: WaitStep): Promise<boolean> {
-  log.warn('lifting the speed limit of a block job that does not converge', { ...step });
+/**
+ * Asks QEMU for one thing about the job; true when QEMU took it. A refusal (or a request lost on
+ * the way) is logged and false: the job list read on the next turn tells whether to ask again.
+ */
+async function ask(what: string, jobId: string, request: () => Promise<void>): Promise<boolean> {
   try {
-    await deps.driver.setSpeed(step.vmId, step.jobId, 0);
+    await request();
     return true;
   } catch (err) {
-    log.warn('block-job-set-speed refused', { jobId: step.jobId, error: String(err) });
+    log.warn(`${what} refused`, { jobId, error: String(err) });
     return false;
   }
 }
 
-/** True when QEMU took the cancel; a refusal is retried on the next turn (the job list decides). */
-async function cancelForNotConverging(deps: HostDeps, step: WaitStep, checkpoint: Checkpoint): Promise<boolean> {
-  log.warn('cancelling a block job that does not converge', { ...step, ...checkpoint.convergence });
-  try {
-    await deps.driver.cancelJob(step.vmId, step.jobId);
-    return true;
-  } catch (err) {
-    log.warn('block-job-cancel refused', { jobId: step.jobId, error: String(err) });
-    return false;
-  }
-}
-
-/** True when QEMU took the completion. */
-async function pivot(deps: HostDeps, step: WaitStep, job: BlockJob): Promise<boolean> {
-  log.info('pivoting active commit', { vmId: step.vmId, diskId: step.diskId, jobId: job.id });
-  try {
-    await deps.driver.completeJob(step.vmId, job.id);
-    return true;
-  } catch (err) {
-    // Refused (or lost on the way): the job list read on the next turn tells whether the pivot goes
-    // on (the job leaves `ready`) or must be asked for again (still `ready`).
-    log.warn('block-job-complete refused', { jobId: job.id, error: String(err) });
-    return false;
-  }
+async function pivot(deps: HostDeps, step: WaitStep, jobId: string): Promise<boolean> {
+  log.info('pivoting active commit', { vmId: step.vmId, diskId: step.diskId, jobId });
+  return ask('block-job-complete', jobId, () => deps.driver.completeJob(step.vmId, jobId));
 }
 
 /** A job is announced to the LiveMergeWorkflow once it has run this long: people watch long jobs. */

@@ -26,7 +26,8 @@ export const HOST_HEARTBEAT_TIMEOUT = '5 seconds';
  * JOB_WAIT_HEARTBEAT_TIMEOUT; the job runs on inside QEMU meanwhile, and the retry resumes it.
  */
 export const JOB_WAIT_HEARTBEAT_TIMEOUT = '15 seconds';
-export const JOB_WAIT_HEARTBEAT_THROTTLE = '5 seconds';
+/** Milliseconds (a Duration the worker options take as it is). */
+export const JOB_WAIT_HEARTBEAT_THROTTLE = 5_000;
 
 /**
  * Short host steps: merge, verify, delete, clean up, cancel. Each takes well under a second and
