@@ -1,3 +1,5 @@
+import * as path from 'node:path';
+
 import { failure } from '../domain/failures';
 import type { DiskChain } from '../host/driver';
 import { describeUser, vmQemuPids, type VolumeUsers } from '../host/usage';
@@ -53,5 +55,5 @@ function refuseUsed(use: VolumeUsers, type: 'BaseShared' | 'VolumeInUse', what: 
 }
 
 function nameOf(use: VolumeUsers): string {
-  return use.volume.slice(use.volume.lastIndexOf('/') + 1).replace(/\.qcow2$/, '');
+  return path.basename(use.volume, '.qcow2');
 }
