@@ -1,6 +1,6 @@
 /**
  * What a host driver reports when a VM or disk is not there. The activity layer turns them into
- * named failures (activities/host-failures.ts); nothing here knows of Temporal.
+ * named failures (activities/host-step.ts); nothing here knows of Temporal.
  */
 
 /** The VM has no QMP socket on this host: it does not run here. */

@@ -59,6 +59,10 @@ export class QmpPool {
       if (err instanceof QmpConnectError && err.code === 'ECONNREFUSED') {
         throw new VmGoneError(`VM ${vmId} is gone: its QEMU no longer answers on ${socketPath}`);
       }
+      // A QEMU that is exiting still accepts on its socket for a moment, then closes before greeting.
+      if (err instanceof QmpClosedError) {
+        throw new VmGoneError(`VM ${vmId} is gone: its QEMU closed ${socketPath} before greeting`, { cause: err });
+      }
       throw err;
     }
   }
