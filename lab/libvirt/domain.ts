@@ -31,7 +31,7 @@ export const libvirtLabVmOptionsSchema = z
     sizeMiB: z.number().int().min(8).max(4096).default(64),
     idPrefix: z
       .string()
-      .regex(/^[a-z0-9]*$/)
+      .regex(/^[a-z0-9-]*$/)
       .default(''),
   })
   .strict();
