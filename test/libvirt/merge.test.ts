@@ -1,14 +1,17 @@
 import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import type { LibvirtLabVm } from '../../lab/libvirt/domain';
 import { destroyLibvirtLabVm } from '../../lab/libvirt/domain';
 import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify';
+import { volumePath } from '../../src/domain/layout';
 import { LibvirtDriver } from '../../src/host/libvirt-driver';
 import { MiB, recordRecovery, startMerge } from '../fault/scenario';
 import { FaultStack } from '../fault/stack';
 import { mergeRequest } from '../helpers/merge-request';
-import { expectLibvirtMerged, libvirtVm } from './scenario';
+import { expectLibvirtMerged, libvirtVm, untilJobRuns } from './scenario';
 
 /**
  * Merges of libvirt domains through the whole product (dev server, engine and a host agent with
@@ -78,12 +81,8 @@ test('L1 host agent killed mid-job: the restarted agent adopts both jobs and the
   const v = await vm('hostkill', 2, 4, 'h-');
   const request = mergeRequest(v, 'snap-lv-hostkill', ['intermediate', 'active'], { bandwidthBytesPerSec: MiB });
   const handle = await startMerge(stack, request);
-  const list = () => run('virsh', ['-q', '-c', v.uri, 'blockjob', v.vmId, 'vda', '--info', '--raw']);
-  const deadline = Date.now() + 60_000;
-  while (!(await list()).stdout.includes('cur=')) {
-    if (Date.now() > deadline) throw new Error('the job never ran');
-    await new Promise((r) => setTimeout(r, 100));
-  }
+  await untilJobRuns(v, 'vda');
+  await untilJobRuns(v, 'vdb');
   await stack.host!.kill();
   const restarted = Date.now();
   await stack.startHost(['before:completeJob']);
@@ -113,4 +112,38 @@ test('L3 cancel in ready: no pivot, the chain as it was, nothing deleted', async
   const xml = await run('virsh', ['-q', '-c', v.uri, 'dumpxml', v.vmId]);
   expect(xml.stdout).not.toMatch(/<mirror/);
   expect((await stopAndCheckData(v, after)).filter((r) => !r.ok)).toEqual([]);
+});
+
+test('L4 block job failure (the base file system fills up mid-job): the disk fails, chain and volumes kept', async () => {
+  // The disk's image dir on a small tmpfs of its own: room for the chain and the space check's
+  // margin, filled up once the job runs.
+  const dir = path.join(stack.storageRoot, 'images', 'f-disk0');
+  mkdirSync(dir, { recursive: true });
+  await run('mount', ['-t', 'tmpfs', '-o', 'size=100m', 'tmpfs', dir]);
+  try {
+    const v = await vm('fail', 1, 4, 'f-');
+    const before = await verifyLibvirtChains(v, stack.runDir);
+    const request = mergeRequest(v, 'snap-lv-fail', ['intermediate'], { bandwidthBytesPerSec: MiB });
+    const handle = await startMerge(stack, request);
+    await untilJobRuns(v, 'vda');
+    await run('dd', ['if=/dev/zero', `of=${path.join(dir, 'filler')}`, 'bs=1M']).catch(() => undefined);
+    const err = await handle.result().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    const cause = (err as { cause?: { type?: string; message?: string } }).cause;
+    expect(cause?.type).toBe('DiskMergeFailed');
+    expect(cause?.message).toMatch(
+      /block job lm\.f-disk0\.f-d0v1 failed .*libvirt reported it failed.*top volume f-d0v1 kept/,
+    );
+    expect((await handle.describe()).status.name).toBe('FAILED');
+    rmSync(path.join(dir, 'filler'));
+    const after = await verifyLibvirtChains(v, stack.runDir);
+    expect(after.map((d) => d.libvirtChain)).toEqual(before.map((d) => d.libvirtChain));
+    for (const id of v.disks[0].volumeIds) expect(existsSync(volumePath(stack.storageRoot, 'f-disk0', id))).toBe(true);
+    expect((await stopAndCheckData(v, after)).filter((r) => !r.ok)).toEqual([]);
+  } finally {
+    for (const v of vms) await destroyLibvirtLabVm(v).catch(() => undefined);
+    await run('umount', [dir]);
+  }
 });

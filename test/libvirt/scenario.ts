@@ -74,3 +74,14 @@ export async function killLibvirtd(): Promise<number> {
 export async function startLibvirtd(): Promise<void> {
   await run('bash', [ENSURE], { timeout: 120_000 });
 }
+
+/** Resolves once libvirt shows a block job on the domain's disk `target` (a `virsh blockjob --info`). */
+export async function untilJobRuns(vm: LibvirtLabVm, target: string, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const r = await run('virsh', ['-q', '-c', vm.uri, 'blockjob', vm.vmId, target, '--info', '--raw']);
+    if (r.stdout.includes('cur=')) return;
+    if (Date.now() > deadline) throw new Error(`no block job on ${vm.vmId} ${target}`);
+    await new Promise((res) => setTimeout(res, 100));
+  }
+}
