@@ -6,7 +6,7 @@ SHELL := /bin/bash
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup demo test bench lint mutate mutate-ci qemu temporal chromium guest
+.PHONY: help setup demo test bench lint mutate mutate-ci qemu temporal chromium guest libvirt
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
@@ -17,7 +17,7 @@ help:
 	@echo "make mutate-ci - the same, incremental: only mutants whose code or tests changed since the recorded run"
 	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
 
-setup: node_modules/.installed qemu temporal chromium guest
+setup: node_modules/.installed qemu temporal chromium guest libvirt
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -35,6 +35,10 @@ chromium:
 # The lab's guest OS (Debian's cloud kernel, busybox, lab/guest/writer.c), cached in ~/.cache/live-merge/guest-<hash>/.
 guest: node_modules/.installed
 	@bash scripts/ensure-guest.sh >/dev/null
+
+# libvirtd with its QEMU driver, running (no systemd): for the libvirt driver's tests and DEMO_ARGS=--libvirt.
+libvirt: qemu
+	@bash scripts/ensure-libvirt.sh
 
 demo: setup
 	npx tsx lab/demo/main.ts $(DEMO_ARGS)
