@@ -82,7 +82,7 @@ export function setHostLink(net: ClusterNetwork, hostId: string, state: 'up' | '
 }
 
 /** Deletes the namespaces (their links go with them); names that are already gone are skipped. */
-export function deleteClusterNetwork(net: Pick<ClusterNetwork, 'coreNetns' | 'hosts'>): void {
+export function deleteClusterNetwork(net: { coreNetns: string; hosts: { netns: string }[] }): void {
   const existing = new Set(listNetns());
   for (const ns of [...net.hosts.map((h) => h.netns), net.coreNetns]) {
     if (existing.has(ns)) ip(['netns', 'delete', ns]);

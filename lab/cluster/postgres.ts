@@ -1,5 +1,5 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -11,10 +11,12 @@ export const PG_USER = 'temporal';
 export const PG_PASSWORD = 'temporal';
 export const PG_PORT = 5432;
 
-/** PostgreSQL's programs (Debian's postgresql package keeps them out of PATH). */
+/** PostgreSQL's programs: Debian's postgresql keeps them in /usr/lib/postgresql/<major>/bin (the newest is taken). */
 function pgBin(name: string): string {
-  const bindir = execFileSync('pg_config', ['--bindir'], { encoding: 'utf8' }).trim();
-  return path.join(bindir, name);
+  const root = '/usr/lib/postgresql';
+  const majors = existsSync(root) ? readdirSync(root).filter((v) => /^\d+$/.test(v)) : [];
+  const newest = majors.sort((a, b) => Number(b) - Number(a))[0];
+  return newest ? path.join(root, newest, 'bin', name) : name;
 }
 
 function uidOf(user: string): { uid: number; gid: number } {
