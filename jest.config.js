@@ -18,9 +18,11 @@ module.exports = {
       ...common,
       displayName: 'suite',
       roots: ['<rootDir>/test'],
-      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/guest/'],
+      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/guest/', '<rootDir>/test/cluster/'],
     },
     { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest'] },
+    // The production topology (lab/cluster/): one cluster per file, most of the machine's cores: in band.
+    { ...common, displayName: 'cluster', roots: ['<rootDir>/test/cluster'] },
   ],
   maxWorkers: 2,
   testTimeout: 120_000,

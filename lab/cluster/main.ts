@@ -6,9 +6,10 @@
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { createLabVm } from '../vm';
+import { destroyLabVm } from '../vm';
 import { Cluster } from './cluster';
 import { describeCluster } from './describe';
+import { createHostLabVm } from './lab-vm';
 import { STATE_FILE } from './state';
 import { startWebUi } from './web-ui';
 
@@ -25,6 +26,7 @@ async function main(): Promise<void> {
     stopping = true;
     console.log('stopping the cluster');
     await ui?.stop().catch(() => undefined);
+    for (const host of cluster.hosts.values()) await destroyLabVm(host.runDir, `vm-${host.hostId}`).catch(() => undefined);
     await cluster.stop();
     rmSync(STATE_FILE, { force: true });
     process.exit(0);
@@ -37,16 +39,7 @@ async function main(): Promise<void> {
   });
   for (const host of cluster.hosts.values()) {
     // One lab VM per host, paused with no guest (cheap), to merge its snapshots.
-    await createLabVm({
-      storageRoot: host.storageRoot,
-      runDir: host.runDir,
-      vmId: `vm-${host.hostId}`,
-      disks: 2,
-      volumes: 3,
-      layerDataMiB: 4,
-      sizeMiB: 32,
-      guest: false,
-    }).catch((err: unknown) => console.log(`  lab VM on ${host.hostId}: ${String(err)}`));
+    await createHostLabVm(host, { vmId: `vm-${host.hostId}`, disks: 2, volumes: 3, layerDataMiB: 4, sizeMiB: 32 }).catch((err: unknown) => console.log(`  lab VM on ${host.hostId}: ${String(err)}`));
   }
   writeFileSync(
     STATE_FILE,
