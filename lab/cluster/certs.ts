@@ -23,7 +23,8 @@ export interface ClusterCerts {
   rogue: CertPair;
 }
 
-const openssl = (args: string[], cwd: string) => execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+const openssl = (args: string[], cwd: string) =>
+  execFileSync('openssl', args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
 
 function newKey(dir: string, name: string): void {
   openssl(['ecparam', '-name', 'prime256v1', '-genkey', '-noout', '-out', `${name}.key`], dir);
@@ -54,8 +55,15 @@ function signedLeaf(dir: string, ca: string, name: string, kind: 'server' | 'cli
   ];
   writeFileSync(path.join(dir, `${name}.ext`), `${ext.join('\n')}\n`);
   openssl(
-    ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial']
-      .concat(['-days', '825', '-sha256', '-extfile', `${name}.ext`, '-out', `${name}.pem`]),
+    ['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.pem`, '-CAkey', `${ca}.key`, '-CAcreateserial'].concat([
+      '-days',
+      '825',
+      '-sha256',
+      '-extfile',
+      `${name}.ext`,
+      '-out',
+      `${name}.pem`,
+    ]),
     dir,
   );
   return pair;

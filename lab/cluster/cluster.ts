@@ -7,14 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { freePort } from '../devserver/free-port';
 import { temporalBin } from '../devserver/temporal-bin';
 import { type CertPair, type ClusterCerts, ensureClusterCerts, FRONTEND_TLS_NAME, tlsEnv } from './certs';
-import {
-  type ClusterNetwork,
-  CORE_IP,
-  createClusterNetwork,
-  deleteClusterNetwork,
-  inNetns,
-  runPrefix,
-} from './netns';
+import { type ClusterNetwork, CORE_IP, createClusterNetwork, deleteClusterNetwork, inNetns, runPrefix } from './netns';
 import { ClusterPostgres } from './postgres';
 import { type ClusterProcess, startProcess, waitFor } from './process';
 import { startRelay } from './relay';
@@ -95,7 +88,9 @@ export class Cluster {
     chmodSync(dir, 0o755); // the postgres user reaches its data dir below it
     const binDir = temporalServerBinDir();
     this.net = createClusterNetwork(runPrefix(), hostIds);
-    onStep(`network: core ${this.net.coreNetns} (${CORE_IP}), hosts ${this.net.hosts.map((h) => `${h.netns} (${h.ip})`).join(', ')}`);
+    onStep(
+      `network: core ${this.net.coreNetns} (${CORE_IP}), hosts ${this.net.hosts.map((h) => `${h.netns} (${h.ip})`).join(', ')}`,
+    );
     this.certs = ensureClusterCerts(path.join(dir, 'tls'), CORE_IP, hostIds);
     this.pg = new ClusterPostgres(path.join(dir, 'pg'), this.net.coreNetns);
     await this.pg.start();
@@ -112,10 +107,14 @@ export class Cluster {
     onStep('schema: temporal and temporal_visibility at the server version');
     for (const s of SERVICE_NAMES) this.services.set(s, startService(this.ctx, s));
     await this.startRelays();
-    await waitFor('the frontend serving', async () => {
-      await runCliScript('healthcheck.sh', { ...this.cliEnv(), TEMPORAL_NAMESPACE: 'temporal-system' }, 20_000);
-      return true;
-    }, 180_000);
+    await waitFor(
+      'the frontend serving',
+      async () => {
+        await runCliScript('healthcheck.sh', { ...this.cliEnv(), TEMPORAL_NAMESPACE: 'temporal-system' }, 20_000);
+        return true;
+      },
+      180_000,
+    );
     onStep(`temporal: ${SERVICE_NAMES.join(', ')} on ${CORE_IP}; frontend ${FRONTEND_ADDRESS} (mTLS)`);
     onStep((await runCliScript('setup-namespace.sh', this.cliEnv())).trim());
     await this.waitHealthy();
@@ -162,10 +161,14 @@ export class Cluster {
 
   /** deploy/temporal/healthcheck.sh until it passes: the frontend serves and the database answers. */
   async waitHealthy(timeoutMs = 180_000): Promise<void> {
-    await waitFor('the cluster healthy', async () => {
-      await runCliScript('healthcheck.sh', this.cliEnv(), 20_000);
-      return true;
-    }, timeoutMs);
+    await waitFor(
+      'the cluster healthy',
+      async () => {
+        await runCliScript('healthcheck.sh', this.cliEnv(), 20_000);
+        return true;
+      },
+      timeoutMs,
+    );
   }
 
   async healthy(): Promise<boolean> {
@@ -237,7 +240,16 @@ export class Cluster {
     const relay = path.join(__dirname, 'relay.ts');
     this.coreRelay = startProcess(
       'core relay',
-      inNetns(this.net.coreNetns, [process.execPath, '--import', 'tsx', relay, '--listen', `unix:${socket}`, '--to', FRONTEND_ADDRESS]),
+      inNetns(this.net.coreNetns, [
+        process.execPath,
+        '--import',
+        'tsx',
+        relay,
+        '--listen',
+        `unix:${socket}`,
+        '--to',
+        FRONTEND_ADDRESS,
+      ]),
       { logFile: path.join(this.logDir, 'relay.log'), cwd: path.resolve(__dirname, '../..') },
     );
     const port = await freePort();

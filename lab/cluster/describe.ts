@@ -36,7 +36,8 @@ export function describeCluster(cluster: Cluster, uiUrl: string | undefined): st
     `  postgresql: ${cluster.pg.address} in ${cluster.net.coreNetns}`,
     `  web ui:     ${uiUrl ?? 'not running'}`,
     ...[...cluster.hosts.values()].map(
-      (h) => `  ${h.hostId}:      ${h.ip} in ${h.netns}; storage ${h.storageRoot}; run ${h.runDir}; lab VM vm-${h.hostId}`,
+      (h) =>
+        `  ${h.hostId}:      ${h.ip} in ${h.netns}; storage ${h.storageRoot}; run ${h.runDir}; lab VM vm-${h.hostId}`,
     ),
     `  logs:       ${path.join(cluster.opts.dir, 'logs')}`,
     '',

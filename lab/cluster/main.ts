@@ -26,7 +26,8 @@ async function main(): Promise<void> {
     stopping = true;
     console.log('stopping the cluster');
     await ui?.stop().catch(() => undefined);
-    for (const host of cluster.hosts.values()) await destroyLabVm(host.runDir, `vm-${host.hostId}`).catch(() => undefined);
+    for (const host of cluster.hosts.values())
+      await destroyLabVm(host.runDir, `vm-${host.hostId}`).catch(() => undefined);
     await cluster.stop();
     rmSync(STATE_FILE, { force: true });
     process.exit(0);
@@ -39,7 +40,13 @@ async function main(): Promise<void> {
   });
   for (const host of cluster.hosts.values()) {
     // One lab VM per host, paused with no guest (cheap), to merge its snapshots.
-    await createHostLabVm(host, { vmId: `vm-${host.hostId}`, disks: 2, volumes: 3, layerDataMiB: 4, sizeMiB: 32 }).catch((err: unknown) => console.log(`  lab VM on ${host.hostId}: ${String(err)}`));
+    await createHostLabVm(host, {
+      vmId: `vm-${host.hostId}`,
+      disks: 2,
+      volumes: 3,
+      layerDataMiB: 4,
+      sizeMiB: 32,
+    }).catch((err: unknown) => console.log(`  lab VM on ${host.hostId}: ${String(err)}`));
   }
   writeFileSync(
     STATE_FILE,

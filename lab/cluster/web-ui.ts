@@ -13,7 +13,9 @@ const repoRoot = path.resolve(__dirname, '../..');
  * The Temporal Web UI server (built by scripts/ensure-temporal-ui.sh from the module the CLI
  * embeds) on 127.0.0.1, reaching the frontend through the relay with the CLI's certificate.
  */
-export async function startWebUi(cluster: Cluster): Promise<{ url: string; process: ClusterProcess; stop(): Promise<void> }> {
+export async function startWebUi(
+  cluster: Cluster,
+): Promise<{ url: string; process: ClusterProcess; stop(): Promise<void> }> {
   const bin = execFileSync('bash', [path.join(repoRoot, 'scripts/ensure-temporal-ui.sh')], {
     encoding: 'utf8',
     stdio: ['ignore', 'pipe', 'inherit'],

@@ -61,11 +61,19 @@ export function hasPoller(client: Client, namespace: string, taskQueue: string, 
     temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
     temporal.api.enums.v1.TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
   ];
-  return waitFor(`a poller on ${taskQueue}`, async () => {
-    for (const taskQueueType of kinds) {
-      const r = await client.workflowService.describeTaskQueue({ namespace, taskQueue: { name: taskQueue }, taskQueueType });
-      if ((r.pollers?.length ?? 0) > 0) return true;
-    }
-    return false;
-  }, timeoutMs);
+  return waitFor(
+    `a poller on ${taskQueue}`,
+    async () => {
+      for (const taskQueueType of kinds) {
+        const r = await client.workflowService.describeTaskQueue({
+          namespace,
+          taskQueue: { name: taskQueue },
+          taskQueueType,
+        });
+        if ((r.pollers?.length ?? 0) > 0) return true;
+      }
+      return false;
+    },
+    timeoutMs,
+  );
 }

@@ -1,5 +1,5 @@
-import { setHostLink } from '../../lab/cluster/netns';
 import type { Cluster } from '../../lab/cluster/cluster';
+import { setHostLink } from '../../lab/cluster/netns';
 import {
   bothJobsRunning,
   destroyHostVms,
@@ -39,7 +39,9 @@ async function healthyAfter(from: number): Promise<number> {
 
 test('merges on the three hosts at once complete, each on its own host', async () => {
   const merges = await Promise.all(
-    ['host1', 'host2', 'host3'].map((h) => startHostMerge(cluster, h, `snap-all-${h}`, SHORT.layerDataMiB, SHORT.bandwidth)),
+    ['host1', 'host2', 'host3'].map((h) =>
+      startHostMerge(cluster, h, `snap-all-${h}`, SHORT.layerDataMiB, SHORT.bandwidth),
+    ),
   );
   for (const m of merges) await expectMergedRight(cluster, m);
 });

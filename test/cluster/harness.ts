@@ -43,7 +43,13 @@ export function host(cluster: Cluster, hostId: string): ClusterHost {
 
 /** A paused lab VM (no guest) with 2 disks x 3 volumes of `layerDataMiB` of data per layer, on `hostId`. */
 export function hostVm(cluster: Cluster, hostId: string, vmId: string, layerDataMiB: number): Promise<LabVm> {
-  return createHostLabVm(host(cluster, hostId), { vmId, disks: 2, volumes: 3, layerDataMiB, sizeMiB: 5 * layerDataMiB + 8 });
+  return createHostLabVm(host(cluster, hostId), {
+    vmId,
+    disks: 2,
+    volumes: 3,
+    layerDataMiB,
+    sizeMiB: 5 * layerDataMiB + 8,
+  });
 }
 
 /** A merge on `hostId` that commits disk0's middle volume (intermediate) and disk1's top (active, pivot). */
@@ -108,12 +114,7 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Destroys every lab VM left on the cluster's hosts (a failed test's), so the next test has the storage roots. */
 export async function destroyHostVms(cluster: Cluster | undefined): Promise<void> {
   for (const h of cluster?.hosts.values() ?? []) {
-    let vmIds: string[] = [];
-    try {
-      vmIds = readdirSync(h.runDir);
-    } catch {
-      continue;
-    }
+    const vmIds = existsSync(h.runDir) ? readdirSync(h.runDir) : [];
     for (const vmId of vmIds) await destroyLabVm(h.runDir, vmId).catch(() => undefined);
   }
 }
