@@ -105,3 +105,14 @@ test("a host agent showing another host's certificate is let in by Temporal: mTL
     await cluster.startHost('host2');
   }
 });
+
+test('npm run watch follows a merge on the cluster through the TEMPORAL_TLS_* variables, to its end', async () => {
+  const m = await startHostMerge(cluster, 'host1', 'snap-watch', 2, 2 * MiB);
+  const { stdout } = await run(
+    process.execPath,
+    ['--import', 'tsx', path.resolve(__dirname, '../../src/watch.ts'), '--snapshot-id', 'snap-watch'],
+    { cwd: path.resolve(__dirname, '../..'), env: { ...process.env, ...cluster.cliEnv() }, timeout: 120_000 },
+  );
+  expect(stdout).toContain('disk1');
+  await expectMergedRight(cluster, m);
+});
