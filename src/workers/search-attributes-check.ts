@@ -23,15 +23,11 @@ export async function missingSearchAttributes(
 export async function warnIfSearchAttributesMissing(connection: NativeConnection, namespace: string): Promise<void> {
   const missing = await missingSearchAttributes(connection, namespace);
   if (!missing?.length) return;
-  const types = [...new Set(MERGE_SEARCH_ATTRIBUTES.filter((k) => missing.includes(k.name)).map((k) => k.type))];
-  const command = types
-    .map((type) => {
-      const names = MERGE_SEARCH_ATTRIBUTES.filter((k) => k.type === type && missing.includes(k.name)).map(
-        (k) => `--name ${k.name}`,
-      );
-      return `temporal operator search-attribute create --namespace ${namespace} ${names.join(' ')} --type ${cliTypeName(type)}`;
-    })
-    .join(' && ');
+  // Each --type pairs with the --name at the same position (one --type for several names registers only the first).
+  const pairs = MERGE_SEARCH_ATTRIBUTES.filter((k) => missing.includes(k.name)).map(
+    (k) => `--name ${k.name} --type ${cliTypeName(k.type)}`,
+  );
+  const command = `temporal operator search-attribute create --namespace ${namespace} ${pairs.join(' ')}`;
   Runtime.instance().logger.warn(
     `namespace ${namespace} lacks the search attributes ${missing.join(', ')}: merges will wait before their first step until they are registered: ${command}`,
     { namespace, missing },
