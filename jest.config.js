@@ -19,10 +19,17 @@ module.exports = {
       ...common,
       displayName: 'suite',
       roots: ['<rootDir>/test'],
-      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/guest/', '<rootDir>/test/libvirt/'],
+      testPathIgnorePatterns: [
+        '/node_modules/',
+        '<rootDir>/test/guest/',
+        '<rootDir>/test/libvirt/',
+        '<rootDir>/test/cluster/',
+      ],
     },
     // test/libvirt/ kills and restarts the host's one libvirtd: never beside another libvirt test.
     { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest', '<rootDir>/test/libvirt'] },
+    // The production topology (lab/cluster/): one cluster per file, most of the machine's cores: in band.
+    { ...common, displayName: 'cluster', roots: ['<rootDir>/test/cluster'] },
   ],
   maxWorkers: 2,
   testTimeout: 120_000,
