@@ -66,6 +66,7 @@ export class Cluster {
   private coreRelay?: ClusterProcess;
   private rootRelay?: net.Server;
   private readonly logDir: string;
+  private readonly startupRestarts = new Map<ServiceName, number>();
 
   constructor(readonly opts: ClusterOptions) {
     this.logDir = path.join(opts.dir, 'logs');
@@ -110,6 +111,7 @@ export class Cluster {
     await waitFor(
       'the frontend serving',
       async () => {
+        this.restartExitedServices(onStep);
         await runCliScript('healthcheck.sh', { ...this.cliEnv(), TEMPORAL_NAMESPACE: 'temporal-system' }, 20_000);
         return true;
       },
@@ -176,6 +178,22 @@ export class Cluster {
       () => true,
       () => false,
     );
+  }
+
+  /**
+   * Services started together on a new database race to write the cluster's metadata, and the
+   * loser exits ("SaveClusterMetadata encountered version mismatch"). A deployment's supervisor
+   * starts it again (compose: `restart: unless-stopped`); so does this, during start-up only.
+   */
+  private restartExitedServices(onStep: (s: string) => void): void {
+    for (const [service, p] of this.services) {
+      if (p.child.exitCode === null && p.child.signalCode === null) continue;
+      const restarts = (this.startupRestarts.get(service) ?? 0) + 1;
+      if (restarts > 5) throw new Error(`${p.name} keeps exiting during start-up; see ${p.logFile}`);
+      this.startupRestarts.set(service, restarts);
+      onStep(`${p.name} exited during start-up (see ${p.logFile}); started again`);
+      this.startService(service);
+    }
   }
 
   startService(service: ServiceName): void {
