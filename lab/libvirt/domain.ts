@@ -138,7 +138,9 @@ export async function destroyLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId'>
   try {
     await run('virsh', ['-q', '-c', vm.uri, 'destroy', vm.vmId], { timeout: 60_000 });
   } catch (err) {
-    if (!/failed to get domain|not running/i.test(String((err as { stderr?: string }).stderr ?? err))) throw err;
+    // "Domain not found": libvirt still listed a domain that ended meanwhile (a guest's power-off).
+    const stderr = String((err as { stderr?: string }).stderr ?? err);
+    if (!/failed to get domain|not running|domain not found/i.test(stderr)) throw err;
   }
 }
 
