@@ -6,7 +6,7 @@
  * commit with pivot); shows its progress, then the chains before and after, the data verification,
  * the guest's writes during the merge and the check that finds every one, and the Web UI link.
  * `--keep` leaves everything running until Ctrl-C. `--libvirt`: the same merge on a libvirt domain
- * through a host agent with `--driver libvirt` (lab/demo/libvirt.ts).
+ * (its guest writing too) through a host agent with `--driver libvirt` (lab/demo/libvirt.ts).
  */
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
@@ -117,8 +117,9 @@ async function main(): Promise<number> {
         runDir,
         vmId,
         dataMib: flags.dataMib,
+        guestRate: GUEST_RATE,
         cleanups,
-        merge: (disks) => runDemoMerge({ ...mergeOpts, disks }),
+        merge: (disks, beforeStart) => runDemoMerge({ ...mergeOpts, disks, beforeStart }),
       });
 
     step(

@@ -1,8 +1,9 @@
-import { type GuestCheckReport, readAckLog } from '../guest';
+import { type GuestCheckReport, type LabGuest, readAckLog } from '../guest';
+import type { LibvirtGuestStop } from '../libvirt/guest';
 import type { LabVm, LabVmStopped, VerifyReport } from '../vm';
 
-/** The guest's ACK lines per disk so far. */
-export async function acksPerDisk(vm: LabVm): Promise<number[]> {
+/** The guest's ACK lines per disk so far (a QMP lab VM or a libvirt one). */
+export async function acksPerDisk(vm: Pick<LabVm, 'disks'> & { guest?: LabGuest }): Promise<number[]> {
   const counts = vm.disks.map(() => 0);
   if (!vm.guest) return counts;
   for (const l of (await readAckLog(vm.guest.ackLog)).lines) if (l.kind === 'ACK') counts[l.disk]++;
@@ -10,7 +11,11 @@ export async function acksPerDisk(vm: LabVm): Promise<number[]> {
 }
 
 /** The guest's writes during the merge and what the check found, after the guest stopped. */
-export function renderGuestCheck(report: GuestCheckReport, duringMerge: number[], stopped: LabVmStopped): string {
+export function renderGuestCheck(
+  report: GuestCheckReport,
+  duringMerge: number[],
+  stopped: LabVmStopped | LibvirtGuestStop,
+): string {
   const lines = [
     `guest writes: ${report.disks.map((d, i) => `${d.diskId} ${duringMerge[i]} during the merge (${d.acknowledged} in all)`).join(', ')}; ${stopped === 'guest-powered-off' ? 'then the guest powered off' : `the guest: ${stopped}`}`,
     `guest check: ${report.ok ? 'PASSED' : 'FAILED'}: ${report.disks

@@ -96,11 +96,27 @@ export async function checkGuestWrites(
 ): Promise<GuestCheckReport> {
   const root = path.resolve(runDir);
   const vm = await readLabVm(root, vmId);
-  const g = vm.guest;
-  if (!g) throw new Error(`lab VM ${vmId} runs no guest: there is nothing to check`);
+  if (!vm.guest) throw new Error(`lab VM ${vmId} runs no guest: there is nothing to check`);
   const pid = await runningLabVmPid(root, vmId);
   if (pid !== undefined) throw new Error(`lab VM ${vmId} still runs (pid ${pid}): stop it before the check`);
+  return checkGuestWritesOf({ ...vm, guest: vm.guest }, options);
+}
 
+/** What the check needs of a stopped guest VM, whoever ran it (the QMP lab or libvirt). */
+export interface GuestVmLayout {
+  vmId: string;
+  storageRoot: string;
+  sizeMiB: number;
+  disks: LabDisk[];
+  guest: LabGuest;
+}
+
+/** The check itself, on a VM the caller knows is stopped. Never changes an image. */
+export async function checkGuestWritesOf(
+  vm: GuestVmLayout,
+  options: GuestCheckOptions = {},
+): Promise<GuestCheckReport> {
+  const { vmId, guest: g } = vm;
   const logProblems: GuestProblem[] = [];
   const log = await readAckLog(g.ackLog);
   for (const b of log.bad) logProblems.push({ kind: 'ack-log', detail: `line ${b.line}: ${b.error}` });

@@ -20,11 +20,11 @@
  * ack-state.ts          the ACK log per disk: the last acknowledged record at each offset
  * image-check.ts        qemu-img check of one volume
  * report.ts             the check's report and its problem kinds
- * check.ts              checkGuestWrites: the check
+ * check.ts              checkGuestWrites: the check (checkGuestWritesOf: the same on any stopped VM, libvirt's too)
  */
 export { type AckLine, type AckLog, countAcks, parseAckLine, readAckLog } from './acks';
 export { ensureGuestArtifacts, type GuestArtifacts } from './artifacts';
-export { checkGuestWrites } from './check';
+export { checkGuestWrites, checkGuestWritesOf, type GuestVmLayout } from './check';
 export {
   GUEST_ACK_LOG,
   GUEST_CONSOLE_LOG,

@@ -1,9 +1,11 @@
 /**
  * Lab VMs that libvirt manages: transient domains (`virsh create`, type `qemu`, TCG) on the lab's
- * qcow2 chains (lab/vm/images.ts: the same data pattern in every layer), paused with no guest OS.
+ * qcow2 chains (lab/vm/images.ts: the same data pattern in every layer), paused with no guest OS,
+ * or with `guest` booting the lab guest (lab/guest: the same guest and files as the QMP lab's).
  * A disk's `<serial>` is its disk id, which the libvirt driver reads as the product's disk id.
  */
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -12,12 +14,24 @@ import { XMLBuilder } from 'fast-xml-parser';
 import { z } from 'zod';
 
 import { describeIssues, idSchema } from '../../src/domain/input';
-import { imageDir, volumePath } from '../../src/domain/layout';
+import { imageDir, vmRunDir, volumePath } from '../../src/domain/layout';
+import { ensureGuestArtifacts } from '../guest/artifacts';
+import {
+  GUEST_ACK_LOG,
+  GUEST_CONSOLE_LOG,
+  GUEST_CONSOLE_SOCKET,
+  guestKernelCmdline,
+  type LabGuest,
+  labGuestOptionsSchema,
+  resolveGuest,
+} from '../guest/config';
 import { writeDiskImages } from '../vm/images';
 import { type LabDisk, labDiskId, labVolumeId, layerPattern } from '../vm/manifest';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
+/** sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL. */
+const MAX_UNIX_SOCKET_PATH = 107;
 export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
 
 export const libvirtLabVmOptionsSchema = z
@@ -33,18 +47,26 @@ export const libvirtLabVmOptionsSchema = z
       .string()
       .regex(/^[a-z0-9-]*$/)
       .default(''),
+    /** Where a guest's files go (`<runDir>/<vmId>/`, as in the QMP lab); required with `guest`. */
+    runDir: z.string().min(1).optional(),
+    /** Boots the lab guest instead of starting the domain paused. */
+    guest: labGuestOptionsSchema.optional(),
   })
-  .strict();
+  .strict()
+  .refine((o) => o.guest === undefined || o.runDir !== undefined, 'a guest needs runDir for its files');
 export type LibvirtLabVmOptions = z.input<typeof libvirtLabVmOptionsSchema>;
 
 export interface LibvirtLabVm {
   uri: string;
   vmId: string;
   storageRoot: string;
+  sizeMiB: number;
   disks: LabDisk[];
+  /** The guest it boots, if any (its ACK log, console socket and log under `<runDir>/<vmId>/`). */
+  guest?: LabGuest;
 }
 
-/** Writes the chains under `<storageRoot>/images/` and starts the domain paused. */
+/** Writes the chains under `<storageRoot>/images/` and starts the domain: paused, or booting the guest. */
 export async function createLibvirtLabVm(options: LibvirtLabVmOptions): Promise<LibvirtLabVm> {
   const parsed = libvirtLabVmOptionsSchema.safeParse(options);
   if (!parsed.success) throw new Error(`invalid libvirt lab VM options: ${describeIssues(parsed.error)}`);
@@ -80,10 +102,35 @@ export async function createLibvirtLabVm(options: LibvirtLabVmOptions): Promise<
     await writeDiskImages(storageRoot, disk, d, o.sizeMiB, R);
     disks.push(disk);
   }
+  const guest = o.guest && o.runDir ? await prepareGuest(o, o.guest, o.runDir) : undefined;
   const xmlFile = path.join(storageRoot, `${o.vmId}.domain.xml`);
-  await fs.writeFile(xmlFile, domainXml(o.vmId, storageRoot, disks));
-  await run('virsh', ['-q', '-c', o.uri, 'create', xmlFile, '--paused'], { timeout: 60_000 });
-  return { uri: o.uri, vmId: o.vmId, storageRoot, disks };
+  await fs.writeFile(xmlFile, domainXml(o.vmId, storageRoot, disks, guest));
+  await run('virsh', ['-q', '-c', o.uri, 'create', xmlFile, ...(guest ? [] : ['--paused'])], { timeout: 60_000 });
+  return { uri: o.uri, vmId: o.vmId, storageRoot, sizeMiB: o.sizeMiB, disks, ...(guest ? { guest } : {}) };
+}
+
+/** The guest's files in a fresh `<runDir>/<vmId>/` (a new run must not inherit an earlier one's ACKs). */
+async function prepareGuest(
+  o: z.output<typeof libvirtLabVmOptionsSchema>,
+  options: z.output<typeof labGuestOptionsSchema>,
+  runDir: string,
+): Promise<LabGuest> {
+  const vmDir = vmRunDir(path.resolve(runDir), o.vmId);
+  const artifacts = await ensureGuestArtifacts();
+  const guest = resolveGuest(options, {
+    sizeMiB: o.sizeMiB,
+    patternEndMiB: (o.volumes + 1) * o.layerDataMiB,
+    vmDir,
+    kernel: artifacts.kernel,
+    initrd: artifacts.initrd,
+    nonce: randomBytes(8).toString('hex'),
+  });
+  if (Buffer.byteLength(guest.consoleSocket) > MAX_UNIX_SOCKET_PATH)
+    throw new Error(`socket path ${guest.consoleSocket} is longer than ${MAX_UNIX_SOCKET_PATH} bytes`);
+  await fs.mkdir(vmDir, { recursive: true });
+  for (const f of [GUEST_ACK_LOG, GUEST_CONSOLE_LOG, GUEST_CONSOLE_SOCKET])
+    await fs.rm(path.join(vmDir, f), { force: true });
+  return guest;
 }
 
 /** Destroys the domain if it runs (a transient domain then is gone); idempotent. */
@@ -91,7 +138,9 @@ export async function destroyLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId'>
   try {
     await run('virsh', ['-q', '-c', vm.uri, 'destroy', vm.vmId], { timeout: 60_000 });
   } catch (err) {
-    if (!/failed to get domain|not running/i.test(String((err as { stderr?: string }).stderr ?? err))) throw err;
+    // "Domain not found": libvirt still listed a domain that ended meanwhile (a guest's power-off).
+    const stderr = String((err as { stderr?: string }).stderr ?? err);
+    if (!/failed to get domain|not running|domain not found/i.test(stderr)) throw err;
   }
 }
 
@@ -106,8 +155,13 @@ export async function libvirtLabVmPid(vmId: string, pidDir = '/run/libvirt/qemu'
   }
 }
 
-/** The domain's XML: virtio disks vda, vdb, … on each chain's active volume, serial = disk id. */
-export function domainXml(vmId: string, storageRoot: string, disks: LabDisk[]): string {
+/**
+ * The domain's XML: virtio disks vda, vdb, … on each chain's active volume, serial = disk id. With a
+ * guest: its kernel, initramfs and command line, ended (not restarted) by a power-off, reboot or
+ * crash; serial 0 the console (a unix socket libvirt binds, logged), serial 1 the writer's ACK
+ * lines appended to the ACK log.
+ */
+export function domainXml(vmId: string, storageRoot: string, disks: LabDisk[], guest?: LabGuest): string {
   const builder = new XMLBuilder({ ignoreAttributes: false, attributeNamePrefix: '@', format: true });
   const disk = (d: LabDisk, i: number) => ({
     '@type': 'file',
@@ -117,15 +171,38 @@ export function domainXml(vmId: string, storageRoot: string, disks: LabDisk[]): 
     target: { '@dev': `vd${String.fromCharCode(97 + i)}`, '@bus': 'virtio' },
     serial: d.diskId,
   });
+  const type = { '@arch': 'x86_64', '@machine': 'pc', '#text': 'hvm' };
   return builder.build({
     domain: {
       '@type': 'qemu',
       name: vmId,
-      memory: { '@unit': 'MiB', '#text': 64 },
+      memory: { '@unit': 'MiB', '#text': guest?.memoryMiB ?? 64 },
       vcpu: 1,
-      os: { type: { '@arch': 'x86_64', '@machine': 'pc', '#text': 'hvm' } },
+      os: guest
+        ? { type, kernel: guest.kernel, initrd: guest.initrd, cmdline: guestKernelCmdline(guest, disks.length) }
+        : { type },
+      // ACPI: the writer's power-off must end the domain.
+      ...(guest ? { features: { acpi: '' } } : {}),
       on_poweroff: 'destroy',
-      devices: { emulator: '/usr/bin/qemu-system-x86_64', disk: disks.map(disk) },
+      on_reboot: 'destroy',
+      on_crash: 'destroy',
+      devices: {
+        emulator: '/usr/bin/qemu-system-x86_64',
+        disk: disks.map(disk),
+        ...(guest ? { serial: guestSerials(guest) } : {}),
+      },
     },
   }) as string;
+}
+
+function guestSerials(g: LabGuest): object[] {
+  return [
+    {
+      '@type': 'unix',
+      source: { '@mode': 'bind', '@path': g.consoleSocket },
+      log: { '@file': g.consoleLog, '@append': 'on' },
+      target: { '@port': 0 },
+    },
+    { '@type': 'file', source: { '@path': g.ackLog, '@append': 'on' }, target: { '@port': 1 } },
+  ];
 }

@@ -123,7 +123,7 @@ export async function stopAndCheck(
 }
 
 /** One line per test in test-artifacts/guest-writes.jsonl and on the console: what was acknowledged and found. */
-function recordGuestWrites(scenario: string, report: GuestCheckReport, duringMerge: number[]): void {
+export function recordGuestWrites(scenario: string, report: GuestCheckReport, duringMerge: number[]): void {
   const disks = report.disks.map((d, i) => ({
     diskId: d.diskId,
     chain: d.chain,
