@@ -108,10 +108,21 @@ export async function stopAndCheck(
   if (options.killed) expect(await runningLabVmPid(runDir, vm.vmId)).toBeUndefined();
   else expect(await stopLabVm(runDir, vm.vmId)).toBe('guest-powered-off');
   const report = await checkGuestWrites(runDir, vm.vmId, { activeVolumes: options.activeVolumes });
+  expectGuestWritesKept(scenario, report, duringMerge, !options.killed);
+  return report;
+}
+
+/** Records the report and expects no acknowledged write lost, writes on every disk during the merge, and a clean stop unless killed. */
+export function expectGuestWritesKept(
+  scenario: string,
+  report: GuestCheckReport,
+  duringMerge: number[],
+  stoppedCleanly: boolean,
+): void {
   recordGuestWrites(scenario, report, duringMerge);
   expect(report.problems).toEqual([]);
   expect(report.ok).toBe(true);
-  expect(report.stoppedCleanly).toBe(!options.killed);
+  expect(report.stoppedCleanly).toBe(stoppedCleanly);
   for (const d of report.disks) {
     expect(d.acknowledged).toBeGreaterThan(0);
     expect(d.lost).toBe(0);
@@ -119,7 +130,6 @@ export async function stopAndCheck(
   }
   // The guest wrote to every disk while the merge ran.
   for (const n of duringMerge) expect(n).toBeGreaterThan(0);
-  return report;
 }
 
 /** One line per test in test-artifacts/guest-writes.jsonl and on the console: what was acknowledged and found. */
