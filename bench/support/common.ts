@@ -14,6 +14,7 @@ import {
 
 import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
 import { WORKFLOW_BUNDLER_OPTIONS } from '../../src/workers/workflow-bundle';
+import { processTree, sum } from './proc';
 
 export const MiB = 1024 * 1024;
 export const RESULTS_DIR = path.resolve(__dirname, '../results');
@@ -178,20 +179,7 @@ export function readResult(file: string): BenchResult {
 
 /** Resident memory of a process tree (this process and its children), in bytes, from /proc. */
 export function rssOfTree(pid: number = process.pid): number {
-  let total = 0;
-  const visit = (p: number): void => {
-    try {
-      const status = readFileSync(`/proc/${p}/status`, 'utf8');
-      const m = /VmRSS:\s+(\d+) kB/.exec(status);
-      if (m) total += Number(m[1]) * 1024;
-      const children = readFileSync(`/proc/${p}/task/${p}/children`, 'utf8').trim();
-      for (const c of children ? children.split(/\s+/) : []) visit(Number(c));
-    } catch {
-      // gone meanwhile
-    }
-  };
-  visit(pid);
-  return total;
+  return sum(processTree(pid).map(rssOf));
 }
 
 export function rssOf(pid: number): number {
