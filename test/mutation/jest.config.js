@@ -18,6 +18,7 @@ module.exports = {
     '<rootDir>/test/unit/set-block-job-speed.test.ts',
     '<rootDir>/test/unit/volume-users.test.ts',
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
+    '<rootDir>/test/unit/volume-guard.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
