@@ -19,6 +19,7 @@ module.exports = {
     '<rootDir>/test/unit/volume-users.test.ts',
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
     '<rootDir>/test/unit/volume-guard.test.ts',
+    '<rootDir>/test/unit/delete-volume.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
