@@ -20,6 +20,7 @@ module.exports = {
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
     '<rootDir>/test/unit/volume-guard.test.ts',
     '<rootDir>/test/unit/delete-volume.test.ts',
+    '<rootDir>/test/unit/verify-chain.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
