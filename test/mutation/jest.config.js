@@ -21,6 +21,7 @@ module.exports = {
     '<rootDir>/test/unit/volume-guard.test.ts',
     '<rootDir>/test/unit/delete-volume.test.ts',
     '<rootDir>/test/unit/verify-chain.test.ts',
+    '<rootDir>/test/unit/merge-start.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
