@@ -1,9 +1,9 @@
 /**
- * The tests StrykerJS runs against each mutant (npm run mutate): the fast ones that need no guest,
- * no QEMU and no Temporal server: the activities on the simulated driver and real qcow2 files, the
- * guard on real images and processes, DiskMergeWorkflow's steps with the workflow API stubbed.
- * The same checks on real QEMU (test/qemu/guards.test.ts) run in `make test`: a lab VM per mutant
- * costs seconds, and the mutant count is in the thousands.
+ * The tests StrykerJS runs against each mutant (npm run mutate): the fast ones that need no guest
+ * and no Temporal server: the activities on the simulated driver and real qcow2 files; the guard
+ * and QmpDriver's readers on real images, processes and one paused QEMU per file (-S, no guest);
+ * DiskMergeWorkflow's steps with the workflow API stubbed. The same refusals on a full lab VM
+ * (test/qemu/guards.test.ts) run in `make test`: a lab VM per mutant costs seconds.
  */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a CommonJS config, like jest.config.js
 const base = require('../../jest.config.js');
