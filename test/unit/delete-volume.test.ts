@@ -156,3 +156,22 @@ test('a volume whose name is a symlink loop cannot be resolved: the delete fails
   expect(await readTombstone(root, 'd1', 'x8')).toBeUndefined();
   expect(requests.filter((r) => r.startsWith('deleteNode') || r.startsWith('dismissJob'))).toEqual([]);
 });
+
+test("a volume name that is a symlink to the VM's active volume: VolumeInUse by the file, link and target kept", async () => {
+  // images/d2/v5.qcow2 -> ../d1/v2.qcow2: a name in no chain, whose file is d1's active volume.
+  await fs.mkdir(imageDir(root, 'd2'));
+  await fs.symlink('../d1/v2.qcow2', volumePath(root, 'd2', 'v5'));
+  const f = await refusal(env().run(acts.deleteVolume, step('v5', 'v1', 'd2')));
+  expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+  expect(f.message).toBe('volume v5 is still in the chain of disk d1; not deleted');
+  expect((await fs.lstat(volumePath(root, 'd2', 'v5'))).isSymbolicLink()).toBe(true);
+  expect(existsSync(vol('v2'))).toBe(true);
+  expect(requests.filter((r) => r.startsWith('deleteNode'))).toEqual([]);
+});
+
+test('a base in no chain of the VM: nothing to flush, and the loose top is still deleted', async () => {
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+  expect(await env().run(acts.deleteVolume, step('x9', 'x8'))).toEqual({ deleted: true, path: vol('x9') });
+  expect(requests.filter((r) => r.startsWith('flushNode'))).toEqual([]);
+  expect(existsSync(vol('x9'))).toBe(false);
+});

@@ -223,8 +223,12 @@ describe('guardCommit', () => {
     const pid = await qemuIoOn(vol('v1'));
     const f = await refusal(guardCommit(deps, 'vm1', chain(), 1, 2));
     expect(f.type).toBe('VolumeInUse');
-    expect(f.message).toContain(`process ${pid} (qemu-io) has it open`);
-    expect(f.message).toMatch(new RegExp(`process ${pid} \\(qemu-io\\) holds locks on it \\(OFDLCK`));
+    // Each user in turn, separated: the open fd, then its locks.
+    expect(f.message).toMatch(
+      new RegExp(
+        `: process ${pid} \\(qemu-io\\) has it open; process ${pid} \\(qemu-io\\) holds locks on it \\(OFDLCK`,
+      ),
+    );
   });
 
   test('an image under the root whose header cannot be read, and nothing else: CorruptImageHeader', async () => {
