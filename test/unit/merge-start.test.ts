@@ -141,11 +141,15 @@ test('a start refused because a concurrent attempt started the same job meanwhil
 
 test("a start QEMU refuses with no job of that id: the error is the step's, nothing adopted", async () => {
   const sim = vmOn();
+  // A job of another id in QEMU (another tool's) is not this merge's job: nothing to adopt.
+  const chain = await sim.readChain('vm1', 'd1');
+  const other = { jobId: 'backup-1', deviceNode: chain.rootNode, topNode: chain.volumes[1].nodeName };
+  await sim.startCommit('vm1', { ...other, baseNode: chain.volumes[2].nodeName, speed: MiB });
   const refusing = Object.assign(Object.create(sim) as SimDriver, {
     startCommit: () => Promise.reject(new Error('Permission conflict on node')),
   });
   await expect(env().run(hostSteps(refusing).merge, mergeIn('v1', 'v0'))).rejects.toThrow('Permission conflict');
-  expect(await sim.listJobs('vm1')).toEqual([]);
+  expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['backup-1']);
 });
 
 test('a top out of the chain whose tombstone names another base: VolumeNotInChain, not already merged', async () => {
@@ -162,4 +166,43 @@ test('a top out of the chain and a base out of it too: VolumeNotInChain, though 
   sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2')] }]);
   const f = await refusal(env().run(hostSteps(sim).merge, mergeIn('v1', 'v0')));
   expect(f.type).toBe('VolumeNotInChain');
+});
+
+test("a running job of another disk does not make this disk busy; this disk's running job does, named", async () => {
+  const sim = vmOn();
+  sim.addVm('vm1', [
+    { diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] },
+    { diskId: 'd9', volumes: [volumePath(root, 'd9', 'w1'), volumePath(root, 'd9', 'w0')] },
+  ]);
+  const d9 = await sim.readChain('vm1', 'd9');
+  const w1 = { deviceNode: d9.rootNode, topNode: d9.volumes[0].nodeName, baseNode: d9.volumes[1].nodeName };
+  await sim.startCommit('vm1', { ...w1, jobId: blockJobId('d9', 'w1'), speed: MiB });
+  const steps = hostSteps(sim);
+  expect(await env().run(steps.merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
+  const f = await refusal(env().run(steps.merge, mergeIn('v2', 'v1')));
+  expect(f).toMatchObject({ type: 'DiskBusy', nonRetryable: true });
+  expect(f.message).toBe(`disk d1 already runs block job ${blockJobId('d1', 'v1')} (running); one job per disk`);
+});
+
+test('a concluded job of an earlier top, not yet dismissed, does not make the disk busy', async () => {
+  const sim = vmOn();
+  const steps = hostSteps(sim);
+  await env().run(steps.merge, { ...mergeIn('v1', 'v0'), bandwidthBytesPerSec: 0 });
+  await env().run(steps.waitForBlockJob, {
+    vmId: 'vm1',
+    diskId: 'd1',
+    jobId: blockJobId('d1', 'v1'),
+    pollIntervalMs: 20,
+  });
+  expect((await sim.listJobs('vm1')).map((j) => j.status)).toEqual(['concluded']);
+  await fs.rm(vol('v1')); // the merged top's file gone, as the delete step leaves it (its job not yet dismissed)
+  expect(await env().run(steps.merge, mergeIn('v2', 'v0'))).toMatchObject({ outcome: 'started', kind: 'active' });
+});
+
+test('the refusals name what they saw: BaseNotBacking with the chain, InsufficientSpace with its figures', async () => {
+  const f = await refusal(env().run(hostSteps(vmOn()).merge, mergeIn('v2', 'v0')));
+  expect(f.message).toBe('base volume v0 is not the backing of top v2 on disk d1 (v2 -> v1 -> v0)');
+  const s = await refusal(env().run(hostSteps(vmOn(MiB)).merge, mergeIn('v1', 'v0')));
+  expect(s.message).toContain(`(${16 * MiB} the commit can add to the base, for `);
+  expect(s.message).toContain(`plus a margin of ${NEEDED - 16 * MiB}), ${MiB} bytes free in `);
 });

@@ -237,6 +237,7 @@ describe('guardCommit', () => {
     expect(f).toMatchObject({ type: 'CorruptImageHeader', nonRetryable: true });
     expect(f.message).toMatch(/^base volume v0 of disk d1 is used outside its chain\?: /);
     expect(f.message).toContain(`${bad} could not be read`);
+    expect(f.details).toEqual([{ users: [expect.objectContaining({ kind: 'unreadable', path: bad })] }]);
   });
 
   test('an unreadable header beside a real user: the real refusal, not CorruptImageHeader', async () => {
