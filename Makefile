@@ -6,7 +6,7 @@ SHELL := /bin/bash
 DEMO_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: help setup demo test bench lint mutate mutate-ci qemu temporal chromium guest
+.PHONY: help setup demo test bench lint mutate mutate-ci qemu temporal chromium guest libvirt cluster cluster-down cluster-setup
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
@@ -15,9 +15,12 @@ help:
 	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
 	@echo "make mutate - mutation testing of the safety checks, every mutant (StrykerJS; reports in test-artifacts/mutation/)"
 	@echo "make mutate-ci - only the mutants of files changed since the recorded run, within a time budget"
+	@echo "make cluster - the production topology here: PostgreSQL, Temporal as 5 processes with mTLS, Web UI, 2 engine workers,"
+	@echo "               3 hosts each in its own network namespace with a lab VM and agent; up until Ctrl-C"
+	@echo "make cluster-down - stop the cluster make cluster started (by pid)"
 	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
 
-setup: node_modules/.installed qemu temporal chromium guest
+setup: node_modules/.installed qemu temporal chromium guest libvirt cluster-setup
 
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
@@ -29,12 +32,23 @@ qemu:
 temporal:
 	@bash scripts/ensure-temporal.sh >/dev/null
 
+# The cluster's programs: PostgreSQL (apt-get when missing), temporal-server, temporal-sql-tool and the Web UI
+# server built once into ~/.cache/live-merge/ (scripts/ensure-temporal-server.sh, ensure-temporal-ui.sh).
+cluster-setup:
+	@bash scripts/ensure-postgres.sh
+	@bash scripts/ensure-temporal-server.sh >/dev/null
+	@bash scripts/ensure-temporal-ui.sh >/dev/null
+
 chromium:
 	@bash scripts/ensure-chromium.sh
 
 # The lab's guest OS (Debian's cloud kernel, busybox, lab/guest/writer.c), cached in ~/.cache/live-merge/guest-<hash>/.
 guest: node_modules/.installed
 	@bash scripts/ensure-guest.sh >/dev/null
+
+# libvirtd with its QEMU driver, running (no systemd): for the libvirt driver's tests and DEMO_ARGS=--libvirt.
+libvirt: qemu
+	@bash scripts/ensure-libvirt.sh
 
 demo: setup
 	npx tsx lab/demo/main.ts $(DEMO_ARGS)
@@ -60,3 +74,10 @@ mutate: node_modules/.installed qemu
 
 mutate-ci: node_modules/.installed qemu
 	npm run --silent mutate:ci
+
+# The production topology (lab/cluster/): up until Ctrl-C; state in .lab/cluster/, pids in .lab/cluster-state.json.
+cluster: setup
+	npx tsx lab/cluster/main.ts
+
+cluster-down: node_modules/.installed
+	npx tsx lab/cluster/down.ts

@@ -1,7 +1,8 @@
 /**
- * Two projects. `suite`: everything but test/guest/, two test files at a time (integration tests
+ * Two projects. `suite`: everything but test/guest/ and test/libvirt/, two test files at a time (integration tests
  * start QEMU VMs and dev servers; two at a time fit this 2-core machine). `guest`: test/guest/,
- * whose VMs run a real guest under TCG (most of a core each): scripts/test.sh (make test, npm test)
+ * whose VMs run a real guest under TCG (most of a core each), and test/libvirt/ (it restarts
+ * libvirtd, which the suite's libvirt conformance cases use): scripts/test.sh (make test, npm test)
  * runs it in a second jest run with --runInBand, one guest at a time, and prints the closing
  * `tests: N passed, N failed` line over both runs.
  */
@@ -18,9 +19,17 @@ module.exports = {
       ...common,
       displayName: 'suite',
       roots: ['<rootDir>/test'],
-      testPathIgnorePatterns: ['/node_modules/', '<rootDir>/test/guest/'],
+      testPathIgnorePatterns: [
+        '/node_modules/',
+        '<rootDir>/test/guest/',
+        '<rootDir>/test/libvirt/',
+        '<rootDir>/test/cluster/',
+      ],
     },
-    { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest'] },
+    // test/libvirt/ kills and restarts the host's one libvirtd: never beside another libvirt test.
+    { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest', '<rootDir>/test/libvirt'] },
+    // The production topology (lab/cluster/): one cluster per file, most of the machine's cores: in band.
+    { ...common, displayName: 'cluster', roots: ['<rootDir>/test/cluster'] },
   ],
   maxWorkers: 2,
   testTimeout: 120_000,

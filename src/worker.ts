@@ -1,13 +1,16 @@
 /**
  * The one worker entry point. `--role engine` runs the workflows on the engine queue;
  * `--role host --host-id H --storage-root DIR --run-dir DIR` runs the host activities on host H's
- * queue (one such agent per hypervisor host). Both roles may share one process.
+ * queue (one such agent per hypervisor host; `--driver libvirt [--libvirt-uri URI]` for VMs that
+ * libvirt manages). Both roles may share one process.
  */
 import { NativeConnection, type Worker } from '@temporalio/worker';
 
 import { temporalTarget } from './config/connection';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from './config/names';
 import { ConfigError, loadWorkerConfig } from './config/worker-config';
+import { LibvirtDriver } from './host/libvirt-driver';
+import { QmpDriver } from './host/qmp-driver';
 import { installRuntime } from './telemetry/runtime';
 import { createEngineWorker } from './workers/engine';
 import { createHostWorker, type HostAgent } from './workers/host';
@@ -35,6 +38,10 @@ async function main(): Promise<void> {
         hostId: config.hostId,
         storageRoot: config.storageRoot,
         runDir: config.runDir,
+        driver:
+          config.driver === 'libvirt'
+            ? new LibvirtDriver({ uri: config.libvirtUri, runDir: config.runDir })
+            : new QmpDriver(config.runDir),
       });
       workers.push(...host.workers);
       hosts.push(host);
@@ -43,6 +50,8 @@ async function main(): Promise<void> {
         taskQueue: hostTaskQueue(config.hostId),
         storageRoot: config.storageRoot,
         runDir: config.runDir,
+        driver: config.driver,
+        ...(config.driver === 'libvirt' ? { libvirtUri: config.libvirtUri } : {}),
       });
     }
     if (config.metricsAddress)

@@ -5,35 +5,34 @@
  * Temporal CLI that removes a snapshot from both disks (disk0: intermediate commit; disk1: active
  * commit with pivot); shows its progress, then the chains before and after, the data verification,
  * the guest's writes during the merge and the check that finds every one, and the Web UI link.
- * `--keep` leaves everything running until Ctrl-C.
+ * `--keep` leaves everything running until Ctrl-C. `--libvirt`: the same merge on a libvirt domain
+ * through a host agent with `--driver libvirt` (lab/demo/libvirt.ts).
  */
-import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
-import { parseArgs, promisify } from 'node:util';
+import { parseArgs } from 'node:util';
 
 import { Client, Connection, WorkflowFailedError } from '@temporalio/client';
 import { z } from 'zod';
 
-import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
-import type { LiveMergeRequest } from '../../src/domain/input';
+import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { followMerge } from '../../src/progress/follow';
-import { createProgressView } from '../../src/progress/view';
 import { type DevServer, startDevServer } from '../devserver/dev-server';
 import { freePort } from '../devserver/free-port';
 import { temporalBin } from '../devserver/temporal-bin';
 import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
 import { checkGuestWrites, waitForGuestAcks } from '../guest';
 import { createLabVm, destroyLabVm, stopLabVm, verifyLabVm } from '../vm';
+import { libvirtDemo } from './libvirt';
+import { runDemoMerge } from './merge';
 import { acksPerDisk, renderChains, renderGuestCheck, renderVerification } from './render';
 
 /** The guest's writes per second over both disks: each dirties a 64 KiB cluster, far below the merge's speed. */
 const GUEST_RATE = 100;
 
-const run = promisify(execFile);
 const flagsSchema = z.object({
   keep: z.boolean(),
+  libvirt: z.boolean(),
   dataMib: z.coerce.number().int().min(1).max(256),
   bandwidthMib: z.coerce.number().int().min(0).max(4096),
 });
@@ -42,12 +41,14 @@ async function main(): Promise<number> {
   const { values } = parseArgs({
     options: {
       keep: { type: 'boolean', default: false },
+      libvirt: { type: 'boolean', default: false },
       'data-mib': { type: 'string', default: '48' },
       'bandwidth-mib': { type: 'string', default: '32' },
     },
   });
   const flags = flagsSchema.parse({
     keep: values.keep,
+    libvirt: values.libvirt,
     dataMib: values['data-mib'],
     bandwidthMib: values['bandwidth-mib'],
   });
@@ -101,11 +102,24 @@ async function main(): Promise<number> {
     cleanups.push(() => engine.stop());
     const agent: WorkerProcess = await startWorkerProcess({
       ...common,
-      args: ['--role', 'host', '--host-id', hostId, '--storage-root', storageRoot, '--run-dir', runDir],
+      args: [
+        ...['--role', 'host', '--host-id', hostId, '--storage-root', storageRoot, '--run-dir', runDir],
+        ...(flags.libvirt ? ['--driver', 'libvirt'] : []),
+      ],
       taskQueue: hostTaskQueue(hostId),
       logFile: path.join(work, `host-${hostId}.log`),
     });
     cleanups.push(() => agent.stop());
+    const mergeOpts = { server, client, binary, work, vmId, hostId, snapshotId, bandwidthMib: flags.bandwidthMib };
+    if (flags.libvirt)
+      return await libvirtDemo({
+        storageRoot,
+        runDir,
+        vmId,
+        dataMib: flags.dataMib,
+        cleanups,
+        merge: (disks) => runDemoMerge({ ...mergeOpts, disks }),
+      });
 
     step(
       `creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${flags.dataMib} MiB of data per layer, its guest writing to both disks (${GUEST_RATE} records/s)`,
@@ -126,48 +140,15 @@ async function main(): Promise<number> {
     console.log(renderChains('chains before:', before));
     if (!before.ok) throw new Error(`lab VM data did not verify before the merge:\n${renderVerification(before)}`);
 
-    const [disk0, disk1] = vm.disks;
-    const request: LiveMergeRequest = {
-      snapshotId,
-      vmId,
-      hostId,
-      disks: [
-        // disk0: the middle volume into the base, below the active layer: an intermediate commit.
-        { diskId: disk0.diskId, baseVolumeId: disk0.volumeIds[0], topVolumeId: disk0.volumeIds[1] },
-        // disk1: the active layer into the volume below it: an active commit, then the pivot.
-        { diskId: disk1.diskId, baseVolumeId: disk1.volumeIds[1], topVolumeId: disk1.volumeIds[2] },
-      ],
-      options: { pollIntervalMs: 500, bandwidthBytesPerSec: flags.bandwidthMib * 1024 * 1024 },
-    };
-    const inputFile = path.join(work, 'merge-input.json');
-    writeFileSync(inputFile, JSON.stringify(request, null, 2));
-    const workflowId = liveMergeWorkflowId(snapshotId);
-    const cliArgs = [
-      'workflow',
-      'start',
-      '--address',
-      server.address,
-      '--namespace',
-      server.namespace,
-      '--task-queue',
-      ENGINE_TASK_QUEUE,
-      '--type',
-      'LiveMergeWorkflow',
-      '--workflow-id',
-      workflowId,
-      '--input-file',
-      inputFile,
-    ];
-    step(`starting the merge with the Temporal CLI:\n  temporal ${cliArgs.join(' ')}`);
-    const acksBefore = await acksPerDisk(vm);
-    const started = await run(binary, cliArgs);
-    console.log(started.stdout.trim().replace(/^/gm, '  '));
-
-    // One progress bar per disk on a terminal (plain lines in CI and pipes), as `npm run watch` shows.
-    const outcome = await followMerge(client, snapshotId, createProgressView(process.stdout));
+    let acksBefore: number[] = [];
+    const { request, outcome, uiLink, vmLink } = await runDemoMerge({
+      ...mergeOpts,
+      disks: vm.disks,
+      beforeStart: async () => {
+        acksBefore = await acksPerDisk(vm);
+      },
+    });
     const duringMerge = (await acksPerDisk(vm)).map((n, i) => n - acksBefore[i]);
-    const uiLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows/${workflowId}`;
-    const vmLink = `${server.uiUrl}/namespaces/${server.namespace}/workflows?query=${encodeURIComponent(`VmId="${vmId}"`)}`;
     if (!outcome.ok) {
       const cause = outcome.error instanceof WorkflowFailedError ? outcome.error.cause?.message : String(outcome.error);
       console.log(`\nmerge FAILED: ${cause}\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);

@@ -54,8 +54,8 @@ export function createDeleteVolume(deps: HostDeps) {
       const baseNode = chains.flatMap((c) => c.volumes).find((v) => v.path === baseFile)?.nodeName;
       if (baseNode) await deps.driver.flushNode(step.vmId, baseNode);
 
-      // The concluded commit job still holds the removed node, and QEMU refuses to detach a node a
-      // job holds. Its outcome was read already: the chain check passed.
+      // A concluded commit job (QEMU keeps it) still holds the removed node, and QEMU refuses to detach
+      // a node a job holds. Its outcome was read already: the chain check passed.
       const jobId = blockJobId(step.diskId, step.topVolumeId);
       const job = await findJob(deps.driver, step.vmId, jobId);
       if (job && job.status !== 'concluded') {
@@ -66,9 +66,7 @@ export function createDeleteVolume(deps: HostDeps) {
       }
       if (job) await deps.driver.dismissJob(step.vmId, jobId);
 
-      for (const node of await deps.driver.nodesHolding(step.vmId, file)) {
-        await deps.driver.deleteNode(step.vmId, node);
-      }
+      await deps.driver.releaseVolume(step.vmId, file);
       await writeTombstone(deps.storageRoot, step.diskId, {
         volumeId: step.topVolumeId,
         mergedInto: step.baseVolumeId,

@@ -2,7 +2,7 @@ import * as path from 'node:path';
 
 import { failure } from '../domain/failures';
 import type { DiskChain } from '../host/driver';
-import { describeUser, vmQemuPids, type VolumeUsers } from '../host/usage';
+import { describeUser, type VolumeUsers } from '../host/usage';
 import type { HostDeps } from './deps';
 
 /**
@@ -23,7 +23,7 @@ export async function guardCommit(
   top: number,
   base: number,
 ): Promise<void> {
-  const qemu = vmQemuPids(deps.runDir, vmId);
+  const qemu = await deps.driver.hypervisorPids(vmId);
   const [topUse, baseUse] = (
     await deps.usage.findUsersOfEach([
       {
@@ -40,7 +40,7 @@ export async function guardCommit(
 
 /** Before the delete: nothing but the VM's QEMU (which lets go of it next) may use the top. */
 export async function guardDelete(deps: HostDeps, vmId: string, file: string, diskId: string): Promise<void> {
-  const use = await deps.usage.findUsers({ volume: file, expectedPids: vmQemuPids(deps.runDir, vmId) });
+  const use = await deps.usage.findUsers({ volume: file, expectedPids: await deps.driver.hypervisorPids(vmId) });
   refuseUsed(use, 'VolumeInUse', `volume ${nameOf(use)} of disk ${diskId} is still used`);
 }
 

@@ -4,7 +4,8 @@ import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/commo
  * The custom search attributes of a merge: the one place their names and types are defined. The
  * workflows set them, the dev server registers them (`--search-attribute Name=Keyword`), and a
  * cluster registers them once per namespace with
- * `temporal operator search-attribute create --name VmId --type Keyword ...` (see README).
+ * `temporal operator search-attribute create --name VmId --type Keyword --name HostId --type Keyword ...`
+ * (each `--type` pairs with the `--name` at its position; see README).
  * With them an operator lists every merge of one VM: `temporal workflow list --query 'VmId="vm-7"'`.
  */
 
@@ -34,4 +35,21 @@ export function cliTypeName(type: SearchAttributeType): string {
 /** `--search-attribute` values for `temporal server start-dev`: `VmId=Keyword`, ... */
 export function devServerSearchAttributeArgs(): string[] {
   return MERGE_SEARCH_ATTRIBUTES.flatMap((k) => ['--search-attribute', `${k.name}=${cliTypeName(k.type)}`]);
+}
+
+/**
+ * The arguments of `temporal operator search-attribute create` that register `names` (all when
+ * omitted). One `--type` per `--name`: the CLI pairs them by position, and a lone `--type` after
+ * several names registers only the first one, yet exits 0.
+ */
+export function searchAttributeCreateArgs(namespace: string, names?: readonly string[]): string[] {
+  const keys = MERGE_SEARCH_ATTRIBUTES.filter((k) => names === undefined || names.includes(k.name));
+  return [
+    'operator',
+    'search-attribute',
+    'create',
+    '--namespace',
+    namespace,
+    ...keys.flatMap((k) => ['--name', k.name, '--type', cliTypeName(k.type)]),
+  ];
 }

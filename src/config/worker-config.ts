@@ -19,6 +19,13 @@ export const metricsAddressSchema = z
   .regex(/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:9464')
   .refine((a) => Number(a.slice(a.lastIndexOf(':') + 1)) <= 65535, 'port must be at most 65535');
 export const logLevelSchema = z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']);
+/** How a host agent reaches its VMs: QEMU's QMP sockets under the run dir, or libvirt. */
+export const hostDriverSchema = z.enum(['qmp', 'libvirt']);
+export type HostDriverKind = z.infer<typeof hostDriverSchema>;
+/** A libvirt connection URI, e.g. `qemu:///system` or `qemu+ssh://host/system`. */
+export const libvirtUriSchema = z
+  .string()
+  .regex(/^[a-z][a-z0-9+.-]*:\/\/[^\s]*$/, 'must be a libvirt URI, e.g. qemu:///system');
 
 export const workerConfigSchema = z
   .object({
@@ -26,6 +33,9 @@ export const workerConfigSchema = z
     hostId: idSchema.optional(),
     storageRoot: z.string().min(1).optional(),
     runDir: z.string().min(1).optional(),
+    driver: hostDriverSchema.default('qmp'),
+    /** The libvirt connection of `driver: libvirt`. */
+    libvirtUri: libvirtUriSchema.default('qemu:///system'),
     /** Where the SDK runtime serves Prometheus metrics; none when unset. */
     metricsAddress: metricsAddressSchema.optional(),
     logLevel: logLevelSchema.default('INFO'),
@@ -49,9 +59,10 @@ export class ConfigError extends Error {
 }
 
 export const WORKER_USAGE = `usage: worker --role engine|host[,engine] [--host-id ID --storage-root DIR --run-dir DIR]
+              [--driver qmp|libvirt] [--libvirt-uri URI]
               [--metrics-address HOST:PORT] [--log-level TRACE|DEBUG|INFO|WARN|ERROR]
   env: LIVE_MERGE_ROLE, LIVE_MERGE_HOST_ID, LIVE_MERGE_STORAGE_ROOT, LIVE_MERGE_RUN_DIR,
-       LIVE_MERGE_METRICS_ADDRESS, LIVE_MERGE_LOG_LEVEL
+       LIVE_MERGE_DRIVER, LIVE_MERGE_LIBVIRT_URI, LIVE_MERGE_METRICS_ADDRESS, LIVE_MERGE_LOG_LEVEL
   Temporal connection: TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE`;
 
 export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): WorkerConfig {
@@ -64,6 +75,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): Worker
         'host-id': { type: 'string' },
         'storage-root': { type: 'string' },
         'run-dir': { type: 'string' },
+        driver: { type: 'string' },
+        'libvirt-uri': { type: 'string' },
         'metrics-address': { type: 'string' },
         'log-level': { type: 'string' },
       },
@@ -81,6 +94,8 @@ export function loadWorkerConfig(argv: string[], env: NodeJS.ProcessEnv): Worker
     hostId: values['host-id'] ?? env.LIVE_MERGE_HOST_ID,
     storageRoot: values['storage-root'] ?? env.LIVE_MERGE_STORAGE_ROOT,
     runDir: values['run-dir'] ?? env.LIVE_MERGE_RUN_DIR,
+    driver: values.driver ?? (env.LIVE_MERGE_DRIVER || undefined),
+    libvirtUri: values['libvirt-uri'] ?? (env.LIVE_MERGE_LIBVIRT_URI || undefined),
     metricsAddress: values['metrics-address'] ?? (env.LIVE_MERGE_METRICS_ADDRESS || undefined),
     logLevel: (values['log-level'] ?? (env.LIVE_MERGE_LOG_LEVEL || 'INFO')).toUpperCase(),
   });

@@ -64,11 +64,22 @@ export interface HypervisorDriver {
   /** The pivot of an active commit in `ready`. */
   completeJob(vmId: string, jobId: string): Promise<void>;
   cancelJob(vmId: string, jobId: string): Promise<void>;
+  /**
+   * Forgets a concluded job once its outcome was read: QEMU keeps it (`auto-dismiss: false`) until
+   * then; libvirt dismisses jobs itself, and its driver drops only its own record of the job.
+   */
   dismissJob(vmId: string, jobId: string): Promise<void>;
   setSpeed(vmId: string, jobId: string, speed: number): Promise<void>;
-  /** Nodes that still hold `path` open, format node before file node. */
+  /** Nodes (libvirt: layers) that still hold `path` open, format node before file node. */
   nodesHolding(vmId: string, path: string): Promise<string[]>;
-  deleteNode(vmId: string, nodeName: string): Promise<void>;
+  /**
+   * The VM lets go of a volume no chain holds any more (the outcome the delete step needs): QEMU's
+   * nodes that still hold it are detached; libvirt detaches a removed layer itself, so its driver
+   * only checks that none does. Throws when the VM still uses it.
+   */
+  releaseVolume(vmId: string, path: string): Promise<void>;
+  /** The processes of the VM's hypervisor (its QEMU): the only ones allowed to hold its volumes. */
+  hypervisorPids(vmId: string): Promise<number[]>;
   /** Writes a node's cached metadata to its file. */
   flushNode(vmId: string, nodeName: string): Promise<void>;
   /**

@@ -13,13 +13,18 @@ import {
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError } from './errors';
 import { QmpPool } from './qmp-pool';
+import { releaseNodes } from './release-nodes';
 import { type CommitSpace, measureCommitSpace } from './space';
+import { vmQemuPids } from './usage';
 
 /** The hypervisor driver for real QEMU, over each VM's QMP socket under the run directory. */
 export class QmpDriver implements HypervisorDriver {
   private readonly pool: QmpPool;
 
-  constructor(runDir: string, opts: { useAuxSocket?: boolean } = {}) {
+  constructor(
+    private readonly runDir: string,
+    opts: { useAuxSocket?: boolean } = {},
+  ) {
     this.pool = new QmpPool((vmId) =>
       opts.useAuxSocket ? auxQmpSocketPath(runDir, vmId) : qmpSocketPath(runDir, vmId),
     );
@@ -113,6 +118,15 @@ export class QmpDriver implements HypervisorDriver {
 
   async deleteNode(vmId: string, nodeName: string): Promise<void> {
     await this.pool.with(vmId, (qmp) => qmp.execute('blockdev-del', { 'node-name': nodeName }));
+  }
+
+  async releaseVolume(vmId: string, path: string): Promise<void> {
+    await releaseNodes(this, vmId, path);
+  }
+
+  /** The QEMU that listens on the VM's QMP socket. */
+  async hypervisorPids(vmId: string): Promise<number[]> {
+    return vmQemuPids(this.runDir, vmId);
   }
 
   /**

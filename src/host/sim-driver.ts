@@ -1,6 +1,7 @@
 import { QmpCommandError } from '../qmp/errors';
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
+import { releaseNodes } from './release-nodes';
 import {
   checkNodeDelete,
   commitJob,
@@ -185,6 +186,10 @@ export class SimDriver implements HypervisorDriver {
     vm.nodes.delete(nodeName);
   }
 
+  releaseVolume = (vmId: string, path: string): Promise<void> => releaseNodes(this, vmId, path);
+  /** No process of its own: nothing may hold a simulated VM's files. */
+  hypervisorPids = (vmId: string): Promise<number[]> => this.enter(vmId).then(() => []);
+
   async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     // Armed at once, so a change made right after this call is not missed.
     const changed = this.waiters.next(vmId, timeoutMs, signal);
@@ -203,8 +208,6 @@ export class SimDriver implements HypervisorDriver {
     this.waiters.wakeAll();
     this.clock.wakeAll();
   }
-
-  // ---- internals ----
 
   private async enter(vmId: string): Promise<Vm> {
     const delay = this.opts.faults?.slowHostMs ?? 0;

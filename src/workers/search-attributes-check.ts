@@ -1,6 +1,6 @@
 import { type NativeConnection, Runtime } from '@temporalio/worker';
 
-import { cliTypeName, MERGE_SEARCH_ATTRIBUTES } from '../config/search-attributes';
+import { MERGE_SEARCH_ATTRIBUTES, searchAttributeCreateArgs } from '../config/search-attributes';
 
 /**
  * The merge's search attributes that `namespace` lacks, or undefined when the server would not say
@@ -23,15 +23,7 @@ export async function missingSearchAttributes(
 export async function warnIfSearchAttributesMissing(connection: NativeConnection, namespace: string): Promise<void> {
   const missing = await missingSearchAttributes(connection, namespace);
   if (!missing?.length) return;
-  const types = [...new Set(MERGE_SEARCH_ATTRIBUTES.filter((k) => missing.includes(k.name)).map((k) => k.type))];
-  const command = types
-    .map((type) => {
-      const names = MERGE_SEARCH_ATTRIBUTES.filter((k) => k.type === type && missing.includes(k.name)).map(
-        (k) => `--name ${k.name}`,
-      );
-      return `temporal operator search-attribute create --namespace ${namespace} ${names.join(' ')} --type ${cliTypeName(type)}`;
-    })
-    .join(' && ');
+  const command = ['temporal', ...searchAttributeCreateArgs(namespace, missing)].join(' ');
   Runtime.instance().logger.warn(
     `namespace ${namespace} lacks the search attributes ${missing.join(', ')}: merges will wait before their first step until they are registered: ${command}`,
     { namespace, missing },

@@ -67,6 +67,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
 
   let commitKind: DiskMerged['commitKind'];
   let chainBefore: string[] = [];
+  let mergedEarlier = false;
   try {
     await report({ phase: 'merging' });
     const started = await hostMerge.merge.executeWithOptions(
@@ -76,6 +77,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       [{ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec }],
     );
     chainBefore = started.chain;
+    mergedEarlier = started.outcome === 'alreadyMerged';
     if (started.outcome !== 'alreadyMerged') {
       commitKind = started.kind;
       await report({ phase: 'waiting', commitKind });
@@ -129,7 +131,8 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       );
       await report({ phase: 'cleaning' });
       await host.cleanup.executeWithOptions({ summary: `clean up after block job ${jobStep.jobId}` }, [jobStep]);
-      const outcome = chainBefore.includes(disk.topVolumeId) ? 'merged' : 'alreadyMerged';
+      // An adopted job of ours that concluded before the adopt also merged: its chain already lacks the top.
+      const outcome = mergedEarlier ? 'alreadyMerged' : 'merged';
       await report({ phase: outcome, commitKind });
       return {
         diskId: disk.diskId,

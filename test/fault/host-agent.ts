@@ -1,10 +1,11 @@
 /**
- * A host agent for fault tests: the real one (src/workers/host.ts, real QMP driver), plus hold
- * points named in LIVE_MERGE_TEST_HOLDS (comma-separated). At a hold point it writes
- * `<LIVE_MERGE_TEST_HOLD_DIR>/<point>` and stops there, heartbeating, so the test can kill it in
- * exactly that window. Points: `before:<activity>`, `after:<activity>`, `before:completeJob`, `after:completeJob`.
+ * A host agent for fault tests: the real one (src/workers/host.ts, real QMP driver, or the libvirt
+ * driver when LIVE_MERGE_DRIVER=libvirt), plus hold points named in LIVE_MERGE_TEST_HOLDS
+ * (comma-separated). At a hold point it writes `<LIVE_MERGE_TEST_HOLD_DIR>/<point>` and stops
+ * there, heartbeating, so the test can kill it in exactly that window, until the test writes
+ * `release-<point>` beside it. Points: `before:<activity>`, `after:<activity>`, `before:completeJob`, `after:completeJob`.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Context } from '@temporalio/activity';
@@ -12,6 +13,8 @@ import { NativeConnection, Runtime } from '@temporalio/worker';
 
 import type { HostActivities } from '../../src/activities';
 import { temporalTarget } from '../../src/config/connection';
+import type { HypervisorDriver } from '../../src/host/driver';
+import { LibvirtDriver } from '../../src/host/libvirt-driver';
 import { QmpDriver } from '../../src/host/qmp-driver';
 import { createHostWorker } from '../../src/workers/host';
 
@@ -27,9 +30,10 @@ if (!hostId || !storageRoot || !runDir)
 
 async function hold(point: string): Promise<void> {
   if (!holds.has(point)) return;
-  writeFileSync(path.join(holdDir, point.replace(':', '-')), String(Date.now()));
+  const file = path.join(holdDir, point.replace(':', '-'));
+  writeFileSync(file, String(Date.now()));
   const ctx = Context.current();
-  for (;;) {
+  while (!existsSync(path.join(holdDir, `release-${path.basename(file)}`))) {
     ctx.heartbeat();
     await ctx.sleep(200);
   }
@@ -48,12 +52,21 @@ function withHolds(activities: HostActivities): HostActivities {
   return wrapped as HostActivities;
 }
 
-class HoldingDriver extends QmpDriver {
-  override async completeJob(vmId: string, jobId: string): Promise<void> {
+/** The pivot with its two hold points around it. */
+function holdingPivot(driver: HypervisorDriver): HypervisorDriver {
+  const complete = driver.completeJob.bind(driver);
+  driver.completeJob = async (vmId, jobId) => {
     await hold('before:completeJob');
-    await super.completeJob(vmId, jobId);
+    await complete(vmId, jobId);
     await hold('after:completeJob');
-  }
+  };
+  return driver;
+}
+
+function driverOf(): HypervisorDriver {
+  if (process.env.LIVE_MERGE_DRIVER === 'libvirt')
+    return new LibvirtDriver({ uri: process.env.LIVE_MERGE_LIBVIRT_URI ?? 'qemu:///system', runDir: runDir! });
+  return new QmpDriver(runDir!);
 }
 
 async function main(): Promise<void> {
@@ -64,7 +77,7 @@ async function main(): Promise<void> {
     hostId: hostId!,
     storageRoot: storageRoot!,
     runDir: runDir!,
-    driver: new HoldingDriver(runDir!),
+    driver: holdingPivot(driverOf()),
     wrapActivities: withHolds,
   });
   console.log(`test host agent ${hostId} with holds [${[...holds].join(', ')}]`);

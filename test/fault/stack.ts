@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -28,6 +28,9 @@ export class FaultStack {
   host?: WorkerProcess;
   private engineStarts = 0;
   private hostStarts = 0;
+
+  /** `driver: 'libvirt'`: the host agent drives libvirt domains (test/fault/host-agent.ts). */
+  constructor(private readonly opts: { driver?: 'qmp' | 'libvirt' } = {}) {}
 
   async start(opts: { holds?: string[] } = {}): Promise<this> {
     mkdirSync(this.holdDir, { recursive: true });
@@ -73,6 +76,7 @@ export class FaultStack {
         LIVE_MERGE_RUN_DIR: this.runDir,
         LIVE_MERGE_TEST_HOLDS: holds.join(','),
         LIVE_MERGE_TEST_HOLD_DIR: this.holdDir,
+        LIVE_MERGE_DRIVER: this.opts.driver ?? 'qmp',
       },
     });
   }
@@ -85,6 +89,17 @@ export class FaultStack {
       if (Date.now() > deadline) throw new Error(`host agent never reached ${point}`);
       await new Promise((r) => setTimeout(r, 25));
     }
+  }
+
+  /** Lets the host agent go on from hold point `point`. */
+  release(point: string): void {
+    writeFileSync(path.join(this.holdDir, `release-${point.replace(':', '-')}`), '');
+  }
+
+  /** Makes hold point `point` hold again (and forgets that it was reached). */
+  unrelease(point: string): void {
+    rmSync(path.join(this.holdDir, point.replace(':', '-')), { force: true });
+    rmSync(path.join(this.holdDir, `release-${point.replace(':', '-')}`), { force: true });
   }
 
   async close(): Promise<void> {

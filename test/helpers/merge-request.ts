@@ -4,7 +4,7 @@ import { HOST_ID } from './host-id';
 
 /** Each disk's merge: `intermediate` merges volume 1 into 0, `active` the top into the one below. */
 export function mergeRequest(
-  vm: LabVm,
+  vm: Pick<LabVm, 'vmId' | 'disks'>,
   snapshotId: string,
   kinds: Array<'intermediate' | 'active'>,
   options: LiveMergeRequest['options'] = {},

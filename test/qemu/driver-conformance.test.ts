@@ -1,106 +1,18 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import * as os from 'node:os';
+import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { createLabVm, destroyLabVm, labDiskId, labVolumeId, runningLabVmPid } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
 import type { BlockJob, DiskChain, HypervisorDriver } from '../../src/host/driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/host/errors';
-import { QmpDriver } from '../../src/host/qmp-driver';
 import { SimDriver } from '../../src/host/sim-driver';
-import { QmpCommandError } from '../../src/qmp/errors';
+import { type Fixture, libvirtFixture, qmpFixture, simFixture, SLOW } from './driver-fixtures';
 
 /**
- * One conformance suite, two drivers: every behaviour the host activities rely on is checked
- * against QmpDriver on a real QEMU lab VM and against SimDriver on a VM with the same paths.
+ * One conformance suite, three drivers: every behaviour the host activities rely on is checked
+ * against QmpDriver on a real QEMU lab VM, against LibvirtDriver on a libvirt domain on the same
+ * chains (scripts/ensure-libvirt.sh runs libvirtd), and against SimDriver on a VM with the same paths.
  * Each case gets a fresh VM with 2 disks of 3 volumes: `d<d>v2` (active) -> `d<d>v1` -> `d<d>v0`.
  */
-
-const MiB = 1024 * 1024;
-/** A speed that keeps a commit running for seconds (the lab top holds 2 MiB; the sim top 16 MiB). */
-const SLOW = 128 * 1024;
-
-interface Fixture {
-  driver: HypervisorDriver;
-  storageRoot: string;
-  /** A fresh running VM; returns its id. */
-  newVm(): Promise<string>;
-  /** QEMU dies (SIGKILL), its socket left behind. */
-  killVm(vmId: string): Promise<void>;
-  close(): Promise<void>;
-}
-
-function tmpRoot(): { dir: string; storageRoot: string; runDir: string } {
-  const dir = mkdtempSync(path.join(os.tmpdir(), 'lm-conf-'));
-  return { dir, storageRoot: path.join(dir, 's'), runDir: path.join(dir, 'r') };
-}
-
-async function qmpFixture(): Promise<Fixture> {
-  const { dir, storageRoot, runDir } = tmpRoot();
-  const driver = new QmpDriver(runDir);
-  const vms: string[] = [];
-  return {
-    driver,
-    storageRoot,
-    async newVm() {
-      const vmId = `vm${vms.length}`;
-      vms.push(vmId);
-      // Each VM its own storage root: the lab refuses two running VMs on one.
-      await createLabVm({
-        storageRoot: path.join(storageRoot, vmId),
-        runDir,
-        vmId,
-        disks: 2,
-        volumes: 3,
-        layerDataMiB: 1,
-        sizeMiB: 8,
-        guest: false, // paused, no guest OS: the conformance cases need no writes
-      });
-      return vmId;
-    },
-    async killVm(vmId) {
-      const pid = await runningLabVmPid(runDir, vmId);
-      if (pid === undefined) throw new Error(`lab VM ${vmId} is not running`);
-      process.kill(pid, 'SIGKILL');
-      while ((await runningLabVmPid(runDir, vmId)) !== undefined) await new Promise((r) => setTimeout(r, 20));
-    },
-    async close() {
-      await driver.close();
-      for (const vmId of vms) await destroyLabVm(runDir, vmId).catch(() => undefined);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
-async function simFixture(): Promise<Fixture> {
-  const { dir, storageRoot } = tmpRoot();
-  const driver = new SimDriver({ seed: 7, bytesPerSecond: 256 * MiB });
-  let n = 0;
-  return {
-    driver,
-    storageRoot,
-    async newVm() {
-      const vmId = `vm${n++}`;
-      const root = path.join(storageRoot, vmId);
-      driver.addVm(
-        vmId,
-        [0, 1].map((d) => ({
-          diskId: labDiskId(d),
-          volumes: [2, 1, 0].map((i) => volumePath(root, labDiskId(d), labVolumeId(d, i))),
-          sizeBytes: 16 * MiB,
-        })),
-      );
-      return vmId;
-    },
-    async killVm(vmId) {
-      driver.removeVm(vmId);
-    },
-    async close() {
-      await driver.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 const names = (chain: DiskChain): string[] => chain.volumes.map((v) => path.basename(v.path, '.qcow2'));
 const nodeOf = (chain: DiskChain, volumeId: string): string => {
@@ -112,6 +24,7 @@ const nodeOf = (chain: DiskChain, volumeId: string): string => {
 describe.each([
   ['QmpDriver (real QEMU)', qmpFixture],
   ['SimDriver', simFixture],
+  ['LibvirtDriver (libvirt, real QEMU)', libvirtFixture],
 ])('HypervisorDriver conformance: %s', (_name, makeFixture) => {
   let fx: Fixture;
   let driver: HypervisorDriver;
@@ -223,19 +136,19 @@ describe.each([
     const vmId = await fx.newVm();
     await commit(vmId, 'd0v1', 'd0v0', { speed: SLOW, backingFile: 'd0v0.qcow2' });
     expect((await job(vmId))?.status).toBe('running');
-    await expect(driver.completeJob(vmId, 'j1')).rejects.toBeInstanceOf(QmpCommandError);
+    await expect(driver.completeJob(vmId, 'j1')).rejects.toBeInstanceOf(fx.refused);
     await driver.cancelJob(vmId, 'j1');
     const done = await until(vmId, (j) => j?.status === 'concluded');
     expect(done?.error).toMatch(/cancel/i);
     expect(names(await driver.readChain(vmId, 'disk0'))).toEqual(['d0v2', 'd0v1', 'd0v0']);
-    await expect(driver.cancelJob(vmId, 'j1')).rejects.toBeInstanceOf(QmpCommandError);
-    await expect(driver.completeJob(vmId, 'nope')).rejects.toBeInstanceOf(QmpCommandError);
+    await expect(driver.cancelJob(vmId, 'j1')).rejects.toBeInstanceOf(fx.refused);
+    await expect(driver.completeJob(vmId, 'nope')).rejects.toBeInstanceOf(fx.refused);
   });
 
   test('one job per disk: a second commit on a busy disk and a duplicate job id are refused', async () => {
     const vmId = await fx.newVm();
     await commit(vmId, 'd0v1', 'd0v0', { speed: SLOW, backingFile: 'd0v0.qcow2' });
-    await expect(commit(vmId, 'd0v2', 'd0v1', { jobId: 'j2' })).rejects.toBeInstanceOf(QmpCommandError);
+    await expect(commit(vmId, 'd0v2', 'd0v1', { jobId: 'j2' })).rejects.toBeInstanceOf(fx.refused);
     const other = await driver.readChain(vmId, 'disk1');
     await expect(
       driver.startCommit(vmId, {
@@ -245,32 +158,40 @@ describe.each([
         baseNode: nodeOf(other, 'd1v0'),
         speed: 0,
       }),
-    ).rejects.toBeInstanceOf(QmpCommandError);
+    ).rejects.toBeInstanceOf(fx.refused);
     await expect(commit(vmId, 'd0v2', 'd0v1', { jobId: 'j3', backingFile: 'x.qcow2' })).rejects.toBeInstanceOf(
-      QmpCommandError,
+      fx.refused,
     );
     // setSpeed lifts the limit: the job finishes.
     await driver.setSpeed(vmId, 'j1', 0);
     expect((await until(vmId, (j) => j?.status === 'concluded'))?.error).toBeUndefined();
   });
 
-  test('the removed top stays open until deleted: the job must be dismissed, format node before file node', async () => {
+  test('the removed top stays open until released: after the job is dismissed, and never while in a chain', async () => {
     const vmId = await fx.newVm();
     const before = await driver.readChain(vmId, 'disk0');
     const topPath = before.volumes[1].path;
     await commit(vmId, 'd0v1', 'd0v0', { backingFile: 'd0v0.qcow2' });
     await until(vmId, (j) => j?.status === 'concluded');
     const held = await driver.nodesHolding(vmId, topPath);
-    expect(held).toHaveLength(2);
-    expect(held[0]).toBe(nodeOf(before, 'd0v1'));
-    // A node still in a chain is refused.
-    await expect(driver.deleteNode(vmId, nodeOf(before, 'd0v0'))).rejects.toBeInstanceOf(QmpCommandError);
+    // QEMU: the format node, then the file node; libvirt has let go of the layer itself.
+    expect(held).toHaveLength(fx.keepsRemovedNodes ? 2 : 0);
+    if (fx.keepsRemovedNodes) expect(held[0]).toBe(nodeOf(before, 'd0v1'));
+    // A volume still in a chain is never released.
+    await expect(driver.releaseVolume(vmId, before.volumes[2].path)).rejects.toThrow();
     await driver.dismissJob(vmId, 'j1');
-    await expect(driver.deleteNode(vmId, held[1])).rejects.toBeInstanceOf(QmpCommandError); // file under its format node
-    for (const node of held) await driver.deleteNode(vmId, node);
+    await driver.releaseVolume(vmId, topPath);
     expect(await driver.nodesHolding(vmId, topPath)).toEqual([]);
+    expect(names(await driver.readChain(vmId, 'disk0'))).toEqual(['d0v2', 'd0v0']);
     await driver.flushNode(vmId, nodeOf(before, 'd0v0'));
-    await expect(driver.flushNode(vmId, 'no-such-node')).rejects.toThrow();
+  });
+
+  test('the VM hypervisor pids are the processes allowed to hold its volumes', async () => {
+    const vmId = await fx.newVm();
+    const pids = await driver.hypervisorPids(vmId);
+    for (const pid of pids) expect(existsSync(`/proc/${pid}`)).toBe(true);
+    // Real QEMU has one process; the simulation none.
+    expect(pids).toHaveLength(driver instanceof SimDriver ? 0 : 1);
   });
 
   test('nextJobChange resolves on a job status change, or after its timeout', async () => {

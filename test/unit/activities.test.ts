@@ -402,7 +402,7 @@ describe('deleteVolume', () => {
     const f = await failureOf(env().run(acts.deleteVolume, step('v1', 'v0')));
     expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
     expect(existsSync(vol('v1'))).toBe(true);
-    expect(calls).not.toContain('deleteNode');
+    expect(calls).not.toContain('releaseVolume');
     expect(await sim.nodesHolding('vm1', vol('v1'))).toHaveLength(2);
   });
 
@@ -413,7 +413,7 @@ describe('deleteVolume', () => {
     expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
     expect(f.message).toBe('volume v2 is still in the chain of disk d1; not deleted');
     expect(existsSync(vol('v2'))).toBe(true);
-    expect(calls).not.toContain('deleteNode');
+    expect(calls).not.toContain('releaseVolume');
     expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
   });
 
@@ -425,7 +425,7 @@ describe('deleteVolume', () => {
     expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
     expect(f.message).toBe('volume v2 is still in the chain of disk d1; not deleted');
     expect(existsSync(vol('v2'))).toBe(true);
-    expect(calls).not.toContain('deleteNode');
+    expect(calls).not.toContain('releaseVolume');
     expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
   });
 

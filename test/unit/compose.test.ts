@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
@@ -70,32 +70,46 @@ function oneShots(): string[] {
     .map(([n]) => n);
 }
 
-test('the topology: PostgreSQL, schema setup, the Temporal server, namespace setup, the Web UI, the engine and host agents', () => {
+const TEMPORAL_SERVICES = [
+  'temporal-frontend',
+  'temporal-history-1',
+  'temporal-history-2',
+  'temporal-matching',
+  'temporal-worker',
+];
+
+test('the topology: PostgreSQL, schema setup, the Temporal services, namespace setup, the Web UI, the engine and host agents', () => {
   expect(compose.services.postgresql.image).toMatch(/^postgres:/);
   expect(compose.services['temporal-schema'].image).toMatch(/^temporalio\/admin-tools:/);
-  expect(compose.services.temporal.image).toMatch(/^temporalio\/server:/);
   expect(compose.services['temporal-namespace'].image).toMatch(/^temporalio\/admin-tools:/);
   expect(compose.services['temporal-ui'].image).toMatch(/^temporalio\/ui:/);
   expect(workers.map(([n]) => n)).toContain('engine');
   expect(hostAgents.length).toBeGreaterThanOrEqual(1);
-  // Server, admin tools and schema are one release.
-  const serverVersion = compose.services.temporal.image!.split(':')[1];
+  // Five server processes, as test/cluster/ runs them: two of them history.
+  const commands = TEMPORAL_SERVICES.map((n) => String(compose.services[n]?.command));
+  expect(commands.sort()).toEqual(['frontend', 'history', 'history', 'matching', 'worker']);
+  const serverVersion = compose.services['temporal-frontend'].image!.split(':')[1];
+  // Server, admin tools and schema are one release, the one scripts/ensure-temporal-server.sh builds.
+  expect(readFileSync(path.join(root, 'scripts/ensure-temporal-server.sh'), 'utf8')).toContain(`v${serverVersion}}`);
   expect(compose.services['temporal-schema'].image!.split(':')[1].startsWith(`${serverVersion}-`)).toBe(true);
   expect(compose.services['temporal-namespace'].image).toBe(compose.services['temporal-schema'].image);
-  // The server's dynamic config is a file of this repository, mounted where the path points.
-  const server = compose.services.temporal;
-  const mount = (server.volumes ?? [])
-    .map((v) => v.split(':'))
-    .find(([, target]) => target === '/etc/temporal/config/dynamicconfig');
-  expect(mount).toBeDefined();
-  const file = path.join(root, mount![0], path.basename(env(server).DYNAMIC_CONFIG_FILE_PATH));
-  expect(env(server).DYNAMIC_CONFIG_FILE_PATH).toBe(`config/dynamicconfig/${path.basename(file)}`);
-  expect(parse(readFileSync(file, 'utf8'))).toEqual(expect.any(Object));
-  // The schema step sets up both databases.
-  const schemaScript = String(compose.services['temporal-schema'].command);
-  expect(schemaScript).toMatch(/for db in temporal temporal_visibility/);
-  expect(schemaScript).toMatch(/setup-schema -v 0\.0/);
-  expect(schemaScript).toMatch(/update-schema -d \/etc\/temporal\/schema\/postgresql\/v12\/\$\$dir\/versioned/);
+  for (const name of TEMPORAL_SERVICES) {
+    const server = compose.services[name];
+    expect(server.image).toBe(`temporalio/server:${serverVersion}`);
+    // The config and dynamic config are this repository's deploy/temporal, mounted where the paths point.
+    expect(server.volumes).toContain('./deploy/temporal:/etc/temporal/deploy:ro');
+    expect(String(server.entrypoint)).toContain('--root /etc/temporal/deploy --config config --env live-merge');
+    const dynamic = env(server).TEMPORAL_DYNAMIC_CONFIG_FILE.replace('/etc/temporal/deploy', 'deploy/temporal');
+    expect(parse(readFileSync(path.join(root, dynamic), 'utf8'))).toEqual(expect.any(Object));
+    expect(server.healthcheck!.test).toEqual(['CMD', 'sh', '/etc/temporal/deploy/healthcheck.sh']);
+  }
+  expect(existsSync(path.join(root, 'deploy/temporal/config/live-merge.yaml'))).toBe(true);
+  // The schema and namespace steps are the scripts lab/cluster runs.
+  expect(compose.services['temporal-schema'].entrypoint).toEqual(['/bin/sh', '/etc/temporal/deploy/setup-schema.sh']);
+  expect(compose.services['temporal-namespace'].entrypoint).toEqual([
+    '/bin/sh',
+    '/etc/temporal/deploy/setup-namespace.sh',
+  ]);
 });
 
 test('every image is pinned to an exact version; the worker image is built from a pinned base', () => {
@@ -145,13 +159,20 @@ test("each worker service's command and environment parse with the worker config
     const command = Array.isArray(s.command) ? s.command : [];
     const config = loadWorkerConfig(command, env(s));
     // Where Temporal is comes from the Temporal environment, as the workers read it.
-    const target = temporalTarget(env(s));
+    // (TLS files are checked by name here: they exist in the containers, not on this machine.)
+    const tlsVars = Object.entries(env(s)).filter(([k]) => k.startsWith('TEMPORAL_TLS_'));
+    const target = temporalTarget(
+      Object.fromEntries(Object.entries(env(s)).filter(([k]) => !k.startsWith('TEMPORAL_TLS'))),
+    );
+    expect(env(s).TEMPORAL_TLS).toBe('true');
+    for (const [, v] of tlsVars.filter(([k]) => k.endsWith('_PATH'))) expect(v).toMatch(/^\/etc\/temporal\/tls\//);
+    expect((s.volumes ?? []).some((v) => v.endsWith(':/etc/temporal/tls:ro'))).toBe(true);
     expect({ name, address: target.connectionOptions.address, namespace: target.namespace }).toEqual({
       name,
-      address: 'temporal:7233',
+      address: 'temporal-frontend:7233',
       namespace: 'default',
     });
-    expect(compose.services.temporal.healthcheck).toBeDefined();
+    expect(compose.services['temporal-frontend'].healthcheck).toBeDefined();
     // Metrics on, and the healthcheck asks that very port.
     expect(config.metricsAddress).toMatch(/^0\.0\.0\.0:\d+$/);
     const port = config.metricsAddress!.split(':')[1];
@@ -159,12 +180,14 @@ test("each worker service's command and environment parse with the worker config
     if (config.roles.includes('host')) {
       hostIds.push(config.hostId!);
       expect(name).toBe(`host-agent-${config.hostId}`);
+      // Each host shows its own certificate (README: what mTLS does and does not restrict).
+      expect(env(s).TEMPORAL_TLS_CLIENT_CERT_PATH).toBe(`/etc/temporal/tls/host-${config.hostId}.pem`);
       // The host's storage root and run dir are mounted where the config says.
       const targets = (s.volumes ?? []).map((v) => v.split(':')[1]);
       expect(targets).toEqual(expect.arrayContaining([config.storageRoot, config.runDir]));
     } else {
       expect(config.roles).toEqual(['engine']);
-      expect(s.volumes).toBeUndefined();
+      expect(s.volumes?.length).toBe(1); // the certificates only
     }
   }
   expect(hostIds.length).toBe(hostAgents.length);
@@ -179,10 +202,10 @@ test('published ports are bound to 127.0.0.1', () => {
 });
 
 test("the namespace step registers every search attribute of src/config/search-attributes.ts with the CLI's type name", () => {
-  const script = String(compose.services['temporal-namespace'].command);
+  const script = readFileSync(path.join(root, 'deploy/temporal/setup-namespace.sh'), 'utf8').replace(/\\\n\s*/g, '');
   for (const key of MERGE_SEARCH_ATTRIBUTES) {
     expect(script).toContain(`--name ${key.name} --type ${cliTypeName(key.type)}`);
-    expect(script).toMatch(new RegExp(`for name in [^;]*\\b${key.name}\\b`));
+    expect(script).toMatch(new RegExp(`names="[^"]*\\b${key.name}\\b`)); // and then checked with search-attribute list
   }
 });
 

@@ -159,7 +159,8 @@ class DirtyingDriver implements HypervisorDriver {
   startCommit = () => this.unused();
   dismissJob = () => this.unused();
   nodesHolding = () => this.unused();
-  deleteNode = () => this.unused();
+  releaseVolume = () => this.unused();
+  hypervisorPids = () => this.unused();
   flushNode = () => this.unused();
   measureCommitSpace = () => this.unused();
 }

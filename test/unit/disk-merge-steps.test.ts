@@ -212,6 +212,14 @@ test('a top merged earlier: no wait, verify and delete, outcome alreadyMerged, n
   expect(bytesCounter()).toEqual([]);
 });
 
+test('a job of ours adopted after it concluded (agent restarted mid-job) merged: outcome merged, bytes counted', async () => {
+  answer('merge', () => ({ outcome: 'adopted', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['v1', 'v0'] }));
+  await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged', commitKind: 'intermediate' });
+  expect(steps()).toEqual(['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup']);
+  expect(outcomeCounter()).toEqual(['merged']);
+  expect(bytesCounter()).toEqual([7]);
+});
+
 test('a block job that ended in error fails the disk as BlockJobFailed: no verify, no delete, job cleaned up', async () => {
   answer('waitForBlockJob', () => ({
     outcome: 'concluded',

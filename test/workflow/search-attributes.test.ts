@@ -1,8 +1,12 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+
 import { temporal } from '@temporalio/proto';
 import type { Worker } from '@temporalio/worker';
 
+import { temporalBin } from '../../lab/devserver/temporal-bin';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
-import { MERGE_SEARCH_ATTRIBUTES, VM_ID } from '../../src/config/search-attributes';
+import { MERGE_SEARCH_ATTRIBUTES, searchAttributeCreateArgs, VM_ID } from '../../src/config/search-attributes';
 import { createEngineWorker } from '../../src/workers/engine';
 import { missingSearchAttributes } from '../../src/workers/search-attributes-check';
 import { LiveMergeWorkflow } from '../../src/workflows';
@@ -14,7 +18,8 @@ import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers
  * touching nothing, and goes on by itself once they are registered.
  */
 
-const { EventType, IndexedValueType, WorkflowTaskFailedCause } = temporal.api.enums.v1;
+const execFileAsync = promisify(execFile);
+const { EventType, WorkflowTaskFailedCause } = temporal.api.enums.v1;
 
 let t: TestTemporal;
 let engine: Worker;
@@ -80,13 +85,8 @@ test('without the search attributes a merge waits before any step and resumes on
     EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
   ]);
 
-  // The operator registers them, as the README says; the merge goes on by itself.
-  await t.clientConnection.operatorService.addSearchAttributes({
-    namespace: t.server.namespace,
-    searchAttributes: Object.fromEntries(
-      MERGE_SEARCH_ATTRIBUTES.map((k) => [k.name, IndexedValueType[`INDEXED_VALUE_TYPE_${k.type}`]]),
-    ),
-  });
+  // The operator registers them with the command the engine worker logs; the merge goes on by itself.
+  await execFileAsync(temporalBin(), [...searchAttributeCreateArgs(t.server.namespace), '--address', t.server.address]);
   expect(await missingSearchAttributes(t.connection, t.server.namespace)).toEqual([]);
   await until(
     async () =>

@@ -1,0 +1,27 @@
+#!/bin/sh
+# The `default` namespace and the merge's five search attributes (src/config/search-attributes.ts),
+# then a check that all five are registered. Safe to run again. Run by docker-compose.yml's
+# temporal-namespace job and by lab/cluster (make cluster, test/cluster/) exactly as here.
+# The CLI finds the frontend and its mTLS certificates in TEMPORAL_ADDRESS and TEMPORAL_TLS_*.
+#
+# Each --type pairs with the --name at the same position: one --type per --name.
+# Right after `namespace create` the frontend's namespace cache does not know the namespace yet
+# ("Namespace default is not found", for a few seconds): the search attributes are retried.
+set -eu
+ns="${TEMPORAL_NAMESPACE:-default}"
+temporal operator namespace describe --namespace "$ns" >/dev/null 2>&1 \
+  || temporal operator namespace create --namespace "$ns" --retention 30d
+names="VmId HostId SnapshotId DiskId MergeOutcome"
+tries=0
+until temporal operator search-attribute create --namespace "$ns" \
+  --name VmId --type Keyword --name HostId --type Keyword --name SnapshotId --type Keyword \
+  --name DiskId --type Keyword --name MergeOutcome --type Keyword; do
+  tries=$((tries + 1))
+  [ "$tries" -lt 30 ] || { echo "setup-namespace: search attributes not registered after $tries tries" >&2; exit 1; }
+  sleep 1
+done
+list=$(temporal operator search-attribute list --namespace "$ns")
+for name in $names; do
+  echo "$list" | grep -qw "$name" || { echo "setup-namespace: search attribute $name missing" >&2; exit 1; }
+done
+echo "setup-namespace: namespace $ns with search attributes $names"

@@ -1,0 +1,105 @@
+import { XMLParser } from 'fast-xml-parser';
+import { z } from 'zod';
+
+/**
+ * The disks of a domain as `virsh dumpxml` has them: each one's chain, active layer first, from
+ * libvirt's nested `<backingStore index='N'>`, and the `<mirror>` of a running active commit.
+ * libvirt's own view is the one that counts: a layer is addressed as `vda[N]` by its index.
+ */
+
+export interface DomainLayer {
+  path: string;
+  /** libvirt's index of the layer in the chain (`vda[N]`). */
+  index: number;
+}
+
+export interface DomainDisk {
+  /** `<target dev>`, e.g. `vda`: names the disk in libvirt's block calls. */
+  target: string;
+  /** `<serial>` when set: the disk's id for the product (its image dir); else the target. */
+  serial?: string;
+  layers: DomainLayer[];
+  /** Set while an active commit (or other mirror) runs: its job kind and whether it is ready. */
+  mirror?: { job: string; ready: boolean };
+}
+
+const indexSchema = z.coerce.number().int().min(0);
+const sourceSchema = z.looseObject({ file: z.string().min(1), index: indexSchema.optional() });
+
+type Source = z.infer<typeof sourceSchema>;
+type BackingStore = '' | { source?: Source; index?: number; backingStore?: BackingStore };
+const backingStoreSchema: z.ZodType<BackingStore> = z.lazy(() =>
+  z.union([
+    z.literal(''),
+    z.looseObject({
+      source: sourceSchema.optional(),
+      index: indexSchema.optional(),
+      backingStore: backingStoreSchema.optional(),
+    }),
+  ]),
+);
+
+const diskSchema = z.looseObject({
+  type: z.string(),
+  device: z.string().optional(),
+  source: sourceSchema.optional(),
+  backingStore: backingStoreSchema.optional(),
+  target: z.looseObject({ dev: z.string().min(1) }),
+  serial: z.union([z.string(), z.number()]).optional(),
+  mirror: z.looseObject({ job: z.string().optional(), ready: z.string().optional() }).optional(),
+});
+
+const domainSchema = z.looseObject({
+  domain: z.looseObject({
+    name: z.union([z.string(), z.number()]),
+    devices: z.looseObject({ disk: z.array(diskSchema).optional() }),
+  }),
+});
+
+export class DomainXmlError extends Error {
+  override name = 'DomainXmlError';
+}
+
+const parser = new XMLParser({
+  ignoreAttributes: false,
+  attributeNamePrefix: '',
+  // Attribute and text values stay strings (a serial of digits too); zod converts what it needs.
+  parseAttributeValue: false,
+  parseTagValue: false,
+  isArray: (name, jpath) => jpath === 'domain.devices.disk',
+});
+
+/** The file-backed disks of a `virsh dumpxml` document (cdroms and network disks are left out). */
+export function parseDomainDisks(xml: string): DomainDisk[] {
+  const parsed = domainSchema.safeParse(parser.parse(xml));
+  if (!parsed.success) throw new DomainXmlError(`unexpected domain XML: ${parsed.error.message}`);
+  const disks: DomainDisk[] = [];
+  for (const d of parsed.data.domain.devices.disk ?? []) {
+    if (d.type !== 'file' || (d.device ?? 'disk') !== 'disk' || !d.source) continue;
+    const layers: DomainLayer[] = [{ path: d.source.file, index: d.source.index ?? 0 }];
+    // The innermost <backingStore/> is empty: the chain ends there.
+    for (let next = d.backingStore; next !== undefined && next !== '' && next.source; next = next.backingStore) {
+      if (next.index === undefined)
+        throw new DomainXmlError(`layer ${next.source.file} of ${d.target.dev} has no index`);
+      layers.push({ path: next.source.file, index: next.index });
+    }
+    disks.push({
+      target: d.target.dev,
+      ...(d.serial === undefined || d.serial === '' ? {} : { serial: String(d.serial) }),
+      layers,
+      ...(d.mirror ? { mirror: { job: d.mirror.job ?? 'copy', ready: d.mirror.ready === 'yes' } } : {}),
+    });
+  }
+  return disks;
+}
+
+/** `vda[3]`: how libvirt's block calls name one layer of a disk. */
+export function layerName(target: string, index: number): string {
+  return `${target}[${index}]`;
+}
+
+/** The target and index of a layer name, or undefined for anything else. */
+export function parseLayerName(name: string): { target: string; index: number } | undefined {
+  const m = /^([a-z][a-z0-9]*)\[(\d+)\]$/.exec(name);
+  return m ? { target: m[1], index: Number(m[2]) } : undefined;
+}
