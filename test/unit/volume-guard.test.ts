@@ -1,9 +1,9 @@
 /**
  * guardCommit and guardDelete (src/activities/volume-guard.ts) called directly with each situation
  * they refuse, on real qcow2 images and real processes: the VM is a real QEMU started once for the
- * file (-S, -machine none, no guest) holding disk d1's chain v2 -> v1 -> v0 open and locked through
- * its QMP socket's run dir, the other users are a `sleep` holding an fd and a `qemu-io` holding the
- * image open and locked. Cheap enough for the mutation test set (test/mutation/jest.config.js).
+ * file (-S, -machine none, no guest) holding disk d1's chain v2 -> v1 -> v0 open and locked, which
+ * QmpDriver's hypervisorPids finds by its QMP socket in the run dir; the other users are a `sleep`
+ * holding an fd and a `qemu-io` holding the image open and locked. Cheap enough for the mutation test set (test/mutation/jest.config.js).
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -17,8 +17,8 @@ import type { HostDeps } from '../../src/activities/deps';
 import { guardCommit, guardDelete } from '../../src/activities/volume-guard';
 import { qmpSocketPath, volumePath } from '../../src/domain/layout';
 import type { DiskChain } from '../../src/host/driver';
+import { QmpDriver } from '../../src/host/qmp-driver';
 import { Reclaimer } from '../../src/host/reclaim';
-import { SimDriver } from '../../src/host/sim-driver';
 import { vmQemuPids, VolumeUsage } from '../../src/host/usage';
 
 jest.setTimeout(60_000);
@@ -156,7 +156,8 @@ beforeAll(async () => {
     hostId: 'h1',
     storageRoot: root,
     runDir,
-    driver: new SimDriver({ seed: 1 }),
+    // The guard asks the driver for the VM's QEMU: the real lookup, by the QMP socket's listener.
+    driver: new QmpDriver(runDir),
     reclaimer: new Reclaimer(root),
     usage: new VolumeUsage(root),
   };
