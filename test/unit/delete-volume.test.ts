@@ -150,6 +150,23 @@ test("a block job under the volume's id that has not concluded: VolumeInUse, fil
   expect((await sim.listJobs('vm1')).map((j) => [j.id, j.status])).toEqual([[jobId, 'running']]);
 });
 
+test("another volume's running block job does not hold this one: the loose top is deleted, that job left running", async () => {
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+  const chain = await sim.readChain('vm1', 'd1');
+  const other = blockJobId('d1', 'v1');
+  await sim.startCommit('vm1', {
+    jobId: other,
+    deviceNode: chain.rootNode,
+    topNode: chain.volumes[1].nodeName,
+    baseNode: chain.volumes[2].nodeName,
+    speed: MiB, // 16 MiB at 1 MiB/s: running throughout the test
+  });
+  expect(await env().run(acts.deleteVolume, step('x9', 'v0'))).toEqual({ deleted: true, path: vol('x9') });
+  expect(existsSync(vol('x9'))).toBe(false);
+  expect(requests.filter((r) => r.startsWith('dismissJob'))).toEqual([]);
+  expect((await sim.listJobs('vm1')).map((j) => [j.id, j.status])).toEqual([[other, 'running']]);
+});
+
 test('a volume whose name is a symlink loop cannot be resolved: the delete fails, the link and the chain stay', async () => {
   await fs.symlink('x8.qcow2', vol('x8'));
   await expect(env().run(acts.deleteVolume, step('x8', 'v0'))).rejects.toThrow(/ELOOP/);
