@@ -17,7 +17,7 @@ import { createHostActivities } from '../../src/activities';
 import type { HostDeps } from '../../src/activities/deps';
 import { blockJobId } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
-import type { HypervisorDriver, StartCommit } from '../../src/host/driver';
+import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/host/driver';
 import { Reclaimer } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 import { writeTombstone } from '../../src/host/tombstone';
@@ -137,6 +137,21 @@ test('a start refused because a concurrent attempt started the same job meanwhil
     chain: ['v2', 'v1', 'v0'],
   });
   expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual([blockJobId('d1', 'v1')]);
+});
+
+test("a start lost to a concurrent attempt while another tool's job runs too: ours is found among them and adopted", async () => {
+  const sim = vmOn();
+  // Another tool's job (on another node; the simulation has one device) listed before ours.
+  const backup: BlockJob = { id: 'backup-1', type: 'backup', status: 'running', offset: 0, len: MiB };
+  const racing = Object.assign(Object.create(sim) as SimDriver, {
+    listJobs: async (vmId: string) => [backup, ...(await sim.listJobs(vmId))],
+    startCommit: async (vmId: string, r: StartCommit) => {
+      await sim.startCommit(vmId, r);
+      throw new Error(`Job ID '${r.jobId}' already in use`);
+    },
+  });
+  expect(await env().run(hostSteps(racing).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'adopted' });
+  expect((await racing.listJobs('vm1')).map((j) => j.id)).toEqual(['backup-1', blockJobId('d1', 'v1')]);
 });
 
 test("a start QEMU refuses with no job of that id: the error is the step's, nothing adopted", async () => {
