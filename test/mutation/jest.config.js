@@ -1,9 +1,9 @@
 /**
- * The tests StrykerJS runs against each mutant (npm run mutate): the fast ones that need no guest,
- * no QEMU and no Temporal server: the activities on the simulated driver and real qcow2 files, the
- * guard on real images and processes, DiskMergeWorkflow's steps with the workflow API stubbed.
- * The same checks on real QEMU (test/qemu/guards.test.ts) run in `make test`: a lab VM per mutant
- * costs seconds, and the mutant count is in the thousands.
+ * The tests StrykerJS runs against each mutant (npm run mutate): the fast ones that need no guest
+ * and no Temporal server: the activities on the simulated driver and real qcow2 files; the guard
+ * and QmpDriver's readers on real images, processes and one paused QEMU per file (-S, no guest);
+ * DiskMergeWorkflow's steps with the workflow API stubbed. The same refusals on a full lab VM
+ * (test/qemu/guards.test.ts) run in `make test`: a lab VM per mutant costs seconds.
  */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a CommonJS config, like jest.config.js
 const base = require('../../jest.config.js');
@@ -18,6 +18,13 @@ module.exports = {
     '<rootDir>/test/unit/set-block-job-speed.test.ts',
     '<rootDir>/test/unit/volume-users.test.ts',
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
+    '<rootDir>/test/unit/volume-guard.test.ts',
+    '<rootDir>/test/unit/delete-volume.test.ts',
+    '<rootDir>/test/unit/verify-chain.test.ts',
+    '<rootDir>/test/unit/merge-start.test.ts',
+    '<rootDir>/test/unit/qmp-driver-readers.test.ts',
+    '<rootDir>/test/unit/qmp-client.test.ts',
+    '<rootDir>/test/unit/convergence.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,

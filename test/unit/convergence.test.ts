@@ -274,6 +274,19 @@ describe('waitForBlockJob: an active commit that does not converge', () => {
     expect(ready.calls).toEqual(['cancelJob']);
   });
 
+  test('fail, resumed after the cancelled job was dismissed: NotConverging, not a vanished job for the chain check', async () => {
+    const gone = Object.assign(new DirtyingDriver(0, dirty), { listJobs: async (): Promise<BlockJob[]> => [] });
+    const details: Checkpoint = {
+      status: 'concluded',
+      offset: 0,
+      len: 64 * MiB,
+      pivotRequested: false,
+      cancelledNotConverging: true,
+    };
+    await expect(run(gone, waitIn('fail'), details).result).rejects.toMatchObject({ type: 'NotConverging' });
+    expect(gone.calls).toEqual([]);
+  });
+
   test('a resumed wait keeps its window: a job stalled before the restart is found at once', async () => {
     const driver = new DirtyingDriver(limit, dirty);
     const details: Checkpoint = {

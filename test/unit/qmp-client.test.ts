@@ -595,6 +595,18 @@ describe('schemas', () => {
     expect(flattenImageChain(image, nodeFiles)).toEqual(['/d/top.qcow2', '/d/base.qcow2']);
   });
 
+  test('resolveImageFilename follows 16 levels of nesting and no more; a json: null is left as it is', () => {
+    /** `levels` objects, each the `file` of the one above, the innermost naming /x. */
+    const nested = (levels: number): string => {
+      let options: object = { driver: 'file', filename: '/x' };
+      for (let i = 1; i < levels; i++) options = { driver: 'raw', file: options };
+      return `json:${JSON.stringify(options)}`;
+    };
+    expect(resolveImageFilename(nested(16))).toBe('/x');
+    expect(resolveImageFilename(nested(17))).toBe(nested(17));
+    expect(resolveImageFilename('json:null')).toBe('json:null');
+  });
+
   test('deviceIdOf: the -device id from the QOM path, or a legacy drive name', () => {
     const block = (device: string, qdev?: string) =>
       blockInfoSchema.parse({ device, ...(qdev === undefined ? {} : { qdev }) });

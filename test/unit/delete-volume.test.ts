@@ -1,0 +1,195 @@
+/**
+ * deleteVolume's own checks and its order towards QEMU, called directly (not through the workflow,
+ * whose chain check stops earlier): SimDriver as the QEMU side, real qcow2 files for disk d1 of
+ * vm1, v2 (active) -> v1 -> v0, under a temporary storage root. The refusals of the guard itself
+ * are in volume-guard.test.ts; the same steps on real QEMU in test/qemu/guards.test.ts.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+
+import { createHostActivities, type HostActivities } from '../../src/activities';
+import { blockJobId } from '../../src/config/names';
+import { imageDir, volumePath } from '../../src/domain/layout';
+import type { HypervisorDriver } from '../../src/host/driver';
+import { Reclaimer } from '../../src/host/reclaim';
+import { SimDriver } from '../../src/host/sim-driver';
+import { readTombstone } from '../../src/host/tombstone';
+import { VolumeUsage } from '../../src/host/usage';
+
+jest.setTimeout(30_000);
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+
+let root: string;
+let sim: SimDriver;
+let usage: VolumeUsage;
+let reclaimer: Reclaimer;
+let acts: HostActivities;
+/** Every request the steps sent to the hypervisor, in order, with its arguments after the VM id. */
+let requests: string[];
+
+const vol = (id: string, diskId = 'd1'): string => volumePath(root, diskId, id);
+const env = (): MockActivityEnvironment => new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+const step = (top: string, base: string, diskId = 'd1') => ({
+  vmId: 'vm1',
+  diskId,
+  topVolumeId: top,
+  baseVolumeId: base,
+});
+
+/** The driver, recording each request it is sent. */
+function recording(target: SimDriver): HypervisorDriver {
+  return new Proxy(target, {
+    get(t, prop, receiver) {
+      const value: unknown = Reflect.get(t, prop, receiver);
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]): unknown => {
+        requests.push([String(prop), ...args.slice(1).map((a) => (typeof a === 'string' ? a : '…'))].join(' '));
+        return (value as (...a: unknown[]) => unknown).apply(t, args);
+      };
+    },
+  });
+}
+
+async function refusal(p: Promise<unknown>): Promise<ApplicationFailure> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof ApplicationFailure) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal, the delete went on');
+}
+
+/** An intermediate commit of v1 into v0, run to its end and checked, as the workflow does before a delete. */
+async function mergeV1(): Promise<void> {
+  await env().run(acts.merge, { ...step('v1', 'v0'), bandwidthBytesPerSec: 0 });
+  await env().run(acts.waitForBlockJob, {
+    vmId: 'vm1',
+    diskId: 'd1',
+    jobId: blockJobId('d1', 'v1'),
+    pollIntervalMs: 20,
+  });
+  await env().run(acts.verifyChain, step('v1', 'v0'));
+}
+
+beforeEach(async () => {
+  root = await fs.mkdtemp(path.join(tmpdir(), 'lm-delete-'));
+  await fs.mkdir(imageDir(root, 'd1'), { recursive: true });
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('v0'), '16M']);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v1')]);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v1.qcow2', '-F', 'qcow2', vol('v2')]);
+  sim = new SimDriver({ seed: 1, rewriteBackingHeaders: true });
+  sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] }]);
+  usage = new VolumeUsage(root);
+  reclaimer = new Reclaimer(root);
+  requests = [];
+  acts = createHostActivities({
+    hostId: 'h1',
+    storageRoot: root,
+    runDir: root,
+    driver: recording(sim),
+    reclaimer,
+    usage,
+  });
+});
+
+afterEach(async () => {
+  usage.close();
+  await reclaimer.drain();
+  await sim.close();
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+test("the base's node is flushed before the VM lets go of the top: the top is the committed data's only other copy", async () => {
+  await mergeV1();
+  const baseNode = (await sim.readChain('vm1', 'd1')).volumes[1].nodeName;
+  requests = [];
+  expect(await env().run(acts.deleteVolume, step('v1', 'v0'))).toEqual({ deleted: true, path: vol('v1') });
+  const flush = requests.indexOf(`flushNode ${baseNode}`);
+  const release = requests.indexOf(`releaseVolume ${vol('v1')}`);
+  expect(flush).toBeGreaterThanOrEqual(0);
+  expect(release).toBeGreaterThan(flush);
+});
+
+test('the concluded commit job is dismissed before the VM lets go of the top, and QEMU keeps no job or node of it', async () => {
+  await mergeV1();
+  requests = [];
+  await env().run(acts.deleteVolume, step('v1', 'v0'));
+  expect(await sim.listJobs('vm1')).toEqual([]);
+  expect(await sim.nodesHolding('vm1', vol('v1'))).toEqual([]);
+  const dismiss = requests.indexOf(`dismissJob ${blockJobId('d1', 'v1')}`);
+  expect(dismiss).toBeGreaterThanOrEqual(0);
+  expect(dismiss).toBeLessThan(requests.indexOf(`releaseVolume ${vol('v1')}`));
+});
+
+test("a block job under the volume's id that has not concluded: VolumeInUse, file kept, job left running", async () => {
+  // A job an earlier attempt started for x9 (out of every chain), still copying.
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '16M']);
+  const chain = await sim.readChain('vm1', 'd1');
+  const jobId = blockJobId('d1', 'x9');
+  await sim.startCommit('vm1', {
+    jobId,
+    deviceNode: chain.rootNode,
+    topNode: chain.volumes[1].nodeName,
+    baseNode: chain.volumes[2].nodeName,
+    speed: MiB, // 16 MiB at 1 MiB/s: running throughout the test
+  });
+  const f = await refusal(env().run(acts.deleteVolume, step('x9', 'v0')));
+  expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+  expect(f.message).toBe(`volume x9 is still used by block job ${jobId} (running); not deleted`);
+  expect(existsSync(vol('x9'))).toBe(true);
+  expect(await readTombstone(root, 'd1', 'x9')).toBeUndefined();
+  expect((await sim.listJobs('vm1')).map((j) => [j.id, j.status])).toEqual([[jobId, 'running']]);
+});
+
+test("another volume's running block job does not hold this one: the loose top is deleted, that job left running", async () => {
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+  const chain = await sim.readChain('vm1', 'd1');
+  const other = blockJobId('d1', 'v1');
+  await sim.startCommit('vm1', {
+    jobId: other,
+    deviceNode: chain.rootNode,
+    topNode: chain.volumes[1].nodeName,
+    baseNode: chain.volumes[2].nodeName,
+    speed: MiB, // 16 MiB at 1 MiB/s: running throughout the test
+  });
+  expect(await env().run(acts.deleteVolume, step('x9', 'v0'))).toEqual({ deleted: true, path: vol('x9') });
+  expect(existsSync(vol('x9'))).toBe(false);
+  expect(requests.filter((r) => r.startsWith('dismissJob'))).toEqual([]);
+  expect((await sim.listJobs('vm1')).map((j) => [j.id, j.status])).toEqual([[other, 'running']]);
+});
+
+test('a volume whose name is a symlink loop cannot be resolved: the delete fails, the link and the chain stay', async () => {
+  await fs.symlink('x8.qcow2', vol('x8'));
+  await expect(env().run(acts.deleteVolume, step('x8', 'v0'))).rejects.toThrow(/ELOOP/);
+  expect((await fs.lstat(vol('x8'))).isSymbolicLink()).toBe(true);
+  expect(await readTombstone(root, 'd1', 'x8')).toBeUndefined();
+  expect(requests.filter((r) => r.startsWith('releaseVolume') || r.startsWith('dismissJob'))).toEqual([]);
+});
+
+test("a volume name that is a symlink to the VM's active volume: VolumeInUse by the file, link and target kept", async () => {
+  // images/d2/v5.qcow2 -> ../d1/v2.qcow2: a name in no chain, whose file is d1's active volume.
+  await fs.mkdir(imageDir(root, 'd2'));
+  await fs.symlink('../d1/v2.qcow2', volumePath(root, 'd2', 'v5'));
+  const f = await refusal(env().run(acts.deleteVolume, step('v5', 'v1', 'd2')));
+  expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+  expect(f.message).toBe('volume v5 is still in the chain of disk d1; not deleted');
+  expect((await fs.lstat(volumePath(root, 'd2', 'v5'))).isSymbolicLink()).toBe(true);
+  expect(existsSync(vol('v2'))).toBe(true);
+  expect(requests.filter((r) => r.startsWith('releaseVolume') || r.startsWith('dismissJob'))).toEqual([]);
+});
+
+test('a base in no chain of the VM: nothing to flush, and the loose top is still deleted', async () => {
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+  expect(await env().run(acts.deleteVolume, step('x9', 'x8'))).toEqual({ deleted: true, path: vol('x9') });
+  expect(requests.filter((r) => r.startsWith('flushNode'))).toEqual([]);
+  expect(existsSync(vol('x9'))).toBe(false);
+});

@@ -1,0 +1,223 @@
+/**
+ * merge's decisions at the edges, called directly: the space check's boundary, a start that lost
+ * a race to a concurrent attempt, and a tombstone that names another base. SimDriver as the QEMU
+ * side, real qcow2 files for disk d1 of vm1, v2 (active) -> v1 -> v0, under a temporary root.
+ */
+import { execFile } from 'node:child_process';
+import { promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+
+import { createHostActivities } from '../../src/activities';
+import type { HostDeps } from '../../src/activities/deps';
+import { blockJobId } from '../../src/config/names';
+import { imageDir, volumePath } from '../../src/domain/layout';
+import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/host/driver';
+import { Reclaimer } from '../../src/host/reclaim';
+import { SimDriver } from '../../src/host/sim-driver';
+import { writeTombstone } from '../../src/host/tombstone';
+import { VolumeUsage } from '../../src/host/usage';
+
+jest.setTimeout(30_000);
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+/** The sim's commit of a 16 MiB disk: 16 MiB it can add, plus the margin (64 MiB and 1 % of that). */
+const NEEDED = 16 * MiB + 64 * MiB + Math.ceil((16 * MiB) / 100);
+
+let root: string;
+const sims: SimDriver[] = [];
+let usage: VolumeUsage;
+
+const vol = (id: string): string => volumePath(root, 'd1', id);
+const env = (): MockActivityEnvironment => new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+const mergeIn = (top: string, base: string) => ({
+  vmId: 'vm1',
+  diskId: 'd1',
+  topVolumeId: top,
+  baseVolumeId: base,
+  bandwidthBytesPerSec: MiB,
+});
+
+function vmOn(freeBytes?: number): SimDriver {
+  const sim = new SimDriver({ seed: 1, freeBytes });
+  sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] }]);
+  sims.push(sim);
+  return sim;
+}
+
+function hostSteps(driver: HypervisorDriver) {
+  const deps: HostDeps = {
+    hostId: 'h1',
+    storageRoot: root,
+    runDir: root,
+    driver,
+    reclaimer: new Reclaimer(root),
+    usage,
+  };
+  return createHostActivities(deps);
+}
+
+async function refusal(p: Promise<unknown>): Promise<ApplicationFailure> {
+  try {
+    await p;
+  } catch (err) {
+    if (err instanceof ApplicationFailure) return err;
+    throw err;
+  }
+  throw new Error('expected a refusal, the merge started');
+}
+
+beforeEach(async () => {
+  root = await fs.mkdtemp(path.join(tmpdir(), 'lm-merge-'));
+  await fs.mkdir(imageDir(root, 'd1'), { recursive: true });
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('v0'), '16M']);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v1')]);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v1.qcow2', '-F', 'qcow2', vol('v2')]);
+  usage = new VolumeUsage(root);
+});
+
+afterEach(async () => {
+  usage.close();
+  for (const sim of sims.splice(0)) await sim.close();
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+test('free space exactly what the commit needs: it starts; one byte less: InsufficientSpace, nothing started', async () => {
+  const enough = vmOn(NEEDED);
+  expect(await env().run(hostSteps(enough).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
+  const short = vmOn(NEEDED - 1);
+  const f = await refusal(env().run(hostSteps(short).merge, mergeIn('v1', 'v0')));
+  expect(f).toMatchObject({ type: 'InsufficientSpace', nonRetryable: true });
+  expect(await short.listJobs('vm1')).toEqual([]);
+});
+
+test('an intermediate commit writes the base as a relative name into the overlay above; an active one names none', async () => {
+  const sim = vmOn();
+  const starts: StartCommit[] = [];
+  const watched = Object.assign(Object.create(sim) as SimDriver, {
+    startCommit: (vmId: string, r: StartCommit) => (starts.push(r), sim.startCommit(vmId, r)),
+  });
+  await env().run(hostSteps(watched).merge, mergeIn('v1', 'v0'));
+  const chain = await sim.readChain('vm1', 'd1');
+  expect(starts[0]).toEqual({
+    jobId: blockJobId('d1', 'v1'),
+    deviceNode: chain.rootNode,
+    topNode: chain.volumes[1].nodeName,
+    baseNode: chain.volumes[2].nodeName,
+    backingFile: 'v0.qcow2',
+    speed: MiB,
+  });
+  const other = vmOn();
+  const activeStarts: StartCommit[] = [];
+  const watchedActive = Object.assign(Object.create(other) as SimDriver, {
+    startCommit: (vmId: string, r: StartCommit) => (activeStarts.push(r), other.startCommit(vmId, r)),
+  });
+  expect(await env().run(hostSteps(watchedActive).merge, mergeIn('v2', 'v1'))).toMatchObject({ kind: 'active' });
+  expect(activeStarts[0].backingFile).toBeUndefined();
+});
+
+test('a start refused because a concurrent attempt started the same job meanwhile: that job is adopted', async () => {
+  const sim = vmOn();
+  // The other attempt's start lands between this one's job list read and its own start.
+  const racing = Object.assign(Object.create(sim) as SimDriver, {
+    startCommit: async (vmId: string, r: StartCommit) => {
+      await sim.startCommit(vmId, r);
+      throw new Error(`Job ID '${r.jobId}' already in use`);
+    },
+  });
+  expect(await env().run(hostSteps(racing).merge, mergeIn('v1', 'v0'))).toEqual({
+    outcome: 'adopted',
+    jobId: blockJobId('d1', 'v1'),
+    kind: 'intermediate',
+    chain: ['v2', 'v1', 'v0'],
+  });
+  expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual([blockJobId('d1', 'v1')]);
+});
+
+test("a start lost to a concurrent attempt while another tool's job runs too: ours is found among them and adopted", async () => {
+  const sim = vmOn();
+  // Another tool's job (on another node; the simulation has one device) listed before ours.
+  const backup: BlockJob = { id: 'backup-1', type: 'backup', status: 'running', offset: 0, len: MiB };
+  const racing = Object.assign(Object.create(sim) as SimDriver, {
+    listJobs: async (vmId: string) => [backup, ...(await sim.listJobs(vmId))],
+    startCommit: async (vmId: string, r: StartCommit) => {
+      await sim.startCommit(vmId, r);
+      throw new Error(`Job ID '${r.jobId}' already in use`);
+    },
+  });
+  expect(await env().run(hostSteps(racing).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'adopted' });
+  expect((await racing.listJobs('vm1')).map((j) => j.id)).toEqual(['backup-1', blockJobId('d1', 'v1')]);
+});
+
+test("a start QEMU refuses with no job of that id: the error is the step's, nothing adopted", async () => {
+  const sim = vmOn();
+  // A job of another id in QEMU (another tool's) is not this merge's job: nothing to adopt.
+  const chain = await sim.readChain('vm1', 'd1');
+  const other = { jobId: 'backup-1', deviceNode: chain.rootNode, topNode: chain.volumes[1].nodeName };
+  await sim.startCommit('vm1', { ...other, baseNode: chain.volumes[2].nodeName, speed: MiB });
+  const refusing = Object.assign(Object.create(sim) as SimDriver, {
+    startCommit: () => Promise.reject(new Error('Permission conflict on node')),
+  });
+  await expect(env().run(hostSteps(refusing).merge, mergeIn('v1', 'v0'))).rejects.toThrow('Permission conflict');
+  expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['backup-1']);
+});
+
+test('a top out of the chain whose tombstone names another base: VolumeNotInChain, not already merged', async () => {
+  const sim = vmOn();
+  sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v0')] }]);
+  await writeTombstone(root, 'd1', { volumeId: 'v1', mergedInto: 'v7', deletedAt: new Date().toISOString() });
+  const f = await refusal(env().run(hostSteps(sim).merge, mergeIn('v1', 'v0')));
+  expect(f).toMatchObject({ type: 'VolumeNotInChain', nonRetryable: true });
+  expect(f.message).toBe('top volume v1 is not in the chain of disk d1 (v2 -> v0)');
+});
+
+test('a top out of the chain and a base out of it too: VolumeNotInChain, though the header names that base', async () => {
+  const sim = vmOn();
+  sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2')] }]);
+  const f = await refusal(env().run(hostSteps(sim).merge, mergeIn('v1', 'v0')));
+  expect(f.type).toBe('VolumeNotInChain');
+});
+
+test("a running job of another disk does not make this disk busy; this disk's running job does, named", async () => {
+  const sim = vmOn();
+  sim.addVm('vm1', [
+    { diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] },
+    { diskId: 'd9', volumes: [volumePath(root, 'd9', 'w1'), volumePath(root, 'd9', 'w0')] },
+  ]);
+  const d9 = await sim.readChain('vm1', 'd9');
+  const w1 = { deviceNode: d9.rootNode, topNode: d9.volumes[0].nodeName, baseNode: d9.volumes[1].nodeName };
+  await sim.startCommit('vm1', { ...w1, jobId: blockJobId('d9', 'w1'), speed: MiB });
+  const steps = hostSteps(sim);
+  expect(await env().run(steps.merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
+  const f = await refusal(env().run(steps.merge, mergeIn('v2', 'v1')));
+  expect(f).toMatchObject({ type: 'DiskBusy', nonRetryable: true });
+  expect(f.message).toBe(`disk d1 already runs block job ${blockJobId('d1', 'v1')} (running); one job per disk`);
+});
+
+test('a concluded job of an earlier top, not yet dismissed, does not make the disk busy', async () => {
+  const sim = vmOn();
+  const steps = hostSteps(sim);
+  await env().run(steps.merge, { ...mergeIn('v1', 'v0'), bandwidthBytesPerSec: 0 });
+  await env().run(steps.waitForBlockJob, {
+    vmId: 'vm1',
+    diskId: 'd1',
+    jobId: blockJobId('d1', 'v1'),
+    pollIntervalMs: 20,
+  });
+  expect((await sim.listJobs('vm1')).map((j) => j.status)).toEqual(['concluded']);
+  await fs.rm(vol('v1')); // the merged top's file gone, as the delete step leaves it (its job not yet dismissed)
+  expect(await env().run(steps.merge, mergeIn('v2', 'v0'))).toMatchObject({ outcome: 'started', kind: 'active' });
+});
+
+test('the refusals name what they saw: BaseNotBacking with the chain, InsufficientSpace with its figures', async () => {
+  const f = await refusal(env().run(hostSteps(vmOn()).merge, mergeIn('v2', 'v0')));
+  expect(f.message).toBe('base volume v0 is not the backing of top v2 on disk d1 (v2 -> v1 -> v0)');
+  const s = await refusal(env().run(hostSteps(vmOn(MiB)).merge, mergeIn('v1', 'v0')));
+  expect(s.message).toContain(`(${16 * MiB} the commit can add to the base, for `);
+  expect(s.message).toContain(`plus a margin of ${NEEDED - 16 * MiB}), ${MiB} bytes free in `);
+});
