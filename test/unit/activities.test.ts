@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import type { Info } from '@temporalio/activity';
-import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
+import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
@@ -19,6 +19,7 @@ import { Reclaimer, reclaimPath } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 import { readTombstone } from '../../src/host/tombstone';
 import { VolumeUsage } from '../../src/host/usage';
+import { failureOf } from '../helpers/failure';
 
 /**
  * The host activities against SimDriver (the QEMU side) and real qcow2 files: disk d1 of VM vm1
@@ -116,16 +117,6 @@ const step = (top: string, base: string, diskId = 'd1', vmId = 'vm1') => ({
 const mergeIn = (top: string, base: string, bandwidthBytesPerSec = 0) => ({ ...step(top, base), bandwidthBytesPerSec });
 const jobIn = (top: string, vmId = 'vm1'): JobStep => ({ vmId, diskId: 'd1', jobId: blockJobId('d1', top) });
 const waitIn = (top: string): WaitStep => ({ ...jobIn(top), pollIntervalMs: 20 });
-
-async function failureOf(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected an ApplicationFailure, got a result');
-}
 
 async function chainOf(diskId = 'd1', vmId = 'vm1'): Promise<string[]> {
   return (await sim.readChain(vmId, diskId)).volumes.map((v) => path.basename(v.path, '.qcow2'));

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { ApplicationFailure } from '@temporalio/common';
+import { type ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
@@ -22,6 +22,7 @@ import { Reclaimer } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 import { readTombstone } from '../../src/host/tombstone';
 import { VolumeUsage } from '../../src/host/usage';
+import { failureOf } from '../helpers/failure';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);
@@ -58,15 +59,8 @@ function recording(target: SimDriver): HypervisorDriver {
   });
 }
 
-async function refusal(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal, the delete went on');
-}
+const refusal = (p: Promise<unknown>): Promise<ApplicationFailure> =>
+  failureOf(p, 'expected a refusal, the delete went on');
 
 /** An intermediate commit of v1 into v0, run to its end and checked, as the workflow does before a delete. */
 async function mergeV1(): Promise<void> {

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { ApplicationFailure } from '@temporalio/common';
+import { type ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
@@ -22,6 +22,7 @@ import { Reclaimer } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 import { writeTombstone } from '../../src/host/tombstone';
 import { VolumeUsage } from '../../src/host/usage';
+import { failureOf } from '../helpers/failure';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);
@@ -62,15 +63,8 @@ function hostSteps(driver: HypervisorDriver) {
   return createHostActivities(deps);
 }
 
-async function refusal(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal, the merge started');
-}
+const refusal = (p: Promise<unknown>): Promise<ApplicationFailure> =>
+  failureOf(p, 'expected a refusal, the merge started');
 
 beforeEach(async () => {
   root = await fs.mkdtemp(path.join(tmpdir(), 'lm-merge-'));

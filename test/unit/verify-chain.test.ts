@@ -3,7 +3,7 @@
  * the top is out of the disk's chain and the base is in it. SimDriver as the QEMU side (the check
  * reads nothing but the chain); on real QEMU in test/qemu/guards.test.ts.
  */
-import { ApplicationFailure } from '@temporalio/common';
+import { type ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
@@ -12,6 +12,7 @@ import { volumePath } from '../../src/domain/layout';
 import { Reclaimer } from '../../src/host/reclaim';
 import { SimDriver } from '../../src/host/sim-driver';
 import { VolumeUsage } from '../../src/host/usage';
+import { failureOf } from '../helpers/failure';
 
 const root = '/nonexistent/lm-verify';
 let sim: SimDriver;
@@ -27,15 +28,8 @@ const step = (top: string, base: string, diskId = 'd1') => ({
   baseVolumeId: base,
 });
 
-async function refusal(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected the chain check to fail, it passed');
-}
+const refusal = (p: Promise<unknown>): Promise<ApplicationFailure> =>
+  failureOf(p, 'expected the chain check to fail, it passed');
 
 beforeEach(() => {
   sim = new SimDriver({ seed: 1 });

@@ -11,7 +11,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { ApplicationFailure } from '@temporalio/common';
+import { type ApplicationFailure } from '@temporalio/common';
 
 import type { HostDeps } from '../../src/activities/deps';
 import { guardCommit, guardDelete } from '../../src/activities/volume-guard';
@@ -20,6 +20,7 @@ import type { DiskChain } from '../../src/host/driver';
 import { QmpDriver } from '../../src/host/qmp-driver';
 import { Reclaimer } from '../../src/host/reclaim';
 import { vmQemuPids, VolumeUsage } from '../../src/host/usage';
+import { failureOf } from '../helpers/failure';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);
@@ -114,15 +115,8 @@ function brokenImage(file: string): string {
   return file;
 }
 
-async function refusal(p: Promise<unknown>): Promise<ApplicationFailure> {
-  try {
-    await p;
-  } catch (err) {
-    if (err instanceof ApplicationFailure) return err;
-    throw err;
-  }
-  throw new Error('expected a refusal, the guard let it pass');
-}
+const refusal = (p: Promise<unknown>): Promise<ApplicationFailure> =>
+  failureOf(p, 'expected a refusal, the guard let it pass');
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lm-vguard-'));
