@@ -26,10 +26,10 @@ import { volumePath } from '../../src/domain/layout';
 import { QmpDriver } from '../../src/host/qmp-driver';
 import { Reclaimer } from '../../src/host/reclaim';
 import { VolumeUsage } from '../../src/host/usage';
+import { holding } from '../helpers/holding';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Lab {
   dir: string;
@@ -127,23 +127,6 @@ function holdOpen(file: string): number {
     return start('sleep', ['300'], ['ignore', 'ignore', 'ignore', fd]);
   } finally {
     fs.closeSync(fd);
-  }
-}
-
-/** Waits until `pid` has `file` open. */
-async function holding(pid: number, file: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const links = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    });
-    if (links.includes(file)) return;
-    if (Date.now() > deadline) throw new Error(`process ${pid} did not open ${file}`);
-    await sleep(50);
   }
 }
 

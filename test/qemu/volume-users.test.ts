@@ -13,10 +13,10 @@ import { promisify } from 'node:util';
 
 import { qmpSocketPath } from '../../src/domain/layout';
 import { vmQemuPids, VolumeUsage, type VolumeUser } from '../../src/host/usage';
+import { holding } from '../helpers/holding';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 let dir: string;
 let root: string;
@@ -67,27 +67,6 @@ function qemu(vmId: string, image: string): number {
     '-qmp',
     `unix:${qmpSocketPath(runDir, vmId)},server=on,wait=off`,
   ]);
-}
-
-/** Waits until `pid` has `file` open (the process is up and holds the image). */
-async function holding(pid: number, file: string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    try {
-      const links = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
-        try {
-          return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-        } catch {
-          return '';
-        }
-      });
-      if (links.includes(file)) return;
-    } catch {
-      throw new Error(`process ${pid} is gone before it opened ${file}`);
-    }
-    if (Date.now() > deadline) throw new Error(`process ${pid} did not open ${file}`);
-    await sleep(50);
-  }
 }
 
 async function stopAll(): Promise<void> {

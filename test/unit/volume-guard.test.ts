@@ -21,6 +21,7 @@ import { QmpDriver } from '../../src/host/qmp-driver';
 import { Reclaimer } from '../../src/host/reclaim';
 import { vmQemuPids, VolumeUsage } from '../../src/host/usage';
 import { failureOf } from '../helpers/failure';
+import { holding } from '../helpers/holding';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);
@@ -41,23 +42,6 @@ const chain = (): DiskChain => ({
 });
 
 const qemuImg = (...args: string[]): Promise<unknown> => run('qemu-img', args);
-
-/** Waits until `pid` has `file` open (a process's fds appear some time after its start). */
-async function holding(pid: number, file: string): Promise<void> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const links = fs.readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return fs.readlinkSync(`/proc/${pid}/fd/${fd}`);
-      } catch {
-        return '';
-      }
-    });
-    if (links.includes(file)) return;
-    if (Date.now() > deadline) throw new Error(`process ${pid} did not open ${file}`);
-    await sleep(25);
-  }
-}
 
 function start(cmd: string, args: string[], stdio: ('ignore' | 'pipe' | number)[], into = procs): number {
   const child = spawn(cmd, args, { stdio });
