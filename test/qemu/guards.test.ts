@@ -27,6 +27,7 @@ import { QmpDriver } from '../../src/host/qmp-driver';
 import { Reclaimer } from '../../src/host/reclaim';
 import { VolumeUsage } from '../../src/host/usage';
 import { holding } from '../helpers/holding';
+import { writeUnreadableImage } from '../helpers/unreadable-image';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);
@@ -222,15 +223,7 @@ describe('on a running VM, every refusal leaves every file as it was', () => {
     });
 
     test('an image under the root whose header cannot be read: CorruptImageHeader, nothing deleted', async () => {
-      const bad = path.join(lab.root, 'other', 'broken.qcow2');
-      fs.mkdirSync(path.dirname(bad), { recursive: true });
-      // A qcow2 magic and version 3, then a backing-file offset far past the end of the file.
-      const header = Buffer.alloc(104);
-      header.write('QFI\xfb', 0, 'latin1');
-      header.writeUInt32BE(3, 4);
-      header.writeBigUInt64BE(1n << 40n, 8);
-      header.writeUInt32BE(100, 16);
-      fs.writeFileSync(bad, header);
+      const bad = writeUnreadableImage(path.join(lab.root, 'other', 'broken.qcow2'));
       try {
         before = hashTree(lab.root);
         const f = await failureOf(env().run(lab.acts.deleteVolume, step('disk0', 'x9', 'd0v1')));

@@ -22,6 +22,7 @@ import { Reclaimer } from '../../src/host/reclaim';
 import { vmQemuPids, VolumeUsage } from '../../src/host/usage';
 import { failureOf } from '../helpers/failure';
 import { holding } from '../helpers/holding';
+import { writeUnreadableImage } from '../helpers/unreadable-image';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);
@@ -88,14 +89,7 @@ async function image(file: string, backing?: string): Promise<string> {
 
 /** A file with a qcow2 magic whose backing-file offset lies far past its end: its header cannot be read. */
 function brokenImage(file: string): string {
-  fs.mkdirSync(path.dirname(file), { recursive: true });
-  const header = Buffer.alloc(104);
-  header.write('QFI\xfb', 0, 'latin1');
-  header.writeUInt32BE(3, 4);
-  header.writeBigUInt64BE(1n << 40n, 8);
-  header.writeUInt32BE(100, 16);
-  fs.writeFileSync(file, header);
-  extra.push(file);
+  extra.push(writeUnreadableImage(file));
   return file;
 }
 
