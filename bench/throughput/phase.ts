@@ -87,8 +87,9 @@ function connectionOptions(spec: PhaseSpec) {
 export async function runPhase(spec: PhaseSpec, log: (line: string) => void): Promise<PhaseResult> {
   installRuntime();
   const { kind, merges, hosts, namespace: ns } = spec;
-  const connection = await NativeConnection.connect(connectionOptions(spec));
-  const clientConnection = await Connection.connect(connectionOptions(spec));
+  const options = connectionOptions(spec);
+  const connection = await NativeConnection.connect(options);
+  const clientConnection = await Connection.connect(options);
   const client = new Client({ connection: clientConnection, namespace: ns });
   const hostIds = Array.from({ length: hosts }, (_, h) => `${spec.idPrefix}-h${h}`);
   const workers: Worker[] = [];
