@@ -28,6 +28,8 @@ const mockWf = {
   counters: [] as { name: string; value: number; tags: Record<string, unknown> }[],
   upserts: [] as unknown[],
   patched: true,
+  /** The patch ids the workflow asked about: those recorded in existing histories. */
+  patchIds: new Set<string>(),
   options: [] as { taskQueue?: string; scheduleToStartTimeout?: unknown }[],
 };
 
@@ -52,7 +54,10 @@ jest.mock('@temporalio/workflow', () => {
       );
     },
     CancellationScope: { nonCancellable: <T>(fn: () => Promise<T>): Promise<T> => fn() },
-    patched: () => mockWf.patched,
+    patched: (id: string) => {
+      mockWf.patchIds.add(id);
+      return mockWf.patched;
+    },
     getExternalWorkflowHandle: (to: string) => ({
       signal: async (_def: unknown, progress: Record<string, unknown>) => {
         mockWf.signals.push({ to, progress });
@@ -121,6 +126,7 @@ beforeEach(() => {
   mockWf.counters = [];
   mockWf.upserts = [];
   mockWf.patched = true;
+  mockWf.patchIds = new Set();
   mockWf.options = [];
   answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] }));
   answer('waitForBlockJob', () => ({ outcome: 'concluded', offset: 7, len: 7, pivoted: false }));
@@ -334,13 +340,36 @@ test('bad input fails at once as InvalidMergeInput, before any host step', async
   const bad = { ...input(), disk: { diskId: 'd1', baseVolumeId: 'v1', topVolumeId: 'v1' } };
   const f = await failureOf(DiskMergeWorkflow(bad));
   expect(f.type).toBe('InvalidMergeInput');
+  expect(f.message).toMatch(/^invalid merge input: .*disk/);
   expect(steps()).toEqual([]);
 });
 
-test('without a parent nobody is signalled; a parent that is gone does not fail the merge', async () => {
+test('the patches it asks about keep their ids: histories recorded before each change replay by them', async () => {
+  answer('waitForBlockJob', () => {
+    throw refused('NotConverging', 'the job does not converge');
+  });
+  await failureOf(DiskMergeWorkflow(input()));
+  expect([...mockWf.patchIds].sort()).toEqual(['job-wait-queue', 'lean-progress-signals', 'merge-search-attributes']);
+});
+
+test('without a parent nobody is signalled, not even of a failure', async () => {
   await DiskMergeWorkflow(input({ parentWorkflowId: undefined }));
+  answer('verifyChain', () => {
+    throw refused('ChainVerificationFailed', 'top still in chain');
+  });
+  await failureOf(DiskMergeWorkflow(input({ parentWorkflowId: undefined })));
   expect(mockWf.signals).toEqual([]);
+});
+
+test('a parent that is gone does not fail the merge', async () => {
   await expect(DiskMergeWorkflow(input({ parentWorkflowId: 'gone-parent' }))).resolves.toMatchObject({
     outcome: 'merged',
   });
+  answer('verifyChain', () => {
+    throw refused('ChainVerificationFailed', 'top still in chain');
+  });
+  await expect(failureOf(DiskMergeWorkflow(input({ parentWorkflowId: 'gone-parent' })))).resolves.toMatchObject({
+    type: 'ChainVerificationFailed',
+  });
+  expect(phases()).toEqual(['failed']);
 });
