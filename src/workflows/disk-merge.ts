@@ -34,7 +34,7 @@ export async function DiskMergeWorkflow(request: DiskMergeInput): Promise<DiskMe
   tagMerge({ vmId: input.vmId, hostId: input.hostId, snapshotId: input.snapshotId, diskId: input.disk.diskId });
   try {
     const merged = await mergeDisk(input, stats);
-    recordDiskMerge(input, merged.outcome, merged.outcome === 'merged' ? stats.bytesCommitted : 0);
+    recordDiskMerge(input, merged.outcome, stats.bytesCommitted);
     tagOutcome('merged');
     return merged;
   } catch (err) {
@@ -65,9 +65,10 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
   const report = progressReporter(input);
 
+  // Set by the merge step; read only after it succeeded.
   let commitKind: DiskMerged['commitKind'];
-  let chainBefore: string[] = [];
-  let mergedEarlier = false;
+  let chainBefore: string[];
+  let mergedEarlier: boolean;
   try {
     await report({ phase: 'merging' });
     const started = await hostMerge.merge.executeWithOptions(
