@@ -14,7 +14,7 @@ help:
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
 	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
 	@echo "make mutate - mutation testing of the safety checks, every mutant (StrykerJS; reports in test-artifacts/mutation/)"
-	@echo "make mutate-ci - only the mutants of files changed since the recorded run, within a time budget"
+	@echo "make mutate-ci - the recorded scores, or only the mutants changed since the recorded run (within a time budget)"
 	@echo "make cluster - the production topology here: PostgreSQL, Temporal as 5 processes with mTLS, Web UI, 2 engine workers,"
 	@echo "               3 hosts each in its own network namespace with a lab VM and agent; up until Ctrl-C"
 	@echo "make cluster-down - stop the cluster make cluster started (by pid)"
@@ -66,9 +66,10 @@ bench: setup
 	npx tsx bench/run.ts $(BENCH_ARGS)
 
 # Mutation testing (stryker.config.json, test/mutation/): `make mutate` runs every mutant and records
-# the results in test/mutation/stryker-incremental.json; `make mutate-ci` (scripts/mutate-changed.sh)
-# runs only the mutants of source files changed since that record was committed, within a time budget
-# (MUTATE_BUDGET_SECONDS), and reuses the rest. Either fails below the break threshold (90 %).
+# the results in test/mutation/stryker-incremental.json; `make mutate-ci` (scripts/mutate-changed.sh, in
+# CI) prints that record's scores when nothing it depends on changed since it was committed, and
+# otherwise runs only the changed mutants within MUTATE_BUDGET_SECONDS. Either fails below the break
+# threshold (90 %).
 mutate: node_modules/.installed qemu
 	npm run --silent mutate
 

@@ -1,0 +1,83 @@
+/**
+ * The mutation score per file as test/mutation/stryker-incremental.json records it, the way
+ * StrykerJS counts it: killed and timed-out mutants are detected; survivors and mutants no test
+ * reaches are not; compile errors and ignored mutants do not count. Exits 1 when a file of
+ * stryker.config.json's `mutate` set has no recorded result, or the total is below its break
+ * threshold. `make mutate-ci` prints it when nothing the record depends on changed.
+ */
+import { readdirSync, readFileSync } from 'node:fs';
+import * as path from 'node:path';
+
+import { z } from 'zod';
+
+const configSchema = z.object({
+  mutate: z.array(z.string()),
+  incrementalFile: z.string(),
+  thresholds: z.object({ break: z.number() }),
+});
+const recordSchema = z.object({
+  files: z.record(z.string(), z.object({ mutants: z.array(z.object({ status: z.string() })) })),
+});
+
+const DETECTED = new Set(['Killed', 'Timeout']);
+const UNDETECTED = new Set(['Survived', 'NoCoverage']);
+
+/** The files a `mutate` entry names: a path, or a directory's `*.ts`; a `:lines` suffix is a range of one file. */
+function filesOf(pattern: string): string[] {
+  const file = pattern.replace(/^!/, '').replace(/:[\d-]+$/, '');
+  if (!file.includes('*')) return [file];
+  const dir = path.dirname(file);
+  const suffix = path.basename(file).replace(/^\*/, '');
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(suffix))
+    .map((f) => path.join(dir, f));
+}
+
+function main(): number {
+  const config = configSchema.parse(JSON.parse(readFileSync('stryker.config.json', 'utf8')));
+  const record = recordSchema.parse(JSON.parse(readFileSync(config.incrementalFile, 'utf8')));
+  const excluded = new Set(config.mutate.filter((p) => p.startsWith('!')).flatMap(filesOf));
+  const mutated = [...new Set(config.mutate.filter((p) => !p.startsWith('!')).flatMap(filesOf))].filter(
+    (f) => !excluded.has(f),
+  );
+
+  const rows: string[] = [];
+  let detected = 0;
+  let valid = 0;
+  const unmeasured: string[] = [];
+  for (const file of mutated) {
+    const mutants = record.files[file]?.mutants;
+    if (!mutants) {
+      unmeasured.push(file);
+      continue;
+    }
+    const count = (statuses: Set<string>): number => mutants.filter((m) => statuses.has(m.status)).length;
+    const d = count(DETECTED);
+    const u = count(UNDETECTED);
+    detected += d;
+    valid += d + u;
+    const score = d + u === 0 ? 'n/a' : `${((100 * d) / (d + u)).toFixed(1)} %`;
+    rows.push(
+      `${file.padEnd(44)} ${String(mutants.length).padStart(7)} ${String(d).padStart(8)} ${String(u).padStart(10)} ${score.padStart(8)}`,
+    );
+  }
+  console.log(`${'file'.padEnd(44)} mutants detected undetected    score`);
+  for (const row of rows) console.log(row);
+  const total = valid === 0 ? 100 : (100 * detected) / valid;
+  console.log(
+    `${'all files'.padEnd(44)} ${''.padStart(7)} ${String(detected).padStart(8)} ${String(valid - detected).padStart(10)} ${`${total.toFixed(1)} %`.padStart(8)}`,
+  );
+  console.log('survivors judged equivalent, with their reasons: test/mutation/equivalent-mutants.md');
+
+  if (unmeasured.length > 0) {
+    console.error(`no recorded mutation result for: ${unmeasured.join(', ')} (make mutate records them)`);
+    return 1;
+  }
+  if (total < config.thresholds.break) {
+    console.error(`mutation score ${total.toFixed(1)} % is below the break threshold ${config.thresholds.break} %`);
+    return 1;
+  }
+  return 0;
+}
+
+process.exitCode = main();
