@@ -2,8 +2,8 @@
  * The mutation score per file as test/mutation/stryker-incremental.json records it, the way
  * StrykerJS counts it: killed and timed-out mutants are detected; survivors and mutants no test
  * reaches are not; compile errors and ignored mutants do not count. Exits 1 when a file of
- * stryker.config.json's `mutate` set has no recorded result, or the total is below its break
- * threshold. `make mutate-ci` prints it when nothing the record depends on changed.
+ * stryker.config.json's `mutate` set has no recorded result or one for another version of it; 2 when
+ * the total is below its break threshold. `make mutate-ci` prints it when nothing the record depends on changed.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -16,7 +16,7 @@ const configSchema = z.object({
   thresholds: z.object({ break: z.number() }),
 });
 const recordSchema = z.object({
-  files: z.record(z.string(), z.object({ mutants: z.array(z.object({ status: z.string() })) })),
+  files: z.record(z.string(), z.object({ source: z.string(), mutants: z.array(z.object({ status: z.string() })) })),
 });
 
 const DETECTED = new Set(['Killed', 'Timeout']);
@@ -45,12 +45,15 @@ function main(): number {
   let detected = 0;
   let valid = 0;
   const unmeasured: string[] = [];
+  const stale: string[] = [];
   for (const file of mutated) {
-    const mutants = record.files[file]?.mutants;
-    if (!mutants) {
+    const recorded = record.files[file];
+    if (!recorded) {
       unmeasured.push(file);
       continue;
     }
+    if (recorded.source !== readFileSync(file, 'utf8')) stale.push(file);
+    const { mutants } = recorded;
     const count = (statuses: Set<string>): number => mutants.filter((m) => statuses.has(m.status)).length;
     const d = count(DETECTED);
     const u = count(UNDETECTED);
@@ -69,13 +72,15 @@ function main(): number {
   );
   console.log('survivors judged equivalent, with their reasons: test/mutation/equivalent-mutants.md');
 
-  if (unmeasured.length > 0) {
-    console.error(`no recorded mutation result for: ${unmeasured.join(', ')} (make mutate records them)`);
+  if (unmeasured.length > 0 || stale.length > 0) {
+    if (unmeasured.length > 0) console.error(`no recorded mutation result for: ${unmeasured.join(', ')}`);
+    if (stale.length > 0) console.error(`recorded for another version of: ${stale.join(', ')}`);
+    console.error('make mutate records them');
     return 1;
   }
   if (total < config.thresholds.break) {
     console.error(`mutation score ${total.toFixed(1)} % is below the break threshold ${config.thresholds.break} %`);
-    return 1;
+    return 2;
   }
   return 0;
 }
