@@ -2,7 +2,8 @@
  * QmpDriver's chain and job readers (readAllChains, listJobs) on a real QEMU, started once for the
  * file, paused (-S) with no guest: disk0 a qcow2 chain v2 -> v1 -> v0 opened as -blockdev nodes
  * with explicit backing (as the product's VMs are), disk1 a raw image, and a CD drive with no
- * medium. What they return is what every refusal and the chain check decide on.
+ * medium; and a qcow2 image open as nodes of no device. What they return is what every refusal and
+ * the chain check decide on; hypervisorPids and releaseVolume are what the guard and the delete use.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
@@ -25,6 +26,8 @@ let vm: ChildProcess | undefined;
 let driver: QmpDriver;
 const vol = (id: string): string => volumePath(root, 'disk0', id);
 const raw = (): string => path.join(root, 'images', 'disk1', 'r.img');
+/** An image QEMU holds open as nodes of no device, as a merged top is until the delete detaches it. */
+const loose = (): string => path.join(root, 'images', 'disk0', 'loose.qcow2');
 
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lm-readers-'));
@@ -38,6 +41,7 @@ beforeAll(async () => {
   await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 7 0 4M', vol('v1')]);
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v1.qcow2', '-F', 'qcow2', vol('v2')]);
   await run('qemu-img', ['create', '-q', '-f', 'raw', raw(), '1M']);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', loose(), '1M']);
   const args = ['-S', '-nodefaults', '-display', 'none', '-machine', 'q35,accel=tcg'];
   let lower: string | undefined;
   for (const id of ['v0', 'v1', 'v2']) {
@@ -49,6 +53,8 @@ beforeAll(async () => {
   args.push('-blockdev', `driver=file,filename=${raw()},node-name=f-raw`);
   args.push('-device', 'virtio-blk-pci,drive=f-raw,id=disk1');
   args.push('-drive', 'if=none,id=cd,media=cdrom', '-device', 'ide-cd,drive=cd,id=cd0');
+  args.push('-blockdev', `driver=file,filename=${loose()},node-name=f-loose`);
+  args.push('-blockdev', 'driver=qcow2,file=f-loose,node-name=q-loose');
   args.push('-qmp', `unix:${qmpSocketPath(runDir, 'vm1')},server=on,wait=off`);
   vm = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   driver = new QmpDriver(runDir);
@@ -107,4 +113,23 @@ test('listJobs: a running commit with its progress; after a cancel, concluded wi
   expect('error' in done).toBe(false);
   await driver.dismissJob('vm1', 'fast');
   expect(await driver.listJobs('vm1')).toEqual([]);
+});
+
+test("hypervisorPids: the QEMU listening on the VM's QMP socket, and no other process", async () => {
+  expect(await driver.hypervisorPids('vm1')).toEqual([vm?.pid]);
+});
+
+test("nodesHolding: a volume's format node first, then its file node; none for a file QEMU does not hold", async () => {
+  expect(await driver.nodesHolding('vm1', vol('v1'))).toEqual(['q-v1', 'f-v1']);
+  expect(await driver.nodesHolding('vm1', loose())).toEqual(['q-loose', 'f-loose']);
+  expect(await driver.nodesHolding('vm1', path.join(root, 'images', 'disk0', 'none.qcow2'))).toEqual([]);
+});
+
+test("releaseVolume: QEMU lets go of the volume's nodes, and of no other", async () => {
+  const chains = await driver.readAllChains('vm1');
+  await driver.releaseVolume('vm1', loose());
+  expect(await driver.nodesHolding('vm1', loose())).toEqual([]);
+  expect(await driver.nodesHolding('vm1', vol('v0'))).toEqual(['q-v0', 'f-v0']);
+  expect(await driver.readAllChains('vm1')).toEqual(chains);
+  await driver.releaseVolume('vm1', loose()); // again: nothing left to release
 });
