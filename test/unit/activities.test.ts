@@ -485,6 +485,15 @@ describe('cleanup and cancelBlockJob', () => {
     expect(calls).not.toContain('completeJob');
   });
 
+  test('a QEMU error other than the VM being gone fails cleanup and cancelBlockJob: retried, not taken for done', async () => {
+    await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
+    failNext.set('listJobs', new Error('QMP command timed out'));
+    await expect(env().run(acts.cleanup, jobIn('v1'))).rejects.toThrow('QMP command timed out');
+    failNext.set('listJobs', new Error('QMP command timed out'));
+    await expect(env().run(acts.cancelBlockJob, jobIn('v1'))).rejects.toThrow('QMP command timed out');
+    expect((await sim.listJobs('vm1'))[0].status).toBe('running');
+  });
+
   test('cancelBlockJob on a missing job or a gone VM returns without a status', async () => {
     expect(await env().run(acts.cancelBlockJob, jobIn('v1'))).toEqual({ finalStatus: undefined });
     sim.removeVm('vm1');

@@ -103,6 +103,16 @@ test('a job that ends between the read and the command: not applied', async () =
   });
 });
 
+test('QEMU refusing the speed of a job that still runs fails the step: the speed was not applied', async () => {
+  await startSlowCommit();
+  sim.setSpeed = async () => {
+    throw new Error('QMP command timed out');
+  };
+  await expect(env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: 1 })).rejects.toThrow(
+    'QMP command timed out',
+  );
+});
+
 test('a negative speed is refused before QEMU is asked, naming the field', async () => {
   await startSlowCommit();
   const err = await env()
