@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # make mutate-ci (run by .ci/run): the mutation score cannot fall unnoticed.
-# - Nothing under src/ or test/ and no stryker.config.json change since
+# - No code under src/ or test/ and no stryker.config.json change since
 #   test/mutation/stryker-incremental.json was last committed: the record stands; its score per file is
 #   printed (test/mutation/scores.ts), and this fails when a mutated file has no result or the total is
 #   below the break threshold.
@@ -16,9 +16,10 @@ if [ -z "$since" ]; then
   echo "mutate-ci: no recorded run in $record (make mutate records one)" >&2
   exit 1
 fi
+code=('src/*.ts' 'test/*.ts' 'test/*.js' 'test/*.mjs')
 mapfile -t changed < <(
-  git diff --name-only "$since" -- src test stryker.config.json
-  git ls-files --others --exclude-standard -- src test
+  git diff --name-only "$since" -- "${code[@]}" stryker.config.json
+  git ls-files --others --exclude-standard -- "${code[@]}"
 )
 if [ "${#changed[@]}" -eq 0 ]; then
   echo "mutate-ci: nothing mutated or testing it changed since the recorded run (${since:0:12}); the record stands"
