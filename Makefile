@@ -13,7 +13,7 @@ help:
 	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU; then the guest tests, one at a time)"
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
 	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
-	@echo "make mutate - mutation testing of the safety checks: every mutant whose code or tests changed since the record, the rest reused (StrykerJS; reports in test-artifacts/mutation/)"
+	@echo "make mutate - mutation testing of the safety checks: the record's killed mutants reused where unchanged, the rest tested (StrykerJS; reports in test-artifacts/mutation/)"
 	@echo "make mutate-full - the same, every mutant run again"
 	@echo "make mutate-ci - the recorded scores, or only the mutants changed since the recorded run (within a time budget)"
 	@echo "make cluster - the production topology here: PostgreSQL, Temporal as 5 processes with mTLS, Web UI, 2 engine workers,"
@@ -66,9 +66,9 @@ lint: node_modules/.installed
 bench: setup
 	npx tsx bench/run.ts $(BENCH_ARGS)
 
-# Mutation testing (stryker.config.json, test/mutation/): `make mutate` runs every mutant whose code
-# or covering tests changed since test/mutation/stryker-incremental.json and records the results
-# there, reusing the rest; `make mutate-full` runs every mutant again; `make mutate-ci`
+# Mutation testing (stryker.config.json, test/mutation/): `make mutate` reuses the killed mutants of
+# test/mutation/stryker-incremental.json whose code and tests are unchanged, tests the rest, and
+# records the results there; `make mutate-full` runs every mutant again; `make mutate-ci`
 # (scripts/mutate-changed.sh, in CI) prints the record's scores when nothing it depends on changed
 # since it was committed, and otherwise runs only the changed mutants within MUTATE_BUDGET_SECONDS.
 # Each fails below the break threshold (90 %).
