@@ -33,6 +33,13 @@ function filesOf(pattern: string): string[] {
     .map((f) => path.join(dir, f));
 }
 
+/** One line of the table: the score is detected over detected and undetected. */
+function row(name: string, mutants: string, detected: number, undetected: number): string {
+  const valid = detected + undetected;
+  const score = valid === 0 ? 'n/a' : `${((100 * detected) / valid).toFixed(1)} %`;
+  return `${name.padEnd(44)} ${mutants.padStart(7)} ${String(detected).padStart(8)} ${String(undetected).padStart(10)} ${score.padStart(8)}`;
+}
+
 function main(): number {
   const config = configSchema.parse(JSON.parse(readFileSync('stryker.config.json', 'utf8')));
   const record = recordSchema.parse(JSON.parse(readFileSync(config.incrementalFile, 'utf8')));
@@ -59,17 +66,12 @@ function main(): number {
     const u = count(UNDETECTED);
     detected += d;
     valid += d + u;
-    const score = d + u === 0 ? 'n/a' : `${((100 * d) / (d + u)).toFixed(1)} %`;
-    rows.push(
-      `${file.padEnd(44)} ${String(mutants.length).padStart(7)} ${String(d).padStart(8)} ${String(u).padStart(10)} ${score.padStart(8)}`,
-    );
+    rows.push(row(file, String(mutants.length), d, u));
   }
   console.log(`${'file'.padEnd(44)} mutants detected undetected    score`);
-  for (const row of rows) console.log(row);
+  for (const r of rows) console.log(r);
   const total = valid === 0 ? 100 : (100 * detected) / valid;
-  console.log(
-    `${'all files'.padEnd(44)} ${''.padStart(7)} ${String(detected).padStart(8)} ${String(valid - detected).padStart(10)} ${`${total.toFixed(1)} %`.padStart(8)}`,
-  );
+  console.log(row('all files', '', detected, valid - detected));
   console.log('survivors judged equivalent, with their reasons: test/mutation/equivalent-mutants.md');
 
   if (unmeasured.length > 0 || stale.length > 0) {
