@@ -4,9 +4,10 @@
 #   test/mutation/stryker-incremental.json was last committed: the record stands; its score per file is
 #   printed (test/mutation/scores.ts), and this fails when a mutated file has no result or the total is
 #   below the break threshold.
-# - Otherwise StrykerJS runs incrementally over the whole set: only mutants whose code or covering tests
-#   changed run again, every other result is reused. Within MUTATE_BUDGET_SECONDS (default 600): a run
-#   past it fails, so that `make mutate` (or a run of the changed file) records the new results.
+# - Otherwise StrykerJS runs incrementally over the whole set (`npm run mutate`): it reuses the killed
+#   mutants whose code and tests are unchanged and tests the rest again, survivors and timeouts too.
+#   Within MUTATE_BUDGET_SECONDS (default 600): a run past it fails, so that the new results are
+#   recorded and committed with the change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 record=test/mutation/stryker-incremental.json
