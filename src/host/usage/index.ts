@@ -5,7 +5,7 @@
  */
 export { devMajorMinor, type FileId } from './file-id';
 export { ImageIndex, type ImageIndexOptions, type ImageRecord, type IndexScan } from './image-index';
-export { canonicalName, parseMountinfo, sameName } from './names';
+export { canonicalName, type MountTable, parseMountinfo, sameName } from './names';
 export { type FdOnFile, type FdScan, fdsOnFiles, walkFds } from './proc-fds';
 export { type LockEntry, locksOn, parseLockLine, parseProcLocks, readProcLocks } from './proc-locks';
 export { listenerPids, parseListeningInodes, vmQemuPids } from './qmp-pid';

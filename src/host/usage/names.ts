@@ -59,6 +59,7 @@ export function canonicalName(p: string, mounts: MountTable): string | undefined
     if (under && (!best || m.mountPoint.length >= best.mountPoint.length)) best = m;
   }
   if (!best) return undefined;
-  const rel = best.mountPoint === '/' ? real : real.slice(best.mountPoint.length) || '/';
-  return `${best.majorMinor}:${path.posix.join(best.root, rel)}`;
+  // The mount point itself is the mount's root, with no trailing slash: a file can be a mount
+  // point too (a file bind mount), and must then reduce to the name it shows.
+  return `${best.majorMinor}:${path.posix.join(best.root, real.slice(best.mountPoint.length))}`;
 }
