@@ -45,11 +45,12 @@ function backsOn(
 
 /** Directories and files under the root that could not be read: each might name the volume. */
 export function unreadable(scan: IndexScan, t: Target, expected: Set<string>): VolumeUser[] {
-  const files = [...scan.files.values()].filter(
-    (r) => r.unreadable !== undefined && r.path !== t.path && !expected.has(r.path),
-  );
   return [
     ...scan.unreadableDirs.map((d) => ({ kind: 'unreadable' as const, path: d.path, error: d.error })),
-    ...files.map((r) => ({ kind: 'unreadable' as const, path: r.path, error: r.unreadable ?? '' })),
+    ...[...scan.files.values()].flatMap((r) =>
+      r.unreadable !== undefined && r.path !== t.path && !expected.has(r.path)
+        ? [{ kind: 'unreadable' as const, path: r.path, error: r.unreadable }]
+        : [],
+    ),
   ];
 }

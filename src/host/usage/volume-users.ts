@@ -114,15 +114,14 @@ export class VolumeUsage {
     // stat'ed: ENOENT, ENOTDIR, ELOOP; the agent runs as root, so EACCES does not hide a file).
     const statOf = memo((p: string): FileId | undefined => {
       try {
-        const st = statSync(p, { bigint: true, throwIfNoEntry: false });
-        return st ? fileIdOf(st) : undefined;
+        return fileIdOf(statSync(p, { bigint: true }));
       } catch {
         return undefined;
       }
     });
     const results = queries.map((q, i): VolumeUsers => {
       const t = targets[i];
-      const expected = new Set((q.expectedImages ?? []).map((p) => target(p).path));
+      const expected = new Set(q.expectedImages?.map((p) => target(p).path));
       const users: VolumeUser[] = [...unreadable(scan, t, expected), ...dependants(scan, t, expected, statOf, mounts)];
       const j = present.findIndex((p) => p.i === i);
       if (j >= 0 && t.id)
