@@ -1,0 +1,213 @@
+/**
+ * The guard's rules one by one, on the data the scans hand them (src/host/usage: who listens on a
+ * QMP socket, which processes and images are users, how a user reads in a refusal), plus the real
+ * /proc where a rule reads it.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import { dependants, type Target, unreadable } from '../../src/host/usage/dependants';
+import { type FileId, sameInode } from '../../src/host/usage/file-id';
+import type { ImageRecord, IndexScan } from '../../src/host/usage/image-index';
+import type { FdOnFile, FdScan } from '../../src/host/usage/proc-fds';
+import type { LockEntry } from '../../src/host/usage/proc-locks';
+import { processUsers } from '../../src/host/usage/process-users';
+import { listenerPids, parseListeningInodes } from '../../src/host/usage/qmp-pid';
+import { describeUser, VolumeUsage } from '../../src/host/usage/volume-users';
+
+let dir: string;
+const at = (...p: string[]): string => path.join(dir, ...p);
+beforeEach(() => {
+  dir = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'usage-rules-')));
+});
+afterEach(() => fs.rmSync(dir, { recursive: true, force: true }));
+
+describe('sameInode', () => {
+  test('the same inode number on another device is another file', () => {
+    const id = (dev: bigint, ino: bigint): FileId => ({ dev, ino, nlink: 1n });
+    expect(sameInode(id(1n, 5n), id(1n, 5n))).toBe(true);
+    expect(sameInode(id(1n, 5n), id(2n, 5n))).toBe(false);
+    expect(sameInode(id(1n, 5n), id(1n, 6n))).toBe(false);
+  });
+});
+
+describe('the QMP socket listener', () => {
+  test('/proc/net/unix as the kernel pads it: a short inode number, a path with a space', () => {
+    const text = [
+      'Num       RefCount Protocol Flags    Type St Inode Path',
+      '0000000000000000: 00000002 00000000 00010000 0001 01   811 /run/lm/vm 1/qmp.sock',
+      '0000000000000001: 00000002 00000000 00010000 0001 01 18772 /run/lm/vm',
+    ].join('\n');
+    expect(parseListeningInodes(text, '/run/lm/vm 1/qmp.sock')).toEqual(['811']);
+  });
+
+  test('on the real /proc: this process, listening on a unix socket', async () => {
+    const sock = at('qmp.sock');
+    const server = net.createServer();
+    await new Promise<void>((resolve) => server.listen(sock, resolve));
+    try {
+      expect(listenerPids(sock)).toEqual([process.pid]);
+      expect(listenerPids(at('other.sock'))).toEqual([]);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  test('several holders of the socket, in pid order', () => {
+    const proc = at('proc');
+    fs.mkdirSync(path.join(proc, 'net'), { recursive: true });
+    fs.writeFileSync(
+      path.join(proc, 'net', 'unix'),
+      'Num RefCount Protocol Flags Type St Inode Path\n0: 00000002 00000000 00010000 0001 01 5551 /run/q.sock\n',
+    );
+    for (const pid of [300, 20, 4000, 7, 55]) {
+      fs.mkdirSync(path.join(proc, String(pid), 'fd'), { recursive: true });
+      fs.symlinkSync('socket:[5551]', path.join(proc, String(pid), 'fd', '3'));
+    }
+    expect(listenerPids('/run/q.sock', proc)).toEqual([7, 20, 55, 300, 4000]);
+  });
+});
+
+describe('processUsers', () => {
+  const lock = (pid: number | null, end: bigint | null = 101n): LockEntry => ({
+    kind: pid === null ? 'OFDLCK' : 'POSIX',
+    access: 'READ',
+    pid,
+    major: 254,
+    minor: 0,
+    ino: 42n,
+    start: 100n,
+    end,
+  });
+  const fd = (pid: number, locks: LockEntry[] = [], sameName = true): FdOnFile => ({
+    target: 0,
+    pid,
+    fd: 3,
+    path: '/s/v.qcow2',
+    sameName,
+    locks,
+  });
+  const scan = (fdsOnFile: FdOnFile[]): FdScan => ({ processes: 1, fds: 1, unreadablePids: [], statted: 1, fdsOnFile });
+
+  test('openBy in pid order; lockedBy only for a process whose fd carries locks', () => {
+    const users = processUsers(scan([fd(300), fd(20, [lock(null)])]), 0, [], new Set(), dir);
+    expect(users).toEqual([
+      { kind: 'openBy', pid: 20, process: '?', paths: ['/s/v.qcow2'] },
+      { kind: 'lockedBy', pid: 20, process: '?', locks: ['OFDLCK READ 100-101'] },
+      { kind: 'openBy', pid: 300, process: '?', paths: ['/s/v.qcow2'] },
+    ]);
+  });
+
+  test('locks with no holder in sight: each is a user but those the kernel names an expected pid for', () => {
+    const users = processUsers(scan([]), 0, [lock(null, null), lock(77), lock(88)], new Set([77]), dir);
+    expect(users).toEqual([
+      { kind: 'lockedBy', pid: null, locks: ['OFDLCK READ 100-EOF'] },
+      { kind: 'lockedBy', pid: 88, locks: ['POSIX READ 100-101'] },
+    ]);
+  });
+});
+
+describe('dependants and unreadable files', () => {
+  const id = (ino: bigint, nlink = 1n): FileId => ({ dev: 1n, ino, nlink });
+  const scanOf = (records: ImageRecord[]): IndexScan => ({
+    files: new Map(records.map((r) => [r.path, r])),
+    unreadableDirs: [{ path: '/s/locked', error: 'EACCES' }],
+    dirs: 1,
+    headersRead: 0,
+    reclaimSkipped: 0,
+    ms: 0,
+  });
+
+  test('a backing name on a hard-linked volume that can no longer be resolved counts as its name', () => {
+    const t: Target = { path: at('v.qcow2'), id: id(9n, 2n) };
+    // The walk saw the backing file (same inode as the volume); it is gone when its name is compared.
+    const scan = scanOf([
+      { path: at('gone.qcow2'), id: id(9n, 2n) },
+      { path: at('child.qcow2'), id: id(10n), backing: at('gone.qcow2') },
+    ]);
+    expect(
+      dependants(
+        scan,
+        t,
+        new Set(),
+        () => undefined,
+        () => [],
+      ),
+    ).toEqual([{ kind: 'backingOf', image: at('child.qcow2') }]);
+  });
+
+  test('unreadable: the directories, and the files other than the volume and the expected images', () => {
+    const t: Target = { path: '/s/v.qcow2', id: id(1n) };
+    const scan = scanOf([
+      { path: '/s/v.qcow2', id: id(1n), unreadable: 'corrupt' },
+      { path: '/s/top.qcow2', id: id(2n), unreadable: 'corrupt' },
+      { path: '/s/x.qcow2', id: id(3n), unreadable: 'EIO' },
+      { path: '/s/ok.qcow2', id: id(4n), backing: '/s/v.qcow2' },
+    ]);
+    expect(unreadable(scan, t, new Set(['/s/top.qcow2']))).toEqual([
+      { kind: 'unreadable', path: '/s/locked', error: 'EACCES' },
+      { kind: 'unreadable', path: '/s/x.qcow2', error: 'EIO' },
+    ]);
+  });
+});
+
+describe('describeUser', () => {
+  test('each kind of user as a refusal states it', () => {
+    expect(describeUser({ kind: 'backingOf', image: '/s/c.qcow2' })).toBe('it is the backing file of /s/c.qcow2');
+    expect(describeUser({ kind: 'openBy', pid: 7, process: 'qemu-io', paths: ['/s/v'] })).toBe(
+      'process 7 (qemu-io) has it open',
+    );
+    expect(describeUser({ kind: 'lockedBy', pid: null, locks: ['OFDLCK READ 100-101', 'OFDLCK READ 201-201'] })).toBe(
+      'a process not visible here holds locks on it (OFDLCK READ 100-101, OFDLCK READ 201-201)',
+    );
+    expect(describeUser({ kind: 'lockedBy', pid: 8, process: 'qemu', locks: ['POSIX WRITE 0-EOF'] })).toBe(
+      'process 8 (qemu) holds locks on it (POSIX WRITE 0-EOF)',
+    );
+    expect(describeUser({ kind: 'lockedBy', pid: 8, locks: ['POSIX WRITE 0-EOF'] })).toBe(
+      'process 8 holds locks on it (POSIX WRITE 0-EOF)',
+    );
+    expect(describeUser({ kind: 'unreadable', path: '/s/x', error: 'EIO' })).toBe(
+      '/s/x could not be read (EIO), so it may use it',
+    );
+  });
+});
+
+describe('VolumeUsage', () => {
+  test('no process walk for a volume that does not exist; the phases add up', async () => {
+    const guard = new VolumeUsage(dir);
+    try {
+      const { results, stats } = await guard.findUsersOfEach([{ volume: at('none.qcow2') }]);
+      expect(results).toEqual([{ volume: at('none.qcow2'), exists: false, users: [] }]);
+      expect(stats).toMatchObject({ processes: 0, fds: 0 });
+      expect(stats.indexMs).toBeGreaterThanOrEqual(0);
+      expect(stats.indexMs + stats.procMs).toBeLessThanOrEqual(stats.totalMs);
+    } finally {
+      guard.close();
+    }
+  });
+
+  test('close() closes its fd on /proc/locks', async () => {
+    const proc = at('proc');
+    fs.mkdirSync(path.join(proc, 'net'), { recursive: true });
+    fs.writeFileSync(path.join(proc, 'locks'), '');
+    fs.writeFileSync(path.join(proc, 'net', 'unix'), '');
+    fs.writeFileSync(at('v.qcow2'), '');
+    const heldOn = (): number =>
+      fs.readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return fs.readlinkSync(`/proc/self/fd/${fd}`) === path.join(proc, 'locks');
+        } catch {
+          return false;
+        }
+      }).length;
+    const guard = new VolumeUsage(at('images'), { procRoot: proc });
+    fs.mkdirSync(at('images'));
+    expect((await guard.findUsers({ volume: at('v.qcow2') })).exists).toBe(true);
+    expect(heldOn()).toBe(1);
+    guard.close();
+    await new Promise((r) => setTimeout(r, 50));
+    expect(heldOn()).toBe(0);
+  });
+});
