@@ -118,23 +118,25 @@ export class ImageIndex {
           reclaimSkipped++;
           continue;
         }
-        // Symlinks are followed to files only (a directory symlink is not walked: no loops); a
-        // symlinked image is recorded under the link's path, whose directory QEMU resolves a
-        // relative backing name against when it opens the image by that link.
-        if (!e.isFile() && !e.isSymbolicLink() && !isUnknownType(e)) continue; // fifo, socket, device
-        let st: BigIntStats | undefined;
+        // Every other entry is stat'ed, through a symlink: a file system that reports no entry types
+        // (DT_UNKNOWN) lists its directories here too. A symlink to a directory is not walked (no
+        // loops); a symlinked image is recorded under the link's path, whose directory QEMU
+        // resolves a relative backing name against when it opens the image by that link.
+        let st: BigIntStats;
         try {
-          st = statSync(file, { bigint: true, throwIfNoEntry: false });
+          st = statSync(file, { bigint: true });
         } catch {
-          continue; // a dangling or looping symlink: not an image
+          continue; // gone meanwhile, or a dangling or looping symlink: not an image
         }
-        if (!st) continue;
-        if (st.isDirectory() && isUnknownType(e)) stack.push(file);
-        if (!st.isFile()) continue;
+        if (st.isDirectory()) {
+          if (!e.isSymbolicLink()) stack.push(file);
+          continue;
+        }
+        if (!st.isFile()) continue; // fifo, socket, device
         const record: ImageRecord = { path: file, id: fileIdOf(st) };
         const cached = this.cache.get(file);
         if (cached && unchanged(cached, st)) {
-          if (cached.backing !== undefined) record.backing = cached.backing;
+          record.backing = cached.backing;
         } else {
           toRead.push({ record, st });
         }
@@ -145,7 +147,7 @@ export class ImageIndex {
     await mapLimit(toRead, this.concurrency, async ({ record, st }) => {
       try {
         const backing = await readBackingFile(record.path);
-        if (backing !== undefined) record.backing = backing;
+        record.backing = backing;
         const newest = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
         if (startNs - newest > this.racyMarginNs)
           this.cache.set(record.path, {
@@ -167,19 +169,6 @@ export class ImageIndex {
     for (const p of this.cache.keys()) if (!files.has(p)) this.cache.delete(p);
     return { files, unreadableDirs, dirs, headersRead: toRead.length, reclaimSkipped, ms: performance.now() - t0 };
   }
-}
-
-/** A file system that does not report entry types (DT_UNKNOWN): stat decides. */
-function isUnknownType(e: Dirent): boolean {
-  return (
-    !e.isFile() &&
-    !e.isDirectory() &&
-    !e.isSymbolicLink() &&
-    !e.isFIFO() &&
-    !e.isSocket() &&
-    !e.isBlockDevice() &&
-    !e.isCharacterDevice()
-  );
 }
 
 async function mapLimit<T>(items: T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
