@@ -124,7 +124,7 @@ export class VolumeUsage {
       const expected = new Set(q.expectedImages?.map((p) => target(p).path));
       const users: VolumeUser[] = [...unreadable(scan, t, expected), ...dependants(scan, t, expected, statOf, mounts)];
       const j = present.findIndex((p) => p.i === i);
-      if (j >= 0 && t.id)
+      if (t.id)
         users.push(
           ...processUsers(
             fds,
