@@ -169,6 +169,24 @@ describe('fdsOnFiles', () => {
     });
   });
 
+  test('an fd on a volume with one name is a use of it, whatever file its path names here (another mount namespace)', () => {
+    // The holder opened the volume as x/v.qcow2 in a mount namespace of its own; here that path is another file.
+    fs.mkdirSync(at('x'));
+    fs.writeFileSync(at('x/v.qcow2'), '');
+    fakeProcess(101, { 3: at('x/v.qcow2') });
+    const fdPath = path.join(proc, '101', 'fd', '3');
+    jest
+      .spyOn(fs, 'statSync')
+      .mockImplementation(((p: PathLike, opts?: StatSyncOptions) =>
+        (realStatSync as (p: PathLike, o?: StatSyncOptions) => Stats | BigIntStats | undefined)(
+          String(p) === fdPath ? at('v.qcow2') : p,
+          opts,
+        )) as typeof fs.statSync);
+    expect(fdsOnFiles([targetOf(at('v.qcow2'))], proc).fdsOnFile).toEqual([
+      { target: 0, pid: 101, fd: 3, path: at('x/v.qcow2'), sameName: true, locks: [] },
+    ]);
+  });
+
   test('an fd on a hard-linked target by a path not resolvable here (another mount namespace) counts as its own name', () => {
     const elsewhere = '/nonexistent-mount-namespace/images/w.qcow2';
     fakeProcess(101, { 3: elsewhere });

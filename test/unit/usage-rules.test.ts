@@ -162,9 +162,9 @@ describe('describeUser', () => {
     expect(describeUser({ kind: 'lockedBy', pid: null, locks: ['OFDLCK READ 100-101', 'OFDLCK READ 201-201'] })).toBe(
       'a process not visible here holds locks on it (OFDLCK READ 100-101, OFDLCK READ 201-201)',
     );
-    expect(describeUser({ kind: 'lockedBy', pid: 8, process: 'qemu', locks: ['POSIX WRITE 0-EOF'] })).toBe(
-      'process 8 (qemu) holds locks on it (POSIX WRITE 0-EOF)',
-    );
+    expect(
+      describeUser({ kind: 'lockedBy', pid: 8, process: 'qemu', locks: ['OFDLCK READ 100-101', 'POSIX WRITE 0-EOF'] }),
+    ).toBe('process 8 (qemu) holds locks on it (OFDLCK READ 100-101, POSIX WRITE 0-EOF)');
     expect(describeUser({ kind: 'lockedBy', pid: 8, locks: ['POSIX WRITE 0-EOF'] })).toBe(
       'process 8 holds locks on it (POSIX WRITE 0-EOF)',
     );
