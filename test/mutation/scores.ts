@@ -1,9 +1,11 @@
 /**
  * The mutation score per file as test/mutation/stryker-incremental.json records it, the way
  * StrykerJS counts it: killed and timed-out mutants are detected; survivors and mutants no test
- * reaches are not; compile errors and ignored mutants do not count. Exits 1 when a file of
- * stryker.config.json's `mutate` set has no recorded result or one for another version of it; 2 when
- * the total is below its break threshold. `make mutate-ci` prints it when nothing the record depends on changed.
+ * reaches are not; compile errors and ignored mutants do not count. Survivors listed (file, line,
+ * mutator) in equivalent-mutants.md are counted apart. Exits 1 when a file of stryker.config.json's
+ * `mutate` set has no recorded result or one for another version of it; 2 when the total is below its
+ * break threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when
+ * nothing the record depends on changed.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -15,9 +17,17 @@ const configSchema = z.object({
   incrementalFile: z.string(),
   thresholds: z.object({ break: z.number() }),
 });
-const recordSchema = z.object({
-  files: z.record(z.string(), z.object({ source: z.string(), mutants: z.array(z.object({ status: z.string() })) })),
+const mutantSchema = z.object({
+  status: z.string(),
+  mutatorName: z.string(),
+  replacement: z.string().optional(),
+  location: z.object({ start: z.object({ line: z.number(), column: z.number() }) }),
 });
+type Mutant = z.infer<typeof mutantSchema>;
+const recordSchema = z.object({
+  files: z.record(z.string(), z.object({ source: z.string(), mutants: z.array(mutantSchema) })),
+});
+const EQUIVALENTS = 'test/mutation/equivalent-mutants.md';
 
 const DETECTED = new Set(['Killed', 'Timeout']);
 const UNDETECTED = new Set(['Survived', 'NoCoverage']);
@@ -33,11 +43,33 @@ function filesOf(pattern: string): string[] {
     .map((f) => path.join(dir, f));
 }
 
-/** One line of the table: the score is detected over detected and undetected. */
-function row(name: string, mutants: string, detected: number, undetected: number): string {
-  const valid = detected + undetected;
-  const score = valid === 0 ? 'n/a' : `${((100 * detected) / valid).toFixed(1)} %`;
-  return `${name.padEnd(44)} ${mutants.padStart(7)} ${String(detected).padStart(8)} ${String(undetected).padStart(10)} ${score.padStart(8)}`;
+/**
+ * The survivors judged equivalent: per file, the lines of each row of equivalent-mutants.md's
+ * table (`41`, `109, 122, 183`, `92–93`) with the mutators the row names.
+ */
+function readEquivalents(): Map<string, { lines: Set<number>; mutators: Set<string> }[]> {
+  const byFile = new Map<string, { lines: Set<number>; mutators: Set<string> }[]>();
+  for (const line of readFileSync(EQUIVALENTS, 'utf8').split('\n')) {
+    const cells = line.split('|').map((c) => c.trim());
+    if (cells.length < 6 || !cells[1].startsWith('src/')) continue;
+    const lines = new Set<number>();
+    for (const part of cells[2].split(',')) {
+      const [from, to = from] = part.split(/[–-]/).map((n) => Number(n.trim()));
+      for (let n = from; n <= to; n++) lines.add(n);
+    }
+    const mutators = new Set(cells[3].split(',').map((m) => m.trim()));
+    byFile.set(cells[1], [...(byFile.get(cells[1]) ?? []), { lines, mutators }]);
+  }
+  return byFile;
+}
+
+const pct = (part: number, whole: number): string => (whole === 0 ? 'n/a' : `${((100 * part) / whole).toFixed(1)} %`);
+
+/** One line of the table: the score is detected over detected and undetected; then without the equivalent ones. */
+function row(name: string, mutants: string, detected: number, undetected: number, equivalent: number): string {
+  const score = pct(detected, detected + undetected);
+  const without = pct(detected, detected + undetected - equivalent);
+  return `${name.padEnd(44)} ${mutants.padStart(7)} ${String(detected).padStart(8)} ${String(undetected).padStart(10)} ${String(equivalent).padStart(10)} ${score.padStart(8)} ${without.padStart(16)}`;
 }
 
 function main(): number {
@@ -48,9 +80,12 @@ function main(): number {
     (f) => !excluded.has(f),
   );
 
+  const equivalents = readEquivalents();
   const rows: string[] = [];
   let detected = 0;
   let valid = 0;
+  let equivalent = 0;
+  const unexplained: string[] = [];
   const unmeasured: string[] = [];
   const stale: string[] = [];
   for (const file of mutated) {
@@ -64,15 +99,31 @@ function main(): number {
     const count = (statuses: Set<string>): number => mutants.filter((m) => statuses.has(m.status)).length;
     const d = count(DETECTED);
     const u = count(UNDETECTED);
+    const listed = equivalents.get(file) ?? [];
+    const isEquivalent = (m: Mutant): boolean =>
+      listed.some((e) => e.lines.has(m.location.start.line) && e.mutators.has(m.mutatorName));
+    let e = 0;
+    for (const m of mutants.filter((m) => UNDETECTED.has(m.status))) {
+      if (isEquivalent(m)) e++;
+      else
+        unexplained.push(
+          `${file}:${m.location.start.line}:${m.location.start.column} ${m.mutatorName} → ${m.replacement ?? '?'} (${m.status})`,
+        );
+    }
     detected += d;
     valid += d + u;
-    rows.push(row(file, String(mutants.length), d, u));
+    equivalent += e;
+    rows.push(row(file, String(mutants.length), d, u, e));
   }
-  console.log(`${'file'.padEnd(44)} mutants detected undetected    score`);
+  console.log(`${'file'.padEnd(44)} mutants detected undetected equivalent    score  without equivalent`);
   for (const r of rows) console.log(r);
   const total = valid === 0 ? 100 : (100 * detected) / valid;
-  console.log(row('all files', '', detected, valid - detected));
-  console.log('survivors judged equivalent, with their reasons: test/mutation/equivalent-mutants.md');
+  console.log(row('all files', '', detected, valid - detected, equivalent));
+  console.log(`survivors judged equivalent, with their reasons: ${EQUIVALENTS}`);
+  if (unexplained.length > 0) {
+    console.log(`survivors neither killed nor listed in ${EQUIVALENTS}:`);
+    for (const u of unexplained) console.log(`  ${u}`);
+  }
 
   if (unmeasured.length > 0 || stale.length > 0) {
     if (unmeasured.length > 0) console.error(`no recorded mutation result for: ${unmeasured.join(', ')}`);
@@ -83,6 +134,10 @@ function main(): number {
   if (total < config.thresholds.break) {
     console.error(`mutation score ${total.toFixed(1)} % is below the break threshold ${config.thresholds.break} %`);
     return 2;
+  }
+  if (unexplained.length > 0) {
+    console.error(`${unexplained.length} surviving mutant(s) neither killed by a test nor judged equivalent`);
+    return 3;
   }
   return 0;
 }
