@@ -23,6 +23,14 @@ test('pid 0 (a holder in another pid namespace) and -1 (an OFD lock) are no pid'
   expect(parseLockLine('1: POSIX  ADVISORY  WRITE 1 fe:00:42 0 EOF')?.pid).toBe(1);
 });
 
+test('whitespace around a line is no part of it', () => {
+  expect(parseLockLine('  1: POSIX  ADVISORY  WRITE 2569 fe:00:42 0 EOF \r')).toMatchObject({
+    pid: 2569,
+    ino: 42n,
+    end: null,
+  });
+});
+
 test('a lock is on a file only with its inode, major and minor all equal', () => {
   const file = path.join(dir, 'v.qcow2');
   fs.writeFileSync(file, '');
