@@ -66,7 +66,7 @@ lint: node_modules/.installed
 bench: setup
 	npx tsx bench/run.ts $(BENCH_ARGS)
 
-# Mutation testing (stryker.config.json, test/mutation/): `make mutate` reuses the killed mutants of
+# Mutation testing (stryker.config.json, test/mutation/): `make mutate` reuses the results of
 # test/mutation/stryker-incremental.json whose code and tests are unchanged, tests the rest, and
 # records the results there; `make mutate-full` runs every mutant again; `make mutate-ci`
 # (scripts/mutate-changed.sh, in CI) prints the record's scores when nothing it depends on changed

@@ -4,8 +4,8 @@
 #   test/mutation/stryker-incremental.json was last committed: the record stands; its score per file is
 #   printed (test/mutation/scores.ts), and this fails when a mutated file has no result, the total is
 #   below the break threshold, or a survivor is neither killed nor listed in equivalent-mutants.md.
-# - Otherwise StrykerJS runs incrementally over the whole set (`npm run mutate`): it reuses the killed
-#   mutants whose code and tests are unchanged and tests the rest again, survivors and timeouts too.
+# - Otherwise StrykerJS runs incrementally over the whole set (`npm run mutate`): it reuses each
+#   recorded result whose code and tests are unchanged and tests the rest again.
 #   Within MUTATE_BUDGET_SECONDS (default 600): a run past it fails, so that the new results are
 #   recorded and committed with the change.
 set -euo pipefail
