@@ -1,7 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
-import * as path from 'node:path';
 
+import { logChildOutput } from '../devserver/child-log';
 import { killProcess, stopProcess } from '../devserver/dev-server';
 
 /** A long-running program of the cluster, its output in a log file; stopped and killed by its pid. */
@@ -23,15 +22,12 @@ export function startProcess(
   argv: string[],
   opts: { logFile: string; env?: NodeJS.ProcessEnv; cwd?: string },
 ): ClusterProcess {
-  mkdirSync(path.dirname(opts.logFile), { recursive: true });
-  const log = createWriteStream(opts.logFile, { flags: 'a' });
   const child = spawn(argv[0], argv.slice(1), {
     cwd: opts.cwd,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  logChildOutput(child, opts.logFile);
   let expected = false;
   const exited = new Promise<never>((_, reject) => {
     child.once('error', reject);

@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Connection } from '@temporalio/client';
 
 import { devServerSearchAttributeArgs } from '../../src/config/search-attributes';
+import { logChildOutput } from './child-log';
 import { freePort } from './free-port';
 import { temporalBin } from './temporal-bin';
 
@@ -63,10 +64,7 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
   ];
   const child = spawn(temporalBin(), args, { stdio: ['ignore', 'pipe', 'pipe'] });
   if (opts.logFile) {
-    mkdirSync(path.dirname(opts.logFile), { recursive: true });
-    const log = createWriteStream(opts.logFile, { flags: 'a' });
-    child.stdout?.pipe(log);
-    child.stderr?.pipe(log);
+    logChildOutput(child, opts.logFile);
   } else {
     child.stdout?.resume();
     child.stderr?.resume();

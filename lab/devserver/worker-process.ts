@@ -1,10 +1,10 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { createWriteStream, mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 
 import type { Client } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 
+import { logChildOutput } from './child-log';
 import { killProcess, stopProcess } from './dev-server';
 
 const repoRoot = path.resolve(__dirname, '../..');
@@ -33,8 +33,6 @@ export async function startWorkerProcess(opts: {
   /** Another entry point than src/worker.ts (tests' fault-injecting host agent). */
   entry?: string;
 }): Promise<WorkerProcess> {
-  mkdirSync(path.dirname(opts.logFile), { recursive: true });
-  const log = createWriteStream(opts.logFile, { flags: 'a' });
   // `node --import tsx` runs the TypeScript entry in this one process, so a kill reaches the worker
   // itself (the tsx CLI would put it in a child process of its own).
   const entry = opts.entry ?? path.join(repoRoot, 'src/worker.ts');
@@ -43,8 +41,7 @@ export async function startWorkerProcess(opts: {
     env: { ...process.env, ...opts.env, TEMPORAL_ADDRESS: opts.address, TEMPORAL_NAMESPACE: opts.namespace },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  logChildOutput(child, opts.logFile);
   const exited = new Promise<never>((_, reject) =>
     child.once('exit', (code) =>
       reject(new Error(`worker ${opts.args.join(' ')} exited with ${code}; see ${opts.logFile}`)),
