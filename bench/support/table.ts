@@ -29,6 +29,8 @@ export function renderTable(results: BenchResult[]): string {
       ]);
     }
   }
+  // A `|` inside a cell (e.g. O_DIRECT|O_DSYNC) would end the cell in Markdown.
+  for (const row of rows) row.forEach((cell, c) => (row[c] = cell.replace(/\|/g, '\\|')));
   const widths = rows[0].map((_, c) => Math.max(...rows.map((row) => row[c].length)));
   const line = (row: string[]): string => `| ${row.map((cell, c) => cell.padEnd(widths[c])).join(' | ')} |`;
   return [line(rows[0]), `|${widths.map((w) => '-'.repeat(w + 2)).join('|')}|`, ...rows.slice(1).map(line)].join('\n');
