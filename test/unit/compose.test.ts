@@ -180,7 +180,7 @@ test("each worker service's command and environment parse with the worker config
     if (config.roles.includes('host')) {
       hostIds.push(config.hostId!);
       expect(name).toBe(`host-agent-${config.hostId}`);
-      // Each host shows its own certificate (README: what mTLS does and does not restrict).
+      // Each host shows its own certificate (docs/deployment.md: what mTLS does and does not restrict).
       expect(env(s).TEMPORAL_TLS_CLIENT_CERT_PATH).toBe(`/etc/temporal/tls/host-${config.hostId}.pem`);
       // The host's storage root and run dir are mounted where the config says.
       const targets = (s.volumes ?? []).map((v) => v.split(':')[1]);

@@ -5,11 +5,12 @@ import { hostStepOptions } from '../../src/config/policy';
 import { failure, FAILURES, type FailureType, NON_RETRYABLE_TYPES } from '../../src/domain/failures';
 import { DISK_PHASES } from '../../src/domain/phases';
 
-const README = readFileSync(path.resolve(__dirname, '../../README.md'), 'utf8');
+const DOC = readFileSync(path.resolve(__dirname, '../../docs/failure-semantics.md'), 'utf8');
 
-/** The rows of the README table under `heading`, as arrays of cells without backticks. */
+/** The rows of the docs/failure-semantics.md table under `heading`, as arrays of cells without backticks. */
 function tableRows(heading: string): string[][] {
-  const section = README.slice(README.indexOf(heading));
+  expect(DOC).toContain(heading);
+  const section = DOC.slice(DOC.indexOf(heading));
   const table = section.slice(section.indexOf('\n|'), section.indexOf('\n\n', section.indexOf('\n|')));
   return table
     .trim()
@@ -23,8 +24,8 @@ function tableRows(heading: string): string[][] {
     );
 }
 
-test('README "Failure types" lists every failure type of the code, with its retry and meaning', () => {
-  const rows = tableRows('### Failure types');
+test('docs/failure-semantics.md "Failure types" lists every failure type of the code, with its retry and meaning', () => {
+  const rows = tableRows('\n## Failure types');
   const documented = rows.map(([type, retried, meaning]) => ({ type, retried, meaning }));
   const code = (Object.keys(FAILURES) as FailureType[]).map((type) => ({
     type,
@@ -51,7 +52,7 @@ test('failure() raises a non-retryable failure of the named type, with its detai
   expect(failure('BlockJobFailed', 'x').details).toEqual([]);
 });
 
-test('README "Disk phases" names every phase of the code, once', () => {
-  const named = tableRows('### Disk phases').flatMap(([phases]) => phases.split(',').map((p) => p.trim()));
+test('docs/failure-semantics.md "Disk phases" names every phase of the code, once', () => {
+  const named = tableRows('\n## Disk phases').flatMap(([phases]) => phases.split(',').map((p) => p.trim()));
   expect(named.sort()).toEqual(Object.keys(DISK_PHASES).sort());
 });
