@@ -10,7 +10,7 @@ BENCH_ARGS ?=
 
 help:
 	@echo "make demo   - start a dev server, workers and a lab VM, and merge a snapshot of 2 disks"
-	@echo "make test   - the test suite (unit, activity and integration tests on real QEMU; then the guest tests, one at a time)"
+	@echo "make test   - the test suite: three jest runs (the suite on real QEMU and dev servers; the guest and libvirt tests, then the cluster tests, each one at a time)"
 	@echo "              options: make demo DEMO_ARGS=--keep   (leave the stack up for inspection)"
 	@echo "make lint   - ESLint and the Prettier check (npm run lint, npm run format:check)"
 	@echo "make mutate - mutation testing of the safety checks: the record's killed mutants reused where unchanged, the rest tested (StrykerJS; reports in test-artifacts/mutation/)"
@@ -19,7 +19,7 @@ help:
 	@echo "make cluster - the production topology here: PostgreSQL, Temporal as 5 processes with mTLS, Web UI, 2 engine workers,"
 	@echo "               3 hosts each in its own network namespace with a lab VM and agent; up until Ctrl-C"
 	@echo "make cluster-down - stop the cluster make cluster started (by pid)"
-	@echo "make bench  - the benchmarks (overhead, detection, throughput, history); BENCH_ARGS=--quick for CI's short run"
+	@echo "make bench  - the benchmarks (overhead, detection, throughput, history, guard, busy-host, guest-view); BENCH_ARGS=--quick for CI's short run"
 
 setup: node_modules/.installed qemu temporal chromium guest libvirt cluster-setup
 
