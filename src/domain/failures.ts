@@ -46,7 +46,12 @@ export const FAILURES = {
   PathOutsideStorageRoot: { retryable: false, meaning: "a volume's real path lies outside the host's storage root" },
   CorruptImageHeader: {
     retryable: false,
-    meaning: "an image's qcow2 header names its backing file where it cannot be read",
+    meaning: "an image's header names its backing or data file where it cannot be read",
+  },
+  UnresolvedImageName: {
+    retryable: false,
+    meaning:
+      'an image under the storage root names a file in a way this host cannot tie to a file (a network protocol, a name relative to the opener, a json: node it cannot read): it may be the volume; the message names the image and the name; nothing was touched',
   },
   NotConverging: {
     retryable: false,

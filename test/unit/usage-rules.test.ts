@@ -43,6 +43,24 @@ describe('the QMP socket listener', () => {
     expect(parseListeningInodes(text, '/run/lm/vm 1/qmp.sock')).toEqual(['811']);
   });
 
+  test("a name that differs from the VM's socket only by white space is another socket", () => {
+    const sock = '/run/lm/vm1/qmp.sock';
+    const line = (inode: number, name: string, flags = '00010000'): string =>
+      `00000000ee2de64d: 00000002 00000000 ${flags} 0001 01 ${String(inode).padStart(5)} ${name}`;
+    const text = [
+      'Num       RefCount Protocol Flags    Type St Inode Path',
+      line(101, `${sock} `),
+      line(102, `${sock}\t`),
+      line(103, `${sock}\r`),
+      line(104, ` ${sock}`),
+      line(105, sock, '00000000'), // bound there, not listening: a client's socket
+      ` ${line(106, sock)}`, // not a line as the kernel prints it
+      line(107, ''),
+      line(128_770, sock),
+    ].join('\n');
+    expect(parseListeningInodes(text, sock)).toEqual(['128770']);
+  });
+
   test('on the real /proc: this process, listening on a unix socket', async () => {
     const sock = at('qmp.sock');
     const server = net.createServer();
@@ -120,22 +138,16 @@ describe('dependants and unreadable files', () => {
     ms: 0,
   });
 
-  test('a backing name on a hard-linked volume that can no longer be resolved counts as its name', () => {
+  test('a backing name on a hard-linked volume that can no longer be resolved counts as its name', async () => {
     const t: Target = { path: at('v.qcow2'), id: id(9n, 2n) };
     // The walk saw the backing file (same inode as the volume); it is gone when its name is compared.
     const scan = scanOf([
       { path: at('gone.qcow2'), id: id(9n, 2n) },
-      { path: at('child.qcow2'), id: id(10n), backing: at('gone.qcow2') },
+      { path: at('child.qcow2'), id: id(10n), refs: { backing: at('gone.qcow2') } },
     ]);
-    expect(
-      dependants(
-        scan,
-        t,
-        new Set(),
-        () => undefined,
-        () => [],
-      ),
-    ).toEqual([{ kind: 'backingOf', image: at('child.qcow2') }]);
+    expect(await dependants(t, new Set(), { scan, statOf: () => undefined, mounts: () => [] })).toEqual([
+      { kind: 'backingOf', image: at('child.qcow2') },
+    ]);
   });
 
   test('unreadable: the directories, and the files other than the volume and the expected images', () => {
@@ -144,7 +156,7 @@ describe('dependants and unreadable files', () => {
       { path: '/s/v.qcow2', id: id(1n), unreadable: 'corrupt' },
       { path: '/s/top.qcow2', id: id(2n), unreadable: 'corrupt' },
       { path: '/s/x.qcow2', id: id(3n), unreadable: 'EIO' },
-      { path: '/s/ok.qcow2', id: id(4n), backing: '/s/v.qcow2' },
+      { path: '/s/ok.qcow2', id: id(4n), refs: { backing: '/s/v.qcow2' } },
     ]);
     expect(unreadable(scan, t, new Set(['/s/top.qcow2']))).toEqual([
       { kind: 'unreadable', path: '/s/locked', error: 'EACCES' },
