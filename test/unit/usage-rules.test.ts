@@ -8,8 +8,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { dependants, type Target, unreadable } from '../../src/host/usage/dependants';
-import { type FileId, sameInode } from '../../src/host/usage/file-id';
+import { CorruptImageHeaderError, type ImageRefs } from '../../src/host/qemu-img';
+import { dependants, MAX_NAME_DEPTH, type Target, unreadable } from '../../src/host/usage/dependants';
+import { type FileId, fileIdOf, sameInode } from '../../src/host/usage/file-id';
 import type { ImageRecord, IndexScan } from '../../src/host/usage/image-index';
 import type { FdOnFile, FdScan } from '../../src/host/usage/proc-fds';
 import type { LockEntry } from '../../src/host/usage/proc-locks';
@@ -148,6 +149,139 @@ describe('dependants and unreadable files', () => {
     expect(await dependants(t, new Set(), { scan, statOf: () => undefined, mounts: () => [] })).toEqual([
       { kind: 'backingOf', image: at('child.qcow2') },
     ]);
+  });
+
+  describe('names followed as QEMU follows them', () => {
+    const t: Target = { path: '/s/v.qcow2', id: id(1n) };
+    /** Files outside the walk: their names, or the error reading them. */
+    const outside = (names: Record<string, ImageRefs | Error | undefined>) => ({
+      statOf: (p: string): FileId | undefined => (p === '/s/v.qcow2' ? id(1n) : undefined),
+      mounts: () => [],
+      refsOf: async (p: string): Promise<ImageRefs | undefined> => {
+        const r = names[p];
+        if (r instanceof Error) throw r;
+        return r;
+      },
+    });
+    const errno = (code: string): Error => Object.assign(new Error(code), { code });
+
+    test('a data file, and a chain through files outside the walk, name the volume', async () => {
+      const scan = scanOf([
+        { path: '/s/d.qcow2', id: id(2n), refs: { dataFile: '/s/v.qcow2' } },
+        { path: '/s/c.qcow2', id: id(3n), refs: { backing: '/o/b1.qcow2' } },
+      ]);
+      const ctx = {
+        scan,
+        ...outside({ '/o/b1.qcow2': { backing: '../o2/b2.qcow2' }, '/o/../o2/b2.qcow2': { backing: '/s/v.qcow2' } }),
+      };
+      expect(await dependants(t, new Set(), ctx)).toEqual([
+        { kind: 'backingOf', image: '/s/c.qcow2', through: ['/o/b1.qcow2', '/o/../o2/b2.qcow2'] },
+        { kind: 'dataFileOf', image: '/s/d.qcow2' },
+      ]);
+    });
+
+    test('a file outside the walk is followed only as far as the name it was opened by says (followsBacking)', async () => {
+      const spec = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"/o/b.qcow2"},"backing":null}';
+      const scan = scanOf([{ path: '/s/c.qcow2', id: id(3n), refs: { backing: spec } }]);
+      expect(await dependants(t, new Set(), { scan, ...outside({ '/o/b.qcow2': { backing: '/s/v.qcow2' } }) })).toEqual(
+        [],
+      );
+      const data = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"/o/b.qcow2"},"data-file":null}';
+      const scan2 = scanOf([{ path: '/s/c.qcow2', id: id(3n), refs: { backing: data } }]);
+      expect(
+        await dependants(t, new Set(), { scan: scan2, ...outside({ '/o/b.qcow2': { dataFile: '/s/v.qcow2' } }) }),
+      ).toEqual([]);
+      expect(
+        await dependants(t, new Set(), { scan: scan2, ...outside({ '/o/b.qcow2': { backing: '/s/v.qcow2' } }) }),
+      ).toEqual([{ kind: 'backingOf', image: '/s/c.qcow2', through: ['/o/b.qcow2'] }]);
+    });
+
+    test('a name that cannot be tied to a file, an opaque image, a chain too deep: unresolvedName, each with its why', async () => {
+      const deep: Record<string, ImageRefs> = {};
+      for (let i = 0; i < MAX_NAME_DEPTH + 2; i++) deep[`/o/l${i}`] = { backing: `/o/l${i + 1}` };
+      const scan = scanOf([
+        { path: '/s/n.qcow2', id: id(2n), refs: { backing: 'nbd://h/e' } },
+        { path: '/s/m.vmdk', id: id(3n), refs: { opaque: 'a VMDK image' } },
+        { path: '/s/r.qcow2', id: id(4n), refs: { dataFile: 'rel.raw' } },
+        { path: '/s/z.qcow2', id: id(5n), refs: { backing: '/o/l0' } },
+      ]);
+      expect(await dependants(t, new Set(), { scan, ...outside(deep) })).toEqual([
+        { kind: 'unresolvedName', image: '/s/m.vmdk', why: '/s/m.vmdk is a VMDK image' },
+        {
+          kind: 'unresolvedName',
+          image: '/s/n.qcow2',
+          why: `its backing name "nbd://h/e" is opened by QEMU's nbd protocol, not as a file of this host`,
+        },
+        {
+          kind: 'unresolvedName',
+          image: '/s/r.qcow2',
+          why: 'its data file name "rel.raw" is relative to the working directory of whichever process opens the image',
+        },
+        {
+          kind: 'unresolvedName',
+          image: '/s/z.qcow2',
+          why: `its names lead through more than ${MAX_NAME_DEPTH} files`,
+        },
+      ]);
+    });
+
+    test('a file outside the walk that is gone is opened by no one; one that cannot be read might name the volume', async () => {
+      const scan = scanOf([
+        { path: '/s/a.qcow2', id: id(2n), refs: { backing: '/o/gone' } },
+        { path: '/s/b.qcow2', id: id(3n), refs: { backing: '/o/notdir/x' } },
+        { path: '/s/c.qcow2', id: id(4n), refs: { backing: '/o/loop' } },
+        { path: '/s/d.qcow2', id: id(5n), refs: { backing: '/o/denied' } },
+        { path: '/s/e.qcow2', id: id(6n), refs: { backing: '/o/corrupt' } },
+      ]);
+      const ctx = {
+        scan,
+        ...outside({
+          '/o/gone': errno('ENOENT'),
+          '/o/notdir/x': errno('ENOTDIR'),
+          '/o/loop': errno('ELOOP'),
+          '/o/denied': errno('EACCES'),
+          '/o/corrupt': new CorruptImageHeaderError('/o/corrupt', 'bad'),
+        }),
+      };
+      expect(await dependants(t, new Set(), ctx)).toEqual([
+        { kind: 'unreadable', path: '/o/corrupt', error: '/o/corrupt: corrupt image header: bad' },
+        { kind: 'unreadable', path: '/o/denied', error: 'Error: EACCES' },
+      ]);
+    });
+
+    test('a walked image reached by another string from its own directory is judged alone; from another directory it is followed', async () => {
+      fs.mkdirSync(at('real'));
+      fs.mkdirSync(at('other'));
+      fs.writeFileSync(at('real', 'b.qcow2'), '');
+      fs.symlinkSync(at('real'), at('link'));
+      fs.symlinkSync(at('real', 'b.qcow2'), at('other', 'b-link.qcow2'));
+      const bId = fileIdOf(fs.statSync(at('real', 'b.qcow2'), { bigint: true }));
+      const scan = scanOf([
+        { path: at('real', 'b.qcow2'), id: bId, refs: { backing: 'v.qcow2' } },
+        { path: at('c.qcow2'), id: id(3n), refs: { backing: at('link', 'b.qcow2') } },
+        { path: at('d.qcow2'), id: id(4n), refs: { backing: at('other', 'b-link.qcow2') } },
+      ]);
+      const target: Target = { path: at('other', 'v.qcow2'), id: undefined };
+      const statOf = (p: string): FileId | undefined => {
+        try {
+          return fileIdOf(fs.statSync(p, { bigint: true }));
+        } catch {
+          return undefined;
+        }
+      };
+      const read: string[] = [];
+      const refsOf = async (p: string): Promise<ImageRefs | undefined> => {
+        read.push(p);
+        return p === at('other', 'b-link.qcow2') ? { backing: 'v.qcow2' } : undefined;
+      };
+      // c names b through a directory symlink: b's v.qcow2 is real/v.qcow2, as for b itself; d names b
+      // through a file symlink in other/: QEMU resolves b's v.qcow2 there, which is the target.
+      expect(await dependants(target, new Set(), { scan, statOf, mounts: () => [], refsOf })).toEqual([
+        { kind: 'backingOf', image: at('d.qcow2'), through: [at('other', 'b-link.qcow2')] },
+      ]);
+      expect(read).toContain(at('other', 'b-link.qcow2'));
+      expect(read).not.toContain(at('link', 'b.qcow2'));
+    });
   });
 
   test('unreadable: the directories, and the files other than the volume and the expected images', () => {
