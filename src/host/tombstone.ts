@@ -23,15 +23,24 @@ export async function writeTombstone(storageRoot: string, diskId: string, t: Tom
   await fs.rename(`${file}.tmp`, file);
 }
 
+/**
+ * The tombstone of `volumeId`, or undefined when it has none. One that does not parse, or that
+ * records another volume, is thrown: it cannot say that this volume was merged.
+ */
 export async function readTombstone(
   storageRoot: string,
   diskId: string,
   volumeId: string,
 ): Promise<Tombstone | undefined> {
+  const file = tombstonePath(storageRoot, diskId, volumeId);
+  let text: string;
   try {
-    return tombstoneSchema.parse(JSON.parse(await fs.readFile(tombstonePath(storageRoot, diskId, volumeId), 'utf8')));
+    text = await fs.readFile(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw err;
   }
+  const t = tombstoneSchema.parse(JSON.parse(text));
+  if (t.volumeId !== volumeId) throw new Error(`tombstone ${file} records volume ${t.volumeId}, not ${volumeId}`);
+  return t;
 }
