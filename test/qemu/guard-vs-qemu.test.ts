@@ -9,7 +9,7 @@
  * names a file only through the opener's working directory, a network, or a specification it
  * cannot read, it must refuse, whatever QEMU says.
  */
-import { execFile } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
@@ -18,7 +18,8 @@ import { promisify } from 'node:util';
 
 import fc from 'fast-check';
 
-import { VolumeUsage, type VolumeUser } from '../../src/host/usage';
+import { VolumeUsage } from '../../src/host/usage';
+import { type Answer, answerFor, qemuUsesVolume } from '../helpers/qemu-oracle';
 
 jest.setTimeout(300_000);
 const run = promisify(execFile);
@@ -135,35 +136,6 @@ FORMS.find((f) => f.name.startsWith('file: with a relative'))!.spell = (f, d) =>
 
 const DIRS = ['i1', 'a/deep', 'vols'];
 
-/**
- * Which of QEMU's readers open `image`, from the decoys' directory: `qemu-img info --backing-chain`
- * and a `qemu-io` read (which also opens the data file). They differ: qemu-img refuses a json:
- * backing name that holds an explicit `backing`, which qemu-io (and a VM) open.
- */
-async function qemuOpens(image: string): Promise<boolean[]> {
-  const opens = (cmd: string, args: string[]): Promise<boolean> =>
-    run(cmd, args, { cwd }).then(
-      () => true,
-      () => false,
-    );
-  return Promise.all([
-    opens('qemu-img', ['info', '-U', '--backing-chain', '--output=json', image]),
-    opens('qemu-io', ['-r', '-U', '-c', 'read 0 512', image]),
-  ]);
-}
-
-/** Whether a reader of QEMU's opens the image with the volume there, and fails without it. */
-async function qemuUsesVolume(image: string): Promise<boolean> {
-  const before = await qemuOpens(image);
-  fs.renameSync(V(), `${V()}.away`);
-  try {
-    const after = await qemuOpens(image);
-    return before.some((opened, i) => opened && !after[i]);
-  } finally {
-    fs.renameSync(`${V()}.away`, V());
-  }
-}
-
 async function writeImage(image: string, form: Form, name: string): Promise<void> {
   if (form.dataFile) {
     // Made with a scratch data file, then renamed in the header alone (amend writes nothing else).
@@ -173,13 +145,6 @@ async function writeImage(image: string, form: Form, name: string): Promise<void
   } else {
     await qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', name, '-F', 'qcow2', image, '1M');
   }
-}
-
-type Answer = 'user' | 'refused' | 'none';
-function answerFor(image: string, users: VolumeUser[]): Answer {
-  const mine = users.filter((u) => ('image' in u ? u.image : 'path' in u ? u.path : '') === image);
-  if (mine.some((u) => u.kind === 'unresolvedName' || u.kind === 'unreadable')) return 'refused';
-  return mine.some((u) => u.kind === 'backingOf' || u.kind === 'dataFileOf') ? 'user' : 'none';
 }
 
 /** Path segments that leave a name's file as it is (`./`, `/`), or not (a detour through a missing dir). */
@@ -212,7 +177,7 @@ async function check(form: Form, target: Target, dir: string, edits: Edit[] = []
     const volume = sha(V());
     const { users } = await guard.findUsers({ volume: V() });
     const answer = answerFor(image, users);
-    const qemu = await qemuUsesVolume(image);
+    const qemu = await qemuUsesVolume(image, V(), cwd);
     const expected: Answer = form.refused ? 'refused' : qemu ? 'user' : 'none';
     expect({ form: form.name, target, dir, name, answer, qemuUsesVolume: qemu }).toEqual({
       form: form.name,
@@ -249,4 +214,42 @@ test('generated names, of the volume and of other files, in every form: the guar
     // A fixed seed: the same cases on every run (GUARD_ORACLE_SEED explores others).
     { numRuns: 80, seed: Number(process.env.GUARD_ORACLE_SEED ?? 20261206) },
   );
+});
+
+describe('through a bind mount, in a mount namespace of its own', () => {
+  let mnt: string;
+  beforeAll(() => {
+    mnt = fs.mkdtempSync(path.join(os.tmpdir(), 'guard-oracle-bind-'));
+  });
+  afterAll(() => fs.rmSync(mnt, { recursive: true, force: true }));
+
+  /** Both answers for an image naming `name`, with the root's vols/ bind-mounted on `mnt`. */
+  function inNamespace(image: string): { answer: Answer; qemuUsesVolume: boolean } {
+    const out = execFileSync(
+      'unshare',
+      [
+        ...['--mount', '--propagation', 'private', 'sh', '-c'],
+        'mount --bind "$1" "$2" && exec "$3" --import tsx "$4" "$5" "$6" "$7" "$8"',
+        ...['sh', at('vols'), mnt, process.execPath, path.resolve(__dirname, '../helpers/qemu-oracle.ts')],
+        ...[root, V(), image, cwd],
+      ],
+      { encoding: 'utf8' },
+    );
+    return JSON.parse(out) as { answer: Answer; qemuUsesVolume: boolean };
+  }
+
+  // The volume has a hard link (hard/V-hard.qcow2), so an inode match alone does not decide: the
+  // names are compared through the namespace's own mount table.
+  test.each([
+    ['the volume by the bind-mounted path: a user', 'V.qcow2', { answer: 'user', qemuUsesVolume: true }],
+    ['another file by the bind-mounted path: no user', 'O.qcow2', { answer: 'none', qemuUsesVolume: false }],
+  ] as const)('%s', async (_what, file, expected) => {
+    const image = at('i1', `bound-${file}`);
+    await writeImage(image, FORMS[0], path.join(mnt, file));
+    try {
+      expect(inNamespace(image)).toEqual(expected);
+    } finally {
+      fs.rmSync(image, { force: true });
+    }
+  });
 });
