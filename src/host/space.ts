@@ -106,6 +106,11 @@ export async function allocatedRanges(imagePath: string): Promise<Range[]> {
     const e = err as { stderr?: string; message: string };
     throw new Error(`qemu-img map of ${imagePath} failed: ${(e.stderr ?? e.message).trim()}`, { cause: err });
   }
+  return parseAllocatedRanges(stdout, imagePath);
+}
+
+/** The ranges of `qemu-img map --output=json` of an image opened without backing (see allocatedRanges). */
+export function parseAllocatedRanges(stdout: string, imagePath: string): Range[] {
   let raw: unknown;
   try {
     raw = JSON.parse(stdout);

@@ -10,7 +10,10 @@ import {
   allocatedRanges,
   COMMIT_SPACE_MARGIN,
   commitGrowthBound,
+  commitSpaceMargin,
+  freeBytes,
   measureCommitSpace,
+  parseAllocatedRanges,
 } from '../../src/host/space';
 
 /** The space rule of host/space.ts on real qcow2 files, checked against what `qemu-img commit` really adds. */
@@ -109,3 +112,94 @@ test.each([
     console.log(`${_name}: growth ${growth}, bound ${space.growthBytes}, top file ${await allocated(top)}`);
   },
 );
+
+test('ranges that touch or lie inside another merge into one; apart, they stay apart, in order', () => {
+  const unit = 64 * KiB;
+  expect(
+    alignRanges(
+      [
+        { start: 4 * unit, length: unit },
+        { start: 0, length: 2 * unit },
+        { start: 2 * unit, length: 1 },
+        { start: unit, length: 1 },
+      ],
+      unit,
+    ),
+  ).toEqual([
+    { start: 0, length: 3 * unit },
+    { start: 4 * unit, length: unit },
+  ]);
+});
+
+test('a range that ends at an L2 span boundary needs no table past it; one byte more needs the next', () => {
+  const geometry = { clusterBytes: 64 * KiB, refcountBits: 16, l2EntryBytes: 8 };
+  const span = 512 * MiB;
+  // 8192 clusters and 1 L2 table; one byte more, 8193 and 2: each 1 + 1 refcount blocks (32768 clusters each).
+  expect(commitGrowthBound([{ start: 0, length: span }], geometry)).toBe((8192 + 1 + 2) * 64 * KiB);
+  expect(commitGrowthBound([{ start: 0, length: span + 1 }], geometry)).toBe((8193 + 2 + 2) * 64 * KiB);
+  // 64-bit refcounts, 8192 clusters per block: the 8193 new clusters need 2 + 1.
+  expect(commitGrowthBound([{ start: 0, length: span }], { ...geometry, refcountBits: 64 })).toBe(
+    (8192 + 1 + 3) * 64 * KiB,
+  );
+});
+
+test('a base that is not qcow2 grows by its data alone, rounded to 64 KiB', () => {
+  expect(
+    commitGrowthBound(
+      [
+        { start: 10, length: 1 },
+        { start: MiB, length: 64 * KiB + 1 },
+      ],
+      undefined,
+    ),
+  ).toBe(3 * 64 * KiB);
+  expect(commitGrowthBound([], undefined)).toBe(0);
+});
+
+test('the margin: 64 MiB and 1 % of the bound, rounded up', () => {
+  expect(commitSpaceMargin(0)).toBe(64 * MiB);
+  expect(commitSpaceMargin(101)).toBe(64 * MiB + 2);
+});
+
+test('free bytes as df counts them for an unprivileged writer', async () => {
+  const { stdout } = await run('df', ['-B1', '--output=avail', dir]);
+  const df = Number(stdout.trim().split('\n')[1]);
+  // Other writers may change it between the two reads: within 64 MiB.
+  expect(Math.abs((await freeBytes(dir)) - df)).toBeLessThan(64 * MiB);
+});
+
+test('a top qemu-img cannot read is thrown with its words', async () => {
+  const missing = path.join(dir, 'missing.qcow2');
+  await expect(allocatedRanges(missing)).rejects.toThrow(
+    /^qemu-img map of .*missing\.qcow2 failed: qemu-img: .*No such file/,
+  );
+});
+
+describe('a qemu-img map that prints what this QEMU would not', () => {
+  test('no JSON, or JSON of another shape: thrown, no ranges made up', () => {
+    // The first 200 characters of what it printed, and no more.
+    expect(() => parseAllocatedRanges(`not json ${'x'.repeat(300)}`, '/x.qcow2')).toThrow(
+      /^qemu-img map of \/x\.qcow2 printed no JSON: not json x{191}$/,
+    );
+    expect(() =>
+      parseAllocatedRanges('[{"start": 0, "length": -1, "depth": 0, "zero": false, "data": true}]', '/x.qcow2'),
+    ).toThrow(/^unexpected qemu-img map output for \/x\.qcow2: /);
+  });
+
+  test("without `present` (older QEMU), data or zero is the image's own; deeper and empty ranges are not", () => {
+    const map = JSON.stringify([
+      { start: 0, length: 65536, depth: 0, zero: false, data: true },
+      { start: 65536, length: 65536, depth: 0, zero: true, data: false },
+      { start: 131072, length: 65536, depth: 0, zero: false, data: false },
+      { start: 196608, length: 65536, depth: 1, zero: false, data: true, present: true },
+      { start: 262144, length: 0, depth: 0, zero: false, data: true, present: true },
+      { start: 327680, length: 65536, depth: 0, zero: false, data: true, present: false },
+      { start: 393216, length: 65536, depth: 0, zero: false, data: false, present: true },
+    ]);
+    expect(parseAllocatedRanges(map, '/x.qcow2')).toEqual([
+      { start: 0, length: 65536 },
+      { start: 65536, length: 65536 },
+      { start: 393216, length: 65536 },
+    ]);
+  });
+});
