@@ -264,9 +264,11 @@ describe('on a running VM, every refusal leaves every file as it was', () => {
       fs.symlinkSync(path.join(lab.root, 'images'), path.join(lab.root, 'alias'));
       fs.mkdirSync(path.join(lab.root, 'other', 'sub'), { recursive: true });
       fs.symlinkSync(path.join(lab.root, 'images', 'disk0'), path.join(lab.root, 'other', 'sub', 'jump'));
+      fs.symlinkSync(vol('disk0', 'x9'), path.join(lab.root, 'other', 'x9-link.qcow2'));
     });
     afterAll(() => {
-      for (const p of ['alias', 'other/sub']) fs.rmSync(path.join(lab.root, p), { recursive: true, force: true });
+      for (const p of ['alias', 'other/sub', 'other/x9-link.qcow2'])
+        fs.rmSync(path.join(lab.root, p), { recursive: true, force: true });
       fs.rmSync(outside, { recursive: true, force: true });
     });
 
@@ -318,6 +320,21 @@ describe('on a running VM, every refusal leaves every file as it was', () => {
         false,
         () => inUse(`it is the backing file of ${named()}`),
       ],
+      ['a relative name', () => '../images/disk0/x9.qcow2', false, () => inUse(`it is the backing file of ${named()}`)],
+      ['doubled slashes', () => x9().replace(/\//g, '//'), false, () => inUse(`it is the backing file of ${named()}`)],
+      ['a file symlink', () => 'x9-link.qcow2', false, () => inUse(`it is the backing file of ${named()}`)],
+      [
+        'json: a probed format over a filename',
+        () => `json:{"file":{"filename":"${x9()}"}}`,
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      [
+        'json: backing null over the file',
+        () => `json:{"driver":"qcow2","file":{"driver":"file","filename":"${x9()}"},"backing":null}`,
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
       ['an external data file', () => x9(), true, () => inUse(`it is the external data file of ${named()}`)],
       [
         'a file outside the root naming it in turn',
@@ -343,6 +360,29 @@ describe('on a running VM, every refusal leaves every file as it was', () => {
           message: `volume x9 of disk disk0 is still used?: ${named()} holds a name this host cannot tie to a file, so it may use it: its backing name "file:x9.qcow2" is relative to the working directory of whichever process opens the image; nothing was touched`,
         }),
       ],
+      ...(
+        [
+          [
+            "json: QEMU's single quotes",
+            `json:{'file':{'filename':'/x9'}}`,
+            'is a json: specification this guard cannot parse',
+          ],
+          ['an unknown protocol', 'foo:x9.qcow2', "is opened by QEMU's foo protocol, not as a file of this host"],
+          [
+            'json: a relative filename',
+            'json:{"file":{"driver":"file","filename":"x9.qcow2"}}',
+            'is relative to the working directory of whichever process opens the image',
+          ],
+        ] as const
+      ).map(([form, name, why]): (typeof forms)[number] => [
+        form,
+        () => name,
+        false,
+        () => ({
+          type: 'UnresolvedImageName',
+          message: `volume x9 of disk disk0 is still used?: ${named()} holds a name this host cannot tie to a file, so it may use it: its backing name ${JSON.stringify(name)} ${why}; nothing was touched`,
+        }),
+      ]),
       [
         'a relative data file name',
         () => 'x9.qcow2',
