@@ -54,6 +54,9 @@ const NODE_DRIVERS = new Set([
   'snapshot-access',
 ]);
 
+/** Options that name a child node: a string there refers to a node by its node name. */
+const CHILD_KEYS = new Set(['file', 'image', 'test', 'raw', 'log']);
+
 /** The directory QEMU resolves an image's relative names against: its path up to the last `/`. */
 export function dirOf(imagePath: string): string {
   return imagePath.slice(0, imagePath.lastIndexOf('/') + 1);
@@ -123,7 +126,7 @@ function readJson(text: string, name: string, reading: NameReading): void {
   const tree = isObject(value) ? crumple(value) : undefined;
   if (tree === undefined)
     reading.unresolved.push(`${JSON.stringify(name)} is a json: specification with keys QEMU would merge ambiguously`);
-  else readNode(tree, name, reading);
+  else readNode(tree, name, reading, true);
 }
 
 /** Nested objects and dotted keys as one tree (QEMU flattens both to dotted keys); undefined on a clash. */
@@ -157,8 +160,13 @@ function crumple(value: Record<string, unknown>): Tree | undefined {
   return tree;
 }
 
-/** One node of a json: specification: a protocol node opens a file, any other opens its children. */
-function readNode(node: Tree, name: string, reading: NameReading): OpenedFile[] {
+/**
+ * One node of a json: specification: a protocol node opens a file, any other opens its children.
+ * `parsesFilename`: QEMU reads the node's `filename` for a protocol (a backing or `file` child);
+ * its other children (a data file, quorum's, blkdebug's) take it literally since QEMU 7.2.13 and
+ * as a protocol before, so a prefixed one is no file this guard can name.
+ */
+function readNode(node: Tree, name: string, reading: NameReading, parsesFilename: boolean): OpenedFile[] {
   const driver = node.driver;
   const unresolved = (why: string): OpenedFile[] => {
     reading.unresolved.push(`${JSON.stringify(name)}: ${why}`);
@@ -175,12 +183,14 @@ function readNode(node: Tree, name: string, reading: NameReading): OpenedFile[] 
   const files: OpenedFile[] = [];
   for (const [key, child] of Object.entries(node)) {
     if (key === 'driver' || key === 'backing' || key === 'data-file') continue;
-    if (key === 'filename' && typeof child === 'string' && node.file === undefined)
-      files.push(...opened(reading, () => readPlain(child, undefined, reading)));
-    else if (isObject(child)) files.push(...readNode(child as Tree, name, reading));
+    if (key === 'filename' && typeof child === 'string' && node.file === undefined) {
+      if (!parsesFilename && protocolOf(child) !== undefined)
+        unresolved(`filename ${JSON.stringify(child)} is read literally by some QEMU builds, as a protocol by others`);
+      else files.push(...opened(reading, () => readPlain(child, undefined, reading)));
+    } else if (isObject(child)) files.push(...readNode(child as Tree, name, reading, key === 'file'));
     else if (typeof child === 'string' && child.includes('/'))
       unresolved(`option ${key} names ${JSON.stringify(child)}, which this guard does not read`);
-    else if (typeof child === 'string' && (key === 'file' || /^\d+$/.test(key)))
+    else if (typeof child === 'string' && (CHILD_KEYS.has(key) || /^\d+$/.test(key)))
       unresolved(`option ${key} refers to a node by its name (${JSON.stringify(child)})`);
   }
   // An explicit backing or data file replaces what the header of this node's file names.
@@ -191,7 +201,7 @@ function readNode(node: Tree, name: string, reading: NameReading): OpenedFile[] 
     if (!(key in node)) continue;
     for (const f of files) f[follows] = false;
     const child = node[key];
-    if (isObject(child)) readNode(child as Tree, name, reading);
+    if (isObject(child)) readNode(child as Tree, name, reading, key === 'backing');
     else if (child !== null) unresolved(`${key} refers to a node by its name (${JSON.stringify(child)})`);
   }
   return files;

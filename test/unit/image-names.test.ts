@@ -124,6 +124,26 @@ describe('json: specifications', () => {
     );
     expect(r).toEqual(files('/s/a', '/s/b'));
   });
+  test("a prefixed filename: read as a protocol in a backing or file child, not in another child (QEMU 7.2.13's literal names)", () => {
+    expect(readName(json({ driver: 'qcow2', file: { filename: 'file:/s/v' } }), '/i/')).toEqual(files('/s/v'));
+    expect(
+      readName(json({ driver: 'qcow2', file: { filename: '/s/o' }, backing: { filename: 'file:/s/v' } }), '/i/'),
+    ).toEqual({ files: [file('/s/o', false, true), file('/s/v')], unresolved: [] });
+    for (const spec of [
+      { driver: 'quorum', children: [{ filename: 'file:/s/v' }] },
+      { driver: 'qcow2', file: { filename: '/s/o' }, 'data-file': { filename: 'file:/s/v' } },
+    ])
+      expect(readName(json(spec), '/i/').unresolved).toEqual([
+        expect.stringMatching(/filename "file:\/s\/v" is read literally by some QEMU builds, as a protocol by others$/),
+      ]);
+    // An absolute name without a prefix is the same file either way.
+    expect(readName(json({ driver: 'quorum', children: [{ filename: '/s/v' }] }), '/i/')).toEqual(files('/s/v'));
+  });
+  test('a string naming a child (file, image, test, raw, log) is a node reference', () => {
+    expect(readName(json({ driver: 'blkdebug', image: 'n2' }), '/i/').unresolved).toEqual([
+      expect.stringMatching(/option image refers to a node by its name \("n2"\)$/),
+    ]);
+  });
   test('null-co nodes open nothing', () => {
     expect(readName(json({ driver: 'null-co' }), '/img/')).toEqual({ files: [], unresolved: [] });
   });
