@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 /**
  * The one worker entry point. `--role engine` runs the workflows on the engine queue;
  * `--role host --host-id H --storage-root DIR --run-dir DIR` runs the host activities on host H's
