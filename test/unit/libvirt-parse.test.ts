@@ -49,11 +49,38 @@ describe('libvirt domain XML', () => {
     ]);
   });
 
+  test('a chain that goes on in a layer that is no file is refused, not cut short', () => {
+    const xml = DOMAIN.replace("<source file='/s/images/disk0/v0.qcow2'/>", "<source protocol='nbd' name='v0'/>");
+    expect(() => parseDomainDisks(xml)).toThrow('a layer of vda is no file: {"protocol":"nbd","name":"v0"}');
+  });
+
   test('a backing layer without an index and a document without devices are refused', () => {
     expect(() => parseDomainDisks(DOMAIN.replace("<backingStore type='file' index='2'>", '<backingStore>'))).toThrow(
       /has no index/,
     );
     expect(() => parseDomainDisks('<domain><name>x</name></domain>')).toThrow(/unexpected domain XML/);
+  });
+
+  test('a disk without a device attribute is a disk; network disks, disks without a file and empty serials are not ids', () => {
+    const xml = `<domain><name>vm1</name><devices>
+      <disk type='file'><source file='/s/a.qcow2' index='1'/><backingStore type='file' index='2'>
+        <source file='/s/b.qcow2'/><backingStore type='file' index='3'/></backingStore>
+        <mirror type='file'/><target dev='vda'/><serial></serial></disk>
+      <disk type='network' device='disk'><source protocol='nbd' name='x'/><target dev='vdb'/></disk>
+      <disk type='file' device='disk'><target dev='vdc'/></disk>
+      <disk type='file' device='disk'><source file='/s/d.qcow2'/><target dev='vdd'/><serial>7</serial></disk>
+    </devices></domain>`;
+    expect(parseDomainDisks(xml)).toEqual([
+      {
+        target: 'vda',
+        layers: [
+          { path: '/s/a.qcow2', index: 1 },
+          { path: '/s/b.qcow2', index: 2 },
+        ],
+        mirror: { job: 'copy', ready: false },
+      },
+      { target: 'vdd', serial: '7', layers: [{ path: '/s/d.qcow2', index: 0 }] },
+    ]);
   });
 
   test('layer names round-trip; anything else is no layer', () => {
@@ -71,6 +98,8 @@ describe('virsh blockjob --info --raw', () => {
       end: 100,
     });
     expect(() => parseBlockJobInfo(' type=Block Commit\n cur=x\n end=1\n')).toThrow(/unexpected/);
+    // Without the indent, two of it, white space around a value: the same fields.
+    expect(parseBlockJobInfo('type=Block Pull  \n  cur=0\nend=7\n')).toEqual({ type: 'Block Pull', cur: 0, end: 7 });
   });
 });
 

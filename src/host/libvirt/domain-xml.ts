@@ -24,7 +24,8 @@ export interface DomainDisk {
 }
 
 const indexSchema = z.coerce.number().int().min(0);
-const sourceSchema = z.looseObject({ file: z.string().min(1), index: indexSchema.optional() });
+/** A network disk's or layer's source has a protocol and a name instead of a file. */
+const sourceSchema = z.looseObject({ file: z.string().min(1).optional(), index: indexSchema.optional() });
 
 type Source = z.infer<typeof sourceSchema>;
 type BackingStore = '' | { source?: Source; index?: number; backingStore?: BackingStore };
@@ -75,10 +76,13 @@ export function parseDomainDisks(xml: string): DomainDisk[] {
   if (!parsed.success) throw new DomainXmlError(`unexpected domain XML: ${parsed.error.message}`);
   const disks: DomainDisk[] = [];
   for (const d of parsed.data.domain.devices.disk ?? []) {
-    if (d.type !== 'file' || (d.device ?? 'disk') !== 'disk' || !d.source) continue;
+    if (d.type !== 'file' || (d.device ?? 'disk') !== 'disk' || d.source?.file === undefined) continue;
     const layers: DomainLayer[] = [{ path: d.source.file, index: d.source.index ?? 0 }];
     // The innermost <backingStore/> is empty: the chain ends there.
     for (let next = d.backingStore; next !== undefined && next !== '' && next.source; next = next.backingStore) {
+      // A chain read in part would name the wrong base: a layer that is no file is refused.
+      if (next.source.file === undefined)
+        throw new DomainXmlError(`a layer of ${d.target.dev} is no file: ${JSON.stringify(next.source)}`);
       if (next.index === undefined)
         throw new DomainXmlError(`layer ${next.source.file} of ${d.target.dev} has no index`);
       layers.push({ path: next.source.file, index: next.index });
