@@ -313,9 +313,11 @@ describe('complete, cancel, speed and dismiss', () => {
     await driver.completeJob('vm1', 'merge-disk0-v1');
     await driver.setSpeed('vm1', 'libvirt.vda', 4096);
     expect(await virsh.calls()).toEqual(['blockjob vm1 vdb --pivot', 'blockjob vm1 vda --bandwidth 4096 --bytes']);
-    await expect(driver.completeJob('vm1', 'other')).rejects.toThrow(
-      new VirshCommandError(['blockjob', 'vm1'], 'no block job other'),
-    );
+    for (const id of ['other', 'lm.libvirt.vda', 'libvirt.', 'libvirt.vda\nvdb']) {
+      await expect(driver.completeJob('vm1', id)).rejects.toThrow(
+        new VirshCommandError(['blockjob', 'vm1'], `no block job ${id}`),
+      );
+    }
     expect(await virsh.calls()).toEqual([]);
   });
 
@@ -329,6 +331,13 @@ describe('complete, cancel, speed and dismiss', () => {
     await virsh.answer('domain.xml', domain({ mirror: "<mirror type='file' job='active-commit' ready='yes'/>" }));
     await driver.cancelJob('vm1', 'merge-disk0-v1');
     expect(await records.byId('vm1', 'merge-disk0-v1')).toEqual(record({ abortedIn: 'ready' }));
+  });
+
+  test('a cancel of a job the driver did not start writes no record', async () => {
+    await virsh.answer('info-vda', info('Block Commit', 1, 10));
+    await driver.cancelJob('vm1', 'libvirt.vda');
+    expect(await records.all('vm1')).toEqual([]);
+    expect((await virsh.calls()).at(-1)).toBe('blockjob vm1 vda --abort');
   });
 
   test('a cancel of a job that has ended keeps its record as it was', async () => {
