@@ -71,6 +71,11 @@ export const FAILURES = {
     retryable: true,
     meaning: 'the QMP connection broke during a step; the step is retried on a new one',
   },
+  ImageDirMissingError: {
+    retryable: true,
+    meaning:
+      "the disk's image directory does not resolve at the delete (missing, a dangling symlink): nothing was touched; the step is retried, and a storage mount that comes back resolves it",
+  },
   QmpCommandError: {
     retryable: true,
     meaning: 'QEMU refused a command a step needs (e.g. detaching a node); the step is retried',
