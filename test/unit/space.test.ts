@@ -41,6 +41,20 @@ async function chain(baseOpts: string[] = []): Promise<{ base: string; top: stri
 const io = (file: string, ...cmds: string[]) =>
   run('qemu-io', ['-f', 'qcow2', ...cmds.flatMap((c) => ['-c', c]), file]);
 
+/** Resolves once another process holds `file`'s write lock (qemu-img info without -U then fails). */
+async function waitUntilLocked(file: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    const locked = await run('qemu-img', ['info', file]).then(
+      () => false,
+      () => true,
+    );
+    if (locked) return;
+    if (Date.now() > deadline) throw new Error(`${file} was never locked`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function allocated(file: string): Promise<number> {
   return (await fs.stat(file)).blocks * 512;
 }
@@ -54,6 +68,19 @@ test('the ranges allocated in the top itself: data and zero clusters, not the ba
     { start: 100 * MiB, length: 4 * MiB },
     { start: 600 * MiB, length: 64 * KiB },
   ]);
+});
+
+test('a top the running VM holds locked is still read, without taking its lock', async () => {
+  const { top } = await chain();
+  await io(top, 'write -P 0x22 0 64k');
+  // qemu-io holds the top open read-write (and locked) for as long as its sleep lasts.
+  const holder = execFile('qemu-io', ['-f', 'qcow2', '-c', 'sleep 20000', top]);
+  try {
+    await waitUntilLocked(top);
+    expect(await allocatedRanges(top)).toEqual([{ start: 0, length: 64 * KiB }]);
+  } finally {
+    holder.kill();
+  }
 });
 
 test('ranges are widened to whole clusters and merged', () => {
