@@ -2,6 +2,7 @@ import * as path from 'node:path';
 
 import { FRONTEND_TLS_NAME } from '../../lab/cluster/certs';
 import { Cluster, FRONTEND_ADDRESS } from '../../lab/cluster/cluster';
+import { removePostgresDir } from '../../lab/cluster/postgres';
 import { startDevServer } from '../../lab/devserver/dev-server';
 import type { PhaseSpec } from './phase';
 
@@ -49,6 +50,9 @@ export async function startClusterTarget(dir: string, log: (line: string) => voi
     netns: cluster.net.coreNetns,
     serverPids: () => [...cluster.services.values()].map((p) => p.pid),
     databasePid: () => cluster.pg.pid(),
-    stop: () => cluster.stop(),
+    stop: async () => {
+      await cluster.stop();
+      removePostgresDir(dir); // outside `dir` (lab/cluster/postgres.ts)
+    },
   };
 }

@@ -5,11 +5,15 @@
 # The CLI finds the frontend and its mTLS certificates in TEMPORAL_ADDRESS and TEMPORAL_TLS_*.
 #
 # Each --type pairs with the --name at the same position: one --type per --name.
-# Right after `namespace create` the frontend's namespace cache does not know the namespace yet
-# ("Namespace default is not found", for a few seconds): the search attributes are retried.
+# Whether the namespace exists is asked with `namespace list`, which names no namespace: a call
+# that names one (`namespace describe`) makes the frontend look it up in its namespace registry,
+# which remembers "not found" for a second (the registry's read-through cache), so the search
+# attributes added right after `namespace create` failed with "Namespace default is not found"
+# and a level=ERROR line until that second passed. The retry below stays for a frontend that
+# has not loaded the namespace for another reason (a slow database).
 set -eu
 ns="${TEMPORAL_NAMESPACE:-default}"
-temporal operator namespace describe --namespace "$ns" >/dev/null 2>&1 \
+temporal operator namespace list --output jsonl | grep -q "\"namespaceInfo\":{\"name\":\"$ns\"" \
   || temporal operator namespace create --namespace "$ns" --retention 30d
 names="VmId HostId SnapshotId DiskId MergeOutcome"
 tries=0

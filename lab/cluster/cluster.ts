@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import type * as net from 'node:net';
 import * as path from 'node:path';
 
@@ -6,6 +6,7 @@ import { Client, Connection } from '@temporalio/client';
 
 import { freePort } from '../devserver/free-port';
 import { temporalBin } from '../devserver/temporal-bin';
+import { asSetupError, lastLine, SetupError } from '../setup-error';
 import { type CertPair, type ClusterCerts, ensureClusterCerts, FRONTEND_TLS_NAME, tlsEnv } from './certs';
 import { type ClusterNetwork, CORE_IP, createClusterNetwork, deleteClusterNetwork, inNetns, runPrefix } from './netns';
 import { ClusterPostgres } from './postgres';
@@ -24,7 +25,10 @@ import {
 import { startClusterWorker } from './workers';
 
 export interface ClusterOptions {
-  /** Everything of this cluster lives under it: PostgreSQL's data, certificates, logs, each host's storage and run dir. */
+  /**
+   * Everything of this cluster lives under it (certificates, logs, each host's storage and run
+   * dir) but PostgreSQL's directory, which the postgres user must reach: `postgresDir(dir)`.
+   */
   dir: string;
   hostIds: string[];
   engines: number;
@@ -86,14 +90,22 @@ export class Cluster {
   private async up(onStep: (s: string) => void): Promise<void> {
     const { dir, hostIds } = this.opts;
     mkdirSync(dir, { recursive: true });
-    chmodSync(dir, 0o755); // the postgres user reaches its data dir below it
     const binDir = temporalServerBinDir();
-    this.net = createClusterNetwork(runPrefix(), hostIds);
+    try {
+      this.net = createClusterNetwork(runPrefix(), hostIds);
+    } catch (err) {
+      throw (
+        asSetupError(err) ??
+        new SetupError(`creating the network namespaces failed (${lastLine(err)}): the cluster needs root`, {
+          cause: err,
+        })
+      );
+    }
     onStep(
       `network: core ${this.net.coreNetns} (${CORE_IP}), hosts ${this.net.hosts.map((h) => `${h.netns} (${h.ip})`).join(', ')}`,
     );
     this.certs = ensureClusterCerts(path.join(dir, 'tls'), CORE_IP, hostIds);
-    this.pg = new ClusterPostgres(path.join(dir, 'pg'), this.net.coreNetns);
+    this.pg = new ClusterPostgres(dir, this.net.coreNetns);
     await this.pg.start();
     onStep(`postgresql: ${this.pg.address} in ${this.net.coreNetns}, data ${this.pg.dataDir}`);
     this.ctx = {
@@ -104,7 +116,9 @@ export class Cluster {
       logDir: this.logDir,
       logLevel: this.opts.logLevel ?? 'warn',
     };
-    await setupSchema(this.ctx);
+    await setupSchema(this.ctx).catch((err: unknown) => {
+      throw new SetupError(`deploy/temporal/setup-schema.sh failed: ${lastLine(err)}`, { cause: err });
+    });
     onStep('schema: temporal and temporal_visibility at the server version');
     for (const s of SERVICE_NAMES) this.services.set(s, startService(this.ctx, s));
     await this.startRelays();
@@ -116,9 +130,17 @@ export class Cluster {
         return true;
       },
       180_000,
-    );
+    ).catch((err: unknown) => {
+      if (err instanceof SetupError) throw err;
+      throw new SetupError(`the Temporal frontend did not serve within 180 s: see the logs in ${this.logDir}`, {
+        cause: err,
+      });
+    });
     onStep(`temporal: ${SERVICE_NAMES.join(', ')} on ${CORE_IP}; frontend ${FRONTEND_ADDRESS} (mTLS)`);
-    onStep((await runCliScript('setup-namespace.sh', this.cliEnv())).trim());
+    const namespace = await runCliScript('setup-namespace.sh', this.cliEnv()).catch((err: unknown) => {
+      throw new SetupError(`deploy/temporal/setup-namespace.sh failed: ${lastLine(err)}`, { cause: err });
+    });
+    onStep(namespace.trim());
     await this.waitHealthy();
     this.connection = await Connection.connect(this.connectionOptions(this.certs.cli));
     this.client = new Client({ connection: this.connection, namespace: NAMESPACE });
@@ -189,7 +211,7 @@ export class Cluster {
     for (const [service, p] of this.services) {
       if (p.child.exitCode === null && p.child.signalCode === null) continue;
       const restarts = (this.startupRestarts.get(service) ?? 0) + 1;
-      if (restarts > 5) throw new Error(`${p.name} keeps exiting during start-up; see ${p.logFile}`);
+      if (restarts > 5) throw new SetupError(`${p.name} keeps exiting during start-up: see ${p.logFile}`);
       this.startupRestarts.set(service, restarts);
       onStep(`${p.name} exited during start-up (see ${p.logFile}); started again`);
       this.startService(service);

@@ -1,25 +1,47 @@
 /**
  * make cluster: the production topology on this machine (lab/cluster/cluster.ts), up until Ctrl-C
  * (or `make cluster-down`, which signals this process by the pid in the state file). Prints the
- * addresses, the Web UI link and how to reach the frontend with the Temporal CLI.
+ * addresses, the Web UI link and how to reach the frontend with the Temporal CLI. A set-up
+ * failure prints one line (lab/setup-error.ts).
  */
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
+import { reportFailure, SetupError } from '../setup-error';
 import { destroyLabVm } from '../vm';
 import { Cluster } from './cluster';
 import { describeCluster } from './describe';
 import { createHostLabVm } from './lab-vm';
-import { STATE_FILE } from './state';
+import { removePostgresDir } from './postgres';
+import { clusterStateSchema, STATE_FILE } from './state';
 import { startWebUi } from './web-ui';
 
+/** The launcher of a cluster that runs from this checkout, by its state file; undefined when none does. */
+function runningLauncher(): number | undefined {
+  if (!existsSync(STATE_FILE)) return undefined;
+  try {
+    const { pid } = clusterStateSchema.parse(JSON.parse(readFileSync(STATE_FILE, 'utf8')));
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
 async function main(): Promise<void> {
+  const running = runningLauncher();
+  if (running !== undefined) {
+    throw new SetupError(`a cluster from this checkout already runs (pid ${running}): make cluster-down stops it`);
+  }
   const dir = path.resolve(process.env.LIVE_MERGE_CLUSTER_DIR ?? '.lab/cluster');
   const fresh = process.argv.includes('--fresh');
-  if (fresh) rmSync(dir, { recursive: true, force: true });
+  if (fresh) {
+    rmSync(dir, { recursive: true, force: true });
+    removePostgresDir(dir);
+  }
   mkdirSync(dir, { recursive: true });
   const hostIds = ['host1', 'host2', 'host3'];
-  const cluster = await Cluster.start({ dir, hostIds, engines: 2 }, (s) => console.log(`  ${s}`));
+  const cluster = await Cluster.start({ dir, hostIds, engines: 2 }, (s) => console.log(s.replace(/^/gm, '  ')));
   let stopping = false;
   const stop = async () => {
     if (stopping) return;
@@ -56,6 +78,6 @@ async function main(): Promise<void> {
 }
 
 main().catch((err: unknown) => {
-  console.error(err);
+  reportFailure('make cluster', err);
   process.exit(1);
 });

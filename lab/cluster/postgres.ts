@@ -1,8 +1,21 @@
 import { execFile, execFileSync } from 'node:child_process';
-import { appendFileSync, chmodSync, chownSync, existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  appendFileSync,
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
+import { lastLine, SetupError } from '../setup-error';
 import { inNetns } from './netns';
 
 const run = promisify(execFile);
@@ -19,45 +32,90 @@ function pgBin(name: string): string {
   return newest ? path.join(root, newest, 'bin', name) : name;
 }
 
-function uidOf(user: string): { uid: number; gid: number } {
-  const [uid, gid] = ['-u', '-g'].map((f) => Number(execFileSync('id', [f, user], { encoding: 'utf8' }).trim()));
-  return { uid, gid };
+function postgresUser(): { uid: number; gid: number } {
+  try {
+    const [uid, gid] = ['-u', '-g'].map((f) =>
+      Number(execFileSync('id', [f, 'postgres'], { encoding: 'utf8' }).trim()),
+    );
+    return { uid, gid };
+  } catch {
+    throw new SetupError('there is no postgres user: PostgreSQL is not installed; run make setup');
+  }
+}
+
+/** Where PostgreSQL's directories go: a place every user can reach, whoever owns the checkout. */
+export const POSTGRES_PARENT = '/var/tmp';
+
+/**
+ * PostgreSQL's directory of the cluster in `clusterDir`: `/var/tmp/live-merge-pg-<hash of
+ * clusterDir's path>`, outside the checkout, because PostgreSQL runs as the `postgres` user, who
+ * may not enter the checkout (under /root, or a `mktemp -d` directory). One per cluster directory,
+ * so two clones never share one; the same on every run of one, so its data stay between runs.
+ */
+export function postgresDir(clusterDir: string): string {
+  const hash = createHash('sha256').update(path.resolve(clusterDir)).digest('hex').slice(0, 12);
+  return path.join(POSTGRES_PARENT, `live-merge-pg-${hash}`);
+}
+
+/** Deletes PostgreSQL's directory of the cluster in `clusterDir` (stop it first): make cluster-down, the tests. */
+export function removePostgresDir(clusterDir: string): void {
+  rmSync(postgresDir(clusterDir), { recursive: true, force: true });
 }
 
 /**
- * The cluster's PostgreSQL: a data directory of its own under `dir`, run by the `postgres` user
- * inside the core network namespace, listening on that namespace's 127.0.0.1 only (only the
- * Temporal services reach it). Start, stop and restart go through pg_ctl, as an operator would.
+ * The cluster's PostgreSQL: a directory of its own (`postgresDir`: the data directory, the unix
+ * socket and the log), owned by and run as the `postgres` user inside the core network namespace,
+ * listening on that namespace's 127.0.0.1 only (only the Temporal services reach it). Start, stop
+ * and restart go through pg_ctl, as an operator would.
  */
 export class ClusterPostgres {
+  readonly dir: string;
   readonly dataDir: string;
   readonly logFile: string;
   readonly address = `127.0.0.1:${PG_PORT}`;
 
   constructor(
-    readonly dir: string,
+    readonly clusterDir: string,
     readonly netns: string,
   ) {
-    this.dataDir = path.join(dir, 'data');
-    this.logFile = path.join(dir, 'postgresql.log');
+    this.dir = postgresDir(clusterDir);
+    this.dataDir = path.join(this.dir, 'data');
+    this.logFile = path.join(this.dir, 'postgresql.log');
   }
 
   /** initdb once (user `temporal`, password auth over TCP), then start and wait until it accepts connections. */
   async start(): Promise<void> {
-    const { uid, gid } = uidOf('postgres');
+    const { uid, gid } = postgresUser();
+    const initdb = pgBin('initdb');
+    if (!existsSync(initdb)) {
+      throw new SetupError(
+        "PostgreSQL's server programs (/usr/lib/postgresql/<major>/bin) are not installed: run make setup",
+      );
+    }
+    this.ownDir(uid, gid);
     if (!existsSync(path.join(this.dataDir, 'PG_VERSION'))) {
-      mkdirSync(this.dataDir, { recursive: true });
-      chownSync(this.dir, uid, gid);
+      rmSync(this.dataDir, { recursive: true, force: true }); // what an initdb that failed left
+      mkdirSync(this.dataDir, { mode: 0o700 });
       chownSync(this.dataDir, uid, gid);
-      chmodSync(this.dataDir, 0o700);
       const pwfile = path.join(this.dir, 'pwfile');
-      writeFileSync(pwfile, `${PG_PASSWORD}\n`);
+      rmSync(pwfile, { force: true });
+      writeFileSync(pwfile, `${PG_PASSWORD}\n`, { mode: 0o600, flag: 'wx' });
       chownSync(pwfile, uid, gid);
-      await this.asPostgres([
-        pgBin('initdb'),
-        ...['-D', this.dataDir, '-U', PG_USER, '--pwfile', pwfile],
-        ...['--auth-host', 'scram-sha-256', '--auth-local', 'peer', '--encoding', 'UTF8', '--no-instructions'],
-      ]);
+      try {
+        await this.asPostgres([
+          initdb,
+          ...['-D', this.dataDir, '-U', PG_USER, '--pwfile', pwfile],
+          ...['--auth-host', 'scram-sha-256', '--auth-local', 'peer', '--encoding', 'UTF8', '--no-instructions'],
+        ]);
+      } catch (err) {
+        rmSync(this.dataDir, { recursive: true, force: true });
+        throw new SetupError(
+          `PostgreSQL's initdb (as the postgres user, in ${this.dataDir}) failed: ${lastLine(err)}; fix that and run make cluster again`,
+          { cause: err },
+        );
+      } finally {
+        rmSync(pwfile, { force: true });
+      }
       appendFileSync(
         path.join(this.dataDir, 'postgresql.conf'),
         [
@@ -70,7 +128,52 @@ export class ClusterPostgres {
         ].join('\n'),
       );
     }
-    await this.pgCtl(['start', '-w', '-t', '60', '-l', this.logFile]);
+    try {
+      await this.pgCtl(['start', '-w', '-t', '60', '-l', this.logFile]);
+    } catch (err) {
+      throw new SetupError(
+        `PostgreSQL did not start (${this.logReason() ?? lastLine(err)}; its log: ${this.logFile}); if one still runs on ${this.dataDir}, make cluster-down stops it`,
+        { cause: err },
+      );
+    }
+  }
+
+  /** The last FATAL line of PostgreSQL's log, the reason it did not start (pg_ctl says only "could not start server"). */
+  private logReason(): string | undefined {
+    try {
+      const fatal = readFileSync(this.logFile, 'utf8')
+        .split('\n')
+        .filter((l) => l.includes('FATAL:'));
+      return fatal.length ? fatal[fatal.length - 1].slice(fatal[fatal.length - 1].indexOf('FATAL:')) : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  /**
+   * Makes `dir` PostgreSQL's: created (mode 0700) or taken over when it is a directory of root's or
+   * postgres's, never followed when it is a link; a note in it names the cluster it serves.
+   */
+  private ownDir(uid: number, gid: number): void {
+    let created = true;
+    try {
+      mkdirSync(this.dir, { mode: 0o700 });
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new SetupError(`cannot create PostgreSQL's directory ${this.dir}: ${String(err)}`, { cause: err });
+      }
+      created = false;
+    }
+    const st = lstatSync(this.dir);
+    if (!st.isDirectory() || (st.uid !== 0 && st.uid !== uid)) {
+      throw new SetupError(
+        `${this.dir} is not a directory of root's or postgres's: remove it and run make cluster again`,
+      );
+    }
+    if (created)
+      writeFileSync(path.join(this.dir, 'cluster-dir'), `${path.resolve(this.clusterDir)}\n`, { flag: 'wx' });
+    chownSync(this.dir, uid, gid);
+    chmodSync(this.dir, 0o700);
   }
 
   /** pg_ctl stop with `mode` (fast: clients disconnected, clean; immediate: like a crash). */
@@ -114,7 +217,8 @@ export class ClusterPostgres {
 
   private async asPostgres(argv: string[]): Promise<void> {
     const full = inNetns(this.netns, ['runuser', '-u', 'postgres', '--', ...argv]);
-    // pg_ctl start leaves the server running with our pipes unless its output goes elsewhere.
+    // pg_ctl start leaves the server running with our pipes unless its output goes elsewhere. The
+    // working directory is postgres's own: it may not enter the checkout.
     await run(full[0], full.slice(1), { cwd: this.dir, timeout: 120_000 });
   }
 }

@@ -2,6 +2,7 @@ import { execFile, execFileSync } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
+import { SetupError } from '../setup-error';
 import { inNetns } from './netns';
 import { PG_PASSWORD, PG_PORT, PG_USER } from './postgres';
 import { type ClusterProcess, startProcess } from './process';
@@ -39,7 +40,17 @@ export const FRONTEND_PORT = 7233;
 /** Where scripts/ensure-temporal-server.sh keeps temporal-server and temporal-sql-tool (building them once). */
 export function temporalServerBinDir(): string {
   const script = path.join(repoRoot, 'scripts/ensure-temporal-server.sh');
-  return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  try {
+    return execFileSync('bash', [script], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+  } catch (err) {
+    // The script said why on stderr, above.
+    throw new SetupError(
+      'the Temporal server is not built (scripts/ensure-temporal-server.sh failed): run make setup',
+      {
+        cause: err,
+      },
+    );
+  }
 }
 
 export interface ServiceContext {

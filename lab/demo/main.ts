@@ -7,6 +7,7 @@
  * the guest's writes during the merge and the check that finds every one, and the Web UI link.
  * `--keep` leaves everything running until Ctrl-C. `--libvirt`: the same merge on a libvirt domain
  * (its guest writing too) through a host agent with `--driver libvirt` (lab/demo/libvirt.ts).
+ * A set-up failure prints one line (lab/setup-error.ts).
  */
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import * as path from 'node:path';
@@ -22,6 +23,7 @@ import { freePort } from '../devserver/free-port';
 import { temporalBin } from '../devserver/temporal-bin';
 import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
 import { checkGuestWrites, waitForGuestAcks } from '../guest';
+import { reportFailure } from '../setup-error';
 import { createLabVm, destroyLabVm, stopLabVm, verifyLabVm } from '../vm';
 import { libvirtDemo } from './libvirt';
 import { runDemoMerge } from './merge';
@@ -215,7 +217,7 @@ function step(text: string): void {
 main().then(
   (code) => process.exit(code),
   (err: unknown) => {
-    console.error('demo failed:', err);
+    reportFailure('make demo', err);
     process.exit(1);
   },
 );

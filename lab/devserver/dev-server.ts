@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import { Connection } from '@temporalio/client';
 
 import { devServerSearchAttributeArgs } from '../../src/config/search-attributes';
+import { SetupError } from '../setup-error';
 import { logChildOutput } from './child-log';
 import { freePort } from './free-port';
 import { temporalBin } from './temporal-bin';
@@ -69,15 +70,12 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     child.stdout?.resume();
     child.stderr?.resume();
   }
+  // The end of its stderr: why it exited, when it does at start (e.g. a port in use).
+  let tail = '';
+  child.stderr?.on('data', (d: Buffer) => (tail = (tail + d.toString()).slice(-4096)));
   const address = `127.0.0.1:${port}`;
   const exited = new Promise<never>((_, reject) =>
-    child.once('exit', (code, signal) =>
-      reject(
-        new Error(
-          `temporal dev server exited early (code ${code}, signal ${signal}); see ${opts.logFile ?? 'its output'}`,
-        ),
-      ),
-    ),
+    child.once('close', (code, signal) => reject(earlyExit(code, signal, tail, opts.logFile))),
   );
   exited.catch(() => undefined);
   await Promise.race([waitUntilServing(address, 60_000), exited]);
@@ -91,6 +89,17 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     stop: () => stopProcess(child),
     kill: () => killProcess(child),
   };
+}
+
+/**
+ * The dev server's exit at start as a set-up failure: its last ERROR (the CLI logs
+ * `level=ERROR msg="can't set frontend port 7233: ... bind: address already in use"`).
+ */
+function earlyExit(code: number | null, signal: string | null, stderr: string, logFile?: string): SetupError {
+  const errors = [...stderr.matchAll(/level=ERROR msg="((?:[^"\\]|\\.)*)"/g)].map((m) => m[1]);
+  const why = errors.length ? errors[errors.length - 1] : `code ${code}, signal ${signal}`;
+  const todo = /address already in use/.test(why) ? 'stop what listens there and run again' : 'see its log';
+  return new SetupError(`the Temporal dev server exited at start: ${why}; ${todo} (log: ${logFile ?? 'none'})`);
 }
 
 async function waitUntilServing(address: string, timeoutMs: number): Promise<void> {

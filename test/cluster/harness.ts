@@ -6,6 +6,7 @@ import type { WorkflowHandle } from '@temporalio/client';
 
 import { Cluster, type ClusterHost } from '../../lab/cluster/cluster';
 import { createHostLabVm } from '../../lab/cluster/lab-vm';
+import { removePostgresDir } from '../../lab/cluster/postgres';
 import { destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
@@ -18,13 +19,16 @@ import { mergeRequest } from '../helpers/merge-request';
 export const MiB = 1024 * 1024;
 export { recordRecovery, until };
 
-/** The cluster of lab/cluster on a temp dir, as make cluster runs it (fewer hosts when a test needs fewer). */
+/**
+ * The cluster of lab/cluster on a temp dir, as make cluster runs it (fewer hosts when a test needs
+ * fewer). Its PostgreSQL directory is outside that dir (lab/cluster/postgres.ts), deleted with it.
+ */
 export async function startTestCluster(hostIds: string[], engines: number): Promise<Cluster> {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lm-cluster-'));
   try {
     return await Cluster.start({ dir, hostIds, engines });
   } catch (err) {
-    if (!process.env.LIVE_MERGE_KEEP_FAULT_DIRS) rmSync(dir, { recursive: true, force: true });
+    if (!process.env.LIVE_MERGE_KEEP_FAULT_DIRS) removeClusterDirs(dir);
     throw err;
   }
 }
@@ -32,7 +36,12 @@ export async function startTestCluster(hostIds: string[], engines: number): Prom
 export async function stopTestCluster(cluster: Cluster | undefined): Promise<void> {
   if (!cluster) return;
   await cluster.stop();
-  if (!process.env.LIVE_MERGE_KEEP_FAULT_DIRS) rmSync(cluster.opts.dir, { recursive: true, force: true });
+  if (!process.env.LIVE_MERGE_KEEP_FAULT_DIRS) removeClusterDirs(cluster.opts.dir);
+}
+
+function removeClusterDirs(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  removePostgresDir(dir);
 }
 
 export function host(cluster: Cluster, hostId: string): ClusterHost {
