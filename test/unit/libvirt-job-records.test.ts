@@ -43,7 +43,7 @@ test('a leftover of an unfinished write, and a file of another shape, are no rec
   await records.write('vm1', record);
   await fs.writeFile(path.join(dir(), 'vdb.json.tmp'), JSON.stringify({ ...record, target: 'vdb' }));
   await fs.writeFile(path.join(dir(), 'vdc.json'), JSON.stringify({ ...record, target: 'vdc', extra: 1 }));
-  expect(await records.all('vm1')).toEqual([record]);
+  expect(await records.all('vm1')).toStrictEqual([record]);
 });
 
 test("remove forgets the disk's record, and is done for one that is not there", async () => {

@@ -49,6 +49,11 @@ describe('libvirt domain XML', () => {
     ]);
   });
 
+  test('a domain of one disk has that disk', () => {
+    const one = DOMAIN.slice(0, DOMAIN.indexOf("    <disk type='file' device='cdrom'>")) + '  </devices>\n</domain>';
+    expect(parseDomainDisks(one).map((d) => d.target)).toEqual(['vda']);
+  });
+
   test('a chain that goes on in a layer that is no file is refused, not cut short', () => {
     const xml = DOMAIN.replace("<source file='/s/images/disk0/v0.qcow2'/>", "<source protocol='nbd' name='v0'/>");
     expect(() => parseDomainDisks(xml)).toThrow('a layer of vda is no file: {"protocol":"nbd","name":"v0"}');
