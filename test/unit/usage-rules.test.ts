@@ -226,6 +226,31 @@ describe('dependants and unreadable files', () => {
       ]);
     });
 
+    test(`a chain through ${MAX_NAME_DEPTH - 1} files outside the walk is followed to its end; one more file is refused`, async () => {
+      const chain = (files: number): Record<string, ImageRefs> => {
+        const names: Record<string, ImageRefs> = {};
+        for (let i = 0; i < files; i++)
+          names[`/o/l${i}`] = { backing: i === files - 1 ? '/s/v.qcow2' : `/o/l${i + 1}` };
+        return names;
+      };
+      const scan = scanOf([{ path: '/s/z.qcow2', id: id(5n), refs: { backing: '/o/l0' } }]);
+      const longest = await dependants(t, new Set(), { scan, ...outside(chain(MAX_NAME_DEPTH - 1)) });
+      expect(longest).toEqual([
+        {
+          kind: 'backingOf',
+          image: '/s/z.qcow2',
+          through: Array.from({ length: MAX_NAME_DEPTH - 1 }, (_, i) => `/o/l${i}`),
+        },
+      ]);
+      expect(await dependants(t, new Set(), { scan, ...outside(chain(MAX_NAME_DEPTH)) })).toEqual([
+        {
+          kind: 'unresolvedName',
+          image: '/s/z.qcow2',
+          why: `its names lead through more than ${MAX_NAME_DEPTH} files`,
+        },
+      ]);
+    });
+
     test('a file outside the walk that is gone is opened by no one; one that cannot be read might name the volume', async () => {
       const scan = scanOf([
         { path: '/s/a.qcow2', id: id(2n), refs: { backing: '/o/gone' } },
