@@ -16,6 +16,7 @@ import type { LockEntry } from '../../src/host/usage/proc-locks';
 import { processUsers } from '../../src/host/usage/process-users';
 import { listenerPids, parseListeningInodes } from '../../src/host/usage/qmp-pid';
 import { describeUser, VolumeUsage } from '../../src/host/usage/volume-users';
+import { until } from '../fault/jobs';
 
 let dir: string;
 const at = (...p: string[]): string => path.join(dir, ...p);
@@ -207,7 +208,9 @@ describe('VolumeUsage', () => {
     expect((await guard.findUsers({ volume: at('v.qcow2') })).exists).toBe(true);
     expect(heldOn()).toBe(1);
     guard.close();
-    await new Promise((r) => setTimeout(r, 50));
+    // The fd is closed on the thread pool, after close() returns: a fixed 50 ms wait was not
+    // always enough on a loaded machine. Wait for it to be closed; it never is if close() leaks it.
+    await until(async () => heldOn() === 0, 10_000);
     expect(heldOn()).toBe(0);
   });
 });
