@@ -2,7 +2,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { readBackingFile } from '../src/host/qemu-img';
+import { isBackingOf } from '../src/host/qemu-img';
 import { type GuardStats, VolumeUsage } from '../src/host/usage';
 import { type Bench, type BenchContext, type Figure, percentile, round, scratchDir, sleep } from './support/common';
 import { type ImageTree, makeImageTree } from './support/image-tree';
@@ -52,7 +52,7 @@ async function oneDirCheck(dir: string, file: string): Promise<string | undefine
   for (const name of readdirSync(dir)) {
     const candidate = path.join(dir, name);
     if (!name.endsWith('.qcow2') || candidate === file) continue;
-    if ((await readBackingFile(candidate)) === file) return candidate;
+    if (await isBackingOf(candidate, file)) return candidate;
   }
   return undefined;
 }

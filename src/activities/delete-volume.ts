@@ -7,6 +7,7 @@ import { blockJobId } from '../config/names';
 import { failure } from '../domain/failures';
 import { PathOutsideRootError, volumePath } from '../domain/layout';
 import { findJob } from '../host/driver';
+import { ImageDirMissingError } from '../host/errors';
 import { writeTombstone } from '../host/tombstone';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
@@ -80,29 +81,46 @@ export function createDeleteVolume(deps: HostDeps) {
   };
 }
 
-/** The path with every symlink resolved; for a file that is gone, its directory's, then its name. */
-async function realPathOf(file: string): Promise<string> {
+/**
+ * The file a name reaches on this host, for comparison: its real path, every symlink resolved. A
+ * file that is gone (a repeated delete's top; a chain volume unlinked while QEMU holds it) by its
+ * directory's real path and its name; one whose directory is gone too by the name alone. A name
+ * that is no absolute path is no file of this host: QEMU reports a local volume by its absolute
+ * path (a `json:` specification of one is decoded to it, see resolveImageFilename), so such a name
+ * is a network volume's (`nbd://…`, `json:{"driver":"nbd",…}`), and undefined here. Any other
+ * error (a symlink loop, a file where a directory should be) says the name cannot be resolved,
+ * and the step refuses.
+ */
+async function realPathOf(name: string): Promise<string | undefined> {
+  if (!path.isAbsolute(name)) return undefined;
+  let dir: string;
+  try {
+    dir = await fs.realpath(path.dirname(name));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return path.normalize(name);
+    throw err;
+  }
+  const file = path.join(dir, path.basename(name));
   try {
     return await fs.realpath(file);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-  }
-  try {
-    return path.join(await fs.realpath(path.dirname(file)), path.basename(file));
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    return path.resolve(file);
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return file;
+    throw err;
   }
 }
 
-/** The storage root check again on the real path: a symlinked dir must not lead outside. */
+/**
+ * The storage root check again on the real path: a symlinked dir must not lead outside, and a dir
+ * that does not resolve (missing, a dangling symlink) is refused before anything is touched.
+ */
 async function assertInsideRoot(storageRoot: string, file: string): Promise<void> {
   const realRoot = await fs.realpath(storageRoot);
   let realDir: string;
   try {
     realDir = await fs.realpath(path.dirname(file));
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT')
+      throw new ImageDirMissingError(`image directory ${path.dirname(file)} does not resolve; nothing was touched`);
     throw err;
   }
   if (!realDir.startsWith(realRoot + path.sep)) throw new PathOutsideRootError(realDir, realRoot);

@@ -8,7 +8,7 @@ import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
 import { volumeNames } from '../host/driver';
-import { readBackingFile } from '../host/qemu-img';
+import { isBackingOf } from '../host/qemu-img';
 import { readTombstone } from '../host/tombstone';
 import type { HostDeps } from './deps';
 import { hostStep, parseInput } from './host-step';
@@ -126,5 +126,5 @@ async function wasMergedInto(
   const tombstone = await readTombstone(storageRoot, diskId, topVolumeId);
   if (tombstone) return tombstone.mergedInto === baseVolumeId;
   if (!existsSync(topPath)) return false;
-  return (await readBackingFile(topPath)) === basePath;
+  return isBackingOf(topPath, basePath);
 }

@@ -47,9 +47,13 @@ export async function guardDelete(deps: HostDeps, vmId: string, file: string, di
 function refuseUsed(use: VolumeUsers, type: 'BaseShared' | 'VolumeInUse', what: string): void {
   if (use.users.length === 0) return;
   const why = use.users.map(describeUser).join('; ');
-  // An image whose header cannot be read might name the volume: nothing can be decided.
+  // An image whose header cannot be read, or whose name cannot be tied to a file here, might name
+  // the volume: nothing can be decided.
   if (use.users.every((u) => u.kind === 'unreadable')) {
     throw failure('CorruptImageHeader', `${what}?: ${why}; nothing was touched`, { users: use.users });
+  }
+  if (use.users.every((u) => u.kind === 'unreadable' || u.kind === 'unresolvedName')) {
+    throw failure('UnresolvedImageName', `${what}?: ${why}; nothing was touched`, { users: use.users });
   }
   throw failure(type, `${what}: ${why}; nothing was touched`, { users: use.users });
 }

@@ -46,7 +46,12 @@ export const FAILURES = {
   PathOutsideStorageRoot: { retryable: false, meaning: "a volume's real path lies outside the host's storage root" },
   CorruptImageHeader: {
     retryable: false,
-    meaning: "an image's qcow2 header names its backing file where it cannot be read",
+    meaning: "an image's header names its backing or data file where it cannot be read",
+  },
+  UnresolvedImageName: {
+    retryable: false,
+    meaning:
+      'an image under the storage root names a file in a way this host cannot tie to a file (a network protocol, a name relative to the opener, a json: node it cannot read): it may be the volume; the message names the image and the name; nothing was touched',
   },
   NotConverging: {
     retryable: false,
@@ -65,6 +70,11 @@ export const FAILURES = {
   QmpClosedError: {
     retryable: true,
     meaning: 'the QMP connection broke during a step; the step is retried on a new one',
+  },
+  ImageDirMissingError: {
+    retryable: true,
+    meaning:
+      "the disk's image directory does not resolve at the delete (missing, a dangling symlink): nothing was touched; the step is retried, and a storage mount that comes back resolves it",
   },
   QmpCommandError: {
     retryable: true,

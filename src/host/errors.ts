@@ -14,3 +14,10 @@ export class VmGoneError extends Error {
 export class DiskNotFoundError extends Error {
   override name = 'DiskNotFoundError';
 }
+/**
+ * The disk's image directory does not resolve (missing, or a symlink to nothing): no volume of it
+ * can be checked, so nothing is touched. Retried: a storage mount that is back makes it resolve.
+ */
+export class ImageDirMissingError extends Error {
+  override name = 'ImageDirMissingError';
+}

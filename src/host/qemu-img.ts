@@ -1,51 +1,130 @@
-import { promises as fs } from 'node:fs';
-import * as path from 'node:path';
+import { type BigIntStats, promises as fs } from 'node:fs';
 
-/** qcow2 header fields (QEMU docs/interop/qcow2.txt), big-endian. */
-const QCOW2_MAGIC = 0x514649fb; // "QFI\xfb"
-const BACKING_OFFSET_AT = 8; // u64
-const BACKING_SIZE_AT = 16; // u32
-const HEADER_BYTES = 20;
+import { dirOf, readName } from './image-names';
+
+/**
+ * The names an image's header holds that make QEMU open other files: a qcow2 (or qcow, or QED)
+ * backing file, and a qcow2 external data file. The headers are read directly (not by spawning
+ * `qemu-img info`, 12 ms per image): the fields are written at creation and rewritten in place
+ * only by a rebase or an amend, and a reader needs no lock, so it is safe while a VM runs.
+ * Layouts: QEMU's docs/interop/qcow2.txt and block/qed.h.
+ */
+
+const QCOW_MAGIC = 0x514649fb; // "QFI\xfb", qcow (version 1) and qcow2 alike
+const QED_MAGIC = 0x00444551; // "QED\0", little-endian
+const VMDK_MAGICS = new Set([0x564d444b, 0x434f5744]); // "KDMV", "COWD", little-endian
+const VMDK_DESCRIPTOR = '# Disk DescriptorFile';
+/** One read covers the header, its extensions and the backing name of any image made by QEMU. */
+const FIRST_READ = 4096;
 /** The spec caps the backing file name at 1023 bytes. */
 const MAX_BACKING_NAME = 1023;
+/** Header extensions end within the first cluster; QEMU's largest cluster is 2 MiB. */
+const MAX_EXTENSIONS = 2 * 1024 * 1024;
+const EXT_END = 0;
+const EXT_BACKING_FORMAT = 0xe2792aca;
+const EXT_DATA_FILE = 0x44415441;
+const INCOMPAT_DATA_FILE = 1n << 2n;
+const QED_F_BACKING_FILE = 1n;
 
-/** An image whose qcow2 header names its backing file somewhere it cannot be read. */
+/** An image whose header names something where it cannot be read. */
 export class CorruptImageHeaderError extends Error {
   constructor(
     readonly imagePath: string,
     detail: string,
   ) {
-    super(`${imagePath}: corrupt qcow2 header: ${detail}`);
+    super(`${imagePath}: corrupt image header: ${detail}`);
     this.name = 'CorruptImageHeaderError';
   }
 }
 
-/**
- * The backing file named in an image's header, resolved against the image's directory to an
- * absolute path, as `qemu-img info` reports `full-backing-filename`; undefined for an image with
- * no backing file or not in qcow2 format. The header is read directly (not by spawning
- * `qemu-img info`, 12 ms per image): only these two fields are needed, they are written once
- * at creation and rewritten in place by QEMU only on a rebase, and a reader needs no lock, so
- * it is safe while the image is open in a running VM.
- */
-export async function readBackingFile(imagePath: string): Promise<string | undefined> {
+/** The other files an image names, as written in its header (not yet resolved: see image-names.ts). */
+export interface ImageRefs {
+  backing?: string;
+  /** The backing's format, when the header names one (QEMU then opens the backing with that driver). */
+  backingFormat?: string;
+  /** The external data file, named only when the header's incompatible bit says QEMU opens it. */
+  dataFile?: string;
+  /** Why the names of this image cannot be read here (a VMDK descriptor's extents): a guard must refuse. */
+  opaque?: string;
+}
+
+/** The names the image at `imagePath` holds; undefined for one that names no other file (raw, a base). */
+export async function readImageRefs(imagePath: string): Promise<ImageRefs | undefined> {
   const handle = await fs.open(imagePath, 'r');
   try {
-    const header = Buffer.alloc(HEADER_BYTES);
-    const { bytesRead } = await handle.read(header, 0, HEADER_BYTES, 0);
-    if (bytesRead < HEADER_BYTES || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
-    const offset = header.readBigUInt64BE(BACKING_OFFSET_AT);
-    const size = header.readUInt32BE(BACKING_SIZE_AT);
-    if (offset === 0n || size === 0) return undefined;
-    if (size > MAX_BACKING_NAME) throw new CorruptImageHeaderError(imagePath, `backing file name of ${size} bytes`);
-    const name = Buffer.alloc(size);
-    const read = await handle.read(name, 0, size, Number(offset));
-    if (read.bytesRead !== size)
-      throw new CorruptImageHeaderError(imagePath, `backing file name past the end of the file`);
-    return path.resolve(path.dirname(imagePath), name.toString('utf8'));
+    const read = async (at: number, length: number, what: string): Promise<Buffer> => {
+      const buf = Buffer.alloc(length);
+      const { bytesRead } = await handle.read(buf, 0, length, at);
+      if (bytesRead !== length) throw new CorruptImageHeaderError(imagePath, `${what} past the end of the file`);
+      return buf;
+    };
+    const head = Buffer.alloc(FIRST_READ);
+    const { bytesRead } = await handle.read(head, 0, FIRST_READ, 0);
+    const header = head.subarray(0, bytesRead);
+    if (header.length < 4) return undefined;
+    if (header.readUInt32BE(0) === QCOW_MAGIC) return await qcowRefs(imagePath, header, read);
+    if (header.readUInt32LE(0) === QED_MAGIC) return await qedRefs(imagePath, header, read);
+    if (VMDK_MAGICS.has(header.readUInt32LE(0)) || header.toString('latin1').startsWith(VMDK_DESCRIPTOR))
+      return { opaque: 'a VMDK image, whose extents and parent this guard does not read' };
+    return undefined;
   } finally {
     await handle.close();
   }
+}
+
+type Read = (at: number, length: number, what: string) => Promise<Buffer>;
+
+async function qcowRefs(imagePath: string, header: Buffer, read: Read): Promise<ImageRefs | undefined> {
+  if (header.length < 24) return undefined;
+  const version = header.readUInt32BE(4);
+  const refs: ImageRefs = {};
+  const backingAt = header.readBigUInt64BE(8);
+  const backingSize = header.readUInt32BE(16);
+  if (backingAt !== 0n && backingSize !== 0) {
+    if (backingSize > MAX_BACKING_NAME)
+      throw new CorruptImageHeaderError(imagePath, `backing file name of ${backingSize} bytes`);
+    refs.backing = await text(header, backingAt, backingSize, read, 'backing file name');
+  }
+  if (version < 2) return namesOf(refs);
+  // Version 2 ends its header at 72 bytes; version 3 says where.
+  const extensionsAt = version >= 3 && header.length >= 104 ? header.readUInt32BE(100) : 72;
+  const incompatible = version >= 3 && header.length >= 80 ? header.readBigUInt64BE(72) : 0n;
+  const clusterBytes = 2 ** header.readUInt32BE(20);
+  const end = Math.min(backingAt !== 0n ? Number(backingAt) : clusterBytes, clusterBytes, MAX_EXTENSIONS);
+  let at = extensionsAt;
+  while (at + 8 <= end) {
+    const ext = at + 8 <= header.length ? header.subarray(at, at + 8) : await read(at, 8, 'header extension');
+    const type = ext.readUInt32BE(0);
+    const length = ext.readUInt32BE(4);
+    if (type === EXT_END) break;
+    if (at + 8 + length > end)
+      throw new CorruptImageHeaderError(imagePath, `header extension 0x${type.toString(16)} too long`);
+    if (type === EXT_BACKING_FORMAT)
+      refs.backingFormat = await text(header, BigInt(at + 8), length, read, 'backing format');
+    if (type === EXT_DATA_FILE && (incompatible & INCOMPAT_DATA_FILE) !== 0n)
+      refs.dataFile = await text(header, BigInt(at + 8), length, read, 'data file name');
+    at += 8 + Math.ceil(length / 8) * 8;
+  }
+  if ((incompatible & INCOMPAT_DATA_FILE) !== 0n && refs.dataFile === undefined)
+    refs.opaque = 'an image with an external data file that its header does not name (the opener names it)';
+  return namesOf(refs);
+}
+
+const namesOf = (refs: ImageRefs): ImageRefs | undefined => (Object.keys(refs).length > 0 ? refs : undefined);
+
+async function qedRefs(imagePath: string, header: Buffer, read: Read): Promise<ImageRefs | undefined> {
+  if (header.length < 64) throw new CorruptImageHeaderError(imagePath, 'QED header shorter than 64 bytes');
+  if ((header.readBigUInt64LE(16) & QED_F_BACKING_FILE) === 0n) return undefined;
+  const size = header.readUInt32LE(60);
+  if (size > MAX_BACKING_NAME) throw new CorruptImageHeaderError(imagePath, `backing file name of ${size} bytes`);
+  return { backing: await text(header, BigInt(header.readUInt32LE(56)), size, read, 'backing file name') };
+}
+
+async function text(header: Buffer, at: bigint, length: number, read: Read, what: string): Promise<string> {
+  const end = at + BigInt(length);
+  const bytes =
+    end <= BigInt(header.length) ? header.subarray(Number(at), Number(end)) : await read(Number(at), length, what);
+  return bytes.toString('utf8');
 }
 
 /** What a qcow2 image's allocations are made of: its cluster size and refcount width. */
@@ -71,7 +150,7 @@ export async function readQcow2Geometry(imagePath: string): Promise<Qcow2Geometr
   try {
     const header = Buffer.alloc(GEOMETRY_HEADER_BYTES);
     const { bytesRead } = await handle.read(header, 0, GEOMETRY_HEADER_BYTES, 0);
-    if (bytesRead < 24 || header.readUInt32BE(0) !== QCOW2_MAGIC) return undefined;
+    if (bytesRead < 24 || header.readUInt32BE(0) !== QCOW_MAGIC) return undefined;
     const version = header.readUInt32BE(4);
     const clusterBits = header.readUInt32BE(CLUSTER_BITS_AT);
     // QEMU accepts cluster sizes of 512 bytes to 2 MiB.
@@ -85,5 +164,27 @@ export async function readQcow2Geometry(imagePath: string): Promise<Qcow2Geometr
     return { clusterBytes: 2 ** clusterBits, refcountBits: 2 ** refcountOrder, l2EntryBytes: extendedL2 ? 16 : 8 };
   } finally {
     await handle.close();
+  }
+}
+
+/**
+ * Whether QEMU, opening `imagePath`, opens `file` as its backing: the header's backing name read as
+ * QEMU reads it (image-names.ts) is one local file with the same inode. A name that opens no file
+ * here, or several, is not that file.
+ */
+export async function isBackingOf(imagePath: string, file: string): Promise<boolean> {
+  const backing = (await readImageRefs(imagePath))?.backing;
+  if (backing === undefined) return false;
+  const { files, unresolved } = readName(backing, dirOf(imagePath));
+  if (files.length !== 1 || unresolved.length > 0) return false;
+  const [a, b] = await Promise.all([statOrUndefined(files[0].path), statOrUndefined(file)]);
+  return a !== undefined && b !== undefined && a.dev === b.dev && a.ino === b.ino;
+}
+
+async function statOrUndefined(p: string): Promise<BigIntStats | undefined> {
+  try {
+    return await fs.stat(p, { bigint: true });
+  } catch {
+    return undefined;
   }
 }

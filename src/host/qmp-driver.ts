@@ -138,8 +138,8 @@ export class QmpDriver implements HypervisorDriver {
     const reply = await this.pool.with(vmId, (qmp) =>
       qmp.execute('human-monitor-command', { 'command-line': `qemu-io ${nodeName} "flush"` }),
     );
-    if (typeof reply === 'string' && reply.trim() !== '')
-      throw new Error(`flush of node ${nodeName} failed: ${reply.trim()}`);
+    // QEMU answers a flush that worked with nothing; anything else is the flush's error, never ignored.
+    if (reply !== '') throw new Error(`flush of node ${nodeName} failed: ${String(reply).trim()}`);
   }
 
   /**

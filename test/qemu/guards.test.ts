@@ -254,6 +254,185 @@ describe('on a running VM, every refusal leaves every file as it was', () => {
     });
   });
 
+  // Each form of docs/failure-semantics.md "Names the guard reads", in an image elsewhere under the
+  // root (test/qemu/guard-vs-qemu.test.ts holds each against QEMU's own answer).
+  describe('names in every form QEMU reads', () => {
+    const named = (): string => path.join(lab.root, 'other', 'named.qcow2');
+    let outside: string;
+    beforeAll(() => {
+      outside = fs.mkdtempSync(path.join(os.tmpdir(), 'lm-names-'));
+      fs.symlinkSync(path.join(lab.root, 'images'), path.join(lab.root, 'alias'));
+      fs.mkdirSync(path.join(lab.root, 'other', 'sub'), { recursive: true });
+      fs.symlinkSync(path.join(lab.root, 'images', 'disk0'), path.join(lab.root, 'other', 'sub', 'jump'));
+      fs.symlinkSync(vol('disk0', 'x9'), path.join(lab.root, 'other', 'x9-link.qcow2'));
+    });
+    afterAll(() => {
+      for (const p of ['alias', 'other/sub', 'other/x9-link.qcow2'])
+        fs.rmSync(path.join(lab.root, p), { recursive: true, force: true });
+      fs.rmSync(outside, { recursive: true, force: true });
+    });
+
+    /** `named` holds `name` as its backing (or data) file while `body` runs; hashes taken after. */
+    async function withName(name: string, dataFile: boolean, body: () => Promise<void>): Promise<void> {
+      if (dataFile) {
+        await qemuImg('create', '-q', '-f', 'qcow2', '-o', `data_file=${outside}/scratch`, named(), '8M');
+        await qemuImg('amend', '-f', 'qcow2', '-o', `data_file=${name}`, named()); // the header alone
+        fs.rmSync(`${outside}/scratch`);
+      } else {
+        await qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', name, '-F', 'qcow2', named(), '8M');
+      }
+      try {
+        before = hashTree(lab.root);
+        await body();
+      } finally {
+        fs.rmSync(named(), { force: true });
+      }
+    }
+
+    const x9 = (): string => vol('disk0', 'x9');
+    const inUse = (why: string) => ({
+      type: 'VolumeInUse',
+      message: `volume x9 of disk disk0 is still used: ${why}; nothing was touched`,
+    });
+    const forms: [string, () => string, boolean, () => { type: string; message: string }][] = [
+      ['file: and an absolute path', () => `file:${x9()}`, false, () => inUse(`it is the backing file of ${named()}`)],
+      [
+        'json: a qcow2 node over a file node',
+        () => `json:{"driver":"qcow2","file":{"driver":"file","filename":"${x9()}"}}`,
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      [
+        'json: dotted keys',
+        () => `json:{"file.driver":"file","file.filename":"${x9()}"}`,
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      [
+        'a directory symlink',
+        () => path.join(lab.root, 'alias', 'disk0', 'x9.qcow2'),
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      [
+        '.. after a symlink (physical)',
+        () => 'sub/jump/../disk0/x9.qcow2',
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      ['a relative name', () => '../images/disk0/x9.qcow2', false, () => inUse(`it is the backing file of ${named()}`)],
+      ['doubled slashes', () => x9().replace(/\//g, '//'), false, () => inUse(`it is the backing file of ${named()}`)],
+      ['a file symlink', () => 'x9-link.qcow2', false, () => inUse(`it is the backing file of ${named()}`)],
+      [
+        'json: a probed format over a filename',
+        () => `json:{"file":{"filename":"${x9()}"}}`,
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      [
+        'json: backing null over the file',
+        () => `json:{"driver":"qcow2","file":{"driver":"file","filename":"${x9()}"},"backing":null}`,
+        false,
+        () => inUse(`it is the backing file of ${named()}`),
+      ],
+      ['an external data file', () => x9(), true, () => inUse(`it is the external data file of ${named()}`)],
+      [
+        'a file outside the root naming it in turn',
+        () => `${outside}/b.qcow2`,
+        false,
+        () => inUse(`it is the backing file of ${named()} (through ${outside}/b.qcow2)`),
+      ],
+      [
+        'nbd://',
+        () => 'nbd://127.0.0.1:9/x9',
+        false,
+        () => ({
+          type: 'UnresolvedImageName',
+          message: `volume x9 of disk disk0 is still used?: ${named()} holds a name this host cannot tie to a file, so it may use it: its backing name "nbd://127.0.0.1:9/x9" is opened by QEMU's nbd protocol, not as a file of this host; nothing was touched`,
+        }),
+      ],
+      [
+        'file: and a relative path',
+        () => 'file:x9.qcow2',
+        false,
+        () => ({
+          type: 'UnresolvedImageName',
+          message: `volume x9 of disk disk0 is still used?: ${named()} holds a name this host cannot tie to a file, so it may use it: its backing name "file:x9.qcow2" is relative to the working directory of whichever process opens the image; nothing was touched`,
+        }),
+      ],
+      ...(
+        [
+          [
+            "json: QEMU's single quotes",
+            `json:{'file':{'filename':'/x9'}}`,
+            'is a json: specification this guard cannot parse',
+          ],
+          ['an unknown protocol', 'foo:x9.qcow2', "is opened by QEMU's foo protocol, not as a file of this host"],
+          [
+            'json: a relative filename',
+            'json:{"file":{"driver":"file","filename":"x9.qcow2"}}',
+            'is relative to the working directory of whichever process opens the image',
+          ],
+        ] as const
+      ).map(([form, name, why]): (typeof forms)[number] => [
+        form,
+        () => name,
+        false,
+        () => ({
+          type: 'UnresolvedImageName',
+          message: `volume x9 of disk disk0 is still used?: ${named()} holds a name this host cannot tie to a file, so it may use it: its backing name ${JSON.stringify(name)} ${why}; nothing was touched`,
+        }),
+      ]),
+      [
+        'a relative data file name',
+        () => 'x9.qcow2',
+        true,
+        () => ({
+          type: 'UnresolvedImageName',
+          message: `volume x9 of disk disk0 is still used?: ${named()} holds a name this host cannot tie to a file, so it may use it: its data file name "x9.qcow2" is relative to the working directory of whichever process opens the image; nothing was touched`,
+        }),
+      ],
+    ];
+
+    test.each(forms)(
+      'deleteVolume, a name by %s: refused, every file as it was',
+      async (_form, name, dataFile, expected) => {
+        await qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', x9(), '-F', 'qcow2', `${outside}/b.qcow2`, '8M');
+        const outsideBefore = hashTree(outside);
+        await withName(name(), dataFile, async () => {
+          const f = await failureOf(env().run(lab.acts.deleteVolume, step('disk0', 'x9', 'd0v1')));
+          expect({ type: f.type, message: f.message }).toEqual(expected());
+          expect(f.nonRetryable).toBe(true);
+          await untouched();
+        });
+        expect(hashTree(outside)).toEqual(outsideBefore);
+      },
+    );
+
+    test('merge, a base named by json: with an explicit backing: BaseShared, nothing started', async () => {
+      const base = vol('disk0', 'd0v1');
+      const name = `json:{"driver":"qcow2","file":{"driver":"file","filename":"${x9()}"},"backing":{"driver":"qcow2","file":{"driver":"file","filename":"${base}"}}}`;
+      await withName(name, false, async () => {
+        const f = await failureOf(env().run(lab.acts.merge, mergeIn('disk0', 'd0v2', 'd0v1')));
+        expect(f.type).toBe('BaseShared');
+        expect(f.message).toBe(
+          `base volume d0v1 of disk disk0 is used outside its chain: it is the backing file of ${named()}; nothing was touched`,
+        );
+        await untouched();
+      });
+    });
+
+    test('merge, an image naming storage of a network protocol: UnresolvedImageName, nothing started', async () => {
+      await withName('nbd+unix:///e?socket=/run/nbd.sock', false, async () => {
+        const f = await failureOf(env().run(lab.acts.merge, mergeIn('disk0', 'd0v2', 'd0v1')));
+        expect(f).toMatchObject({ type: 'UnresolvedImageName', nonRetryable: true });
+        expect(f.message).toMatch(/^base volume d0v1 of disk disk0 is used outside its chain\?: /);
+        expect(f.message).toContain(`${named()} holds a name this host cannot tie to a file`);
+        await untouched();
+      });
+    });
+  });
+
   describe('merge', () => {
     test('a top in no chain of the disk: VolumeNotInChain, nothing started', async () => {
       const f = await failureOf(env().run(lab.acts.merge, mergeIn('disk0', 'x9', 'd0v1')));

@@ -187,3 +187,122 @@ test('a base in no chain of the VM: nothing to flush, and the loose top is still
   expect(requests.filter((r) => r.startsWith('flushNode'))).toEqual([]);
   expect(existsSync(vol('x9'))).toBe(false);
 });
+
+describe('chain volumes that are no file of this host', () => {
+  /** A network volume as QEMU names it when it cannot write a URL: longer than a file name may be. */
+  const NBD_SPEC = `json:${JSON.stringify({
+    driver: 'qcow2',
+    file: {
+      driver: 'nbd',
+      server: { type: 'inet', host: 'storage-01.example.net', port: '10809' },
+      export: `vm1-disk-n2-${'0123456789'.repeat(16)}`,
+      'tls-creds': 'tls0',
+    },
+  })}`;
+
+  test('a repeated delete on a VM with network volumes succeeds: the second finds the file gone', async () => {
+    expect(NBD_SPEC.length).toBeGreaterThan(255);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+    sim.addVm('vm1', [
+      { diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] },
+      { diskId: 'n1', volumes: ['nbd://storage-01.example.net:10809/vm1-n1'] },
+      { diskId: 'n2', volumes: [NBD_SPEC] },
+    ]);
+    expect(await env().run(acts.deleteVolume, step('x9', 'v0'))).toEqual({ deleted: true, path: vol('x9') });
+    expect(await env().run(acts.deleteVolume, step('x9', 'v0'))).toEqual({ deleted: false, path: vol('x9') });
+    expect(existsSync(vol('x9'))).toBe(false);
+    expect(await readTombstone(root, 'd1', 'x9')).toMatchObject({ volumeId: 'x9', mergedInto: 'v0' });
+  });
+
+  test('a repeated delete on a VM that holds unlinked files succeeds: one in its directory, one whose directory is gone', async () => {
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+    await fs.mkdir(imageDir(root, 'd2'));
+    await fs.mkdir(imageDir(root, 'd3'));
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', volumePath(root, 'd2', 'w0'), '1M']);
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', volumePath(root, 'd3', 'u0'), '1M']);
+    sim.addVm('vm1', [
+      { diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] },
+      { diskId: 'd2', volumes: [volumePath(root, 'd2', 'w0')] },
+      { diskId: 'd3', volumes: [volumePath(root, 'd3', 'u0')] },
+    ]);
+    // Unlinked while QEMU holds them: QEMU still reports them by their old names.
+    await fs.unlink(volumePath(root, 'd2', 'w0'));
+    await fs.rm(imageDir(root, 'd3'), { recursive: true });
+    expect(await env().run(acts.deleteVolume, step('x9', 'v0'))).toEqual({ deleted: true, path: vol('x9') });
+    expect(await env().run(acts.deleteVolume, step('x9', 'v0'))).toEqual({ deleted: false, path: vol('x9') });
+    expect(existsSync(vol('x9'))).toBe(false);
+  });
+
+  test('the top unlinked while QEMU holds it is still in the chain: VolumeInUse, QEMU keeps it', async () => {
+    await fs.unlink(vol('v1'));
+    const f = await refusal(env().run(acts.deleteVolume, step('v1', 'v0')));
+    expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+    expect(f.message).toBe('volume v1 is still in the chain of disk d1; not deleted');
+    expect(await sim.nodesHolding('vm1', vol('v1'))).not.toEqual([]);
+    expect(await readTombstone(root, 'd1', 'v1')).toBeUndefined();
+  });
+});
+
+describe('a chain volume whose name cannot be resolved: the delete refuses, nothing touched', () => {
+  async function refusedWith(chainVolume: string, error: RegExp): Promise<void> {
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('x9'), '1M']);
+    sim.addVm('vm1', [
+      { diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] },
+      { diskId: 'd2', volumes: [chainVolume] },
+    ]);
+    requests = [];
+    await expect(env().run(acts.deleteVolume, step('x9', 'v0'))).rejects.toThrow(error);
+    expect(existsSync(vol('x9'))).toBe(true);
+    expect(await readTombstone(root, 'd1', 'x9')).toBeUndefined();
+    expect(requests).toEqual(['readAllChains']);
+  }
+
+  test('its directory is a symlink loop', async () => {
+    await fs.symlink('loop', path.join(root, 'images', 'loop'));
+    await refusedWith(path.join(root, 'images', 'loop', 'w0.qcow2'), /ELOOP/);
+  });
+
+  test('its directory is a file', async () => {
+    await refusedWith(path.join(vol('v0'), 'w0.qcow2'), /ENOTDIR/);
+  });
+
+  test('it is a symlink loop', async () => {
+    await fs.symlink('w0.qcow2', vol('w0'));
+    await refusedWith(vol('w0'), /ELOOP/);
+  });
+});
+
+describe('an image directory that does not resolve: ImageDirMissingError before anything is asked of QEMU', () => {
+  async function refused(): Promise<void> {
+    // The VM still has the disk: its base would be flushed, the top released, a tombstone written.
+    sim.addVm('vm1', [
+      { diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] },
+      { diskId: 'd3', volumes: [volumePath(root, 'd3', 'w1'), volumePath(root, 'd3', 'w0')] },
+    ]);
+    requests = [];
+    const err = await env()
+      .run(acts.deleteVolume, step('x9', 'w0', 'd3'))
+      .then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+    expect(err).toBeInstanceOf(Error);
+    expect(err).toMatchObject({
+      name: 'ImageDirMissingError',
+      message: `image directory ${imageDir(root, 'd3')} does not resolve; nothing was touched`,
+    });
+    expect(requests).toEqual([]);
+  }
+
+  test('a dangling symlink', async () => {
+    await fs.symlink(path.join(root, 'unmounted', 'd3'), imageDir(root, 'd3'));
+    await refused();
+    expect((await fs.lstat(imageDir(root, 'd3'))).isSymbolicLink()).toBe(true);
+    expect(await fs.readdir(path.join(root, 'images'))).toEqual(['d1', 'd3']);
+  });
+
+  test('a missing directory', async () => {
+    await refused();
+    expect(await fs.readdir(path.join(root, 'images'))).toEqual(['d1']);
+  });
+});

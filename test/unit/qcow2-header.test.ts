@@ -1,10 +1,11 @@
 import { execFile } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { CorruptImageHeaderError, readBackingFile } from '../../src/host/qemu-img';
+import { dirOf, readName } from '../../src/host/image-names';
+import { CorruptImageHeaderError, readImageRefs } from '../../src/host/qemu-img';
 
 const run = promisify(execFile);
 let dir: string;
@@ -12,10 +13,16 @@ const img = (name: string): string => path.join(dir, name);
 const create = (...args: string[]): Promise<unknown> => run('qemu-img', ['create', '-q', ...args], { cwd: dir });
 
 /** What `qemu-img info` itself reports, the reference the header reader must agree with. */
-async function qemuImgBacking(file: string): Promise<string | undefined> {
+async function qemuImgInfo(
+  file: string,
+): Promise<{ 'full-backing-filename'?: string; 'backing-filename-format'?: string }> {
   const { stdout } = await run('qemu-img', ['info', '-U', '--output=json', file]);
-  const info = JSON.parse(stdout) as { 'full-backing-filename'?: string };
-  return info['full-backing-filename'];
+  return JSON.parse(stdout) as { 'full-backing-filename'?: string; 'backing-filename-format'?: string };
+}
+/** The backing as QEMU opens it: the name read as QEMU reads it, against the image's directory. */
+async function backingOf(file: string): Promise<string | undefined> {
+  const backing = (await readImageRefs(file))?.backing;
+  return backing === undefined ? undefined : readName(backing, dirOf(file)).files[0]?.path;
 }
 
 beforeAll(async () => {
@@ -37,9 +44,33 @@ test.each([
   ['a header rewritten by rebase -u to an absolute name', 'rebased.qcow2', 'base.qcow2'],
   ['a raw image', 'raw.img', undefined],
 ])('%s: agrees with qemu-img info', async (_what, name, expected) => {
-  const backing = await readBackingFile(img(name));
+  const backing = await backingOf(img(name));
   expect(backing).toBe(expected === undefined ? undefined : img(expected));
-  expect(backing).toBe(await qemuImgBacking(img(name)));
+  const info = await qemuImgInfo(img(name));
+  expect(backing).toBe(info['full-backing-filename']);
+  expect((await readImageRefs(img(name)))?.backingFormat).toBe(info['backing-filename-format']);
+});
+
+test('an external data file is named when the header says QEMU opens it, and only then', async () => {
+  await create('-f', 'qcow2', '-o', `data_file=${img('data.raw')}`, img('with-data.qcow2'), '1M');
+  expect(await readImageRefs(img('with-data.qcow2'))).toEqual({ dataFile: img('data.raw') });
+  // The same header extension with the incompatible bit cleared: QEMU ignores the name.
+  const file = img('with-data.qcow2');
+  const bytes = readFileSync(file);
+  bytes.writeBigUInt64BE(bytes.readBigUInt64BE(72) & ~(1n << 2n), 72);
+  writeFileSync(img('bit-cleared.qcow2'), bytes);
+  expect(await readImageRefs(img('bit-cleared.qcow2'))).toBeUndefined();
+});
+
+test('a QED image names its backing as QEMU does; a VMDK image is opaque', async () => {
+  await create('-f', 'qed', '-b', 'base.qcow2', '-F', 'qcow2', img('child.qed'));
+  expect(await readImageRefs(img('child.qed'))).toEqual({ backing: 'base.qcow2' });
+  await create('-f', 'qed', img('alone.qed'), '1M');
+  expect(await readImageRefs(img('alone.qed'))).toBeUndefined();
+  await create('-f', 'vmdk', img('disk.vmdk'), '1M');
+  expect((await readImageRefs(img('disk.vmdk')))?.opaque).toMatch(/VMDK/);
+  await create('-f', 'vmdk', '-o', 'subformat=monolithicFlat', img('flat.vmdk'), '1M');
+  expect((await readImageRefs(img('flat.vmdk')))?.opaque).toMatch(/VMDK/);
 });
 
 test('a header naming its backing past the end of the file is a named error, not a guess', async () => {
@@ -50,10 +81,10 @@ test('a header naming its backing past the end of the file is a named error, not
   offset.writeBigUInt64BE(1n << 40n);
   writeSync(fd, offset, 0, 8, 8);
   closeSync(fd);
-  await expect(readBackingFile(file)).rejects.toBeInstanceOf(CorruptImageHeaderError);
+  await expect(readImageRefs(file)).rejects.toBeInstanceOf(CorruptImageHeaderError);
 });
 
 test('a file shorter than a header is not a qcow2 image', async () => {
   writeFileSync(img('short.qcow2'), 'QFI');
-  await expect(readBackingFile(img('short.qcow2'))).resolves.toBeUndefined();
+  await expect(readImageRefs(img('short.qcow2'))).resolves.toBeUndefined();
 });

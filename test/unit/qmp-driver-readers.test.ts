@@ -133,3 +133,16 @@ test("releaseVolume: QEMU lets go of the volume's nodes, and of no other", async
   expect(await driver.readAllChains('vm1')).toEqual(chains);
   await driver.releaseVolume('vm1', loose()); // again: nothing left to release
 });
+
+describe('flushNode: the reply of QEMU\'s `qemu-io <node> "flush"` decides', () => {
+  test('a flush that succeeds: QEMU answers nothing', async () => {
+    await expect(driver.flushNode('vm1', 'q-v2')).resolves.toBeUndefined();
+    await expect(driver.flushNode('vm1', 'q-v0')).resolves.toBeUndefined();
+  });
+
+  test("a flush QEMU refuses is thrown with QEMU's words (its reply is text, not a QMP error)", async () => {
+    await expect(driver.flushNode('vm1', 'q-none')).rejects.toThrow(
+      new Error("flush of node q-none failed: Error: Cannot find device='' nor node-name='q-none'"),
+    );
+  });
+});

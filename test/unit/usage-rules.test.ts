@@ -8,8 +8,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { dependants, type Target, unreadable } from '../../src/host/usage/dependants';
-import { type FileId, sameInode } from '../../src/host/usage/file-id';
+import { CorruptImageHeaderError, type ImageRefs } from '../../src/host/qemu-img';
+import { dependants, MAX_NAME_DEPTH, type Target, unreadable } from '../../src/host/usage/dependants';
+import { type FileId, fileIdOf, sameInode } from '../../src/host/usage/file-id';
 import type { ImageRecord, IndexScan } from '../../src/host/usage/image-index';
 import type { FdOnFile, FdScan } from '../../src/host/usage/proc-fds';
 import type { LockEntry } from '../../src/host/usage/proc-locks';
@@ -42,6 +43,24 @@ describe('the QMP socket listener', () => {
       '0000000000000001: 00000002 00000000 00010000 0001 01 18772 /run/lm/vm',
     ].join('\n');
     expect(parseListeningInodes(text, '/run/lm/vm 1/qmp.sock')).toEqual(['811']);
+  });
+
+  test("a name that differs from the VM's socket only by white space is another socket", () => {
+    const sock = '/run/lm/vm1/qmp.sock';
+    const line = (inode: number, name: string, flags = '00010000'): string =>
+      `00000000ee2de64d: 00000002 00000000 ${flags} 0001 01 ${String(inode).padStart(5)} ${name}`;
+    const text = [
+      'Num       RefCount Protocol Flags    Type St Inode Path',
+      line(101, `${sock} `),
+      line(102, `${sock}\t`),
+      line(103, `${sock}\r`),
+      line(104, ` ${sock}`),
+      line(105, sock, '00000000'), // bound there, not listening: a client's socket
+      ` ${line(106, sock)}`, // not a line as the kernel prints it
+      line(107, ''),
+      line(128_770, sock),
+    ].join('\n');
+    expect(parseListeningInodes(text, sock)).toEqual(['128770']);
   });
 
   test('on the real /proc: this process, listening on a unix socket', async () => {
@@ -121,22 +140,174 @@ describe('dependants and unreadable files', () => {
     ms: 0,
   });
 
-  test('a backing name on a hard-linked volume that can no longer be resolved counts as its name', () => {
+  test('a backing name on a hard-linked volume that can no longer be resolved counts as its name', async () => {
     const t: Target = { path: at('v.qcow2'), id: id(9n, 2n) };
     // The walk saw the backing file (same inode as the volume); it is gone when its name is compared.
     const scan = scanOf([
       { path: at('gone.qcow2'), id: id(9n, 2n) },
-      { path: at('child.qcow2'), id: id(10n), backing: at('gone.qcow2') },
+      { path: at('child.qcow2'), id: id(10n), refs: { backing: at('gone.qcow2') } },
     ]);
-    expect(
-      dependants(
+    expect(await dependants(t, new Set(), { scan, statOf: () => undefined, mounts: () => [] })).toEqual([
+      { kind: 'backingOf', image: at('child.qcow2') },
+    ]);
+  });
+
+  describe('names followed as QEMU follows them', () => {
+    const t: Target = { path: '/s/v.qcow2', id: id(1n) };
+    /** Files outside the walk: their names, or the error reading them. */
+    const outside = (names: Record<string, ImageRefs | Error | undefined>) => ({
+      statOf: (p: string): FileId | undefined => (p === '/s/v.qcow2' ? id(1n) : undefined),
+      mounts: () => [],
+      refsOf: async (p: string): Promise<ImageRefs | undefined> => {
+        const r = names[p];
+        if (r instanceof Error) throw r;
+        return r;
+      },
+    });
+    const errno = (code: string): Error => Object.assign(new Error(code), { code });
+
+    test('a data file, and a chain through files outside the walk, name the volume', async () => {
+      const scan = scanOf([
+        { path: '/s/d.qcow2', id: id(2n), refs: { dataFile: '/s/v.qcow2' } },
+        { path: '/s/c.qcow2', id: id(3n), refs: { backing: '/o/b1.qcow2' } },
+      ]);
+      const ctx = {
         scan,
-        t,
-        new Set(),
-        () => undefined,
-        () => [],
-      ),
-    ).toEqual([{ kind: 'backingOf', image: at('child.qcow2') }]);
+        ...outside({ '/o/b1.qcow2': { backing: '../o2/b2.qcow2' }, '/o/../o2/b2.qcow2': { backing: '/s/v.qcow2' } }),
+      };
+      expect(await dependants(t, new Set(), ctx)).toEqual([
+        { kind: 'backingOf', image: '/s/c.qcow2', through: ['/o/b1.qcow2', '/o/../o2/b2.qcow2'] },
+        { kind: 'dataFileOf', image: '/s/d.qcow2' },
+      ]);
+    });
+
+    test('a file outside the walk is followed only as far as the name it was opened by says (followsBacking)', async () => {
+      const spec = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"/o/b.qcow2"},"backing":null}';
+      const scan = scanOf([{ path: '/s/c.qcow2', id: id(3n), refs: { backing: spec } }]);
+      expect(await dependants(t, new Set(), { scan, ...outside({ '/o/b.qcow2': { backing: '/s/v.qcow2' } }) })).toEqual(
+        [],
+      );
+      const data = 'json:{"driver":"qcow2","file":{"driver":"file","filename":"/o/b.qcow2"},"data-file":null}';
+      const scan2 = scanOf([{ path: '/s/c.qcow2', id: id(3n), refs: { backing: data } }]);
+      expect(
+        await dependants(t, new Set(), { scan: scan2, ...outside({ '/o/b.qcow2': { dataFile: '/s/v.qcow2' } }) }),
+      ).toEqual([]);
+      expect(
+        await dependants(t, new Set(), { scan: scan2, ...outside({ '/o/b.qcow2': { backing: '/s/v.qcow2' } }) }),
+      ).toEqual([{ kind: 'backingOf', image: '/s/c.qcow2', through: ['/o/b.qcow2'] }]);
+    });
+
+    test('a name that cannot be tied to a file, an opaque image, a chain too deep: unresolvedName, each with its why', async () => {
+      const deep: Record<string, ImageRefs> = {};
+      for (let i = 0; i < MAX_NAME_DEPTH + 2; i++) deep[`/o/l${i}`] = { backing: `/o/l${i + 1}` };
+      const scan = scanOf([
+        { path: '/s/n.qcow2', id: id(2n), refs: { backing: 'nbd://h/e' } },
+        { path: '/s/m.vmdk', id: id(3n), refs: { opaque: 'a VMDK image' } },
+        { path: '/s/r.qcow2', id: id(4n), refs: { dataFile: 'rel.raw' } },
+        { path: '/s/z.qcow2', id: id(5n), refs: { backing: '/o/l0' } },
+      ]);
+      expect(await dependants(t, new Set(), { scan, ...outside(deep) })).toEqual([
+        { kind: 'unresolvedName', image: '/s/m.vmdk', why: '/s/m.vmdk is a VMDK image' },
+        {
+          kind: 'unresolvedName',
+          image: '/s/n.qcow2',
+          why: `its backing name "nbd://h/e" is opened by QEMU's nbd protocol, not as a file of this host`,
+        },
+        {
+          kind: 'unresolvedName',
+          image: '/s/r.qcow2',
+          why: 'its data file name "rel.raw" is relative to the working directory of whichever process opens the image',
+        },
+        {
+          kind: 'unresolvedName',
+          image: '/s/z.qcow2',
+          why: `its names lead through more than ${MAX_NAME_DEPTH} files`,
+        },
+      ]);
+    });
+
+    test(`a chain through ${MAX_NAME_DEPTH - 1} files outside the walk is followed to its end; one more file is refused`, async () => {
+      const chain = (files: number): Record<string, ImageRefs> => {
+        const names: Record<string, ImageRefs> = {};
+        for (let i = 0; i < files; i++)
+          names[`/o/l${i}`] = { backing: i === files - 1 ? '/s/v.qcow2' : `/o/l${i + 1}` };
+        return names;
+      };
+      const scan = scanOf([{ path: '/s/z.qcow2', id: id(5n), refs: { backing: '/o/l0' } }]);
+      const longest = await dependants(t, new Set(), { scan, ...outside(chain(MAX_NAME_DEPTH - 1)) });
+      expect(longest).toEqual([
+        {
+          kind: 'backingOf',
+          image: '/s/z.qcow2',
+          through: Array.from({ length: MAX_NAME_DEPTH - 1 }, (_, i) => `/o/l${i}`),
+        },
+      ]);
+      expect(await dependants(t, new Set(), { scan, ...outside(chain(MAX_NAME_DEPTH)) })).toEqual([
+        {
+          kind: 'unresolvedName',
+          image: '/s/z.qcow2',
+          why: `its names lead through more than ${MAX_NAME_DEPTH} files`,
+        },
+      ]);
+    });
+
+    test('a file outside the walk that is gone is opened by no one; one that cannot be read might name the volume', async () => {
+      const scan = scanOf([
+        { path: '/s/a.qcow2', id: id(2n), refs: { backing: '/o/gone' } },
+        { path: '/s/b.qcow2', id: id(3n), refs: { backing: '/o/notdir/x' } },
+        { path: '/s/c.qcow2', id: id(4n), refs: { backing: '/o/loop' } },
+        { path: '/s/d.qcow2', id: id(5n), refs: { backing: '/o/denied' } },
+        { path: '/s/e.qcow2', id: id(6n), refs: { backing: '/o/corrupt' } },
+      ]);
+      const ctx = {
+        scan,
+        ...outside({
+          '/o/gone': errno('ENOENT'),
+          '/o/notdir/x': errno('ENOTDIR'),
+          '/o/loop': errno('ELOOP'),
+          '/o/denied': errno('EACCES'),
+          '/o/corrupt': new CorruptImageHeaderError('/o/corrupt', 'bad'),
+        }),
+      };
+      expect(await dependants(t, new Set(), ctx)).toEqual([
+        { kind: 'unreadable', path: '/o/corrupt', error: '/o/corrupt: corrupt image header: bad' },
+        { kind: 'unreadable', path: '/o/denied', error: 'Error: EACCES' },
+      ]);
+    });
+
+    test('a walked image reached by another string from its own directory is judged alone; from another directory it is followed', async () => {
+      fs.mkdirSync(at('real'));
+      fs.mkdirSync(at('other'));
+      fs.writeFileSync(at('real', 'b.qcow2'), '');
+      fs.symlinkSync(at('real'), at('link'));
+      fs.symlinkSync(at('real', 'b.qcow2'), at('other', 'b-link.qcow2'));
+      const bId = fileIdOf(fs.statSync(at('real', 'b.qcow2'), { bigint: true }));
+      const scan = scanOf([
+        { path: at('real', 'b.qcow2'), id: bId, refs: { backing: 'v.qcow2' } },
+        { path: at('c.qcow2'), id: id(3n), refs: { backing: at('link', 'b.qcow2') } },
+        { path: at('d.qcow2'), id: id(4n), refs: { backing: at('other', 'b-link.qcow2') } },
+      ]);
+      const target: Target = { path: at('other', 'v.qcow2'), id: undefined };
+      const statOf = (p: string): FileId | undefined => {
+        try {
+          return fileIdOf(fs.statSync(p, { bigint: true }));
+        } catch {
+          return undefined;
+        }
+      };
+      const read: string[] = [];
+      const refsOf = async (p: string): Promise<ImageRefs | undefined> => {
+        read.push(p);
+        return p === at('other', 'b-link.qcow2') ? { backing: 'v.qcow2' } : undefined;
+      };
+      // c names b through a directory symlink: b's v.qcow2 is real/v.qcow2, as for b itself; d names b
+      // through a file symlink in other/: QEMU resolves b's v.qcow2 there, which is the target.
+      expect(await dependants(target, new Set(), { scan, statOf, mounts: () => [], refsOf })).toEqual([
+        { kind: 'backingOf', image: at('d.qcow2'), through: [at('other', 'b-link.qcow2')] },
+      ]);
+      expect(read).toContain(at('other', 'b-link.qcow2'));
+      expect(read).not.toContain(at('link', 'b.qcow2'));
+    });
   });
 
   test('unreadable: the directories, and the files other than the volume and the expected images', () => {
@@ -145,7 +316,7 @@ describe('dependants and unreadable files', () => {
       { path: '/s/v.qcow2', id: id(1n), unreadable: 'corrupt' },
       { path: '/s/top.qcow2', id: id(2n), unreadable: 'corrupt' },
       { path: '/s/x.qcow2', id: id(3n), unreadable: 'EIO' },
-      { path: '/s/ok.qcow2', id: id(4n), backing: '/s/v.qcow2' },
+      { path: '/s/ok.qcow2', id: id(4n), refs: { backing: '/s/v.qcow2' } },
     ]);
     expect(unreadable(scan, t, new Set(['/s/top.qcow2']))).toEqual([
       { kind: 'unreadable', path: '/s/locked', error: 'EACCES' },

@@ -195,6 +195,11 @@ describe('images under the whole storage root', () => {
     );
   });
 
+  test('an image backed by a file that is missing is no user of a volume that exists', async () => {
+    await create(at('images/d7/orphan.qcow2'), '/nowhere/gone.qcow2');
+    expect((await new VolumeUsage(root).findUsers({ volume: at('images/d1/top.qcow2') })).users).toEqual([]);
+  });
+
   test('a cached header rewritten by qemu-img rebase -u is read again', async () => {
     const guard = new VolumeUsage(root, { index: { racyMarginMs: 0 } });
     const query = { volume: at('images/d1/base.qcow2'), expectedImages: [at('images/d1/mid.qcow2')] };
@@ -245,7 +250,7 @@ describe('images under the whole storage root', () => {
     fs.writeSync(fd, offset, 0, 8, 8);
     fs.closeSync(fd);
     const { users } = await new VolumeUsage(root).findUsers({ volume: at('images/d1/top.qcow2') });
-    expect(users).toEqual([{ kind: 'unreadable', path: bad, error: expect.stringContaining('corrupt qcow2 header') }]);
+    expect(users).toEqual([{ kind: 'unreadable', path: bad, error: expect.stringContaining('corrupt image header') }]);
   });
 });
 

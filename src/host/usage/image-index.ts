@@ -1,16 +1,16 @@
 import { type BigIntStats, type Dirent, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { CorruptImageHeaderError, readBackingFile } from '../qemu-img';
+import { CorruptImageHeaderError, type ImageRefs, readImageRefs } from '../qemu-img';
 import { type FileId, fileIdOf } from './file-id';
 import { isReclaimName } from './reclaim-name';
 
-/** A regular file under the storage root, with what its header names as backing. */
+/** A regular file under the storage root, with the names its header holds. */
 export interface ImageRecord {
   path: string;
   id: FileId;
-  /** Absolute backing path from the qcow2 header (relative names resolved against its dir). */
-  backing?: string;
+  /** The backing and data file names as written (see image-names.ts for what QEMU opens). */
+  refs?: ImageRefs;
   /** Why the header could not be read: the file might name anything, so a guard must refuse. */
   unreadable?: string;
 }
@@ -32,7 +32,7 @@ interface CacheEntry {
   size: bigint;
   mtimeNs: bigint;
   ctimeNs: bigint;
-  backing: string | undefined;
+  refs: ImageRefs | undefined;
 }
 
 export interface ImageIndexOptions {
@@ -51,7 +51,7 @@ const unchanged = (c: CacheEntry, st: BigIntStats): boolean =>
   c.ino === st.ino && c.mtimeNs === st.mtimeNs && c.ctimeNs === st.ctimeNs && c.size === st.size && c.dev === st.dev;
 
 /**
- * The images of the whole storage root and their backing names, kept by the host agent.
+ * The images of the whole storage root and the names their headers hold, kept by the host agent.
  *
  * Every scan walks the whole tree again (readdir of every directory, stat of every file), so a new,
  * renamed or replaced file is always seen. Only the header parse is cached, per path, under the
@@ -136,7 +136,7 @@ export class ImageIndex {
         const record: ImageRecord = { path: file, id: fileIdOf(st) };
         const cached = this.cache.get(file);
         if (cached && unchanged(cached, st)) {
-          record.backing = cached.backing;
+          record.refs = cached.refs;
         } else {
           toRead.push({ record, st });
         }
@@ -146,8 +146,8 @@ export class ImageIndex {
 
     await mapLimit(toRead, this.concurrency, async ({ record, st }) => {
       try {
-        const backing = await readBackingFile(record.path);
-        record.backing = backing;
+        const refs = await readImageRefs(record.path);
+        record.refs = refs;
         const newest = st.mtimeNs > st.ctimeNs ? st.mtimeNs : st.ctimeNs;
         if (startNs - newest > this.racyMarginNs)
           this.cache.set(record.path, {
@@ -156,7 +156,7 @@ export class ImageIndex {
             size: st.size,
             mtimeNs: st.mtimeNs,
             ctimeNs: st.ctimeNs,
-            backing,
+            refs,
           });
         else this.cache.delete(record.path);
       } catch (err) {

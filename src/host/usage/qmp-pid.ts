@@ -1,37 +1,31 @@
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { z } from 'zod';
-
 import { qmpSocketPath } from '../../domain/layout';
 import { walkFds } from './proc-fds';
 
 /** `__SO_ACCEPTCON` in /proc/net/unix's Flags column: the socket listens. */
 const SO_ACCEPTCON = 0x10000;
 
-const unixLineSchema = z.object({
-  flags: z
-    .string()
-    .regex(/^[0-9A-Fa-f]+$/)
-    .transform((h) => parseInt(h, 16)),
-  inode: z.string().regex(/^\d+$/),
-  path: z.string().min(1),
-});
+/**
+ * A line of /proc/net/unix as the kernel prints it (`%pK: %08X %08X %08X %04X %02X %5lu`, then a
+ * space and the path when the socket has one): the Flags, the Inode, and the path verbatim to the
+ * end of the line, its spaces included. The header line and a socket without a path do not match.
+ */
+const UNIX_LINE = /^[0-9A-Fa-f]+: [0-9A-F]{8} [0-9A-F]{8} ([0-9A-F]{8}) [0-9A-F]{4} [0-9A-F]{2} +(\d+) (.+)$/;
 
 /**
  * The socket inodes listening on `socketPath`, from /proc/net/unix
  * (`Num RefCount Protocol Flags Type St Inode Path`). The path column is the name the socket was
  * bound with: QEMU binds the `-qmp unix:<path>` it was given, so the product starts QEMU with
- * the absolute path of `qmpSocketPath`. Only sockets of this network namespace are listed.
+ * the absolute path of `qmpSocketPath`. A name that differs only by white space is another
+ * socket. Only sockets of this network namespace are listed.
  */
 export function parseListeningInodes(procNetUnix: string, socketPath: string): string[] {
   const inodes: string[] = [];
-  for (const line of procNetUnix.split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length < 8) continue;
-    const parsed = unixLineSchema.safeParse({ flags: f[3], inode: f[6], path: f.slice(7).join(' ') });
-    if (!parsed.success) continue;
-    if ((parsed.data.flags & SO_ACCEPTCON) !== 0 && parsed.data.path === socketPath) inodes.push(parsed.data.inode);
+  for (const line of procNetUnix.split('\n')) {
+    const m = UNIX_LINE.exec(line);
+    if (m && (parseInt(m[1], 16) & SO_ACCEPTCON) !== 0 && m[3] === socketPath) inodes.push(m[2]);
   }
   return inodes;
 }

@@ -1,7 +1,8 @@
 import { realpathSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { dependants, type Target, unreadable } from './dependants';
+import { readImageRefs } from '../qemu-img';
+import { dependants, type DependantsContext, type Target, unreadable } from './dependants';
 import { type FileId, fileIdOf } from './file-id';
 import { ImageIndex, type ImageIndexOptions } from './image-index';
 import { readMountTable } from './names';
@@ -11,8 +12,15 @@ import { processUsers } from './process-users';
 
 /** Something other than the expected users that uses a volume. */
 export type VolumeUser =
-  /** An image under the storage root whose qcow2 header names the volume as its backing file. */
-  | { kind: 'backingOf'; image: string }
+  /**
+   * An image under the storage root that makes QEMU open the volume as its backing file (or, with
+   * `through`, as the backing of the files it names in turn, outside the walk).
+   */
+  | { kind: 'backingOf'; image: string; through?: string[] }
+  /** An image under the root whose external data file is the volume (or is, `through` other files). */
+  | { kind: 'dataFileOf'; image: string; through?: string[] }
+  /** An image under the root holding a name that cannot be tied to a file here (`why`): it may name the volume. */
+  | { kind: 'unresolvedName'; image: string; why: string }
   /** A process with the volume open under its own name (`paths`: the names it opened it by). */
   | { kind: 'openBy'; pid: number; process: string; paths: string[] }
   /**
@@ -119,10 +127,11 @@ export class VolumeUsage {
         return undefined;
       }
     });
-    const results = queries.map((q, i): VolumeUsers => {
+    const ctx: DependantsContext = { scan, statOf, mounts, refsOf: memoAsync(readImageRefs) };
+    const results = await mapInOrder(queries, async (q, i): Promise<VolumeUsers> => {
       const t = targets[i];
       const expected = new Set(q.expectedImages?.map((p) => target(p).path));
-      const users: VolumeUser[] = [...unreadable(scan, t, expected), ...dependants(scan, t, expected, statOf, mounts)];
+      const users: VolumeUser[] = [...unreadable(scan, t, expected), ...(await dependants(t, expected, ctx))];
       const j = present.findIndex((p) => p.i === i);
       if (t.id)
         users.push(
@@ -155,7 +164,11 @@ export class VolumeUsage {
 export function describeUser(u: VolumeUser): string {
   switch (u.kind) {
     case 'backingOf':
-      return `it is the backing file of ${u.image}`;
+      return `it is the backing file of ${u.image}${throughText(u.through)}`;
+    case 'dataFileOf':
+      return `it is the external data file of ${u.image}${throughText(u.through)}`;
+    case 'unresolvedName':
+      return `${u.image} holds a name this host cannot tie to a file, so it may use it: ${u.why}`;
     case 'openBy':
       return `process ${u.pid} (${u.process}) has it open`;
     case 'lockedBy':
@@ -165,6 +178,10 @@ export function describeUser(u: VolumeUser): string {
     case 'unreadable':
       return `${u.path} could not be read (${u.error}), so it may use it`;
   }
+}
+
+function throughText(through: string[] | undefined): string {
+  return through ? ` (through ${through.join(', ')})` : '';
 }
 
 /** The volume's real path (the walk sees real paths) and its inode, when it exists. */
@@ -185,6 +202,21 @@ function target(p: string): Target {
 function lazy<T>(f: () => T): () => T {
   let v: { value: T } | undefined;
   return () => (v ??= { value: f() }).value;
+}
+
+async function mapInOrder<T, R>(items: readonly T[], f: (item: T, i: number) => Promise<R>): Promise<R[]> {
+  const out: R[] = [];
+  for (const [i, item] of items.entries()) out.push(await f(item, i));
+  return out;
+}
+
+function memoAsync<T>(f: (k: string) => Promise<T>): (k: string) => Promise<T> {
+  const m = new Map<string, Promise<T>>();
+  return (k) => {
+    let v = m.get(k);
+    if (!v) m.set(k, (v = f(k)));
+    return v;
+  };
 }
 
 function memo<T>(f: (k: string) => T): (k: string) => T {
