@@ -1,3 +1,4 @@
+// Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
 import { auxQmpSocketPath, qmpSocketPath } from '../domain/layout';
 import type { QmpClient } from '../qmp/client';
 import { QmpCommandError } from '../qmp/errors';
@@ -36,6 +37,7 @@ export class QmpDriver implements HypervisorDriver {
     return chain;
   }
 
+  // Stryker restore all
   async readAllChains(vmId: string): Promise<DiskChain[]> {
     return this.pool.with(vmId, async (qmp) => {
       const [blocks, nodes] = await Promise.all([
@@ -73,6 +75,7 @@ export class QmpDriver implements HypervisorDriver {
       ...(j.error === undefined ? {} : { error: j.error }),
     }));
   }
+  // Stryker disable all
 
   async startCommit(vmId: string, r: StartCommit): Promise<void> {
     await this.pool.with(vmId, (qmp) =>
@@ -105,6 +108,7 @@ export class QmpDriver implements HypervisorDriver {
     await this.pool.with(vmId, (qmp) => qmp.execute('block-job-set-speed', { device: jobId, speed }));
   }
 
+  // Stryker restore all
   async nodesHolding(vmId: string, path: string): Promise<string[]> {
     const nodes = await this.pool.with(vmId, (qmp) =>
       qmp.executeParsed('query-named-block-nodes', { flat: true }, queryNamedBlockNodesSchema),
@@ -128,12 +132,14 @@ export class QmpDriver implements HypervisorDriver {
   async hypervisorPids(vmId: string): Promise<number[]> {
     return vmQemuPids(this.runDir, vmId);
   }
+  // Stryker disable all
 
   /**
    * QMP has no flush of one node; HMP's `qemu-io <node> "flush"` is QEMU's own way to ask for it.
    * Needed after an intermediate commit into a base opened read-write: QEMU 7.2 keeps the base's
    * new qcow2 mappings in its cache, so the file alone does not yet hold the committed data.
    */
+  // Stryker restore all
   async flushNode(vmId: string, nodeName: string): Promise<void> {
     const reply = await this.pool.with(vmId, (qmp) =>
       qmp.execute('human-monitor-command', { 'command-line': `qemu-io ${nodeName} "flush"` }),
@@ -141,6 +147,7 @@ export class QmpDriver implements HypervisorDriver {
     // QEMU answers a flush that worked with nothing; anything else is the flush's error, never ignored.
     if (reply !== '') throw new Error(`flush of node ${nodeName} failed: ${String(reply).trim()}`);
   }
+  // Stryker disable all
 
   /**
    * The top's node is flushed first: QEMU keeps the active layer's new cluster mappings in its

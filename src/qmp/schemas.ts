@@ -1,3 +1,4 @@
+// Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
 /**
  * zod schemas for the QMP wire messages and for the replies of the commands the host driver uses.
  *
@@ -196,6 +197,7 @@ export const queryNamedBlockNodesSchema = z.array(blockDeviceInfoSchema);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
+// Stryker restore all
 // ---------------------------------------------------------------------------------------------
 
 /** The device id of `-device ...,id=<diskId>`, from its QOM path `/machine/peripheral/<id>/...`. */

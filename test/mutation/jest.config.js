@@ -3,15 +3,20 @@
  * and no Temporal server: the activities on the simulated driver and real qcow2 files; the guard
  * and QmpDriver's readers on real images, processes and one paused QEMU per file (-S, no guest);
  * the guard's scans and rules one by one, on real files, a fake /proc and the real one;
- * DiskMergeWorkflow's steps with the workflow API stubbed. The same refusals on a full lab VM
- * (test/qemu/guards.test.ts) run in `make test`: a lab VM per mutant costs seconds.
+ * DiskMergeWorkflow's steps with the workflow API stubbed; the reclaim sweep, tombstones, paths,
+ * ids and image names on real files; the libvirt driver against a virsh that answers from files.
+ * The same refusals on a full lab VM (test/qemu/guards.test.ts) run in `make test`: a lab VM per
+ * mutant costs seconds. One project: the base config's `projects` would run every test three times.
  */
 // eslint-disable-next-line @typescript-eslint/no-require-imports -- a CommonJS config, like jest.config.js
-const base = require('../../jest.config.js');
+const { projects, ...base } = require('../../jest.config.js');
 
 /** @type {import('jest').Config} */
 module.exports = {
   ...base,
+  ...projects[0],
+  displayName: 'mutation',
+  testPathIgnorePatterns: ['/node_modules/'],
   rootDir: '../..',
   roots: ['<rootDir>/test'],
   testMatch: [
@@ -32,6 +37,16 @@ module.exports = {
     '<rootDir>/test/unit/proc-locks.test.ts',
     '<rootDir>/test/unit/usage-rules.test.ts',
     '<rootDir>/test/unit/block-job-turns.test.ts',
+    '<rootDir>/test/unit/reclaim.test.ts',
+    '<rootDir>/test/unit/tombstone.test.ts',
+    '<rootDir>/test/unit/layout.test.ts',
+    '<rootDir>/test/unit/input.test.ts',
+    '<rootDir>/test/unit/space.test.ts',
+    '<rootDir>/test/unit/libvirt-parse.test.ts',
+    '<rootDir>/test/unit/libvirt-driver.test.ts',
+    '<rootDir>/test/unit/libvirt-job-records.test.ts',
+    '<rootDir>/test/unit/image-names.test.ts',
+    '<rootDir>/test/unit/qcow2-header.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
