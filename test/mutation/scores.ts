@@ -2,7 +2,8 @@
  * The mutation score per file as test/mutation/stryker-incremental.json records it, the way
  * StrykerJS counts it: killed and timed-out mutants are detected; survivors and mutants no test
  * reaches are not; compile errors and ignored mutants do not count. Survivors listed (file, line,
- * mutator) in equivalent-mutants.md are counted apart. Exits 1 when a file of stryker.config.json's
+ * mutator) in equivalent-mutants.md are counted apart; a mutant no test reaches is never equivalent,
+ * listed or not. Exits 1 when a file of stryker.config.json's
  * `mutate` set has no recorded result or one for another version of it; 2 when the total is below its
  * break threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when
  * nothing the record depends on changed.
@@ -101,6 +102,7 @@ function main(): number {
     const u = count(UNDETECTED);
     const listed = equivalents.get(file) ?? [];
     const isEquivalent = (m: Mutant): boolean =>
+      m.status === 'Survived' &&
       listed.some((e) => e.lines.has(m.location.start.line) && e.mutators.has(m.mutatorName));
     let e = 0;
     for (const m of mutants.filter((m) => UNDETECTED.has(m.status))) {
