@@ -15,6 +15,9 @@ export interface Target {
 /** QEMU follows names from file to file; a chain deeper than this is refused, not followed on. */
 export const MAX_NAME_DEPTH = 64;
 
+/** The users an image's names make: each names the image (or the file) it is about. */
+type ImageUser = Extract<VolumeUser, { kind: 'backingOf' | 'dataFileOf' | 'unresolvedName' | 'unreadable' }>;
+
 export interface DependantsContext {
   scan: IndexScan;
   statOf: (p: string) => FileId | undefined;
@@ -31,7 +34,7 @@ export interface DependantsContext {
  * (`unresolvedName`): it might be the volume.
  */
 export async function dependants(t: Target, expected: Set<string>, ctx: DependantsContext): Promise<VolumeUser[]> {
-  const users: VolumeUser[] = [];
+  const users: ImageUser[] = [];
   for (const r of ctx.scan.files.values()) {
     if (r.refs === undefined || r.path === t.path || expected.has(r.path)) continue;
     users.push(...(await usesOf(r, r.refs, t, ctx)));
@@ -39,8 +42,8 @@ export async function dependants(t: Target, expected: Set<string>, ctx: Dependan
   return users.sort((a, b) => imageOf(a).localeCompare(imageOf(b)));
 }
 
-async function usesOf(r: ImageRecord, refs: ImageRefs, t: Target, ctx: DependantsContext): Promise<VolumeUser[]> {
-  const users: VolumeUser[] = [];
+async function usesOf(r: ImageRecord, refs: ImageRefs, t: Target, ctx: DependantsContext): Promise<ImageUser[]> {
+  const users: ImageUser[] = [];
   const unresolved = (why: string): void => void users.push({ kind: 'unresolvedName', image: r.path, why });
   const refsOf = ctx.refsOf ?? readImageRefs;
   type Step = { file: OpenedFile; as: 'backing' | 'data file'; through: string[] };
@@ -138,8 +141,8 @@ function realDir(dir: string): string | undefined {
   }
 }
 
-function imageOf(u: VolumeUser): string {
-  return 'image' in u ? u.image : 'path' in u ? u.path : '';
+function imageOf(u: ImageUser): string {
+  return 'image' in u ? u.image : u.path;
 }
 
 /** Directories and files under the root that could not be read: each might name the volume. */
