@@ -48,6 +48,7 @@ module.exports = {
     '<rootDir>/test/unit/libvirt-driver.test.ts',
     '<rootDir>/test/unit/libvirt-job-records.test.ts',
     '<rootDir>/test/unit/image-names.test.ts',
+    '<rootDir>/test/unit/image-names-options.test.ts',
     '<rootDir>/test/unit/qcow2-header.test.ts',
   ],
   reporters: ['default'],
