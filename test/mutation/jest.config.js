@@ -50,6 +50,7 @@ module.exports = {
     '<rootDir>/test/unit/image-names.test.ts',
     '<rootDir>/test/unit/image-names-options.test.ts',
     '<rootDir>/test/unit/qcow2-header.test.ts',
+    '<rootDir>/test/unit/qemu-img-headers.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
