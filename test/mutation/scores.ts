@@ -1,15 +1,18 @@
 /**
- * The mutation score per file as test/mutation/stryker-incremental.json records it, the way
+ * The mutation score per file as the mutation sets' records hold it (SETS: each StrykerJS config and
+ * its incremental file), the way
  * StrykerJS counts it: killed and timed-out mutants are detected; survivors and mutants no test
  * reaches are not; compile errors and ignored mutants do not count. Survivors listed (file, line,
  * mutator) in equivalent-mutants.md are counted apart; a mutant no test reaches is never equivalent,
- * listed or not. Exits 1 when a file of stryker.config.json's
+ * listed or not. Exits 1 when a file of a config's
  * `mutate` set has no recorded result or one for another version of it; 2 when the total is below its
  * break threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when
- * nothing the record depends on changed.
+ * nothing the record depends on changed. With `--sets`, prints each config and its record, one pair
+ * per line, for scripts/mutate-changed.sh.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
+import { pathToFileURL } from 'node:url';
 
 import { z } from 'zod';
 
@@ -18,6 +21,22 @@ const configSchema = z.object({
   incrementalFile: z.string(),
   thresholds: z.object({ break: z.number() }),
 });
+/** The mutation sets: the main one, and the schemas and paths, whose static mutants are tested too. */
+const SETS = ['stryker.config.json', 'test/mutation/stryker.domain.config.mjs'];
+
+type Config = z.infer<typeof configSchema>;
+async function loadConfig(file: string): Promise<Config> {
+  if (file.endsWith('.json')) return configSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
+  const loaded = (await import(pathToFileURL(path.resolve(file)).href)) as { default: unknown };
+  return configSchema.parse(loaded.default);
+}
+
+/** The files a config mutates. */
+function mutatedBy(config: Config): string[] {
+  const excluded = new Set(config.mutate.filter((p) => p.startsWith('!')).flatMap(filesOf));
+  return [...new Set(config.mutate.filter((p) => !p.startsWith('!')).flatMap(filesOf))].filter((f) => !excluded.has(f));
+}
+
 const mutantSchema = z.object({
   status: z.string(),
   mutatorName: z.string(),
@@ -73,13 +92,17 @@ function row(name: string, mutants: string, detected: number, undetected: number
   return `${name.padEnd(44)} ${mutants.padStart(7)} ${String(detected).padStart(8)} ${String(undetected).padStart(10)} ${String(equivalent).padStart(10)} ${score.padStart(8)} ${without.padStart(16)}`;
 }
 
-function main(): number {
-  const config = configSchema.parse(JSON.parse(readFileSync('stryker.config.json', 'utf8')));
-  const record = recordSchema.parse(JSON.parse(readFileSync(config.incrementalFile, 'utf8')));
-  const excluded = new Set(config.mutate.filter((p) => p.startsWith('!')).flatMap(filesOf));
-  const mutated = [...new Set(config.mutate.filter((p) => !p.startsWith('!')).flatMap(filesOf))].filter(
-    (f) => !excluded.has(f),
-  );
+async function main(): Promise<number> {
+  const configs = await Promise.all(SETS.map(loadConfig));
+  if (process.argv.includes('--sets')) {
+    SETS.forEach((file, i) => console.log(`${file} ${configs[i].incrementalFile}`));
+    return 0;
+  }
+  const mutated = configs.flatMap((config) => {
+    const record = recordSchema.parse(JSON.parse(readFileSync(config.incrementalFile, 'utf8')));
+    return mutatedBy(config).map((file) => ({ file, recorded: record.files[file] }));
+  });
+  const breakAt = Math.max(...configs.map((c) => c.thresholds.break));
 
   const equivalents = readEquivalents();
   const rows: string[] = [];
@@ -89,8 +112,7 @@ function main(): number {
   const unexplained: string[] = [];
   const unmeasured: string[] = [];
   const stale: string[] = [];
-  for (const file of mutated) {
-    const recorded = record.files[file];
+  for (const { file, recorded } of mutated) {
     if (!recorded) {
       unmeasured.push(file);
       continue;
@@ -133,8 +155,8 @@ function main(): number {
     console.error('make mutate records them');
     return 1;
   }
-  if (total < config.thresholds.break) {
-    console.error(`mutation score ${total.toFixed(1)} % is below the break threshold ${config.thresholds.break} %`);
+  if (total < breakAt) {
+    console.error(`mutation score ${total.toFixed(1)} % is below the break threshold ${breakAt} %`);
     return 2;
   }
   if (unexplained.length > 0) {
@@ -144,4 +166,12 @@ function main(): number {
   return 0;
 }
 
-process.exitCode = main();
+main().then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    console.error(err);
+    process.exitCode = 1;
+  },
+);
