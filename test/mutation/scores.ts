@@ -7,7 +7,7 @@
  * listed or not. Exits 1 when a file of a config's
  * `mutate` set has no recorded result or one for another version of it; 2 when the total is below its
  * break threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when
- * nothing the record depends on changed. With `--sets`, prints each config and its record, one pair
+ * nothing the record depends on changed. `--markdown` prints the table in Markdown. With `--sets`, prints each config and its record, one pair
  * per line, for scripts/mutate-changed.sh.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -85,12 +85,27 @@ function readEquivalents(): Map<string, { lines: Set<number>; mutators: Set<stri
 
 const pct = (part: number, whole: number): string => (whole === 0 ? 'n/a' : `${((100 * part) / whole).toFixed(1)} %`);
 
-/** One line of the table: the score is detected over detected and undetected; then without the equivalent ones. */
-function row(name: string, mutants: string, detected: number, undetected: number, equivalent: number): string {
+/**
+ * One line of the table: the score is detected over detected and undetected; then without the
+ * equivalent ones. Timeouts (detected) are shown apart: a timeout is a hang only if the run was not slow.
+ */
+function row(
+  name: string,
+  mutants: string,
+  detected: number,
+  timeouts: number,
+  undetected: number,
+  equivalent: number,
+): string {
   const score = pct(detected, detected + undetected);
   const without = pct(detected, detected + undetected - equivalent);
-  return `${name.padEnd(44)} ${mutants.padStart(7)} ${String(detected).padStart(8)} ${String(undetected).padStart(10)} ${String(equivalent).padStart(10)} ${score.padStart(8)} ${without.padStart(16)}`;
+  const cells = [name, mutants, detected, timeouts, undetected, equivalent, score, without];
+  if (MARKDOWN) return `| ${cells.join(' | ')} |`;
+  return `${name.padEnd(44)} ${mutants.padStart(7)} ${String(detected).padStart(8)} ${String(timeouts).padStart(8)} ${String(undetected).padStart(10)} ${String(equivalent).padStart(10)} ${score.padStart(8)} ${without.padStart(16)}`;
 }
+
+/** `--markdown`: the table as docs/development.md shows it. */
+const MARKDOWN = process.argv.includes('--markdown');
 
 async function main(): Promise<number> {
   const configs = await Promise.all(SETS.map(loadConfig));
@@ -107,6 +122,7 @@ async function main(): Promise<number> {
   const equivalents = readEquivalents();
   const rows: string[] = [];
   let detected = 0;
+  let timeouts = 0;
   let valid = 0;
   let equivalent = 0;
   const unexplained: string[] = [];
@@ -121,6 +137,7 @@ async function main(): Promise<number> {
     const { mutants } = recorded;
     const count = (statuses: Set<string>): number => mutants.filter((m) => statuses.has(m.status)).length;
     const d = count(DETECTED);
+    const t = count(new Set(['Timeout']));
     const u = count(UNDETECTED);
     const listed = equivalents.get(file) ?? [];
     const isEquivalent = (m: Mutant): boolean =>
@@ -135,14 +152,19 @@ async function main(): Promise<number> {
         );
     }
     detected += d;
+    timeouts += t;
     valid += d + u;
     equivalent += e;
-    rows.push(row(file, String(mutants.length), d, u, e));
+    rows.push(row(file, String(mutants.length), d, t, u, e));
   }
-  console.log(`${'file'.padEnd(44)} mutants detected undetected equivalent    score  without equivalent`);
+  if (MARKDOWN)
+    console.log(
+      '| File | Mutants | Detected | of which timeouts | Undetected | Equivalent | Score | Score without equivalent |\n|---|---|---|---|---|---|---|---|',
+    );
+  else console.log(`${'file'.padEnd(44)} mutants detected timeouts undetected equivalent    score  without equivalent`);
   for (const r of rows) console.log(r);
   const total = valid === 0 ? 100 : (100 * detected) / valid;
-  console.log(row('all files', '', detected, valid - detected, equivalent));
+  console.log(row('all files', '', detected, timeouts, valid - detected, equivalent));
   console.log(`survivors judged equivalent, with their reasons: ${EQUIVALENTS}`);
   if (unexplained.length > 0) {
     console.log(`survivors neither killed nor listed in ${EQUIVALENTS}:`);
