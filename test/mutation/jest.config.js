@@ -51,6 +51,8 @@ module.exports = {
     '<rootDir>/test/unit/image-names-options.test.ts',
     '<rootDir>/test/unit/qcow2-header.test.ts',
     '<rootDir>/test/unit/qemu-img-headers.test.ts',
+    '<rootDir>/test/unit/qemu-img-refusals.test.ts',
+    '<rootDir>/test/unit/space-map.test.ts',
   ],
   reporters: ['default'],
   maxWorkers: 1,
