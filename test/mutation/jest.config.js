@@ -46,6 +46,7 @@ module.exports = {
     '<rootDir>/test/unit/libvirt-parse-strict.test.ts',
     '<rootDir>/test/unit/guard-refusals.test.ts',
     '<rootDir>/test/unit/libvirt-driver.test.ts',
+    '<rootDir>/test/unit/libvirt-driver-two-disks.test.ts',
     '<rootDir>/test/unit/libvirt-job-records.test.ts',
     '<rootDir>/test/unit/image-names.test.ts',
     '<rootDir>/test/unit/image-names-options.test.ts',
