@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdirSync, promises as fs, statfsSync } from 'node:fs';
+import { mkdirSync, promises as fs } from 'node:fs';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
@@ -79,9 +79,33 @@ async function unmount(dir: string): Promise<void> {
   }
 }
 
-function freeBytes(dir: string): number {
-  const s = statfsSync(dir);
-  return s.bavail * s.bsize;
+/**
+ * Takes all but about `leaveBytes` of `dir`'s file system while the job writes into it too: a
+ * reserve is taken first, the rest written until the file system refuses, then the reserve is
+ * freed. (A size read from statfs beforehand races the job's writes: fallocate then fails whole.)
+ */
+async function fillAllBut(dir: string, leaveBytes: number): Promise<string> {
+  const reserve = path.join(dir, 'reserve');
+  await run('fallocate', ['-l', String(leaveBytes), reserve]);
+  const filler = path.join(dir, 'filler');
+  const file = await fs.open(filler, 'w');
+  try {
+    for (const chunk of [Buffer.alloc(MiB), Buffer.alloc(4096)]) {
+      for (let full = false; !full;) {
+        full = await file.write(chunk).then(
+          ({ bytesWritten }) => bytesWritten < chunk.length,
+          (err: NodeJS.ErrnoException) => {
+            if (err.code === 'ENOSPC') return true;
+            throw err;
+          },
+        );
+      }
+    }
+  } finally {
+    await file.close();
+  }
+  await fs.rm(reserve);
+  return filler;
 }
 
 /** The merge's failure: its message, and the failure type of each disk's child workflow. */
@@ -169,8 +193,7 @@ test("11b. space runs out while the job runs: BlockJobFailed with QEMU's error, 
       (await jobs.list()).some((j) => j.id === 'lm.disk0.d0v1' && j.status === 'running' && j['current-progress'] > 0),
     );
     // Something else takes all but 256 KiB of the file system while the job runs.
-    const filler = path.join(stack.storageRoot, 'filler');
-    await run('fallocate', ['-l', String(freeBytes(stack.storageRoot) - 256 * 1024), filler]);
+    const filler = await fillAllBut(stack.storageRoot, 256 * 1024);
     const failed = await failureOf(stack, 'snap-f11b', handle.result());
     expect(failed.diskType).toBe('BlockJobFailed');
     expect(failed.message).toMatch(
