@@ -66,9 +66,9 @@ lint: node_modules/.installed
 bench: setup
 	npx tsx bench/run.ts $(BENCH_ARGS)
 
-# Mutation testing (stryker.config.json, test/mutation/): `make mutate` reuses the results of
-# test/mutation/stryker-incremental.json whose code and tests are unchanged, tests the rest, and
-# records the results there; `make mutate-full` runs every mutant again; `make mutate-ci`
+# Mutation testing (stryker.config.json, test/mutation/; scripts/mutate.sh): `make mutate` reuses,
+# set by set, the results of each set's record whose code and tests are unchanged, tests the rest,
+# and records the results there; `make mutate-full` runs every mutant again; `make mutate-ci`
 # (scripts/mutate-changed.sh, in CI) prints the record's scores when nothing it depends on changed
 # since it was committed, and otherwise runs only the changed mutants within MUTATE_BUDGET_SECONDS.
 # Each fails below the break threshold (90 %).

@@ -21,8 +21,17 @@ const configSchema = z.object({
   incrementalFile: z.string(),
   thresholds: z.object({ break: z.number() }),
 });
-/** The mutation sets: the main one, and the schemas and paths, whose static mutants are tested too. */
-const SETS = ['stryker.config.json', 'test/mutation/stryker.domain.config.mjs'];
+/**
+ * The mutation sets, each with its own record: the engine (stryker.config.json, the base of the
+ * others), storage, libvirt, the guard, and the schemas and paths, whose static mutants are tested too.
+ */
+const SETS = [
+  'stryker.config.json',
+  'test/mutation/stryker.storage.config.mjs',
+  'test/mutation/stryker.libvirt.config.mjs',
+  'test/mutation/stryker.guard.config.mjs',
+  'test/mutation/stryker.domain.config.mjs',
+];
 
 type Config = z.infer<typeof configSchema>;
 async function loadConfig(file: string): Promise<Config> {

@@ -1,0 +1,24 @@
+/**
+ * The storage set: what reads images and removes files outside QEMU: the names an image holds
+ * (image-names, the header reader), the commit's space bound, the reclaim sweep and the tombstones.
+ * Its own record, so that a whole run of it fits in an hour and one set's run leaves the others'
+ * records as they are.
+ */
+import { createRequire } from 'node:module';
+
+const require = createRequire(import.meta.url);
+const base = require('../../stryker.config.json');
+
+export default {
+  ...base,
+  mutate: [
+    'src/host/image-names.ts',
+    'src/host/qemu-img.ts',
+    'src/host/space.ts',
+    'src/host/reclaim.ts',
+    'src/host/tombstone.ts',
+  ],
+  incrementalFile: 'test/mutation/stryker-incremental-storage.json',
+  htmlReporter: { fileName: 'test-artifacts/mutation/storage/index.html' },
+  jsonReporter: { fileName: 'test-artifacts/mutation/storage/mutation.json' },
+};
