@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # make mutate-ci (run by .ci/run): the mutation score cannot fall unnoticed. For each mutation set
-# (a StrykerJS config and its record; test/mutation/scores.ts --sets lists them):
-# - No code under src/ or test/ and no StrykerJS config changed since the set's record was last
-#   committed: the record stands. A test file that no mutation set's jest config runs (the fault,
-#   guest, cluster suites…) changes no result and is not counted; helpers under test/ are.
+# (a StrykerJS config, its record and its jest config; test/mutation/scores.ts --sets lists them):
+# - Nothing that can change one of the set's results changed since its record was last committed:
+#   the record stands. Counted: code under src/; the test files the set's jest config runs; the
+#   helpers under test/; the set's own config and the jest and StrykerJS files it builds on;
+#   stryker.config.json, the base of every set, unless the set's options are still those its record
+#   was made with (test/mutation/config-unchanged.ts). Not counted: test files the set does not run
+#   (the fault, guest, cluster suites…), the other sets' configs, scores.ts and this script.
 # - Otherwise StrykerJS runs that set incrementally: it reuses each recorded result whose code and
 #   tests are unchanged and tests the rest again, within MUTATE_BUDGET_SECONDS (default 600): a run
 #   past it fails, so that the new results are recorded and committed with the change.
@@ -15,25 +18,29 @@ cd "$(dirname "$0")/.."
 budget=${MUTATE_BUDGET_SECONDS:-600}
 code=('src/*.ts' 'test/*.ts' 'test/*.js' 'test/*.mjs')
 mapfile -t sets < <(npx tsx test/mutation/scores.ts --sets)
-mapfile -t mutation_tests < <(
-  for jest_config in test/mutation/jest*.config.js; do npx jest --config "$jest_config" --listTests; done |
-    sed "s|^$PWD/||" | sort -u
-)
-# Prints the changed files that can change a mutation result.
+
+# Prints the changed files (read from stdin) that can change a result of the set $config.
 counted() {
   local file
   while read -r file; do
-    if [[ $file == *.test.ts ]] && ! printf '%s\n' "${mutation_tests[@]}" | grep -qxF -- "$file"; then continue; fi
+    case $file in
+      *.test.ts) printf '%s\n' "${tests[@]}" | grep -qxF -- "$file" || continue ;;
+      test/mutation/scores.ts | test/mutation/config-unchanged.ts) continue ;;
+      test/mutation/stryker.*.config.mjs) [ "$file" = "$config" ] || continue ;;
+      stryker.config.json) [ "$file" = "$config" ] || ! npx tsx test/mutation/config-unchanged.ts "$config" "$record" || continue ;;
+    esac
     echo "$file"
   done
 }
+
 for set in "${sets[@]}"; do
-  read -r config record <<<"$set"
+  read -r config record jest_config <<<"$set"
   since=$(git log -1 --format=%H -- "$record" 2>/dev/null || true)
   if [ -z "$since" ]; then
     echo "mutate-ci: no recorded run in $record (make mutate records one)" >&2
     exit 1
   fi
+  mapfile -t tests < <(npx jest --config "$jest_config" --listTests | sed "s|^$PWD/||")
   mapfile -t changed < <(
     {
       git diff --name-only "$since" -- "${code[@]}" stryker.config.json
@@ -41,14 +48,14 @@ for set in "${sets[@]}"; do
     } | counted
   )
   if [ "${#changed[@]}" -eq 0 ]; then
-    echo "mutate-ci: $config: nothing mutated or testing it changed since the recorded run (${since:0:12}); the record stands"
+    echo "mutate-ci: $config: nothing that can change its results changed since the recorded run (${since:0:12}); the record stands"
     continue
   fi
   echo "mutate-ci: $config: changed since ${since:0:12}: ${changed[*]}; incremental run (budget ${budget} s)"
   status=0
   timeout "$budget" npx stryker run --incremental "$config" || status=$?
   if [ "$status" -eq 124 ]; then
-    echo "mutate-ci: over the ${budget} s budget; run make mutate (or npx stryker run --incremental $config --mutate <file>) and commit $record" >&2
+    echo "mutate-ci: over the ${budget} s budget; run scripts/mutate.sh $config (or npx stryker run --incremental $config --mutate <file>) and commit $record" >&2
   fi
   [ "$status" -eq 0 ] || exit "$status"
 done

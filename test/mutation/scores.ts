@@ -7,8 +7,8 @@
  * listed or not. Exits 1 when a file of a config's
  * `mutate` set has no recorded result or one for another version of it; 2 when the total is below its
  * break threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when
- * nothing the record depends on changed. `--markdown` prints the table in Markdown. With `--sets`, prints each config and its record, one pair
- * per line, for scripts/mutate-changed.sh.
+ * nothing the record depends on changed. `--markdown` prints the table in Markdown. With `--sets`,
+ * prints each config, its record and its jest config, one set per line, for scripts/mutate-changed.sh.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -19,6 +19,7 @@ import { z } from 'zod';
 const configSchema = z.object({
   mutate: z.array(z.string()),
   incrementalFile: z.string(),
+  jest: z.object({ configFile: z.string() }),
   thresholds: z.object({ break: z.number() }),
 });
 /**
@@ -121,7 +122,7 @@ const MARKDOWN = process.argv.includes('--markdown');
 async function main(): Promise<number> {
   const configs = await Promise.all(SETS.map(loadConfig));
   if (process.argv.includes('--sets')) {
-    SETS.forEach((file, i) => console.log(`${file} ${configs[i].incrementalFile}`));
+    SETS.forEach((file, i) => console.log(`${file} ${configs[i].incrementalFile} ${configs[i].jest.configFile}`));
     return 0;
   }
   const mutated = configs.flatMap((config) => {
