@@ -1,14 +1,13 @@
 /**
  * The mutation score per file as the mutation sets' records hold it (SETS: each StrykerJS config and
- * its incremental file), the way
- * StrykerJS counts it: killed and timed-out mutants are detected; survivors and mutants no test
- * reaches are not; compile errors and ignored mutants do not count. Survivors listed (file, line,
- * mutator) in equivalent-mutants.md are counted apart; a mutant no test reaches is never equivalent,
- * listed or not. Exits 1 when a file of a config's
- * `mutate` set has no recorded result or one for another version of it; 2 when the total is below its
- * break threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when
- * nothing the record depends on changed. `--markdown` prints the table in Markdown. With `--sets`,
- * prints each config, its record and its jest config, one set per line, for scripts/mutate-changed.sh.
+ * its incremental file), the way StrykerJS counts it: killed and timed-out mutants are detected;
+ * survivors and mutants no test reaches are not; compile errors and ignored mutants do not count.
+ * Survivors listed (file, line, mutator) in equivalent-mutants.md are counted apart; a mutant no
+ * test reaches is never equivalent, listed or not. Exits 1 when a file of a config's `mutate` set
+ * has no recorded result or one for another version of it; 2 when the total is below its break
+ * threshold; 3 when a survivor is neither killed nor listed. `make mutate-ci` prints it when nothing
+ * the records depend on changed. `--markdown` prints the table in Markdown. With `--sets`, prints
+ * each config, its record and its jest config, one set per line, for scripts/mutate-changed.sh.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -59,7 +58,8 @@ const recordSchema = z.object({
 });
 const EQUIVALENTS = 'test/mutation/equivalent-mutants.md';
 
-const DETECTED = new Set(['Killed', 'Timeout']);
+const TIMEOUT = new Set(['Timeout']);
+const DETECTED = new Set(['Killed', ...TIMEOUT]);
 const UNDETECTED = new Set(['Survived', 'NoCoverage']);
 
 /** The files a `mutate` entry names: a path, or a directory's `*.ts`; a `:lines` suffix is a range of one file. */
@@ -149,7 +149,7 @@ async function main(): Promise<number> {
     const { mutants } = recorded;
     const count = (statuses: Set<string>): number => mutants.filter((m) => statuses.has(m.status)).length;
     const d = count(DETECTED);
-    const t = count(new Set(['Timeout']));
+    const t = count(TIMEOUT);
     const u = count(UNDETECTED);
     const listed = equivalents.get(file) ?? [];
     const isEquivalent = (m: Mutant): boolean =>
