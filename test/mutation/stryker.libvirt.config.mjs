@@ -17,6 +17,7 @@ export default {
     'src/host/libvirt/domain-xml.ts',
     'src/host/libvirt/job-records.ts',
   ],
+  jest: { ...base.jest, configFile: 'test/mutation/jest.libvirt.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-libvirt.json',
   htmlReporter: { fileName: 'test-artifacts/mutation/libvirt/index.html' },
   jsonReporter: { fileName: 'test-artifacts/mutation/libvirt/mutation.json' },
