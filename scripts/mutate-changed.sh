@@ -3,7 +3,7 @@
 # (a StrykerJS config, its record and its jest config; test/mutation/scores.ts --sets lists them):
 # - Nothing that can change one of the set's results changed since its record was last committed:
 #   the record stands. Counted: code under src/; the test files the set's jest config runs; the
-#   helpers under test/; the set's own config and the jest and StrykerJS files it builds on;
+#   helpers under test/; the set's own StrykerJS and jest configs and the files they build on;
 #   stryker.config.json, the base of every set, unless the set's options are still those its record
 #   was made with (test/mutation/config-unchanged.ts). Not counted: test files the set does not run
 #   (the fault, guest, cluster suites…), the other sets' configs, scores.ts and this script.
@@ -27,6 +27,7 @@ counted() {
       *.test.ts) printf '%s\n' "${tests[@]}" | grep -qxF -- "$file" || continue ;;
       test/mutation/scores.ts | test/mutation/config-unchanged.ts) continue ;;
       test/mutation/stryker.*.config.mjs) [ "$file" = "$config" ] || continue ;;
+      test/mutation/jest.*.config.js) [ "$file" = "$jest_config" ] || continue ;; # test/mutation/jest.config.js, the base, always counts
       stryker.config.json) [ "$file" = "$config" ] || ! npx tsx test/mutation/config-unchanged.ts "$config" "$record" || continue ;;
     esac
     echo "$file"
