@@ -10,5 +10,12 @@ const base = require('./jest.config.js');
 module.exports = {
   ...base,
   displayName: 'mutation-libvirt',
-  testMatch: base.testMatch.filter((file) => file.includes('/test/unit/libvirt-')),
+  testMatch: [
+    '<rootDir>/test/unit/libvirt-parse.test.ts',
+    '<rootDir>/test/unit/libvirt-parse-strict.test.ts',
+    '<rootDir>/test/unit/libvirt-block-job-info.test.ts',
+    '<rootDir>/test/unit/libvirt-driver.test.ts',
+    '<rootDir>/test/unit/libvirt-driver-two-disks.test.ts',
+    '<rootDir>/test/unit/libvirt-job-records.test.ts',
+  ],
 };
