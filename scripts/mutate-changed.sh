@@ -6,7 +6,8 @@
 #   helpers under test/; the set's own StrykerJS and jest configs and the files they build on;
 #   stryker.config.json, the base of every set, unless the set's options are still those its record
 #   was made with (test/mutation/config-unchanged.ts). Not counted: test files the set does not run
-#   (the fault, guest, cluster suites…), the other sets' configs, scores.ts and this script.
+#   (the fault, guest, cluster suites…), the other sets' configs, the tools in test/mutation/*.ts
+#   (scores.ts and the like: StrykerJS runs none of them) and this script.
 # - Otherwise StrykerJS runs that set incrementally: it reuses each recorded result whose code and
 #   tests are unchanged and tests the rest again, within MUTATE_BUDGET_SECONDS (default 600): a run
 #   past it fails, so that the new results are recorded and committed with the change.
@@ -18,14 +19,20 @@ cd "$(dirname "$0")/.."
 budget=${MUTATE_BUDGET_SECONDS:-600}
 code=('src/*.ts' 'test/*.ts' 'test/*.js' 'test/*.mjs')
 mapfile -t sets < <(npx tsx test/mutation/scores.ts --sets)
+# The test files each jest config runs, listed once (most sets share one config).
+declare -A tests_of
+for set in "${sets[@]}"; do
+  read -r _ _ jest_config <<<"$set"
+  [ -v "tests_of[$jest_config]" ] || tests_of[$jest_config]=$(npx jest --config "$jest_config" --listTests | sed "s|^$PWD/||")
+done
 
 # Prints the changed files (read from stdin) that can change a result of the set $config.
 counted() {
   local file
   while read -r file; do
     case $file in
-      *.test.ts) printf '%s\n' "${tests[@]}" | grep -qxF -- "$file" || continue ;;
-      test/mutation/scores.ts | test/mutation/config-unchanged.ts) continue ;;
+      *.test.ts) grep -qxF -- "$file" <<<"${tests_of[$jest_config]}" || continue ;;
+      test/mutation/*.ts) continue ;;
       test/mutation/stryker.*.config.mjs) [ "$file" = "$config" ] || continue ;;
       test/mutation/jest.*.config.js) [ "$file" = "$jest_config" ] || continue ;; # test/mutation/jest.config.js, the base, always counts
       stryker.config.json) [ "$file" = "$config" ] || ! npx tsx test/mutation/config-unchanged.ts "$config" "$record" || continue ;;
@@ -41,7 +48,6 @@ for set in "${sets[@]}"; do
     echo "mutate-ci: no recorded run in $record (make mutate records one)" >&2
     exit 1
   fi
-  mapfile -t tests < <(npx jest --config "$jest_config" --listTests | sed "s|^$PWD/||")
   mapfile -t changed < <(
     {
       git diff --name-only "$since" -- "${code[@]}" stryker.config.json

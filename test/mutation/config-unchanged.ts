@@ -7,20 +7,14 @@
  * option differs (named on stderr).
  */
 import { readFileSync } from 'node:fs';
-import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
 import { isDeepStrictEqual } from 'node:util';
 
 import { z } from 'zod';
 
+import { readStrykerOptions } from './stryker-options';
+
 const optionsSchema = z.record(z.string(), z.unknown());
 const recordSchema = z.object({ config: optionsSchema });
-
-async function optionsOf(file: string): Promise<Record<string, unknown>> {
-  if (file.endsWith('.json')) return optionsSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
-  const loaded = (await import(pathToFileURL(path.resolve(file)).href)) as { default: unknown };
-  return optionsSchema.parse(loaded.default);
-}
 
 async function main(): Promise<number> {
   const [configFile, recordFile] = process.argv.slice(2);
@@ -28,7 +22,7 @@ async function main(): Promise<number> {
     console.error('usage: config-unchanged.ts <config> <record>');
     return 2;
   }
-  const options = await optionsOf(configFile);
+  const options = optionsSchema.parse(await readStrykerOptions(configFile));
   const recorded = recordSchema.parse(JSON.parse(readFileSync(recordFile, 'utf8'))).config;
   const changed = Object.keys(options).filter((key) => !isDeepStrictEqual(options[key], recorded[key]));
   for (const key of changed) console.error(`${configFile}: option ${key} is not the one ${recordFile} was made with`);

@@ -11,9 +11,10 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { pathToFileURL } from 'node:url';
 
 import { z } from 'zod';
+
+import { readStrykerOptions } from './stryker-options';
 
 const configSchema = z.object({
   mutate: z.array(z.string()),
@@ -35,9 +36,7 @@ const SETS = [
 
 type Config = z.infer<typeof configSchema>;
 async function loadConfig(file: string): Promise<Config> {
-  if (file.endsWith('.json')) return configSchema.parse(JSON.parse(readFileSync(file, 'utf8')));
-  const loaded = (await import(pathToFileURL(path.resolve(file)).href)) as { default: unknown };
-  return configSchema.parse(loaded.default);
+  return configSchema.parse(await readStrykerOptions(file));
 }
 
 /** The files a config mutates. */
