@@ -56,13 +56,13 @@ export class QmpPool {
       if (err instanceof QmpConnectError && err.code === 'ENOENT') {
         throw new VmNotFoundError(`VM ${vmId} does not run on this host (no QMP socket at ${socketPath})`);
       }
-      if (err instanceof QmpConnectError && err.code === 'ECONNREFUSED') {
-        throw new VmGoneError(`VM ${vmId} is gone: its QEMU no longer answers on ${socketPath}`);
-      }
-      // A QEMU that is exiting still accepts on its socket for a moment, then closes before greeting.
-      if (err instanceof QmpClosedError) {
-        throw new VmGoneError(`VM ${vmId} is gone: its QEMU closed ${socketPath} before greeting`, { cause: err });
-      }
+      const gone = (how: string): VmGoneError =>
+        new VmGoneError(`VM ${vmId} is gone: its QEMU no longer answers on ${socketPath} (${how})`, { cause: err });
+      if (err instanceof QmpConnectError && err.code === 'ECONNREFUSED') throw gone('nothing listens on it');
+      // A QEMU that is exiting closes its listening socket with our connection still queued on it.
+      if (err instanceof QmpConnectError && err.code === 'ECONNRESET') throw gone('it closed before accepting us');
+      // Or it accepted us a moment before it exited, and closed before its greeting.
+      if (err instanceof QmpClosedError) throw gone('it closed before its greeting');
       throw err;
     }
   }

@@ -5,6 +5,8 @@ import * as path from 'node:path';
 
 import { VmGoneError, VmNotFoundError } from '../../src/host/errors';
 import { QmpPool } from '../../src/host/qmp-pool';
+import { QmpClient } from '../../src/qmp/client';
+import { QmpConnectError } from '../../src/qmp/errors';
 
 /** How the pool names a VM that is not there, by what its QMP socket does. */
 describe('QmpPool: a VM whose QEMU is missing or dying', () => {
@@ -15,6 +17,7 @@ describe('QmpPool: a VM whose QEMU is missing or dying', () => {
     dir = fs.mkdtempSync(path.join(os.tmpdir(), 'qmp-pool-'));
   });
   afterEach(async () => {
+    jest.restoreAllMocks();
     if (server) await new Promise<void>((resolve) => server?.close(() => resolve()));
     server = undefined;
     fs.rmSync(dir, { recursive: true, force: true });
@@ -37,5 +40,36 @@ describe('QmpPool: a VM whose QEMU is missing or dying', () => {
     const pool = new QmpPool(() => socketPath);
     await expect(pool.get('vm1')).rejects.toBeInstanceOf(VmGoneError);
     await pool.close();
+  });
+
+  test('a stale socket file nobody listens on (QEMU killed): the VM is gone', async () => {
+    const socketPath = path.join(dir, 'vm.qmp');
+    fs.writeFileSync(socketPath, '');
+    const pool = new QmpPool(() => socketPath);
+    const err = await pool.get('vm1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmGoneError);
+    expect((err as Error).message).toBe(`VM vm1 is gone: its QEMU no longer answers on ${socketPath} (nothing listens on it)`);
+  });
+
+  /** The kernel resets a connection still queued when the listener closes; too brief a window to hit on demand. */
+  const connectFailsWith = (code: string): string => {
+    const socketPath = path.join(dir, 'vm.qmp');
+    fs.writeFileSync(socketPath, '');
+    jest.spyOn(QmpClient, 'connect').mockRejectedValue(new QmpConnectError(socketPath, code));
+    return socketPath;
+  };
+
+  test('a QEMU that closes its socket with our connection still queued (exiting): the VM is gone', async () => {
+    const socketPath = connectFailsWith('ECONNRESET');
+    const err = await new QmpPool(() => socketPath).get('vm1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(VmGoneError);
+    expect((err as Error).message).toMatch(/^VM vm1 is gone: its QEMU no longer answers on .* \(it closed before accepting us\)$/);
+  });
+
+  test('any other connect failure is not taken for a gone VM', async () => {
+    const socketPath = connectFailsWith('EAGAIN');
+    const err = await new QmpPool(() => socketPath).get('vm1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QmpConnectError);
+    expect((err as QmpConnectError).code).toBe('EAGAIN');
   });
 });
