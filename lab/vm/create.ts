@@ -212,7 +212,7 @@ export async function createLabVm(options: CreateLabVmOptions): Promise<LabVm> {
     await writeManifest(manifest);
     return manifest;
   } catch (err) {
-    if (pid !== undefined && (await isOurQemu(pid, pidFile))) await killQemu(pid, pidFile).catch(() => undefined);
+    if (pid !== undefined && (await isOurQemu(pid, pidFile))) await killQemu(pid).catch(() => undefined);
     for (const d of createdDirs) await fs.rm(d, { recursive: true, force: true });
     throw err;
   }

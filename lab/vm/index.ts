@@ -55,6 +55,7 @@ export {
   readLabVm,
 } from './manifest';
 export {
+  crashLabVm,
   LabCommandError,
   type LabVmStopped,
   runningLabVmPid,

@@ -118,13 +118,41 @@ export async function runningLabVmPid(runDir: string, vmId: string): Promise<num
   return undefined;
 }
 
-async function waitForExit(pid: number, pidFile: string, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (!(await isOurQemu(pid, pidFile))) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(50);
+/** The state letter and start time (field 22) from `/proc/<pid>/stat`, or undefined when the pid is gone. */
+async function procStat(pid: number): Promise<{ state: string; startTime: string } | undefined> {
+  try {
+    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return { state: fields[0] ?? '', startTime: fields[19] ?? '' };
+  } catch {
+    return undefined;
   }
+}
+
+/**
+ * Waits until `pid` has closed its files (gone, or a zombie). Its cmdline empties earlier, while
+ * its QMP sockets still listen and its image locks are still held.
+ */
+async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  const first = await procStat(pid);
+  if (first === undefined) return true;
+  for (;;) {
+    const now = await procStat(pid);
+    if (now === undefined || now.startTime !== first.startTime || now.state === 'Z' || now.state === 'X') return true;
+    if (Date.now() >= deadline) return false;
+    await sleep(20);
+  }
+}
+
+/** Kills the lab VM's QEMU as a crash would (SIGKILL), its pid file and sockets left behind; resolves once it has closed its files. */
+export async function crashLabVm(runDir: string, vmId: string): Promise<void> {
+  const root = path.resolve(runDir);
+  const pid = await runningLabVmPid(root, vmId);
+  if (pid === undefined) throw new Error(`lab VM ${vmId} is not running`);
+  signal(pid, 'SIGKILL');
+  if (!(await waitForExit(pid, 10_000)))
+    throw new Error(`QEMU pid ${pid} did not exit after SIGKILL`);
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
@@ -135,11 +163,11 @@ function signal(pid: number, sig: NodeJS.Signals): void {
   }
 }
 
-export async function killQemu(pid: number, pidFile: string): Promise<void> {
+export async function killQemu(pid: number): Promise<void> {
   signal(pid, 'SIGTERM');
-  if (await waitForExit(pid, pidFile, 3_000)) return;
+  if (await waitForExit(pid, 3_000)) return;
   signal(pid, 'SIGKILL');
-  if (!(await waitForExit(pid, pidFile, 10_000))) throw new Error(`QEMU pid ${pid} did not exit after SIGKILL`);
+  if (!(await waitForExit(pid, 10_000))) throw new Error(`QEMU pid ${pid} did not exit after SIGKILL`);
 }
 
 async function tail(file: string, max = 2_000): Promise<string> {
@@ -198,7 +226,7 @@ export async function startQemu(
     if (fromFile !== pid) throw new Error(`QEMU's pid file ${pidFile} names ${fromFile}, expected ${pid}`);
     return pid;
   } catch (err) {
-    if (pid !== undefined && (await isOurQemu(pid, pidFile))) await killQemu(pid, pidFile).catch(() => undefined);
+    if (pid !== undefined && (await isOurQemu(pid, pidFile))) await killQemu(pid).catch(() => undefined);
     throw err;
   }
 }
@@ -227,11 +255,11 @@ export async function stopLabVm(runDir: string, vmId: string, options: StopLabVm
     const timeoutMs = options.guestTimeoutMs ?? 20_000;
     if (guest && options.graceful !== false) {
       const answer = await requestGuestStop(guest.consoleSocket, timeoutMs);
-      if (answer !== 'unreachable' && (await waitForExit(pid, pidFile, answer === 'closed' ? 5_000 : 0)))
+      if (answer !== 'unreachable' && (await waitForExit(pid, answer === 'closed' ? 5_000 : 0)))
         how = 'guest-powered-off';
     }
     if (how === 'not-running') {
-      await killQemu(pid, pidFile);
+      await killQemu(pid);
       how = 'killed';
     }
   }

@@ -9,7 +9,7 @@ import {
   destroyLibvirtLabVm,
   libvirtLabVmPid,
 } from '../../lab/libvirt/domain';
-import { createLabVm, destroyLabVm, labDiskId, labVolumeId, runningLabVmPid } from '../../lab/vm';
+import { crashLabVm, createLabVm, destroyLabVm, labDiskId, labVolumeId } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
 import type { HypervisorDriver } from '../../src/host/driver';
 import { VirshCommandError } from '../../src/host/libvirt/virsh';
@@ -67,10 +67,7 @@ export async function qmpFixture(): Promise<Fixture> {
       return vmId;
     },
     async killVm(vmId) {
-      const pid = await runningLabVmPid(runDir, vmId);
-      if (pid === undefined) throw new Error(`lab VM ${vmId} is not running`);
-      process.kill(pid, 'SIGKILL');
-      while ((await runningLabVmPid(runDir, vmId)) !== undefined) await new Promise((r) => setTimeout(r, 20));
+      await crashLabVm(runDir, vmId);
     },
     async close() {
       await driver.close();
