@@ -138,8 +138,8 @@ function crumple(value: Record<string, unknown>): Tree | undefined {
         if (!flatten(child, prefix === '' ? k : `${prefix}.${k}`)) return false;
       return true;
     }
-    if (flat.has(prefix) || !isScalar(v)) return false;
-    flat.set(prefix, v);
+    if (flat.has(prefix)) return false;
+    flat.set(prefix, v as string | number | boolean | null); // what JSON.parse leaves besides objects and arrays
     return true;
   };
   if (!flatten(value, '')) return undefined;
@@ -183,15 +183,20 @@ function readNode(node: Tree, name: string, reading: NameReading, parsesFilename
   const files: OpenedFile[] = [];
   for (const [key, child] of Object.entries(node)) {
     if (key === 'driver' || key === 'backing' || key === 'data-file') continue;
-    if (key === 'filename' && typeof child === 'string' && node.file === undefined) {
+    // QEMU refuses `filename` beside `file`; read either way, it is counted.
+    if (key === 'filename' && typeof child === 'string') {
       if (!parsesFilename && protocolOf(child) !== undefined)
         unresolved(`filename ${JSON.stringify(child)} is read literally by some QEMU builds, as a protocol by others`);
       else files.push(...opened(reading, () => readPlain(child, undefined, reading)));
     } else if (isObject(child)) files.push(...readNode(child as Tree, name, reading, key === 'file'));
     else if (typeof child === 'string' && child.includes('/'))
       unresolved(`option ${key} names ${JSON.stringify(child)}, which this guard does not read`);
-    else if (typeof child === 'string' && (CHILD_KEYS.has(key) || /^\d+$/.test(key)))
-      unresolved(`option ${key} refers to a node by its name (${JSON.stringify(child)})`);
+    else if (CHILD_KEYS.has(key) || /^\d+$/.test(key))
+      unresolved(
+        typeof child === 'string'
+          ? `option ${key} refers to a node by its name (${JSON.stringify(child)})`
+          : `option ${key} holds ${JSON.stringify(child)} where QEMU expects a node`,
+      );
   }
   // An explicit backing or data file replaces what the header of this node's file names.
   for (const [key, follows] of [
@@ -216,8 +221,4 @@ function opened(reading: NameReading, read: () => void): OpenedFile[] {
 
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isScalar(v: unknown): v is string | number | boolean | null {
-  return v === null || ['string', 'number', 'boolean'].includes(typeof v);
 }

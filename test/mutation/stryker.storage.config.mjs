@@ -18,6 +18,7 @@ export default {
     'src/host/reclaim.ts',
     'src/host/tombstone.ts',
   ],
+  jest: { ...base.jest, configFile: 'test/mutation/jest.storage.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-storage.json',
   htmlReporter: { fileName: 'test-artifacts/mutation/storage/index.html' },
   jsonReporter: { fileName: 'test-artifacts/mutation/storage/mutation.json' },
