@@ -151,8 +151,7 @@ export async function crashLabVm(runDir: string, vmId: string): Promise<void> {
   const pid = await runningLabVmPid(root, vmId);
   if (pid === undefined) throw new Error(`lab VM ${vmId} is not running`);
   signal(pid, 'SIGKILL');
-  if (!(await waitForExit(pid, 10_000)))
-    throw new Error(`QEMU pid ${pid} did not exit after SIGKILL`);
+  if (!(await waitForExit(pid, 10_000))) throw new Error(`QEMU pid ${pid} did not exit after SIGKILL`);
 }
 
 function signal(pid: number, sig: NodeJS.Signals): void {
