@@ -1,10 +1,11 @@
 /**
- * Two projects. `suite`: everything but test/guest/ and test/libvirt/, two test files at a time (integration tests
- * start QEMU VMs and dev servers; two at a time fit this 2-core machine). `guest`: test/guest/,
- * whose VMs run a real guest under TCG (most of a core each), and test/libvirt/ (it restarts
- * libvirtd, which the suite's libvirt conformance cases use): scripts/test.sh (make test, npm test)
- * runs it in a second jest run with --runInBand, one guest at a time, and prints the closing
- * `tests: N passed, N failed` line over both runs.
+ * Four projects. `suite`: everything but test/guest/, test/libvirt/ and test/cluster/, two test
+ * files at a time (integration tests start QEMU VMs and dev servers; two at a time fit this 2-core
+ * machine). `guest`: test/guest/, whose VMs run a real guest under TCG (most of a core each).
+ * `libvirt`: test/libvirt/, which restarts libvirtd, the one the suite's libvirt conformance cases
+ * use. `cluster`: test/cluster/. scripts/test.sh (make test, npm test) runs the suite, then guest
+ * and libvirt in one run in band (one file at a time), then cluster in band, and prints the closing
+ * `tests: N passed, N failed` line over the three runs.
  */
 const common = {
   testEnvironment: 'node',
@@ -26,8 +27,9 @@ module.exports = {
         '<rootDir>/test/cluster/',
       ],
     },
+    { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest'] },
     // test/libvirt/ kills and restarts the host's one libvirtd: never beside another libvirt test.
-    { ...common, displayName: 'guest', roots: ['<rootDir>/test/guest', '<rootDir>/test/libvirt'] },
+    { ...common, displayName: 'libvirt', roots: ['<rootDir>/test/libvirt'] },
     // The production topology (lab/cluster/): one cluster per file, most of the machine's cores: in band.
     { ...common, displayName: 'cluster', roots: ['<rootDir>/test/cluster'] },
   ],
