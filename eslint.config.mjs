@@ -33,13 +33,19 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [noLab] }] },
   },
   {
-    // The drivers and the QMP client know nothing of Temporal: activities map their errors.
-    files: ['src/host/**/*.ts', 'src/qmp/**/*.ts'],
+    // The drivers, storage and the guard know nothing of Temporal: activities map their errors.
+    files: ['src/drivers/**/*.ts', 'src/storage/**/*.ts', 'src/volume-users/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
         {
-          patterns: [noLab, { group: ['@temporalio/*'], message: 'src/host and src/qmp must not depend on Temporal.' }],
+          patterns: [
+            noLab,
+            {
+              group: ['@temporalio/*'],
+              message: 'src/drivers, src/storage and src/volume-users must not depend on Temporal.',
+            },
+          ],
         },
       ],
     },
@@ -57,7 +63,10 @@ export default tseslint.config(
           })),
           patterns: [
             noLab,
-            { regex: '^\\.\\./(host|qmp)(/|$)', message: 'Workflows reach hosts only through activities.' },
+            {
+              regex: '^\\.\\./(drivers|storage|volume-users)(/|$)',
+              message: 'Workflows reach hosts only through activities.',
+            },
           ],
         },
       ],

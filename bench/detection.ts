@@ -3,7 +3,7 @@ import { blockJobId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/confi
 import type { LiveMergeRequest } from '../src/domain/input';
 import { DEFAULT_POLL_INTERVAL_MS } from '../src/domain/input';
 import { auxQmpSocketPath } from '../src/domain/layout';
-import { QmpClient } from '../src/qmp/client';
+import { QmpClient } from '../src/drivers/qmp/client';
 import { type Bench, type BenchContext, type Figure, median, MiB, percentile, round } from './support/common';
 import { destroyVm, HOST_ID, startQemuStack } from './support/qemu-stack';
 

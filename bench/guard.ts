@@ -2,13 +2,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, openSync, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { isBackingOf } from '../src/host/qemu-img';
-import { type GuardStats, VolumeUsage } from '../src/host/usage';
+import { isBackingOf } from '../src/storage/qemu-img';
+import { type GuardStats, VolumeUsage } from '../src/volume-users';
 import { type Bench, type BenchContext, type Figure, percentile, round, scratchDir, sleep } from './support/common';
 import { type ImageTree, makeImageTree } from './support/image-tree';
 
 /**
- * The host-wide volume-users guard (src/host/usage): time of one check before a delete (one
+ * The host-wide volume-users guard (src/volume-users): time of one check before a delete (one
  * volume: every image under the root whose header names it, every process holding it open or
  * locked) at 10 and 5,000 images under the root (about 100 disk directories, chains of 5 with
  * relative and absolute backing names, linked clones of a shared base), cold (a new index: every

@@ -6,7 +6,7 @@ import { labDiskId, labVolumeId, stopLabVm } from '../lab/vm';
 import { blockJobId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
 import type { LiveMergeRequest } from '../src/domain/input';
 import { auxQmpSocketPath } from '../src/domain/layout';
-import { QmpClient } from '../src/qmp/client';
+import { QmpClient } from '../src/drivers/qmp/client';
 import { type Bench, type BenchContext, type Figure, MiB, percentile, round, sleep } from './support/common';
 import { HOST_ID, startQemuStack } from './support/qemu-stack';
 

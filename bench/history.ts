@@ -1,11 +1,11 @@
 import { mkdirSync } from 'node:fs';
 import * as path from 'node:path';
 
+import { SimDriver } from '../lab/sim/sim-driver';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
 import type { LiveMergeRequest } from '../src/domain/input';
 import { volumePath } from '../src/domain/layout';
-import type { HypervisorDriver } from '../src/host/driver';
-import { SimDriver } from '../src/host/sim-driver';
+import type { HypervisorDriver } from '../src/drivers/driver';
 import { createEngineWorker } from '../src/workers/engine';
 import { createHostWorker } from '../src/workers/host';
 import { workflowsPath } from '../src/workers/workflow-bundle';

@@ -10,8 +10,7 @@ import { NativeConnection, type Worker } from '@temporalio/worker';
 import { temporalTarget } from './config/connection';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from './config/names';
 import { ConfigError, loadWorkerConfig } from './config/worker-config';
-import { LibvirtDriver } from './host/libvirt-driver';
-import { QmpDriver } from './host/qmp-driver';
+import { chooseDriver } from './drivers/choose';
 import { installRuntime } from './telemetry/runtime';
 import { createEngineWorker } from './workers/engine';
 import { createHostWorker, type HostAgent } from './workers/host';
@@ -39,10 +38,7 @@ async function main(): Promise<void> {
         hostId: config.hostId,
         storageRoot: config.storageRoot,
         runDir: config.runDir,
-        driver:
-          config.driver === 'libvirt'
-            ? new LibvirtDriver({ uri: config.libvirtUri, runDir: config.runDir })
-            : new QmpDriver(config.runDir),
+        driver: chooseDriver({ runDir: config.runDir, driver: config.driver, libvirtUri: config.libvirtUri }),
       });
       workers.push(...host.workers);
       hosts.push(host);

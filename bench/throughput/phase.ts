@@ -5,10 +5,10 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, Worker } from '@temporalio/worker';
 import { z } from 'zod';
 
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
-import { SimDriver } from '../../src/host/sim-driver';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorker } from '../../src/workers/host';
 import { workflowsPath } from '../../src/workers/workflow-bundle';

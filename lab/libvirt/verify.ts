@@ -5,7 +5,7 @@
  */
 import * as path from 'node:path';
 
-import { LibvirtDriver } from '../../src/host/libvirt-driver';
+import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
 import { readHeaderChain } from '../vm/chain';
 import type { LabDisk } from '../vm/manifest';
 import { checkRegion, type RegionReport } from '../vm/verify';

@@ -14,8 +14,8 @@ import type { NativeConnection } from '@temporalio/worker';
 import { blockJobId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
-import { SimDriver } from '../../src/host/sim-driver';
 import { createHostWorker, type HostAgent } from '../../src/workers/host';
+import { SimDriver } from './sim-driver';
 
 const MiB = 1024 * 1024;
 /** Every simulated job copies at this rate; a job's length sets its duration. */

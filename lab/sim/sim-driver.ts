@@ -1,7 +1,14 @@
-import { QmpCommandError } from '../qmp/errors';
-import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
-import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
-import { releaseNodes } from './release-nodes';
+import type {
+  BlockJob,
+  CommitSpace,
+  CommitSpaceQuery,
+  DiskChain,
+  HypervisorDriver,
+  StartCommit,
+} from '../../src/drivers/driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
+import { QmpCommandError } from '../../src/drivers/qmp/errors';
+import { releaseNodes } from '../../src/drivers/qmp/release-nodes';
 import {
   checkNodeDelete,
   commitJob,
@@ -18,7 +25,6 @@ import {
   type SimDriverOptions,
   type Vm,
 } from './sim-model';
-import type { CommitSpace } from './space';
 
 export type { SimDisk, SimDriverOptions } from './sim-model';
 

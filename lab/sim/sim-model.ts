@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { QmpCommandError } from '../qmp/errors';
-import type { CommitSpaceQuery, JobStatus, StartCommit } from './driver';
-import { type CommitSpace, commitSpaceMargin } from './space';
+import type { CommitSpace, CommitSpaceQuery, JobStatus, StartCommit } from '../../src/drivers/driver';
+import { QmpCommandError } from '../../src/drivers/qmp/errors';
+import { commitSpaceMargin } from '../../src/storage/space';
 
 /** The simulated hypervisor's options, state and fault model (the driver is sim-driver.ts). */
 

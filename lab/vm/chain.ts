@@ -12,7 +12,7 @@ import {
   nodeFilesOf,
   queryBlockSchema,
   queryNamedBlockNodesSchema,
-} from '../../src/qmp/schemas';
+} from '../../src/drivers/qmp/schemas';
 import { LabVmNotRunningError } from './manifest';
 import { LabCommandError, runningLabVmPid, runOk } from './processes';
 import { auxQmpCommand } from './qmp';

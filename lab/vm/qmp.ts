@@ -2,7 +2,7 @@
 import * as path from 'node:path';
 
 import { auxQmpSocketPath } from '../../src/domain/layout';
-import { QmpClient } from '../../src/qmp/client';
+import { QmpClient } from '../../src/drivers/qmp/client';
 
 /**
  * Runs one QMP command on a socket and returns its `return` value. A QMP socket serves one client

@@ -5,7 +5,7 @@
 import * as path from 'node:path';
 
 import { volumeIdOf } from '../../src/domain/layout';
-import { QmpDriver } from '../../src/host/qmp-driver';
+import { QmpDriver } from '../../src/drivers/qmp/qmp-driver';
 import { queryLabVmDevices, queryLabVmNodes, readHeaderChain } from './chain';
 import { checkNodeName, hexPattern, type LabDisk, type LabRegion, readLabVm } from './manifest';
 import { run } from './processes';

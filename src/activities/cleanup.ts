@@ -1,6 +1,6 @@
 import { log } from '@temporalio/activity';
 
-import { findJob } from '../host/driver';
+import { findJob } from '../drivers/driver';
 import type { HostDeps } from './deps';
 import { isVmAbsent, parseInput } from './host-step';
 import { type JobStep, jobStepSchema } from './inputs';

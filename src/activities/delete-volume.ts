@@ -6,11 +6,11 @@ import { log } from '@temporalio/activity';
 import { blockJobId } from '../config/names';
 import { failure } from '../domain/failures';
 import { PathOutsideRootError, volumePath } from '../domain/layout';
-import { findJob } from '../host/driver';
-import { ImageDirMissingError } from '../host/errors';
-import { writeTombstone } from '../host/tombstone';
+import { findJob } from '../drivers/driver';
+import { ImageDirMissingError } from '../drivers/errors';
+import { writeTombstone } from '../storage/tombstone';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './host-step';
+import { parseInput, translateHostErrors } from './host-step';
 import { type DiskStep, diskStepSchema } from './inputs';
 import { guardDelete } from './volume-guard';
 
@@ -29,7 +29,7 @@ export interface VolumeDeleted {
 export function createDeleteVolume(deps: HostDeps) {
   return async function deleteVolume(input: DiskStep): Promise<VolumeDeleted> {
     const step = parseInput(diskStepSchema, input);
-    return hostStep(async () => {
+    return translateHostErrors(async () => {
       const file = volumePath(deps.storageRoot, step.diskId, step.topVolumeId);
       await assertInsideRoot(deps.storageRoot, file);
 

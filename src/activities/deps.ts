@@ -1,6 +1,6 @@
-import type { HypervisorDriver } from '../host/driver';
-import type { Reclaimer } from '../host/reclaim';
-import type { VolumeUsage } from '../host/usage';
+import type { HypervisorDriver } from '../drivers/driver';
+import type { Reclaimer } from '../storage/reclaim';
+import type { VolumeUsage } from '../volume-users';
 
 /** What a host agent gives its activities. */
 export interface HostDeps {

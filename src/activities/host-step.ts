@@ -3,8 +3,8 @@ import type { z } from 'zod';
 import { failure } from '../domain/failures';
 import { describeIssues } from '../domain/input';
 import { PathOutsideRootError } from '../domain/layout';
-import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../host/errors';
-import { CorruptImageHeaderError } from '../host/qemu-img';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../drivers/errors';
+import { CorruptImageHeaderError } from '../storage/qemu-img';
 
 /** Parses an activity input; a bad one is refused before anything is touched. */
 export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.infer<S> {
@@ -17,7 +17,7 @@ export function parseInput<S extends z.ZodType>(schema: S, input: unknown): z.in
  * Runs a host step, turning what the host reports and retrying cannot fix into named
  * non-retryable failures: the one place driver errors become Temporal failures.
  */
-export async function hostStep<T>(fn: () => Promise<T>): Promise<T> {
+export async function translateHostErrors<T>(fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {

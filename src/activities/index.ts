@@ -3,7 +3,7 @@ import { createCleanup } from './cleanup';
 import { createDeleteVolume } from './delete-volume';
 import type { HostDeps } from './deps';
 import { keepAlive } from './keep-alive';
-import { createMerge } from './merge';
+import { createStartOrAdoptCommit } from './merge';
 import { createSetBlockJobSpeed } from './set-block-job-speed';
 import { createVerifyChain } from './verify-chain';
 import { createWaitForBlockJob } from './wait-for-block-job';
@@ -13,7 +13,8 @@ export type { HostDeps } from './deps';
 /** The activities a host agent runs on its own task queue, bound to that host's driver. */
 export function createHostActivities(deps: HostDeps) {
   return {
-    merge: keepAlive(createMerge(deps)),
+    // Registered as `merge`: the name recorded histories schedule it by.
+    merge: keepAlive(createStartOrAdoptCommit(deps)),
     waitForBlockJob: createWaitForBlockJob(deps),
     verifyChain: keepAlive(createVerifyChain(deps)),
     deleteVolume: keepAlive(createDeleteVolume(deps)),

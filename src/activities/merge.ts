@@ -7,11 +7,11 @@ import { blockJobId, blockJobPrefix } from '../config/names';
 import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { volumeNames } from '../host/driver';
-import { isBackingOf } from '../host/qemu-img';
-import { readTombstone } from '../host/tombstone';
+import { volumeNames } from '../drivers/driver';
+import { isBackingOf } from '../storage/qemu-img';
+import { readTombstone } from '../storage/tombstone';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './host-step';
+import { parseInput, translateHostErrors } from './host-step';
 import { type MergeStep, mergeStepSchema } from './inputs';
 import { guardCommit } from './volume-guard';
 
@@ -24,13 +24,13 @@ export type MergeStarted =
  * disk's deterministic job id. Safe to run twice: a job of that id already in QEMU is adopted,
  * and a top already out of the chain (merged earlier) is reported as such. A new job starts only
  * when nothing outside the disk's chain uses its top or base (activities/volume-guard.ts) and
- * the base's file system has room for what it can add to the base (host/space.ts), else the
+ * the base's file system has room for what it can add to the base (storage/space.ts), else the
  * disk fails with InsufficientSpace and nothing is touched.
  */
-export function createMerge(deps: HostDeps) {
-  return async function merge(input: MergeStep): Promise<MergeStarted> {
+export function createStartOrAdoptCommit(deps: HostDeps) {
+  return async function startOrAdoptCommit(input: MergeStep): Promise<MergeStarted> {
     const step = parseInput(mergeStepSchema, input);
-    return hostStep(async () => {
+    return translateHostErrors(async () => {
       const { vmId, diskId, baseVolumeId, topVolumeId } = step;
       const jobId = blockJobId(diskId, topVolumeId);
       const topPath = volumePath(deps.storageRoot, diskId, topVolumeId);

@@ -1,8 +1,8 @@
 import { log } from '@temporalio/activity';
 
-import { type BlockJob, findJob, type JobStatus } from '../host/driver';
+import { type BlockJob, findJob, type JobStatus } from '../drivers/driver';
 import type { HostDeps } from './deps';
-import { hostStep, isVmAbsent, parseInput } from './host-step';
+import { isVmAbsent, parseInput, translateHostErrors } from './host-step';
 import { type SpeedStep, speedStepSchema } from './inputs';
 
 export interface BlockJobSpeedSet {
@@ -23,7 +23,7 @@ export function createSetBlockJobSpeed(deps: HostDeps) {
   return async function setBlockJobSpeed(input: SpeedStep): Promise<BlockJobSpeedSet> {
     const step = parseInput(speedStepSchema, input);
     const find = async (): Promise<BlockJob | undefined> => findJob(deps.driver, step.vmId, step.jobId);
-    return hostStep(async () => {
+    return translateHostErrors(async () => {
       try {
         const job = await find();
         if (!job || !SPEED_SETTABLE.has(job.status)) return { applied: false, jobStatus: job?.status };

@@ -1,8 +1,8 @@
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { volumeNames } from '../host/driver';
+import { volumeNames } from '../drivers/driver';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './host-step';
+import { parseInput, translateHostErrors } from './host-step';
 import { type DiskStep, diskStepSchema } from './inputs';
 
 export interface ChainVerified {
@@ -16,7 +16,7 @@ export interface ChainVerified {
 export function createVerifyChain(deps: HostDeps) {
   return async function verifyChain(input: DiskStep): Promise<ChainVerified> {
     const step = parseInput(diskStepSchema, input);
-    return hostStep(async () => {
+    return translateHostErrors(async () => {
       const chain = await deps.driver.readChain(step.vmId, step.diskId);
       const paths = chain.volumes.map((v) => v.path);
       const names = volumeNames(chain);

@@ -1,8 +1,8 @@
 import * as path from 'node:path';
 
 import { failure } from '../domain/failures';
-import type { DiskChain } from '../host/driver';
-import { describeUser, type VolumeUsers } from '../host/usage';
+import type { DiskChain } from '../drivers/driver';
+import { describeUser, type VolumeUsers } from '../volume-users';
 import type { HostDeps } from './deps';
 
 /**

@@ -1,5 +1,6 @@
 import { Context, log } from '@temporalio/activity';
 
+import { diskProgressSignalName } from '../config/names';
 import { JOB_WAIT_HEARTBEAT_THROTTLE } from '../config/policy';
 import { type Checkpoint, checkpointSchema } from '../domain/checkpoint';
 import {
@@ -11,10 +12,10 @@ import {
 } from '../domain/convergence';
 import { failure } from '../domain/failures';
 import { phaseOfJob } from '../domain/phases';
-import { type DiskProgress, diskProgressSignalName } from '../domain/progress';
-import { type BlockJob, findJob } from '../host/driver';
+import type { DiskProgress } from '../domain/progress';
+import { type BlockJob, findJob } from '../drivers/driver';
 import type { HostDeps } from './deps';
-import { hostStep, parseInput } from './host-step';
+import { parseInput, translateHostErrors } from './host-step';
 import { type WaitStep, waitStepSchema } from './inputs';
 
 export type BlockJobEnd =
@@ -52,7 +53,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
     const policy = step.convergence ?? DEFAULT_CONVERGENCE;
     let cancelSent = false;
 
-    return hostStep(async () => {
+    return translateHostErrors(async () => {
       for (;;) {
         // Armed before the job list is read: a change between the read and the wait (the job
         // turning ready while a progress signal is on its way, say) still wakes it at once. Its

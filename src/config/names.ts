@@ -1,7 +1,14 @@
-/** Task queues and ids: the one place every workflow, worker and client takes them from. */
+/**
+ * Task queues, ids, and the workflows' query, signal and update names: the one place every
+ * workflow, worker and client takes them from.
+ */
 
 export const ENGINE_TASK_QUEUE = 'live-merge-engine';
 
+/** The LiveMergeWorkflow query that answers the merge's progress (domain/progress). */
+export const progressQueryName = 'progress';
+/** The signal a disk's block-job wait sends its LiveMergeWorkflow with the job's progress. */
+export const diskProgressSignalName = 'diskProgress';
 /** The LiveMergeWorkflow update that changes the merge's speed limit (see domain/bandwidth). */
 export const setBandwidthUpdateName = 'setBandwidth';
 

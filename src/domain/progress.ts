@@ -30,6 +30,3 @@ export interface MergeProgress {
   /** Speed limit of the block jobs now, bytes per second (0 is unlimited); `setBandwidth` changes it. */
   bandwidthBytesPerSec?: number;
 }
-
-export const diskProgressSignalName = 'diskProgress';
-export const progressQueryName = 'progress';

@@ -1,9 +1,6 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
 import * as path from 'node:path';
 
-import type { JobStatus } from '../qmp/schemas';
-import type { CommitSpace } from './space';
-
 /**
  * What the host activities need from a hypervisor. The QMP driver talks to real QEMU; a
  * simulated driver with the same interface serves benchmarks at scale.
@@ -24,7 +21,23 @@ export interface DiskChain {
   volumes: ChainVolume[];
 }
 
-export type { JobStatus } from '../qmp/schemas';
+/** QEMU's job states (QAPI JobStatus, QEMU 7.2); `null` is the *string* "null": the job is dismissed. */
+// Stryker restore all
+export const JOB_STATUSES = [
+  'undefined',
+  'created',
+  'running',
+  'paused',
+  'ready',
+  'standby',
+  'waiting',
+  'pending',
+  'aborting',
+  'concluded',
+  'null',
+] as const;
+// Stryker disable all
+export type JobStatus = (typeof JOB_STATUSES)[number];
 
 export interface BlockJob {
   id: string;
@@ -54,10 +67,23 @@ export interface CommitSpaceQuery {
   basePath: string;
 }
 
-export type { CommitSpace } from './space';
+/** What a commit of the top into the base can add to the base's file, and the room there. */
+export interface CommitSpace {
+  /** Virtual bytes allocated in the top: what the commit copies. */
+  topAllocatedBytes: number;
+  /** The most the commit can add to the base's file: data, L2 tables, refcount blocks. */
+  growthBytes: number;
+  marginBytes: number;
+  /** growthBytes + marginBytes: the free space the commit needs. */
+  neededBytes: number;
+  /** Free bytes on the base's file system, as an unprivileged writer may use them (statfs f_bavail). */
+  freeBytes: number;
+  /** The directory whose file system was measured: the base's. */
+  baseDir: string;
+}
 
 export interface HypervisorDriver {
-  /** Throws VmNotFound / VmGone / DiskNotFound (see host/errors.ts). */
+  /** Throws VmNotFound / VmGone / DiskNotFound (see drivers/errors.ts). */
   readChain(vmId: string, diskId: string): Promise<DiskChain>;
   readAllChains(vmId: string): Promise<DiskChain[]>;
   listJobs(vmId: string): Promise<BlockJob[]>;
@@ -85,7 +111,7 @@ export interface HypervisorDriver {
   flushNode(vmId: string, nodeName: string): Promise<void>;
   /**
    * How much a commit of the top into the base can add to the base, and the free space of the
-   * base's file system (host/space.ts). Touches nothing but a flush of the top's node.
+   * base's file system (storage/space.ts). Touches nothing but a flush of the top's node.
    */
   measureCommitSpace(vmId: string, query: CommitSpaceQuery): Promise<CommitSpace>;
   /**

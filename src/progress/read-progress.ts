@@ -2,10 +2,11 @@ import type { Client } from '@temporalio/client';
 import { defaultPayloadConverter, fromPayloadsAtIndex } from '@temporalio/common';
 
 import { diskMergeWorkflowId, liveMergeWorkflowId } from '../config/names';
+import { progressQueryName } from '../config/names';
 import { checkpointSchema } from '../domain/checkpoint';
 import { convergenceProgress } from '../domain/convergence';
 import { jobState } from '../domain/phases';
-import { type MergeProgress, progressQueryName } from '../domain/progress';
+import type { MergeProgress } from '../domain/progress';
 
 /**
  * A merge's progress as a person wants it: the `progress` query (each disk's phase, and offset/len

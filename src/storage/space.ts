@@ -38,6 +38,7 @@ import { promisify } from 'node:util';
 
 import { z } from 'zod';
 
+import type { CommitSpace } from '../drivers/driver';
 import { readQcow2Geometry } from './qemu-img';
 
 const execFileAsync = promisify(execFile);
@@ -49,20 +50,6 @@ export const COMMIT_SPACE_MARGIN = { fixedBytes: 64 * MiB, fractionOfGrowth: 0.0
 
 /** What a base that is not qcow2 (raw, sparse) is rounded to: a large file system block. */
 const RAW_ROUNDING_BYTES = 64 * 1024;
-
-export interface CommitSpace {
-  /** Virtual bytes allocated in the top: what the commit copies. */
-  topAllocatedBytes: number;
-  /** The most the commit can add to the base's file: data, L2 tables, refcount blocks. */
-  growthBytes: number;
-  marginBytes: number;
-  /** growthBytes + marginBytes: the free space the commit needs. */
-  neededBytes: number;
-  /** Free bytes on the base's file system, as an unprivileged writer may use them (statfs f_bavail). */
-  freeBytes: number;
-  /** The directory whose file system was measured: the base's. */
-  baseDir: string;
-}
 
 /** One entry of `qemu-img map --output=json` (QEMU 7.2: start, length, depth, present, zero, data, offset). */
 const mapEntrySchema = z.looseObject({

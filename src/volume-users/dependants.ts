@@ -1,7 +1,7 @@
 import { realpathSync } from 'node:fs';
 
-import { dirOf, type OpenedFile, readDataFileName, readName } from '../image-names';
-import { CorruptImageHeaderError, type ImageRefs, readImageRefs } from '../qemu-img';
+import { dirOf, type OpenedFile, readDataFileName, readName } from '../storage/image-names';
+import { CorruptImageHeaderError, type ImageRefs, readImageRefs } from '../storage/qemu-img';
 import { type FileId, sameInode } from './file-id';
 import type { ImageRecord, IndexScan } from './image-index';
 import { type MountTable, sameName } from './names';

@@ -1,7 +1,7 @@
 import { type BigIntStats, type Dirent, readdirSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { CorruptImageHeaderError, type ImageRefs, readImageRefs } from '../qemu-img';
+import { CorruptImageHeaderError, type ImageRefs, readImageRefs } from '../storage/qemu-img';
 import { type FileId, fileIdOf } from './file-id';
 import { isReclaimName } from './reclaim-name';
 

@@ -1,6 +1,6 @@
 import * as path from 'node:path';
 
-import { reclaimPath } from '../reclaim';
+import { reclaimPath } from '../storage/reclaim';
 
 /**
  * Whether `name` is the reclaim name of a deleted volume (`.<vol>.qcow2.reclaim`, see

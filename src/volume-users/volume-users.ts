@@ -1,7 +1,7 @@
 import { realpathSync, statSync } from 'node:fs';
 import * as path from 'node:path';
 
-import { readImageRefs } from '../qemu-img';
+import { readImageRefs } from '../storage/qemu-img';
 import { dependants, type DependantsContext, type Target, unreadable } from './dependants';
 import { type FileId, fileIdOf } from './file-id';
 import { ImageIndex, type ImageIndexOptions } from './image-index';

@@ -8,16 +8,16 @@ import {
   HOST_STEP_SLOTS,
   JOB_WAIT_HEARTBEAT_THROTTLE,
 } from '../config/policy';
-import type { HypervisorDriver } from '../host/driver';
-import { QmpDriver } from '../host/qmp-driver';
-import { Reclaimer } from '../host/reclaim';
-import { VolumeUsage } from '../host/usage';
+import { chooseDriver } from '../drivers/choose';
+import type { HypervisorDriver } from '../drivers/driver';
+import { Reclaimer } from '../storage/reclaim';
+import { VolumeUsage } from '../volume-users';
 
 export interface HostAgentOptions {
   hostId: string;
   storageRoot: string;
   runDir: string;
-  /** Defaults to QEMU over QMP; tests may wrap it. */
+  /** Defaults to chooseDriver's default, QEMU over QMP; tests may wrap it. */
   driver?: HypervisorDriver;
   /** Lets a test wrap the real activities (to inject a crash after a step, say). */
   wrapActivities?: (activities: HostActivities) => HostActivities;
@@ -50,7 +50,7 @@ export async function createHostWorker(
   opts: HostAgentOptions,
   extra: Partial<WorkerOptions> = {},
 ): Promise<HostAgent> {
-  const driver = opts.driver ?? new QmpDriver(opts.runDir);
+  const driver = opts.driver ?? chooseDriver({ runDir: opts.runDir });
   const logger = Runtime.instance().logger;
   const reclaimer = new Reclaimer(opts.storageRoot, { warn: (m, a) => logger.warn(m, { ...a, hostId: opts.hostId }) });
   const leftOver = await reclaimer.sweep();

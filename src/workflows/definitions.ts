@@ -1,8 +1,8 @@
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
 
-import { setBandwidthUpdateName } from '../config/names';
+import { diskProgressSignalName, progressQueryName, setBandwidthUpdateName } from '../config/names';
 import type { BandwidthRequest, BandwidthSet } from '../domain/bandwidth';
-import { type DiskProgress, diskProgressSignalName, type MergeProgress, progressQueryName } from '../domain/progress';
+import type { DiskProgress, MergeProgress } from '../domain/progress';
 
 export const progressQuery = defineQuery<MergeProgress>(progressQueryName);
 export const diskProgressSignal = defineSignal<[DiskProgress]>(diskProgressSignalName);

@@ -13,9 +13,8 @@ import { NativeConnection, Runtime } from '@temporalio/worker';
 
 import type { HostActivities } from '../../src/activities';
 import { temporalTarget } from '../../src/config/connection';
-import type { HypervisorDriver } from '../../src/host/driver';
-import { LibvirtDriver } from '../../src/host/libvirt-driver';
-import { QmpDriver } from '../../src/host/qmp-driver';
+import { chooseDriver } from '../../src/drivers/choose';
+import type { HypervisorDriver } from '../../src/drivers/driver';
 import { createHostWorker } from '../../src/workers/host';
 
 const holds = new Set((process.env.LIVE_MERGE_TEST_HOLDS ?? '').split(',').filter(Boolean));
@@ -64,9 +63,11 @@ function holdingPivot(driver: HypervisorDriver): HypervisorDriver {
 }
 
 function driverOf(): HypervisorDriver {
-  if (process.env.LIVE_MERGE_DRIVER === 'libvirt')
-    return new LibvirtDriver({ uri: process.env.LIVE_MERGE_LIBVIRT_URI ?? 'qemu:///system', runDir: runDir! });
-  return new QmpDriver(runDir!);
+  return chooseDriver({
+    runDir: runDir!,
+    driver: process.env.LIVE_MERGE_DRIVER === 'libvirt' ? 'libvirt' : 'qmp',
+    libvirtUri: process.env.LIVE_MERGE_LIBVIRT_URI,
+  });
 }
 
 async function main(): Promise<void> {

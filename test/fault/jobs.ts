@@ -1,6 +1,6 @@
 import { auxQmpSocketPath } from '../../src/domain/layout';
-import { QmpClient } from '../../src/qmp/client';
-import { queryJobsSchema } from '../../src/qmp/schemas';
+import { QmpClient } from '../../src/drivers/qmp/client';
+import { queryJobsSchema } from '../../src/drivers/qmp/schemas';
 
 /**
  * Watches a VM's block jobs on its aux monitor: the ids of every job QEMU created (from

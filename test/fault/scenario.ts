@@ -7,7 +7,7 @@ import { createLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
-import { reclaimPath } from '../../src/host/reclaim';
+import { reclaimPath } from '../../src/storage/reclaim';
 export { mergeRequest } from '../helpers/merge-request';
 import type { LiveMergeWorkflow } from '../../src/workflows';
 import type { FaultStack } from './stack';

@@ -9,7 +9,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { createLabVm, type CreateLabVmOptions, destroyLabVm, type LabVm, verifyLabVm } from '../../lab/vm';
 import { diskMergeWorkflowId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { blockJobEventDataSchema } from '../../src/qmp/schemas';
+import { blockJobEventDataSchema } from '../../src/drivers/qmp/schemas';
 import { until, watchJobs } from './jobs';
 import { expectMerged, expectOnlyTopsDeleted, mergeRequest, MiB, startMerge } from './scenario';
 import { FaultStack } from './stack';

@@ -18,7 +18,7 @@ import { checkpointSchema } from '../../src/domain/checkpoint';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { DiskProgress, MergeProgress } from '../../src/domain/progress';
-import { volumeNames } from '../../src/host/driver';
+import { volumeNames } from '../../src/drivers/driver';
 import { LiveMergeWorkflow } from '../../src/workflows';
 import { mergeRequest } from '../helpers/merge-request';
 import { startTestStack, type TestStack } from '../helpers/stack';

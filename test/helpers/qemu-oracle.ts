@@ -6,7 +6,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs';
 import { promisify } from 'node:util';
 
-import { VolumeUsage, type VolumeUser } from '../../src/host/usage';
+import { VolumeUsage, type VolumeUser } from '../../src/volume-users';
 
 const run = promisify(execFile);
 

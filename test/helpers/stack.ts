@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import type { Worker } from '@temporalio/worker';
 
 import type { HostActivities } from '../../src/activities';
-import type { HypervisorDriver } from '../../src/host/driver';
+import type { HypervisorDriver } from '../../src/drivers/driver';
 import { createEngineWorker } from '../../src/workers/engine';
 import { createHostWorker, type HostAgent } from '../../src/workers/host';
 import { HOST_ID } from './host-id';

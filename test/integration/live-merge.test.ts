@@ -8,8 +8,8 @@ import { checkRegion, createLabVm, destroyLabVm, verifyLabVm } from '../../lab/v
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { auxQmpSocketPath, volumePath } from '../../src/domain/layout';
-import { QmpClient } from '../../src/qmp/client';
-import { queryJobsSchema } from '../../src/qmp/schemas';
+import { QmpClient } from '../../src/drivers/qmp/client';
+import { queryJobsSchema } from '../../src/drivers/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
 import { mergeRequest } from '../helpers/merge-request';
 import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../helpers/stack';

@@ -13,8 +13,8 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { MERGE_OUTCOME, VM_ID } from '../../src/config/search-attributes';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { auxQmpSocketPath } from '../../src/domain/layout';
-import { QmpClient } from '../../src/qmp/client';
-import { queryJobsSchema } from '../../src/qmp/schemas';
+import { QmpClient } from '../../src/drivers/qmp/client';
+import { queryJobsSchema } from '../../src/drivers/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
 import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
 

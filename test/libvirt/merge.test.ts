@@ -7,7 +7,7 @@ import type { LibvirtLabVm } from '../../lab/libvirt/domain';
 import { destroyLibvirtLabVm } from '../../lab/libvirt/domain';
 import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify';
 import { volumePath } from '../../src/domain/layout';
-import { LibvirtDriver } from '../../src/host/libvirt-driver';
+import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
 import { MiB, recordRecovery, startMerge } from '../fault/scenario';
 import { FaultStack } from '../fault/stack';
 import { mergeRequest } from '../helpers/merge-request';

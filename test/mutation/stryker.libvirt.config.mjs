@@ -12,10 +12,10 @@ const base = require('../../stryker.config.json');
 export default {
   ...base,
   mutate: [
-    'src/host/libvirt-driver.ts',
-    'src/host/libvirt/block-job-info.ts',
-    'src/host/libvirt/domain-xml.ts',
-    'src/host/libvirt/job-records.ts',
+    'src/drivers/libvirt/libvirt-driver.ts',
+    'src/drivers/libvirt/block-job-info.ts',
+    'src/drivers/libvirt/domain-xml.ts',
+    'src/drivers/libvirt/job-records.ts',
   ],
   jest: { ...base.jest, configFile: 'test/mutation/jest.libvirt.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-libvirt.json',

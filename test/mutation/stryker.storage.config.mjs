@@ -12,11 +12,11 @@ const base = require('../../stryker.config.json');
 export default {
   ...base,
   mutate: [
-    'src/host/image-names.ts',
-    'src/host/qemu-img.ts',
-    'src/host/space.ts',
-    'src/host/reclaim.ts',
-    'src/host/tombstone.ts',
+    'src/storage/image-names.ts',
+    'src/storage/qemu-img.ts',
+    'src/storage/space.ts',
+    'src/storage/reclaim.ts',
+    'src/storage/tombstone.ts',
   ],
   jest: { ...base.jest, configFile: 'test/mutation/jest.storage.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-storage.json',

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { volumePath } from '../../src/domain/layout';
-import type { BlockJob, DiskChain, HypervisorDriver } from '../../src/host/driver';
-import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/host/errors';
-import { SimDriver } from '../../src/host/sim-driver';
+import type { BlockJob, DiskChain, HypervisorDriver } from '../../src/drivers/driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
 import { type Fixture, libvirtFixture, qmpFixture, simFixture, SLOW } from './driver-fixtures';
 
 /**

@@ -9,14 +9,14 @@ import {
   destroyLibvirtLabVm,
   libvirtLabVmPid,
 } from '../../lab/libvirt/domain';
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { crashLabVm, createLabVm, destroyLabVm, labDiskId, labVolumeId } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
-import type { HypervisorDriver } from '../../src/host/driver';
-import { VirshCommandError } from '../../src/host/libvirt/virsh';
-import { LibvirtDriver } from '../../src/host/libvirt-driver';
-import { QmpDriver } from '../../src/host/qmp-driver';
-import { SimDriver } from '../../src/host/sim-driver';
-import { QmpCommandError } from '../../src/qmp/errors';
+import type { HypervisorDriver } from '../../src/drivers/driver';
+import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
+import { VirshCommandError } from '../../src/drivers/libvirt/virsh';
+import { QmpCommandError } from '../../src/drivers/qmp/errors';
+import { QmpDriver } from '../../src/drivers/qmp/qmp-driver';
 
 const MiB = 1024 * 1024;
 /** A speed that keeps a commit running for seconds (the lab top holds 2 MiB; the sim top 16 MiB). */

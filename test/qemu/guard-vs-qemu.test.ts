@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 
 import fc from 'fast-check';
 
-import { VolumeUsage } from '../../src/host/usage';
+import { VolumeUsage } from '../../src/volume-users';
 import { type Answer, answerFor, qemuUsesVolume } from '../helpers/qemu-oracle';
 
 jest.setTimeout(300_000);

@@ -23,9 +23,9 @@ import type { MergeStarted } from '../../src/activities/merge';
 import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
 import { blockJobId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { QmpDriver } from '../../src/host/qmp-driver';
-import { Reclaimer } from '../../src/host/reclaim';
-import { VolumeUsage } from '../../src/host/usage';
+import { QmpDriver } from '../../src/drivers/qmp/qmp-driver';
+import { Reclaimer } from '../../src/storage/reclaim';
+import { VolumeUsage } from '../../src/volume-users';
 import { holding } from '../helpers/holding';
 import { writeUnreadableImage } from '../helpers/unreadable-image';
 

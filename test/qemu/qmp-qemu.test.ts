@@ -8,19 +8,19 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { QmpClient, type QmpEvent } from '../../src/qmp/client';
-import { QmpCommandError, QmpConnectError } from '../../src/qmp/errors';
+import type { JobStatus } from '../../src/drivers/driver';
+import { QmpClient, type QmpEvent } from '../../src/drivers/qmp/client';
+import { QmpCommandError, QmpConnectError } from '../../src/drivers/qmp/errors';
 import {
   type BlockInfo,
   flattenImageChain,
-  type JobStatus,
   jobStatusChangeDataSchema,
   qemuVersionSchema,
   queryBlockJobsSchema,
   queryBlockSchema,
   queryJobsSchema,
   queryNamedBlockNodesSchema,
-} from '../../src/qmp/schemas';
+} from '../../src/drivers/qmp/schemas';
 
 jest.setTimeout(20_000);
 

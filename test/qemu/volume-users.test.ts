@@ -12,7 +12,8 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { qmpSocketPath } from '../../src/domain/layout';
-import { vmQemuPids, VolumeUsage, type VolumeUser } from '../../src/host/usage';
+import { vmQemuPids } from '../../src/drivers/qmp/qmp-pid';
+import { VolumeUsage, type VolumeUser } from '../../src/volume-users';
 import { holding } from '../helpers/holding';
 
 jest.setTimeout(60_000);

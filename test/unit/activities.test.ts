@@ -9,16 +9,16 @@ import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { createHostActivities, type HostActivities } from '../../src/activities';
 import type { JobStep, WaitStep } from '../../src/activities/inputs';
 import { blockJobId, blockJobPrefix } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
-import type { HypervisorDriver } from '../../src/host/driver';
-import { isBackingOf } from '../../src/host/qemu-img';
-import { Reclaimer, reclaimPath } from '../../src/host/reclaim';
-import { SimDriver } from '../../src/host/sim-driver';
-import { readTombstone } from '../../src/host/tombstone';
-import { VolumeUsage } from '../../src/host/usage';
+import type { HypervisorDriver } from '../../src/drivers/driver';
+import { isBackingOf } from '../../src/storage/qemu-img';
+import { Reclaimer, reclaimPath } from '../../src/storage/reclaim';
+import { readTombstone } from '../../src/storage/tombstone';
+import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../helpers/failure';
 
 /**

@@ -12,7 +12,7 @@ import { createCancelBlockJob } from '../../src/activities/cancel-block-job';
 import type { WaitStep } from '../../src/activities/inputs';
 import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
-import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/host/driver';
+import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/drivers/driver';
 
 const MiB = 1024 * 1024;
 const JOB = 'lm.d1.v2';

@@ -13,7 +13,7 @@ import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
 import { type ConvergenceState, graceOver, MIN_PROGRESS_BYTES, observeConvergence } from '../../src/domain/convergence';
 import { mergeOptionsSchema } from '../../src/domain/input';
-import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/host/driver';
+import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/drivers/driver';
 
 const MiB = 1024 * 1024;
 

@@ -4,10 +4,10 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import type { HostDeps } from '../../src/activities/deps';
 import { keepAlive } from '../../src/activities/keep-alive';
 import { guardDelete } from '../../src/activities/volume-guard';
-import { dependants, type Target } from '../../src/host/usage/dependants';
-import type { FileId } from '../../src/host/usage/file-id';
-import type { IndexScan } from '../../src/host/usage/image-index';
-import { describeUser, type VolumeUser } from '../../src/host/usage/volume-users';
+import { dependants, type Target } from '../../src/volume-users/dependants';
+import type { FileId } from '../../src/volume-users/file-id';
+import type { IndexScan } from '../../src/volume-users/image-index';
+import { describeUser, type VolumeUser } from '../../src/volume-users/volume-users';
 
 /**
  * The guard's refusals as the user reads them: which failure type a set of users makes, and the

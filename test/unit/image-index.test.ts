@@ -12,10 +12,10 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { dirOf, readName } from '../../src/host/image-names';
-import * as qemuImg from '../../src/host/qemu-img';
-import { reclaimPath } from '../../src/host/reclaim';
-import { ImageIndex, type ImageRecord, type IndexScan } from '../../src/host/usage';
+import { dirOf, readName } from '../../src/storage/image-names';
+import * as qemuImg from '../../src/storage/qemu-img';
+import { reclaimPath } from '../../src/storage/reclaim';
+import { ImageIndex, type ImageRecord, type IndexScan } from '../../src/volume-users';
 
 // The module object the index calls through (a spy on it is seen there).
 // eslint-disable-next-line @typescript-eslint/no-require-imports

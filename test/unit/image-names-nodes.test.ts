@@ -3,7 +3,7 @@
  * or sit beside each other (image-names.ts). QEMU refuses each of the first three outright
  * (qemu-img 7.2: "does not support the option 'filename'", "A block device must be specified").
  */
-import { readName } from '../../src/host/image-names';
+import { readName } from '../../src/storage/image-names';
 
 const json = (spec: object): string => `json:${JSON.stringify(spec)}`;
 const fileNode = (filename: string): object => ({ driver: 'file', filename });

@@ -1,4 +1,4 @@
-import { readName } from '../../src/host/image-names';
+import { readName } from '../../src/storage/image-names';
 
 /** Which string options of a json: specification name another node: a child key, or a list index. */
 const json = (spec: object): string => `json:${JSON.stringify(spec)}`;

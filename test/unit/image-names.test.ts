@@ -2,7 +2,7 @@
  * How a name an image holds is read (image-names.ts), one rule at a time. QEMU itself answers for
  * the same forms in test/qemu/guard-vs-qemu.test.ts.
  */
-import { dirOf, type NameReading, protocolOf, readDataFileName, readName } from '../../src/host/image-names';
+import { dirOf, type NameReading, protocolOf, readDataFileName, readName } from '../../src/storage/image-names';
 
 const file = (p: string, followsBacking = true, followsDataFile = true): NameReading['files'][number] => ({
   path: p,

@@ -1,4 +1,4 @@
-import { BlockJobInfoError, parseBlockJobInfo } from '../../src/host/libvirt/block-job-info';
+import { BlockJobInfoError, parseBlockJobInfo } from '../../src/drivers/libvirt/block-job-info';
 
 describe('virsh blockjob --info --raw, a value to the end of its line', () => {
   test('a value cut by a line separator (U+2028) is refused, not read as the part before it', () => {

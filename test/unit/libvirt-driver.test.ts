@@ -7,10 +7,10 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/host/errors';
-import { type JobRecord, JobRecords } from '../../src/host/libvirt/job-records';
-import { VirshCommandError } from '../../src/host/libvirt/virsh';
-import { LibvirtDriver } from '../../src/host/libvirt-driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
+import { type JobRecord, JobRecords } from '../../src/drivers/libvirt/job-records';
+import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
+import { VirshCommandError } from '../../src/drivers/libvirt/virsh';
 import { type FakeVirsh, installFakeVirsh } from '../helpers/fake-virsh';
 
 jest.setTimeout(20_000);

@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { type JobRecord, JobRecords } from '../../src/host/libvirt/job-records';
+import { type JobRecord, JobRecords } from '../../src/drivers/libvirt/job-records';
 
 let runDir: string;
 let records: JobRecords;

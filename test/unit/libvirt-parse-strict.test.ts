@@ -1,5 +1,5 @@
-import { BlockJobInfoError, parseBlockJobInfo } from '../../src/host/libvirt/block-job-info';
-import { DomainXmlError, layerName, parseDomainDisks, parseLayerName } from '../../src/host/libvirt/domain-xml';
+import { BlockJobInfoError, parseBlockJobInfo } from '../../src/drivers/libvirt/block-job-info';
+import { DomainXmlError, layerName, parseDomainDisks, parseLayerName } from '../../src/drivers/libvirt/domain-xml';
 
 /** The libvirt parsers' exact answers at their edges: what they leave out, and how they refuse. */
 

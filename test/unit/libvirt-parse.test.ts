@@ -1,6 +1,6 @@
 import { ConfigError, loadWorkerConfig } from '../../src/config/worker-config';
-import { parseBlockJobInfo } from '../../src/host/libvirt/block-job-info';
-import { layerName, parseDomainDisks, parseLayerName } from '../../src/host/libvirt/domain-xml';
+import { parseBlockJobInfo } from '../../src/drivers/libvirt/block-job-info';
+import { layerName, parseDomainDisks, parseLayerName } from '../../src/drivers/libvirt/domain-xml';
 
 /** What the libvirt driver reads from virsh, and the host agent's choice of driver. */
 

@@ -13,15 +13,15 @@ import { type ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { createHostActivities } from '../../src/activities';
 import type { HostDeps } from '../../src/activities/deps';
 import { blockJobId } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
-import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/host/driver';
-import { Reclaimer } from '../../src/host/reclaim';
-import { SimDriver } from '../../src/host/sim-driver';
-import { writeTombstone } from '../../src/host/tombstone';
-import { VolumeUsage } from '../../src/host/usage';
+import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
+import { Reclaimer } from '../../src/storage/reclaim';
+import { writeTombstone } from '../../src/storage/tombstone';
+import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../helpers/failure';
 
 jest.setTimeout(30_000);

@@ -1,5 +1,5 @@
 /**
- * The names a path reduces to (src/host/usage/names.ts): which of two paths to one inode are the
+ * The names a path reduces to (src/volume-users/names.ts): which of two paths to one inode are the
  * same name (a symlink or bind mount on the way) and which are two names (hard links). Real files
  * in a temp dir, against mount tables written here so each rule is seen on its own.
  */
@@ -8,7 +8,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { canonicalName, type MountTable, parseMountinfo, sameName } from '../../src/host/usage';
+import { canonicalName, type MountTable, parseMountinfo, sameName } from '../../src/volume-users';
 
 let dir: string;
 const at = (...p: string[]): string => path.join(dir, ...p);
@@ -109,7 +109,7 @@ describe('sameName', () => {
         at('a/v.qcow2'),
         process.execPath,
         script,
-        path.resolve(__dirname, '../../src/host/usage/names.ts'),
+        path.resolve(__dirname, '../../src/volume-users/names.ts'),
       ],
       { encoding: 'utf8' },
     );

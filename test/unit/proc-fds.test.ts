@@ -1,5 +1,5 @@
 /**
- * The guard's walk of every process's fds (src/host/usage/proc-fds.ts), on a fake /proc of
+ * The guard's walk of every process's fds (src/volume-users/proc-fds.ts), on a fake /proc of
  * symlinks to real files in a temp dir, and once on the real /proc. Where a case cannot be made
  * with symlinks (an fd closed between the listing and the readlink or stat, an fd whose inode
  * cannot be read, a path not resolvable from here), `fs.readlinkSync`/`statSync` are wrapped to
@@ -10,8 +10,8 @@ import type { BigIntStats, PathLike, Stats, StatSyncOptions } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { fileIdOf } from '../../src/host/usage/file-id';
-import { fdsOnFiles, type FdTarget, processName, walkFds } from '../../src/host/usage/proc-fds';
+import { fileIdOf } from '../../src/volume-users/file-id';
+import { fdsOnFiles, type FdTarget, processName, walkFds } from '../../src/volume-users/proc-fds';
 
 // The module object proc-fds calls through (a spy on it is seen there).
 // eslint-disable-next-line @typescript-eslint/no-require-imports

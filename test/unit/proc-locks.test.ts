@@ -1,5 +1,5 @@
 /**
- * The guard's read of the host's file locks (src/host/usage/proc-locks.ts): on the real
+ * The guard's read of the host's file locks (src/volume-users/proc-locks.ts): on the real
  * /proc/locks with a lock held by `flock`, and on a /proc/locks written here (one larger than a
  * read, for the reader's loop).
  */
@@ -8,8 +8,8 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { devMajorMinor, fileIdOf } from '../../src/host/usage/file-id';
-import { locksOn, parseLockLine, ProcLocksReader, readProcLocks } from '../../src/host/usage/proc-locks';
+import { devMajorMinor, fileIdOf } from '../../src/volume-users/file-id';
+import { locksOn, parseLockLine, ProcLocksReader, readProcLocks } from '../../src/volume-users/proc-locks';
 
 let dir: string;
 beforeEach(() => {

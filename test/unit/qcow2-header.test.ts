@@ -4,8 +4,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { dirOf, readName } from '../../src/host/image-names';
-import { CorruptImageHeaderError, readImageRefs } from '../../src/host/qemu-img';
+import { dirOf, readName } from '../../src/storage/image-names';
+import { CorruptImageHeaderError, readImageRefs } from '../../src/storage/qemu-img';
 
 const run = promisify(execFile);
 let dir: string;

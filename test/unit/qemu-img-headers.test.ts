@@ -9,7 +9,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { CorruptImageHeaderError, isBackingOf, readImageRefs, readQcow2Geometry } from '../../src/host/qemu-img';
+import { CorruptImageHeaderError, isBackingOf, readImageRefs, readQcow2Geometry } from '../../src/storage/qemu-img';
 
 const run = promisify(execFile);
 let dir: string;

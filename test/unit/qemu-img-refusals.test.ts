@@ -8,8 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { readName } from '../../src/host/image-names';
-import { CorruptImageHeaderError, isBackingOf, readImageRefs } from '../../src/host/qemu-img';
+import { readName } from '../../src/storage/image-names';
+import { CorruptImageHeaderError, isBackingOf, readImageRefs } from '../../src/storage/qemu-img';
 
 const run = promisify(execFile);
 let dir: string;

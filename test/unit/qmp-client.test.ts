@@ -5,7 +5,7 @@ import * as path from 'node:path';
 
 import { z } from 'zod';
 
-import { QmpClient, type QmpEvent } from '../../src/qmp/client';
+import { QmpClient, type QmpEvent } from '../../src/drivers/qmp/client';
 import {
   QmpClosedError,
   QmpCommandError,
@@ -13,7 +13,7 @@ import {
   QmpError,
   QmpProtocolError,
   QmpTimeoutError,
-} from '../../src/qmp/errors';
+} from '../../src/drivers/qmp/errors';
 import {
   blockInfoSchema,
   deviceIdOf,
@@ -23,7 +23,7 @@ import {
   queryJobsSchema,
   queryNamedBlockNodesSchema,
   resolveImageFilename,
-} from '../../src/qmp/schemas';
+} from '../../src/drivers/qmp/schemas';
 
 // ---------------------------------------------------------------------------------------------
 // Fake QMP server

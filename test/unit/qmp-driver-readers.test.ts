@@ -12,7 +12,7 @@ import * as path from 'node:path';
 import { promisify } from 'node:util';
 
 import { qmpSocketPath, volumePath } from '../../src/domain/layout';
-import { QmpDriver } from '../../src/host/qmp-driver';
+import { QmpDriver } from '../../src/drivers/qmp/qmp-driver';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);

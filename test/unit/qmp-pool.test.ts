@@ -3,10 +3,10 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { VmGoneError, VmNotFoundError } from '../../src/host/errors';
-import { QmpPool } from '../../src/host/qmp-pool';
-import { QmpClient } from '../../src/qmp/client';
-import { QmpConnectError } from '../../src/qmp/errors';
+import { VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
+import { QmpClient } from '../../src/drivers/qmp/client';
+import { QmpConnectError } from '../../src/drivers/qmp/errors';
+import { QmpPool } from '../../src/drivers/qmp/qmp-pool';
 
 /** How the pool names a VM that is not there, by what its QMP socket does. */
 describe('QmpPool: a VM whose QEMU is missing or dying', () => {
@@ -48,7 +48,9 @@ describe('QmpPool: a VM whose QEMU is missing or dying', () => {
     const pool = new QmpPool(() => socketPath);
     const err = await pool.get('vm1').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VmGoneError);
-    expect((err as Error).message).toBe(`VM vm1 is gone: its QEMU no longer answers on ${socketPath} (nothing listens on it)`);
+    expect((err as Error).message).toBe(
+      `VM vm1 is gone: its QEMU no longer answers on ${socketPath} (nothing listens on it)`,
+    );
   });
 
   /** The kernel resets a connection still queued when the listener closes; too brief a window to hit on demand. */
@@ -63,7 +65,9 @@ describe('QmpPool: a VM whose QEMU is missing or dying', () => {
     const socketPath = connectFailsWith('ECONNRESET');
     const err = await new QmpPool(() => socketPath).get('vm1').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(VmGoneError);
-    expect((err as Error).message).toMatch(/^VM vm1 is gone: its QEMU no longer answers on .* \(it closed before accepting us\)$/);
+    expect((err as Error).message).toMatch(
+      /^VM vm1 is gone: its QEMU no longer answers on .* \(it closed before accepting us\)$/,
+    );
   });
 
   test('any other connect failure is not taken for a gone VM', async () => {

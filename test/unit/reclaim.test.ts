@@ -7,7 +7,7 @@ import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
-import { Reclaimer, reclaimPath } from '../../src/host/reclaim';
+import { Reclaimer, reclaimPath } from '../../src/storage/reclaim';
 
 let root: string;
 let warnings: Array<[string, Record<string, unknown>]>;

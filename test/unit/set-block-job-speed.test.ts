@@ -2,11 +2,11 @@ import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { createHostActivities, type HostActivities } from '../../src/activities';
 import { blockJobId } from '../../src/config/names';
-import { Reclaimer } from '../../src/host/reclaim';
-import { SimDriver } from '../../src/host/sim-driver';
-import { VolumeUsage } from '../../src/host/usage';
+import { Reclaimer } from '../../src/storage/reclaim';
+import { VolumeUsage } from '../../src/volume-users';
 
 /** The setBlockJobSpeed host activity against SimDriver (QEMU's block-job semantics, in memory). */
 

@@ -1,7 +1,7 @@
-import type { BlockJob, StartCommit } from '../../src/host/driver';
-import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/host/errors';
-import { SimDriver, type SimDriverOptions } from '../../src/host/sim-driver';
-import { QmpCommandError } from '../../src/qmp/errors';
+import { SimDriver, type SimDriverOptions } from '../../lab/sim/sim-driver';
+import type { BlockJob, StartCommit } from '../../src/drivers/driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
+import { QmpCommandError } from '../../src/drivers/qmp/errors';
 
 const MiB = 1024 * 1024;
 const [A, B, C] = ['/s/images/d1/a.qcow2', '/s/images/d1/b.qcow2', '/s/images/d1/c.qcow2'];

@@ -8,7 +8,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { allocatedRanges, parseAllocatedRanges } from '../../src/host/space';
+import { allocatedRanges, parseAllocatedRanges } from '../../src/storage/space';
 
 const run = promisify(execFile);
 let dir: string;

@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { readQcow2Geometry } from '../../src/host/qemu-img';
+import { readQcow2Geometry } from '../../src/storage/qemu-img';
 import {
   alignRanges,
   allocatedRanges,
@@ -14,9 +14,9 @@ import {
   freeBytes,
   measureCommitSpace,
   parseAllocatedRanges,
-} from '../../src/host/space';
+} from '../../src/storage/space';
 
-/** The space rule of host/space.ts on real qcow2 files, checked against what `qemu-img commit` really adds. */
+/** The space rule of storage/space.ts on real qcow2 files, checked against what `qemu-img commit` really adds. */
 
 const run = promisify(execFile);
 const KiB = 1024;

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import * as path from 'node:path';
 
 import { imageDir } from '../../src/domain/layout';
-import { readTombstone, type Tombstone, writeTombstone } from '../../src/host/tombstone';
+import { readTombstone, type Tombstone, writeTombstone } from '../../src/storage/tombstone';
 
 let root: string;
 const t: Tombstone = { volumeId: 'v1', mergedInto: 'v0', deletedAt: '2024-05-01T10:00:00.000Z' };

@@ -1,5 +1,5 @@
 /**
- * The guard's rules one by one, on the data the scans hand them (src/host/usage: who listens on a
+ * The guard's rules one by one, on the data the scans hand them (src/volume-users: who listens on a
  * QMP socket, which processes and images are users, how a user reads in a refusal), plus the real
  * /proc where a rule reads it.
  */
@@ -8,15 +8,15 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { CorruptImageHeaderError, type ImageRefs } from '../../src/host/qemu-img';
-import { dependants, MAX_NAME_DEPTH, type Target, unreadable } from '../../src/host/usage/dependants';
-import { type FileId, fileIdOf, sameInode } from '../../src/host/usage/file-id';
-import type { ImageRecord, IndexScan } from '../../src/host/usage/image-index';
-import type { FdOnFile, FdScan } from '../../src/host/usage/proc-fds';
-import type { LockEntry } from '../../src/host/usage/proc-locks';
-import { processUsers } from '../../src/host/usage/process-users';
-import { listenerPids, parseListeningInodes } from '../../src/host/usage/qmp-pid';
-import { describeUser, VolumeUsage } from '../../src/host/usage/volume-users';
+import { listenerPids, parseListeningInodes } from '../../src/drivers/qmp/qmp-pid';
+import { CorruptImageHeaderError, type ImageRefs } from '../../src/storage/qemu-img';
+import { dependants, MAX_NAME_DEPTH, type Target, unreadable } from '../../src/volume-users/dependants';
+import { type FileId, fileIdOf, sameInode } from '../../src/volume-users/file-id';
+import type { ImageRecord, IndexScan } from '../../src/volume-users/image-index';
+import type { FdOnFile, FdScan } from '../../src/volume-users/proc-fds';
+import type { LockEntry } from '../../src/volume-users/proc-locks';
+import { processUsers } from '../../src/volume-users/process-users';
+import { describeUser, VolumeUsage } from '../../src/volume-users/volume-users';
 import { until } from '../fault/jobs';
 
 let dir: string;

@@ -7,11 +7,11 @@ import { type ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
+import { SimDriver } from '../../lab/sim/sim-driver';
 import { createHostActivities, type HostActivities } from '../../src/activities';
 import { volumePath } from '../../src/domain/layout';
-import { Reclaimer } from '../../src/host/reclaim';
-import { SimDriver } from '../../src/host/sim-driver';
-import { VolumeUsage } from '../../src/host/usage';
+import { Reclaimer } from '../../src/storage/reclaim';
+import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../helpers/failure';
 
 const root = '/nonexistent/lm-verify';

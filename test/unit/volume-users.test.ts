@@ -10,20 +10,19 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import { reclaimPath } from '../../src/host/reclaim';
+import { listenerPids, parseListeningInodes } from '../../src/drivers/qmp/qmp-pid';
+import { reclaimPath } from '../../src/storage/reclaim';
 import {
   canonicalName,
   devMajorMinor,
   isReclaimName,
-  listenerPids,
   locksOn,
-  parseListeningInodes,
   parseLockLine,
   parseMountinfo,
   parseProcLocks,
   VolumeUsage,
   type VolumeUser,
-} from '../../src/host/usage';
+} from '../../src/volume-users';
 
 const run = promisify(execFile);
 let root: string;

@@ -2,14 +2,14 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
-import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
-import { DiskNotFoundError, VmGoneError, VmNotFoundError } from './errors';
-import { parseBlockJobInfo } from './libvirt/block-job-info';
-import { type DomainDisk, layerName, parseDomainDisks, parseLayerName } from './libvirt/domain-xml';
-import { LibvirtEvents } from './libvirt/events';
-import { type JobRecord, JobRecords } from './libvirt/job-records';
-import { Virsh, VirshCommandError } from './libvirt/virsh';
-import { type CommitSpace, measureCommitSpace } from './space';
+import { measureCommitSpace } from '../../storage/space';
+import type { BlockJob, CommitSpace, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
+import { parseBlockJobInfo } from './block-job-info';
+import { type DomainDisk, layerName, parseDomainDisks, parseLayerName } from './domain-xml';
+import { LibvirtEvents } from './events';
+import { type JobRecord, JobRecords } from './job-records';
+import { Virsh, VirshCommandError } from './virsh';
 
 export interface LibvirtDriverOptions {
   /** libvirt connection URI, e.g. `qemu:///system`. */

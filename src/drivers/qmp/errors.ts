@@ -1,5 +1,5 @@
 /**
- * Typed errors raised by the QMP client (src/qmp/client.ts).
+ * Typed errors raised by the QMP client (src/drivers/qmp/client.ts).
  *
  * Failure model:
  * - error reply → that command rejects with QmpCommandError; the connection stays usable.

@@ -1,7 +1,13 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
-import { auxQmpSocketPath, qmpSocketPath } from '../domain/layout';
-import type { QmpClient } from '../qmp/client';
-import { QmpCommandError } from '../qmp/errors';
+import { auxQmpSocketPath, qmpSocketPath } from '../../domain/layout';
+import { measureCommitSpace } from '../../storage/space';
+import type { BlockJob, CommitSpace, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
+import { DiskNotFoundError } from '../errors';
+import type { QmpClient } from './client';
+import { QmpCommandError } from './errors';
+import { vmQemuPids } from './qmp-pid';
+import { QmpPool } from './qmp-pool';
+import { releaseNodes } from './release-nodes';
 import {
   deviceIdOf,
   flattenImageChain,
@@ -10,13 +16,7 @@ import {
   queryJobsSchema,
   queryNamedBlockNodesSchema,
   resolveImageFilename,
-} from '../qmp/schemas';
-import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from './driver';
-import { DiskNotFoundError } from './errors';
-import { QmpPool } from './qmp-pool';
-import { releaseNodes } from './release-nodes';
-import { type CommitSpace, measureCommitSpace } from './space';
-import { vmQemuPids } from './usage';
+} from './schemas';
 
 /** The hypervisor driver for real QEMU, over each VM's QMP socket under the run directory. */
 export class QmpDriver implements HypervisorDriver {

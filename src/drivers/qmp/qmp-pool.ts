@@ -1,8 +1,8 @@
 import { existsSync } from 'node:fs';
 
-import { QmpClient } from '../qmp/client';
-import { QmpClosedError, QmpConnectError } from '../qmp/errors';
-import { VmGoneError, VmNotFoundError } from './errors';
+import { VmGoneError, VmNotFoundError } from '../errors';
+import { QmpClient } from './client';
+import { QmpClosedError, QmpConnectError } from './errors';
 
 /**
  * One QMP connection per VM, shared by every activity of this host agent. A QMP socket serves one

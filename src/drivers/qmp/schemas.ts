@@ -8,6 +8,8 @@
  */
 import { z } from 'zod';
 
+import { JOB_STATUSES } from '../driver';
+
 // ---------------------------------------------------------------------------------------------
 // Wire messages
 // ---------------------------------------------------------------------------------------------
@@ -57,21 +59,8 @@ export type QmpEvent = z.infer<typeof eventSchema>;
 // Jobs
 // ---------------------------------------------------------------------------------------------
 
-/** QAPI JobStatus (QEMU 7.2). Note `null` is the *string* "null" (job dismissed). */
-export const jobStatusSchema = z.enum([
-  'undefined',
-  'created',
-  'running',
-  'paused',
-  'ready',
-  'standby',
-  'waiting',
-  'pending',
-  'aborting',
-  'concluded',
-  'null',
-]);
-export type JobStatus = z.infer<typeof jobStatusSchema>;
+/** QAPI JobStatus, as the driver interface names its states. */
+export const jobStatusSchema = z.enum(JOB_STATUSES);
 
 /** One entry of `query-jobs`. `error` is set on a failed/cancelled job ("Operation canceled"). */
 export const jobInfoSchema = z.looseObject({
