@@ -35,5 +35,5 @@ module.exports = {
   ],
   maxWorkers: 2,
   testTimeout: 120_000,
-  reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
+  reporters: ['default', '<rootDir>/test/harness/summary-reporter.js'],
 };

@@ -3,16 +3,9 @@ import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Client, Connection } from '@temporalio/client';
-import {
-  bundleWorkflowCode,
-  DefaultLogger,
-  NativeConnection,
-  Runtime,
-  type WorkflowBundleWithSourceMap,
-} from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Runtime, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 
-import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
+import { type ConnectedDevServer, startConnectedDevServer } from '../../lab/devserver/connected';
 import { WORKFLOW_BUNDLER_OPTIONS } from '../../src/workers/workflow-bundle';
 import { processTree, sum } from './proc';
 
@@ -120,34 +113,12 @@ export function scratchDir(prefix: string): { dir: string; remove(): void } {
   return { dir, remove: () => rmSync(dir, { recursive: true, force: true }) };
 }
 
-export interface BenchServer {
-  server: DevServer;
-  client: Client;
-  connection: NativeConnection;
-  close(): Promise<void>;
-}
+export type BenchServer = ConnectedDevServer;
 
 /** A headless dev server of its own (SQLite file in a scratch dir) with a client and a worker connection. */
 export async function startBenchServer(dir: string): Promise<BenchServer> {
   installRuntime();
-  const server = await startDevServer({
-    dbFile: path.join(dir, 'temporal.sqlite'),
-    logFile: path.join(dir, 'server.log'),
-    headless: true,
-  });
-  const clientConnection = await Connection.connect({ address: server.address });
-  const connection = await NativeConnection.connect({ address: server.address });
-  const client = new Client({ connection: clientConnection, namespace: server.namespace });
-  return {
-    server,
-    client,
-    connection,
-    async close() {
-      await clientConnection.close();
-      await connection.close();
-      await server.stop();
-    },
-  };
+  return startConnectedDevServer(dir);
 }
 
 const bundles = new Map<string, Promise<WorkflowBundleWithSourceMap>>();

@@ -12,9 +12,10 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeWorkflow } from '../../src/workflows';
-import { until, watchJobs } from '../fault/jobs';
-import { recordRecovery } from '../fault/scenario';
-import { mergeRequest } from '../helpers/merge-request';
+import { watchJobs } from '../harness/jobs';
+import { mergeRequest } from '../harness/merge-request';
+import { recordRecovery } from '../harness/scenario';
+import { until } from '../harness/until';
 
 export const MiB = 1024 * 1024;
 export { recordRecovery, until };
@@ -89,8 +90,8 @@ export async function startHostMerge(
 }
 
 /** Both disks' block jobs are running in QEMU. */
-export function bothJobsRunning(m: RunningMerge): Promise<void> {
-  return until(async () => (await m.jobs.running()) === 2, 120_000);
+export async function bothJobsRunning(m: RunningMerge): Promise<void> {
+  await until(async () => (await m.jobs.running()) === 2, 120_000);
 }
 
 /**

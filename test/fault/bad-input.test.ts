@@ -9,10 +9,10 @@ import { auxQmpCommand, destroyLabVm, type LabVm, verifyLabVm } from '../../lab/
 import { InvalidMergeRequestError, LiveMergeClient } from '../../src/client';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { idSchema } from '../../src/domain/input';
-import { snapshotFiles } from '../helpers/stack';
-import { type CliRun, temporalCli } from '../helpers/temporal-cli';
-import { labVm } from './scenario';
-import { FaultStack, HOST_ID } from './stack';
+import { snapshotFiles } from '../harness/in-process-stack';
+import { FaultStack, HOST_ID } from '../harness/process-stack';
+import { labVm } from '../harness/scenario';
+import { type CliRun, temporalCli } from '../harness/temporal-cli';
 
 /**
  * Issue 3, scenario 10: a table of bad inputs, each sent through the real Temporal CLI (v1.5.1)

@@ -1,7 +1,8 @@
 import { destroyLabVm, verifyLabVm } from '../../lab/vm';
-import { until, watchJobs } from './jobs';
-import { expectOnlyTopsDeleted, labVm, mergeRequest, MiB, startMerge } from './scenario';
-import { FaultStack } from './stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack } from '../harness/process-stack';
+import { expectOnlyTopsDeleted, labVm, mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
 
 /**
  * 8. A merge cancelled while its block job runs: the job is cancelled, no pivot happens, the

@@ -18,8 +18,8 @@ import { z } from 'zod';
 import { checkGuestWrites, waitForGuestAcks } from '../../lab/guest';
 import { createLabVm, destroyLabVm, type LabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
-import { mergeRequest, MiB, startMerge } from './scenario';
-import { FaultStack } from './stack';
+import { FaultStack } from '../harness/process-stack';
+import { mergeRequest, MiB, startMerge } from '../harness/scenario';
 
 export interface ChaosOptions {
   merges: number;

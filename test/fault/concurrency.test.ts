@@ -1,9 +1,10 @@
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError } from '@temporalio/client';
 
 import { destroyLabVm } from '../../lab/vm';
-import { until, watchJobs } from './jobs';
-import { expectMerged, labVm, mergeRequest, MiB, startMerge } from './scenario';
-import { FaultStack, HOST_ID } from './stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack, HOST_ID } from '../harness/process-stack';
+import { expectMerged, labVm, mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
 
 /** 9. Two snapshots of one VM at once on the same disk; the same snapshot started twice. */
 

@@ -6,9 +6,10 @@ import { WorkflowFailedError } from '@temporalio/client';
 
 import { destroyLabVm, readLabVm, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
-import { until, watchJobs } from './jobs';
-import { expectMerged, expectOnlyTopsDeleted, labVm, mergeRequest, MiB, startMerge } from './scenario';
-import { FaultStack } from './stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack } from '../harness/process-stack';
+import { expectMerged, expectOnlyTopsDeleted, labVm, mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
 
 const run = promisify(execFile);
 jest.setTimeout(180_000);

@@ -1,7 +1,8 @@
 import { destroyLabVm } from '../../lab/vm';
-import { until, watchJobs } from './jobs';
-import { expectMerged, labVm, mergeRequest, MiB, recordRecovery, startMerge } from './scenario';
-import { FaultStack } from './stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack } from '../harness/process-stack';
+import { expectMerged, labVm, mergeRequest, MiB, recordRecovery, startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
 
 /**
  * Restarts anywhere in the middle: each scenario runs its own dev server, engine worker and host

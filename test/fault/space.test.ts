@@ -10,9 +10,10 @@ import { createLabVm, type CreateLabVmOptions, destroyLabVm, type LabVm, verifyL
 import { diskMergeWorkflowId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
 import { blockJobEventDataSchema } from '../../src/drivers/qmp/schemas';
-import { until, watchJobs } from './jobs';
-import { expectMerged, expectOnlyTopsDeleted, mergeRequest, MiB, startMerge } from './scenario';
-import { FaultStack } from './stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack } from '../harness/process-stack';
+import { expectMerged, expectOnlyTopsDeleted, mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
 
 /**
  * 11. Space and real I/O errors, on the real stack (dev server, engine worker, host agent as

@@ -1,7 +1,14 @@
 import { destroyLabVm, verifyLabVm } from '../../lab/vm';
-import { watchJobs } from './jobs';
-import { expectMerged, expectSpaceReclaimed, labVm, mergeRequest, recordRecovery, startMerge } from './scenario';
-import { FaultStack } from './stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack } from '../harness/process-stack';
+import {
+  expectMerged,
+  expectSpaceReclaimed,
+  labVm,
+  mergeRequest,
+  recordRecovery,
+  startMerge,
+} from '../harness/scenario';
 
 /**
  * 5. Kills during the pivot, the delete and the cleanup: the host agent stops right after the

@@ -20,8 +20,8 @@ import { volumePath } from '../../src/domain/layout';
 import type { DiskProgress, MergeProgress } from '../../src/domain/progress';
 import { volumeNames } from '../../src/drivers/driver';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { mergeRequest } from '../helpers/merge-request';
-import { startTestStack, type TestStack } from '../helpers/stack';
+import { startTestStack, type TestStack } from '../harness/in-process-stack';
+import { mergeRequest } from '../harness/merge-request';
 
 jest.setTimeout(240_000);
 

@@ -1,5 +1,5 @@
 /**
- * Failure semantics with a writing guest: the stack as processes (test/fault/stack.ts), one stack
+ * Failure semantics with a writing guest: the stack as processes (test/harness/process-stack.ts), one stack
  * for the file, a process of it killed (or the merge cancelled, or QEMU killed) while the guest
  * writes through the merge. Every acknowledged write must be on the disks afterwards.
  */
@@ -11,9 +11,10 @@ import { WorkflowFailedError } from '@temporalio/client';
 import { ensureGuestArtifacts } from '../../lab/guest';
 import { type LabVm, queryLabVmDevices, runningLabVmPid, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
-import { until, watchJobs } from '../fault/jobs';
-import { expectMerged, expectOnlyTopsDeleted, mergeRequest, startMerge } from '../fault/scenario';
-import { FaultStack } from '../fault/stack';
+import { watchJobs } from '../harness/jobs';
+import { FaultStack } from '../harness/process-stack';
+import { expectMerged, expectOnlyTopsDeleted, mergeRequest, startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
 import { acksPerDisk, alive, BANDWIDTH, GuestVms, stopAndCheck, waitForWrites } from './guest-vm';
 
 jest.setTimeout(180_000);

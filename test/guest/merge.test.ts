@@ -10,8 +10,8 @@ import { type LabVm, runningLabVmPid, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { mergeRequest } from '../helpers/merge-request';
-import { startTestStack, type TestStack } from '../helpers/stack';
+import { startTestStack, type TestStack } from '../harness/in-process-stack';
+import { mergeRequest } from '../harness/merge-request';
 import { acksPerDisk, BANDWIDTH, GuestVms, stopAndCheck, waitForWrites } from './guest-vm';
 
 jest.setTimeout(180_000);

@@ -9,9 +9,10 @@ import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
 import type { MergeProgress } from '../../src/domain/progress';
-import { mergeRequest } from '../helpers/merge-request';
-import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
-import { type CliRun, temporalCli } from '../helpers/temporal-cli';
+import { HOST_ID, startTestStack, type TestStack } from '../harness/in-process-stack';
+import { mergeRequest } from '../harness/merge-request';
+import { type CliRun, temporalCli } from '../harness/temporal-cli';
+import { until } from '../harness/until';
 
 /**
  * Operators' surface: the real Temporal CLI (the pinned v1.5.1) against the product on a dev
@@ -77,14 +78,6 @@ async function queryProgress(workflowId: string): Promise<MergeProgress> {
     'progress',
   );
   return out.queryResult[0];
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 test('start from an input file, query progress, change the bandwidth with an update, describe, show, result', async () => {

@@ -7,7 +7,8 @@ import { auxQmpCommand, createLabVm, destroyLabVm, verifyLabVm } from '../../lab
 import { InvalidMergeRequestError, LiveMergeClient, type LiveMergeRequest } from '../../src/client';
 import { liveMergeWorkflowId } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../helpers/stack';
+import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../harness/in-process-stack';
+import { until } from '../harness/until';
 
 /** The engine client against the real product: dev server, engine and host workers, QEMU lab VMs. */
 
@@ -47,14 +48,6 @@ async function jobSpeeds(vmId: string): Promise<Record<string, number>> {
     speed: number;
   }>;
   return Object.fromEntries(jobs.map((j) => [j.device, j.speed]));
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 async function historyEventTypes(snapshotId: string): Promise<string[]> {

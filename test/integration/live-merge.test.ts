@@ -11,8 +11,8 @@ import { auxQmpSocketPath, volumePath } from '../../src/domain/layout';
 import { QmpClient } from '../../src/drivers/qmp/client';
 import { queryJobsSchema } from '../../src/drivers/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { mergeRequest } from '../helpers/merge-request';
-import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../helpers/stack';
+import { HOST_ID, snapshotFiles, startTestStack, type TestStack } from '../harness/in-process-stack';
+import { mergeRequest } from '../harness/merge-request';
 
 /** The product end to end: real dev server, real workers, real QEMU VMs with data. */
 

@@ -11,7 +11,7 @@ import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { readMergeProgress } from '../../src/progress/read-progress';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
+import { startTestTemporal, type TestTemporal } from '../harness/temporal';
 
 /**
  * The worker entry point with `--metrics-address`: its Prometheus endpoint serves the SDK's

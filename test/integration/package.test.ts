@@ -9,9 +9,9 @@ import { waitForPoller } from '../../lab/devserver/worker-process';
 import { createLabVm, destroyLabVm, type LabVm, readHeaderChain, verifyLabVm } from '../../lab/vm';
 import { ENGINE_TASK_QUEUE, hostJobTaskQueue, hostTaskQueue } from '../../src/config/names';
 import { volumePath } from '../../src/domain/layout';
-import { HOST_ID } from '../helpers/host-id';
-import { mergeRequest } from '../helpers/merge-request';
-import { startTestTemporal, type TestTemporal } from '../helpers/temporal';
+import { HOST_ID } from '../harness/host-id';
+import { mergeRequest } from '../harness/merge-request';
+import { startTestTemporal, type TestTemporal } from '../harness/temporal';
 
 /**
  * The package as a user gets it: `npm pack` of this checkout, installed into a scratch project

@@ -16,7 +16,7 @@ import { auxQmpSocketPath } from '../../src/domain/layout';
 import { QmpClient } from '../../src/drivers/qmp/client';
 import { queryJobsSchema } from '../../src/drivers/qmp/schemas';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { HOST_ID, startTestStack, type TestStack } from '../helpers/stack';
+import { HOST_ID, startTestStack, type TestStack } from '../harness/in-process-stack';
 
 /**
  * The operators' view: real merges on real lab VMs, then the dev server's real Web UI in headless

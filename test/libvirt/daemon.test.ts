@@ -1,7 +1,7 @@
 import { destroyLibvirtLabVm, type LibvirtLabVm } from '../../lab/libvirt/domain';
-import { MiB, recordRecovery, startMerge } from '../fault/scenario';
-import { FaultStack } from '../fault/stack';
-import { mergeRequest } from '../helpers/merge-request';
+import { mergeRequest } from '../harness/merge-request';
+import { FaultStack } from '../harness/process-stack';
+import { MiB, recordRecovery, startMerge } from '../harness/scenario';
 import { expectLibvirtMerged, killLibvirtd, libvirtVm, startLibvirtd, untilJobRuns } from './scenario';
 
 /**

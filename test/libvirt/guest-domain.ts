@@ -7,8 +7,8 @@ import type { GuestCheckReport } from '../../lab/guest';
 import { readAckLog } from '../../lab/guest';
 import { createLibvirtLabVm, type LibvirtLabVm, libvirtLabVmPid } from '../../lab/libvirt/domain';
 import { checkLibvirtGuestWrites, stopLibvirtGuest } from '../../lab/libvirt/guest';
-import type { FaultStack } from '../fault/stack';
 import { expectGuestWritesKept, GUEST_RATE, LAYER_MIB } from '../guest/guest-vm';
+import type { FaultStack } from '../harness/process-stack';
 import { domainName } from './scenario';
 
 /** A 2-disk domain booting the lab guest; `idPrefix` keeps its image dirs apart from other tests' on the stack's storage root. */

@@ -8,9 +8,9 @@ import { destroyLibvirtLabVm } from '../../lab/libvirt/domain';
 import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify';
 import { volumePath } from '../../src/domain/layout';
 import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
-import { MiB, recordRecovery, startMerge } from '../fault/scenario';
-import { FaultStack } from '../fault/stack';
-import { mergeRequest } from '../helpers/merge-request';
+import { mergeRequest } from '../harness/merge-request';
+import { FaultStack } from '../harness/process-stack';
+import { MiB, recordRecovery, startMerge } from '../harness/scenario';
 import { expectLibvirtMerged, libvirtVm, untilJobRuns } from './scenario';
 
 /**

@@ -7,7 +7,7 @@ import { createLibvirtLabVm, type LibvirtLabVm } from '../../lab/libvirt/domain'
 import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
-import type { FaultStack } from '../fault/stack';
+import type { FaultStack } from '../harness/process-stack';
 
 const run = promisify(execFile);
 const ENSURE = path.resolve(__dirname, '../../scripts/ensure-libvirt.sh');

@@ -39,7 +39,7 @@ describe.each([
   }
 
   /** Waits on job events (bounded) until the job satisfies `ok`. */
-  async function until(
+  async function untilJob(
     vmId: string,
     ok: (j: BlockJob | undefined) => boolean,
     id = 'j1',
@@ -95,7 +95,7 @@ describe.each([
   test('an intermediate commit concludes by itself, drops the top, and stays concluded until dismissed', async () => {
     const vmId = await fx.newVm();
     await commit(vmId, 'd0v1', 'd0v0', { backingFile: 'd0v0.qcow2' });
-    const done = await until(vmId, (j) => j?.status === 'concluded');
+    const done = await untilJob(vmId, (j) => j?.status === 'concluded');
     expect(done).toMatchObject({ type: 'commit', status: 'concluded' });
     expect(done?.error).toBeUndefined();
     expect(done?.offset).toBe(done?.len);
@@ -111,11 +111,11 @@ describe.each([
   test('an active commit waits in ready with offset == len; completing it pivots onto the base', async () => {
     const vmId = await fx.newVm();
     await commit(vmId, 'd0v2', 'd0v1');
-    const ready = await until(vmId, (j) => j?.status === 'ready');
+    const ready = await untilJob(vmId, (j) => j?.status === 'ready');
     expect(ready?.offset).toBe(ready?.len);
     expect(names(await driver.readChain(vmId, 'disk0'))).toEqual(['d0v2', 'd0v1', 'd0v0']);
     await driver.completeJob(vmId, 'j1');
-    const done = await until(vmId, (j) => j?.status === 'concluded');
+    const done = await untilJob(vmId, (j) => j?.status === 'concluded');
     expect(done?.error).toBeUndefined();
     const chain = await driver.readChain(vmId, 'disk0');
     expect(names(chain)).toEqual(['d0v1', 'd0v0']);
@@ -125,9 +125,9 @@ describe.each([
   test('a cancel in ready concludes without error and without pivot', async () => {
     const vmId = await fx.newVm();
     await commit(vmId, 'd0v2', 'd0v1');
-    await until(vmId, (j) => j?.status === 'ready');
+    await untilJob(vmId, (j) => j?.status === 'ready');
     await driver.cancelJob(vmId, 'j1');
-    const done = await until(vmId, (j) => j?.status === 'concluded');
+    const done = await untilJob(vmId, (j) => j?.status === 'concluded');
     expect(done?.error).toBeUndefined();
     expect(names(await driver.readChain(vmId, 'disk0'))).toEqual(['d0v2', 'd0v1', 'd0v0']);
   });
@@ -138,7 +138,7 @@ describe.each([
     expect((await job(vmId))?.status).toBe('running');
     await expect(driver.completeJob(vmId, 'j1')).rejects.toBeInstanceOf(fx.refused);
     await driver.cancelJob(vmId, 'j1');
-    const done = await until(vmId, (j) => j?.status === 'concluded');
+    const done = await untilJob(vmId, (j) => j?.status === 'concluded');
     expect(done?.error).toMatch(/cancel/i);
     expect(names(await driver.readChain(vmId, 'disk0'))).toEqual(['d0v2', 'd0v1', 'd0v0']);
     await expect(driver.cancelJob(vmId, 'j1')).rejects.toBeInstanceOf(fx.refused);
@@ -164,7 +164,7 @@ describe.each([
     );
     // setSpeed lifts the limit: the job finishes.
     await driver.setSpeed(vmId, 'j1', 0);
-    expect((await until(vmId, (j) => j?.status === 'concluded'))?.error).toBeUndefined();
+    expect((await untilJob(vmId, (j) => j?.status === 'concluded'))?.error).toBeUndefined();
   });
 
   test('the removed top stays open until released: after the job is dismissed, and never while in a chain', async () => {
@@ -172,7 +172,7 @@ describe.each([
     const before = await driver.readChain(vmId, 'disk0');
     const topPath = before.volumes[1].path;
     await commit(vmId, 'd0v1', 'd0v0', { backingFile: 'd0v0.qcow2' });
-    await until(vmId, (j) => j?.status === 'concluded');
+    await untilJob(vmId, (j) => j?.status === 'concluded');
     const held = await driver.nodesHolding(vmId, topPath);
     // QEMU: the format node, then the file node; libvirt has let go of the layer itself.
     expect(held).toHaveLength(fx.keepsRemovedNodes ? 2 : 0);

@@ -19,7 +19,7 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 
 import { VolumeUsage } from '../../src/volume-users';
-import { type Answer, answerFor, qemuUsesVolume } from '../helpers/qemu-oracle';
+import { type Answer, answerFor, qemuUsesVolume } from '../harness/qemu-oracle';
 
 jest.setTimeout(300_000);
 const run = promisify(execFile);
@@ -230,7 +230,7 @@ describe('through a bind mount, in a mount namespace of its own', () => {
       [
         ...['--mount', '--propagation', 'private', 'sh', '-c'],
         'mount --bind "$1" "$2" && exec "$3" --import tsx "$4" "$5" "$6" "$7" "$8"',
-        ...['sh', at('vols'), mnt, process.execPath, path.resolve(__dirname, '../helpers/qemu-oracle.ts')],
+        ...['sh', at('vols'), mnt, process.execPath, path.resolve(__dirname, '../harness/qemu-oracle.ts')],
         ...[root, V(), image, cwd],
       ],
       { encoding: 'utf8' },

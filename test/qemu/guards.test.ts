@@ -26,8 +26,8 @@ import { volumePath } from '../../src/domain/layout';
 import { QmpDriver } from '../../src/drivers/qmp/qmp-driver';
 import { Reclaimer } from '../../src/storage/reclaim';
 import { VolumeUsage } from '../../src/volume-users';
-import { holding } from '../helpers/holding';
-import { writeUnreadableImage } from '../helpers/unreadable-image';
+import { holding } from '../harness/holding';
+import { writeUnreadableImage } from '../harness/unreadable-image';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);

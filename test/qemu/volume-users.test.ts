@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import { qmpSocketPath } from '../../src/domain/layout';
 import { vmQemuPids } from '../../src/drivers/qmp/qmp-pid';
 import { VolumeUsage, type VolumeUser } from '../../src/volume-users';
-import { holding } from '../helpers/holding';
+import { holding } from '../harness/holding';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);

@@ -19,7 +19,7 @@ import { isBackingOf } from '../../src/storage/qemu-img';
 import { Reclaimer, reclaimPath } from '../../src/storage/reclaim';
 import { readTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
-import { failureOf } from '../helpers/failure';
+import { failureOf } from '../harness/failure';
 
 /**
  * The host activities against SimDriver (the QEMU side) and real qcow2 files: disk d1 of VM vm1

@@ -13,6 +13,7 @@ import type { WaitStep } from '../../src/activities/inputs';
 import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
 import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/drivers/driver';
+import { JobDriver } from '../harness/job-driver';
 
 const MiB = 1024 * 1024;
 const JOB = 'lm.d1.v2';
@@ -26,13 +27,15 @@ const job = (status: JobStatus, offset: number, len: number, error?: string): Bl
 });
 
 /** Lists the script's jobs one per read, then its last one for good; records what it is asked. */
-class ScriptedDriver implements HypervisorDriver {
+class ScriptedDriver extends JobDriver {
   readonly calls: string[] = [];
   readonly signals: AbortSignal[] = [];
   listed: BlockJob | undefined;
   onList: () => void = () => undefined;
 
-  constructor(private script: BlockJob[]) {}
+  constructor(private script: BlockJob[]) {
+    super();
+  }
 
   async listJobs(): Promise<BlockJob[]> {
     this.onList();
@@ -53,19 +56,6 @@ class ScriptedDriver implements HypervisorDriver {
     if (signal) this.signals.push(signal);
     await new Promise((r) => setTimeout(r, Math.min(timeoutMs, 5)));
   }
-  async close(): Promise<void> {}
-  private unused(): never {
-    throw new Error('not used here');
-  }
-  readChain = () => this.unused();
-  readAllChains = () => this.unused();
-  startCommit = () => this.unused();
-  dismissJob = () => this.unused();
-  nodesHolding = () => this.unused();
-  releaseVolume = () => this.unused();
-  hypervisorPids = () => this.unused();
-  flushNode = () => this.unused();
-  measureCommitSpace = () => this.unused();
 }
 
 const deps = (driver: HypervisorDriver): HostDeps => ({ driver }) as Pick<HostDeps, 'driver'> as HostDeps;

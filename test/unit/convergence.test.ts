@@ -13,7 +13,8 @@ import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
 import { type ConvergenceState, graceOver, MIN_PROGRESS_BYTES, observeConvergence } from '../../src/domain/convergence';
 import { mergeOptionsSchema } from '../../src/domain/input';
-import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/drivers/driver';
+import type { BlockJob, JobStatus } from '../../src/drivers/driver';
+import { JobDriver } from '../harness/job-driver';
 
 const MiB = 1024 * 1024;
 
@@ -88,7 +89,7 @@ describe('observeConvergence', () => {
  * One active commit on one VM: the guest dirties `dirtyRate` bytes/s of new data into the top (len
  * grows), the job copies at its speed (offset grows), `ready` once it caught up; time is real.
  */
-class DirtyingDriver implements HypervisorDriver {
+class DirtyingDriver extends JobDriver {
   readonly calls: string[] = [];
   status: JobStatus = 'running';
   error: string | undefined;
@@ -99,7 +100,9 @@ class DirtyingDriver implements HypervisorDriver {
   constructor(
     private speed: number,
     private readonly dirtyRate: number,
-  ) {}
+  ) {
+    super();
+  }
 
   private advance(): void {
     const now = Date.now();
@@ -150,19 +153,6 @@ class DirtyingDriver implements HypervisorDriver {
       });
     });
   }
-  async close(): Promise<void> {}
-  private unused(): never {
-    throw new Error('not used by the wait');
-  }
-  readChain = () => this.unused();
-  readAllChains = () => this.unused();
-  startCommit = () => this.unused();
-  dismissJob = () => this.unused();
-  nodesHolding = () => this.unused();
-  releaseVolume = () => this.unused();
-  hypervisorPids = () => this.unused();
-  flushNode = () => this.unused();
-  measureCommitSpace = () => this.unused();
 }
 
 describe('waitForBlockJob: an active commit that does not converge', () => {

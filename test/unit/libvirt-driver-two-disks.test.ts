@@ -1,6 +1,6 @@
 /**
  * The libvirt driver with a job or a record on each of two disks: every lookup by job id or by disk
- * finds that disk's own, never the first one listed (test/helpers/fake-virsh.ts answers as virsh).
+ * finds that disk's own, never the first one listed (test/harness/fake-virsh.ts answers as virsh).
  */
 import { promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { type JobRecord, JobRecords } from '../../src/drivers/libvirt/job-records';
 import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
 import { VirshCommandError } from '../../src/drivers/libvirt/virsh';
-import { type FakeVirsh, installFakeVirsh } from '../helpers/fake-virsh';
+import { type FakeVirsh, installFakeVirsh } from '../harness/fake-virsh';
 
 jest.setTimeout(20_000);
 

@@ -1,6 +1,6 @@
 /**
  * The libvirt driver's chain, job and release code against a `virsh` that answers from files
- * (test/helpers/fake-virsh.ts): the domain XML and `blockjob --info` replies libvirt gives, and the
+ * (test/harness/fake-virsh.ts): the domain XML and `blockjob --info` replies libvirt gives, and the
  * exact virsh calls the driver makes. The same driver against a real libvirtd is in test/libvirt/.
  */
 import { promises as fs } from 'node:fs';
@@ -11,7 +11,7 @@ import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drive
 import { type JobRecord, JobRecords } from '../../src/drivers/libvirt/job-records';
 import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
 import { VirshCommandError } from '../../src/drivers/libvirt/virsh';
-import { type FakeVirsh, installFakeVirsh } from '../helpers/fake-virsh';
+import { type FakeVirsh, installFakeVirsh } from '../harness/fake-virsh';
 
 jest.setTimeout(20_000);
 

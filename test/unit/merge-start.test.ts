@@ -22,7 +22,7 @@ import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/drivers/
 import { Reclaimer } from '../../src/storage/reclaim';
 import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
-import { failureOf } from '../helpers/failure';
+import { failureOf } from '../harness/failure';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);

@@ -37,7 +37,7 @@ async function job(id = 'j1'): Promise<BlockJob | undefined> {
 }
 
 /** Waits (on job events, bounded) until the job satisfies `ok`. */
-async function until(
+async function untilJob(
   ok: (j: BlockJob | undefined) => boolean,
   id = 'j1',
   timeoutMs = 3000,
@@ -78,7 +78,7 @@ describe('SimDriver', () => {
   test('an intermediate commit concludes by itself, drops the top, and stays until dismissed', async () => {
     setUp();
     await commit(B, C, { backingFile: 'c.qcow2' });
-    const done = await until((j) => j?.status === 'concluded');
+    const done = await untilJob((j) => j?.status === 'concluded');
     expect(done).toMatchObject({ type: 'commit', offset: 16 * MiB, len: 16 * MiB });
     expect(done?.error).toBeUndefined();
     expect(await paths()).toEqual([A, C]);
@@ -92,7 +92,7 @@ describe('SimDriver', () => {
   test('removed nodes stay open until deleted, format node before file node', async () => {
     setUp();
     await commit(B, C);
-    await until((j) => j?.status === 'concluded');
+    await untilJob((j) => j?.status === 'concluded');
     const [format, file] = await driver.nodesHolding('vm1', B);
     expect(format).toMatch(/fmt/);
     await expect(driver.deleteNode('vm1', file)).rejects.toThrow(/in use/);
@@ -106,14 +106,14 @@ describe('SimDriver', () => {
   test('an active commit waits in ready; completing it pivots the device onto the base', async () => {
     setUp();
     await commit(A, B);
-    const ready = await until((j) => j?.status === 'ready');
+    const ready = await untilJob((j) => j?.status === 'ready');
     expect(ready?.offset).toBe(ready?.len);
     await new Promise((r) => setTimeout(r, 20));
     expect(await job()).toMatchObject({ status: 'ready' });
     expect(await paths()).toEqual([A, B, C]);
     await driver.completeJob('vm1', 'j1');
     await expect(driver.completeJob('vm1', 'j1')).rejects.toThrow(/cannot accept command verb 'complete'/);
-    const done = await until((j) => j?.status === 'concluded');
+    const done = await untilJob((j) => j?.status === 'concluded');
     expect(done?.error).toBeUndefined();
     const chain = await driver.readChain('vm1', 'd1');
     expect(chain.volumes.map((v) => v.path)).toEqual([B, C]);
@@ -130,9 +130,9 @@ describe('SimDriver', () => {
   test('a cancel in ready concludes without pivot and without error', async () => {
     setUp();
     await commit(A, B);
-    await until((j) => j?.status === 'ready');
+    await untilJob((j) => j?.status === 'ready');
     await driver.cancelJob('vm1', 'j1');
-    const done = await until((j) => j?.status === 'concluded');
+    const done = await untilJob((j) => j?.status === 'concluded');
     expect(done?.error).toBeUndefined();
     expect(await paths()).toEqual([A, B, C]);
   });
@@ -141,7 +141,7 @@ describe('SimDriver', () => {
     setUp({ bytesPerSecond: MiB });
     await commit(B, C);
     await driver.cancelJob('vm1', 'j1');
-    const done = await until((j) => j?.status === 'concluded');
+    const done = await untilJob((j) => j?.status === 'concluded');
     expect(done?.error).toBe('Operation canceled');
     expect(done?.offset).toBeLessThan(16 * MiB);
     expect(await paths()).toEqual([A, B, C]);
@@ -171,7 +171,7 @@ describe('SimDriver', () => {
     expect(slow).toBeLessThan(16 * MiB);
     expect((await job())?.status).toBe('running');
     await driver.setSpeed('vm1', 'j1', 0); // unlimited: the host's 100 MiB/s
-    const done = await until((j) => j?.status === 'concluded', 'j1', 1000);
+    const done = await untilJob((j) => j?.status === 'concluded', 'j1', 1000);
     expect(done?.offset).toBe(16 * MiB);
     await expect(driver.setSpeed('vm1', 'nope', 1)).rejects.toThrow(/not found/);
   });
@@ -180,7 +180,7 @@ describe('SimDriver', () => {
     setUp({ bytesPerSecond: MiB, timeScale: 200 }); // 16 MiB at 1 MiB/s: 16 simulated s, 80 real ms
     const t = Date.now();
     await commit(B, C);
-    const done = await until((j) => j?.status === 'concluded', 'j1', 2000);
+    const done = await untilJob((j) => j?.status === 'concluded', 'j1', 2000);
     expect(done?.offset).toBe(16 * MiB);
     expect(Date.now() - t).toBeLessThan(1500);
     expect(() => new SimDriver({ timeScale: 0 })).toThrow(RangeError);

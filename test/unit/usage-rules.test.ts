@@ -17,7 +17,7 @@ import type { FdOnFile, FdScan } from '../../src/volume-users/proc-fds';
 import type { LockEntry } from '../../src/volume-users/proc-locks';
 import { processUsers } from '../../src/volume-users/process-users';
 import { describeUser, VolumeUsage } from '../../src/volume-users/volume-users';
-import { until } from '../fault/jobs';
+import { until } from '../harness/until';
 
 let dir: string;
 const at = (...p: string[]): string => path.join(dir, ...p);

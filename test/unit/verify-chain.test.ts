@@ -12,7 +12,7 @@ import { createHostActivities, type HostActivities } from '../../src/activities'
 import { volumePath } from '../../src/domain/layout';
 import { Reclaimer } from '../../src/storage/reclaim';
 import { VolumeUsage } from '../../src/volume-users';
-import { failureOf } from '../helpers/failure';
+import { failureOf } from '../harness/failure';
 
 const root = '/nonexistent/lm-verify';
 let sim: SimDriver;

@@ -21,9 +21,9 @@ import { QmpDriver } from '../../src/drivers/qmp/qmp-driver';
 import { vmQemuPids } from '../../src/drivers/qmp/qmp-pid';
 import { Reclaimer } from '../../src/storage/reclaim';
 import { VolumeUsage } from '../../src/volume-users';
-import { failureOf } from '../helpers/failure';
-import { holding } from '../helpers/holding';
-import { writeUnreadableImage } from '../helpers/unreadable-image';
+import { failureOf } from '../harness/failure';
+import { holding } from '../harness/holding';
+import { writeUnreadableImage } from '../harness/unreadable-image';
 
 jest.setTimeout(60_000);
 const run = promisify(execFile);

@@ -11,8 +11,9 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import { diskProgressSignalName } from '../../src/config/names';
 import type { MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow, setBandwidthUpdate } from '../../src/workflows';
-import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
-import { mockHostWorkers, withWorkers } from '../helpers/workers';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../harness/temporal';
+import { until } from '../harness/until';
+import { mockHostWorkers, withWorkers } from '../harness/workers';
 
 /** The setBandwidth update against a real dev server, with the host activities mocked. */
 
@@ -76,14 +77,6 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
       workflowBundle: await workflowBundle(),
     });
     return withWorkers([engine, ...(await mockHostWorkers(t.connection, 'h1', host.activities))], fn);
-  }
-
-  async function until(check: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-    const deadline = Date.now() + timeoutMs;
-    while (!(await check())) {
-      if (Date.now() > deadline) throw new Error('condition not met in time');
-      await new Promise((r) => setTimeout(r, 50));
-    }
   }
 
   test('a running job gets the new speed at once; a job that starts later gets it when it runs; the query shows it', async () => {

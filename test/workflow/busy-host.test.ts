@@ -7,7 +7,7 @@ import type { Worker } from '@temporalio/worker';
 import { type BusyHostPlan, runBusyHost, type SimHost, startSimHost } from '../../lab/sim/busy-host';
 import { HOST_STEP_SLOTS } from '../../src/config/policy';
 import { createEngineWorker } from '../../src/workers/engine';
-import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../harness/temporal';
 
 /**
  * A busy host, at reduced scale: more disks with a running block job than the host has slots for

@@ -10,8 +10,8 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import type { MergeProgress } from '../../src/domain/progress';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
-import { mockHostWorkers, withWorkers } from '../helpers/workers';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../harness/temporal';
+import { mockHostWorkers, withWorkers } from '../harness/workers';
 
 /** Workflow logic against a real dev server, with the host activities mocked. */
 

@@ -1,6 +1,6 @@
 /**
  * Recorded histories replay on today's workflow code: merges recorded before the convergence
- * watch (test/fixtures/histories, recorded by test/helpers/record-histories.ts with the code of
+ * watch (test/fixtures/histories, recorded by test/harness/record-histories.ts with the code of
  * commit d02baa5) must run on after a deploy exactly as they ran. A nondeterminism fails here.
  */
 import { readdirSync, readFileSync } from 'node:fs';
@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import { temporal as proto } from '@temporalio/proto';
 import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 
-import { workflowBundle } from '../helpers/temporal';
+import { workflowBundle } from '../harness/temporal';
 
 const DIR = path.resolve(__dirname, '../fixtures/histories');
 const files = readdirSync(DIR).filter((f) => f.endsWith('.history.pb'));

@@ -10,7 +10,8 @@ import { MERGE_SEARCH_ATTRIBUTES, searchAttributeCreateArgs, VM_ID } from '../..
 import { createEngineWorker } from '../../src/workers/engine';
 import { missingSearchAttributes } from '../../src/workers/search-attributes-check';
 import { LiveMergeWorkflow } from '../../src/workflows';
-import { startTestTemporal, type TestTemporal, workflowBundle } from '../helpers/temporal';
+import { startTestTemporal, type TestTemporal, workflowBundle } from '../harness/temporal';
+import { until } from '../harness/until';
 
 /**
  * A namespace nobody registered the merge's search attributes in (a cluster set up without the
@@ -36,16 +37,6 @@ afterAll(async () => {
   await running;
   await t?.close();
 });
-
-async function until<T>(check: () => Promise<T | undefined>, timeoutMs: number): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = await check();
-    if (found !== undefined) return found;
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 test('without the search attributes a merge waits before any step and resumes once they are registered', async () => {
   expect(await missingSearchAttributes(t.connection, t.server.namespace)).toEqual(
@@ -89,10 +80,7 @@ test('without the search attributes a merge waits before any step and resumes on
   await execFileAsync(temporalBin(), [...searchAttributeCreateArgs(t.server.namespace), '--address', t.server.address]);
   expect(await missingSearchAttributes(t.connection, t.server.namespace)).toEqual([]);
   await until(
-    async () =>
-      (await events()).some((e) => e.eventType === EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED)
-        ? true
-        : undefined,
+    async () => (await events()).some((e) => e.eventType === EventType.EVENT_TYPE_CHILD_WORKFLOW_EXECUTION_STARTED),
     60_000,
   );
   expect((await handle.describe()).typedSearchAttributes.get(VM_ID)).toBe('vm-7');

@@ -2,16 +2,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import { Client, Connection } from '@temporalio/client';
-import {
-  bundleWorkflowCode,
-  DefaultLogger,
-  NativeConnection,
-  Runtime,
-  type WorkflowBundleWithSourceMap,
-} from '@temporalio/worker';
+import { bundleWorkflowCode, DefaultLogger, Runtime, type WorkflowBundleWithSourceMap } from '@temporalio/worker';
 
-import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
+import { type ConnectedDevServer, startConnectedDevServer } from '../../lab/devserver/connected';
 import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from '../../src/workers/workflow-bundle';
 
 let bundle: Promise<WorkflowBundleWithSourceMap> | undefined;
@@ -27,13 +20,8 @@ export function workflowBundle(): Promise<WorkflowBundleWithSourceMap> {
   return bundle;
 }
 
-export interface TestTemporal {
-  server: DevServer;
+export interface TestTemporal extends ConnectedDevServer {
   dir: string;
-  client: Client;
-  connection: NativeConnection;
-  clientConnection: Connection;
-  close(): Promise<void>;
 }
 
 /** A real Temporal dev server on free ports with its SQLite file in a temp dir, and clients. */
@@ -45,25 +33,12 @@ export async function startTestTemporal(
     runtimeInstalled = true;
   }
   const dir = mkdtempSync(path.join(os.tmpdir(), 'lm-temporal-'));
-  const server = await startDevServer({
-    dbFile: path.join(dir, 'temporal.sqlite'),
-    logFile: path.join(dir, 'server.log'),
-    headless: opts.headless ?? true,
-    registerSearchAttributes: opts.registerSearchAttributes,
-  });
-  const clientConnection = await Connection.connect({ address: server.address });
-  const connection = await NativeConnection.connect({ address: server.address });
-  const client = new Client({ connection: clientConnection, namespace: server.namespace });
+  const connected = await startConnectedDevServer(dir, opts);
   return {
-    server,
+    ...connected,
     dir,
-    client,
-    connection,
-    clientConnection,
     async close() {
-      await clientConnection.close();
-      await connection.close();
-      await server.stop();
+      await connected.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

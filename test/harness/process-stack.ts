@@ -7,7 +7,7 @@ import { Client, Connection } from '@temporalio/client';
 import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
 import { startWorkerProcess, type WorkerProcess } from '../../lab/devserver/worker-process';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
-import { HOST_ID } from '../helpers/host-id';
+import { HOST_ID } from './host-id';
 
 export { HOST_ID };
 
@@ -29,7 +29,7 @@ export class FaultStack {
   private engineStarts = 0;
   private hostStarts = 0;
 
-  /** `driver: 'libvirt'`: the host agent drives libvirt domains (test/fault/host-agent.ts). */
+  /** `driver: 'libvirt'`: the host agent drives libvirt domains (test/harness/host-agent.ts). */
   constructor(private readonly opts: { driver?: 'qmp' | 'libvirt' } = {}) {}
 
   async start(opts: { holds?: string[] } = {}): Promise<this> {
@@ -62,7 +62,7 @@ export class FaultStack {
     });
   }
 
-  /** The host agent; with hold points it stops at them (see test/fault/host-agent.ts). */
+  /** The host agent; with hold points it stops at them (see test/harness/host-agent.ts). */
   async startHost(holds: string[] = []): Promise<void> {
     this.host = await startWorkerProcess({
       ...this.common(),

@@ -5,7 +5,7 @@
  * with the host mocked. To record with an earlier commit's code:
  *
  *   mkdir -p .lab/replay-base && git archive <commit> src | tar -x -C .lab/replay-base
- *   npx tsx test/helpers/record-histories.ts .lab/replay-base/src test/fixtures/histories <label>
+ *   npx tsx test/harness/record-histories.ts .lab/replay-base/src test/fixtures/histories <label>
  *   rm -rf .lab/replay-base          # or `npm run lint` reads it too
  */
 import { writeFileSync } from 'node:fs';

@@ -8,9 +8,9 @@ import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import { reclaimPath } from '../../src/storage/reclaim';
-export { mergeRequest } from '../helpers/merge-request';
+export { mergeRequest } from './merge-request';
 import type { LiveMergeWorkflow } from '../../src/workflows';
-import type { FaultStack } from './stack';
+import type { FaultStack } from './process-stack';
 
 export const MiB = 1024 * 1024;
 

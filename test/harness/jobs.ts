@@ -18,11 +18,3 @@ export async function watchJobs(runDir: string, vmId: string) {
   const running = async () => (await list()).filter((j) => j.status === 'running').length;
   return { qmp, created, list, running, close: () => qmp.close() };
 }
-
-export async function until(check: () => Promise<boolean>, timeoutMs = 60_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

@@ -1,0 +1,27 @@
+import type { BlockJob, CommitSpace, DiskChain, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
+
+/**
+ * The one fake driver of the unit tests: a block job's side of the driver (what the wait and the
+ * cancel call), each test's subclass playing the job its way; every other call fails the test.
+ */
+export abstract class JobDriver implements HypervisorDriver {
+  abstract listJobs(vmId: string): Promise<BlockJob[]>;
+  abstract completeJob(vmId: string, jobId: string): Promise<void>;
+  abstract cancelJob(vmId: string, jobId: string): Promise<void>;
+  abstract setSpeed(vmId: string, jobId: string, speed: number): Promise<void>;
+  abstract nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void>;
+  async close(): Promise<void> {}
+
+  private unused(call: string): never {
+    throw new Error(`${call} is not a block job's call: this fake driver plays a job only`);
+  }
+  readChain = (): Promise<DiskChain> => this.unused('readChain');
+  readAllChains = (): Promise<DiskChain[]> => this.unused('readAllChains');
+  startCommit = (_vmId: string, _commit: StartCommit): Promise<void> => this.unused('startCommit');
+  dismissJob = (): Promise<void> => this.unused('dismissJob');
+  nodesHolding = (): Promise<string[]> => this.unused('nodesHolding');
+  releaseVolume = (): Promise<void> => this.unused('releaseVolume');
+  hypervisorPids = (): Promise<number[]> => this.unused('hypervisorPids');
+  flushNode = (): Promise<void> => this.unused('flushNode');
+  measureCommitSpace = (): Promise<CommitSpace> => this.unused('measureCommitSpace');
+}
