@@ -1,11 +1,5 @@
-import type {
-  BlockJob,
-  CommitSpace,
-  CommitSpaceQuery,
-  DiskChain,
-  HypervisorDriver,
-  StartCommit,
-} from '../../src/drivers/driver';
+import type { CommitSpace } from '../../src/domain/commit';
+import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
 import { QmpCommandError } from '../../src/drivers/qmp/errors';
 import { releaseNodes } from '../../src/drivers/qmp/release-nodes';

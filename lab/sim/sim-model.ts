@@ -2,7 +2,8 @@ import { execFile } from 'node:child_process';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
 
-import type { CommitSpace, CommitSpaceQuery, JobStatus, StartCommit } from '../../src/drivers/driver';
+import type { CommitSpace } from '../../src/domain/commit';
+import type { CommitSpaceQuery, JobStatus, StartCommit } from '../../src/drivers/driver';
 import { QmpCommandError } from '../../src/drivers/qmp/errors';
 import { commitSpaceMargin } from '../../src/storage/space';
 

@@ -1,6 +1,8 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
 import * as path from 'node:path';
 
+import type { CommitSpace } from '../domain/commit';
+
 /**
  * What the host activities need from a hypervisor. The QMP driver talks to real QEMU; a
  * simulated driver with the same interface serves benchmarks at scale.
@@ -65,21 +67,6 @@ export interface CommitSpaceQuery {
   topNode: string;
   topPath: string;
   basePath: string;
-}
-
-/** What a commit of the top into the base can add to the base's file, and the room there. */
-export interface CommitSpace {
-  /** Virtual bytes allocated in the top: what the commit copies. */
-  topAllocatedBytes: number;
-  /** The most the commit can add to the base's file: data, L2 tables, refcount blocks. */
-  growthBytes: number;
-  marginBytes: number;
-  /** growthBytes + marginBytes: the free space the commit needs. */
-  neededBytes: number;
-  /** Free bytes on the base's file system, as an unprivileged writer may use them (statfs f_bavail). */
-  freeBytes: number;
-  /** The directory whose file system was measured: the base's. */
-  baseDir: string;
 }
 
 export interface HypervisorDriver {

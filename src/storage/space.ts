@@ -38,7 +38,7 @@ import { promisify } from 'node:util';
 
 import { z } from 'zod';
 
-import type { CommitSpace } from '../drivers/driver';
+import type { CommitSpace } from '../domain/commit';
 import { readQcow2Geometry } from './qemu-img';
 
 const execFileAsync = promisify(execFile);

@@ -1,4 +1,5 @@
-import type { BlockJob, CommitSpace, DiskChain, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
+import type { CommitSpace } from '../../src/domain/commit';
+import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
 
 /**
  * The one fake driver of the unit tests: a block job's side of the driver (what the wait and the

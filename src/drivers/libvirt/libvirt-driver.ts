@@ -2,8 +2,9 @@
 import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
+import type { CommitSpace } from '../../domain/commit';
 import { measureCommitSpace } from '../../storage/space';
-import type { BlockJob, CommitSpace, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
+import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
 import { parseBlockJobInfo } from './block-job-info';
 import { type DomainDisk, layerName, parseDomainDisks, parseLayerName } from './domain-xml';

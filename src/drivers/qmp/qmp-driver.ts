@@ -1,7 +1,8 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
+import type { CommitSpace } from '../../domain/commit';
 import { auxQmpSocketPath, qmpSocketPath } from '../../domain/layout';
 import { measureCommitSpace } from '../../storage/space';
-import type { BlockJob, CommitSpace, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
+import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
 import { DiskNotFoundError } from '../errors';
 import type { QmpClient } from './client';
 import { QmpCommandError } from './errors';
