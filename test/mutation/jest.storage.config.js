@@ -10,5 +10,9 @@ const base = require('./jest.config.js');
 module.exports = {
   ...base,
   displayName: 'mutation-storage',
-  testMatch: [...base.testMatch, '<rootDir>/test/unit/image-names-nodes.test.ts'],
+  testMatch: [
+    ...base.testMatch,
+    '<rootDir>/test/unit/image-names-nodes.test.ts',
+    '<rootDir>/test/unit/qemu-img-bounds.test.ts',
+  ],
 };
