@@ -55,7 +55,7 @@ async function main(): Promise<void> {
           await sleep(300);
           if (i.commitKind === 'active') await report({ phase: 'pivoting', jobStatus: 'ready', offset: 10, len: 10 });
         }
-        return { outcome: 'concluded', offset: 10, len: 10, pivoted: i.commitKind === 'active' };
+        return { outcome: 'concluded', offset: 10, len: 10, pivotRequested: i.commitKind === 'active' };
       },
       verifyChain: async () => ({ chain: ['base'] }),
       deleteVolume: async () => ({ deleted: true, path: '/x' }),

@@ -600,12 +600,16 @@ describe('on a running VM, every refusal leaves every file as it was', () => {
         jobId: other,
         pollIntervalMs: 50,
       });
-      expect(end).toMatchObject({ outcome: 'concluded', error: expect.stringMatching(/cancel/i), pivoted: false });
+      expect(end).toMatchObject({
+        outcome: 'concluded',
+        error: expect.stringMatching(/cancel/i),
+        pivotRequested: false,
+      });
       await lab.deps.driver.dismissJob('vm1', other);
       // A job QEMU no longer lists: vanished, which says nothing.
       await expect(
         env().run(lab.acts.waitForBlockJob, { vmId: 'vm1', diskId: 'disk1', jobId: other, pollIntervalMs: 50 }),
-      ).resolves.toEqual({ outcome: 'vanished', pivoted: false });
+      ).resolves.toEqual({ outcome: 'vanished', pivotRequested: false });
     });
   });
 });

@@ -247,15 +247,21 @@ describe('waitForBlockJob', () => {
   test('returns concluded for an intermediate commit, and the chain lost the top', async () => {
     await env().run(acts.merge, mergeIn('v1', 'v0'));
     const end = await env().run(acts.waitForBlockJob, waitIn('v1'));
-    expect(end).toEqual({ outcome: 'concluded', error: undefined, offset: 16 * MiB, len: 16 * MiB, pivoted: false });
+    expect(end).toEqual({
+      outcome: 'concluded',
+      error: undefined,
+      offset: 16 * MiB,
+      len: 16 * MiB,
+      pivotRequested: false,
+    });
     expect(await chainOf()).toEqual(['v2', 'v0']);
     expect(calls).not.toContain('completeJob');
   });
 
-  test('pivots an active commit in ready and returns concluded with pivoted true', async () => {
+  test('pivots an active commit in ready and returns concluded with pivotRequested true', async () => {
     await env().run(acts.merge, mergeIn('v2', 'v1'));
     const end = await env().run(acts.waitForBlockJob, waitIn('v2'));
-    expect(end).toMatchObject({ outcome: 'concluded', pivoted: true });
+    expect(end).toMatchObject({ outcome: 'concluded', pivotRequested: true });
     expect((end as { error?: string }).error).toBeUndefined();
     expect(await chainOf()).toEqual(['v1', 'v0']);
     expect(calls.filter((c) => c === 'completeJob')).toHaveLength(1);
@@ -276,7 +282,7 @@ describe('waitForBlockJob', () => {
     await env().run(acts.merge, mergeIn('v2', 'v1', 100 * MiB)); // 16 MiB: ready after about 160 ms
     const t0 = Date.now();
     const end = await env().run(slow.waitForBlockJob, { ...jobIn('v2'), pollIntervalMs: 10_000 });
-    expect(end).toMatchObject({ outcome: 'concluded', pivoted: true });
+    expect(end).toMatchObject({ outcome: 'concluded', pivotRequested: true });
     expect(Date.now() - t0).toBeLessThan(3_000);
     expect(await chainOf()).toEqual(['v1', 'v0']);
   });
@@ -285,7 +291,7 @@ describe('waitForBlockJob', () => {
     failNext.set('completeJob', new Error('QMP command timed out'));
     await env().run(acts.merge, mergeIn('v2', 'v1'));
     const end = await env().run(acts.waitForBlockJob, waitIn('v2'));
-    expect(end).toMatchObject({ outcome: 'concluded', pivoted: true });
+    expect(end).toMatchObject({ outcome: 'concluded', pivotRequested: true });
     expect(await chainOf()).toEqual(['v1', 'v0']);
     expect(calls.filter((c) => c === 'completeJob')).toHaveLength(2);
   });
@@ -294,14 +300,14 @@ describe('waitForBlockJob', () => {
     await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
     setTimeout(() => sim.failJob('vm1', 'lm.d1.v1', 'Input/output error'), 50);
     const end = await env().run(acts.waitForBlockJob, waitIn('v1'));
-    expect(end).toMatchObject({ outcome: 'concluded', error: 'Input/output error', pivoted: false });
+    expect(end).toMatchObject({ outcome: 'concluded', error: 'Input/output error', pivotRequested: false });
     expect(await chainOf()).toEqual(['v2', 'v1', 'v0']);
   });
 
   test('a job that vanished is reported as vanished, not as success', async () => {
     await env().run(acts.merge, mergeIn('v1', 'v0', SLOW));
     setTimeout(() => sim.vanishJob('vm1', 'lm.d1.v1'), 50);
-    expect(await env().run(acts.waitForBlockJob, waitIn('v1'))).toEqual({ outcome: 'vanished', pivoted: false });
+    expect(await env().run(acts.waitForBlockJob, waitIn('v1'))).toEqual({ outcome: 'vanished', pivotRequested: false });
   });
 
   test('heartbeats carry offset and len', async () => {
@@ -324,7 +330,7 @@ describe('waitForBlockJob', () => {
     const waiting = resumed.run(acts.waitForBlockJob, waitIn('v2'));
     // The previous attempt's pivot takes effect while this one waits.
     setTimeout(() => void sim.completeJob('vm1', 'lm.d1.v2'), 100);
-    expect(await waiting).toMatchObject({ outcome: 'concluded', pivoted: true });
+    expect(await waiting).toMatchObject({ outcome: 'concluded', pivotRequested: true });
     expect(calls).not.toContain('completeJob');
     expect(await chainOf()).toEqual(['v1', 'v0']);
   });
@@ -351,7 +357,7 @@ describe('verifyChain', () => {
     await jobReaches('v2', 'ready');
     await env().run(acts.cancelBlockJob, jobIn('v2'));
     const end = await env().run(acts.waitForBlockJob, waitIn('v2'));
-    expect(end).toMatchObject({ outcome: 'concluded', pivoted: false });
+    expect(end).toMatchObject({ outcome: 'concluded', pivotRequested: false });
     const f = await failureOf(env().run(acts.verifyChain, step('v2', 'v1')));
     expect(f).toMatchObject({ type: 'ChainVerificationFailed', nonRetryable: true });
   });

@@ -79,7 +79,7 @@ describe('waitForBlockJob', () => {
     ]);
     await expect(env().run(createWaitForBlockJob(deps(driver)), waitIn())).resolves.toMatchObject({
       outcome: 'concluded',
-      pivoted: true,
+      pivotRequested: true,
     });
     expect(driver.calls).toEqual([`completeJob at ${20 * MiB}/${20 * MiB}`]);
   });

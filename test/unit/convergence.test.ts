@@ -196,7 +196,7 @@ describe('waitForBlockJob: an active commit that does not converge', () => {
   test('lift: the speed limit is lifted once, the job becomes ready and is pivoted', async () => {
     const driver = new DirtyingDriver(limit, dirty);
     const { beats, result } = run(driver, waitIn('lift'));
-    await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivoted: true });
+    await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivotRequested: true });
     expect(driver.calls).toEqual(['setSpeed 0', 'completeJob']);
     expect(beats.some((b) => b.convergence?.converging === false)).toBe(true);
     expect(beats.some((b) => b.convergence?.liftedAt !== undefined)).toBe(true);
@@ -207,7 +207,7 @@ describe('waitForBlockJob: an active commit that does not converge', () => {
     const { result } = run(driver, waitIn('lift', 3));
     // Someone raises the limit (setBandwidth) after the detection, within the grace.
     setTimeout(() => void driver.setSpeed('vm1', 'lm.d1.v2', 200 * MiB), 1800);
-    await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivoted: true });
+    await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivotRequested: true });
     expect(driver.calls).toEqual(['setSpeed 209715200', 'completeJob']);
   });
 

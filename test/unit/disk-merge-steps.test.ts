@@ -129,7 +129,7 @@ beforeEach(() => {
   mockWf.patchIds = new Set();
   mockWf.options = [];
   answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] }));
-  answer('waitForBlockJob', () => ({ outcome: 'concluded', offset: 7, len: 7, pivoted: false }));
+  answer('waitForBlockJob', () => ({ outcome: 'concluded', offset: 7, len: 7, pivotRequested: false }));
   answer('verifyChain', () => ({ chain: ['v1', 'v0'] }));
   answer('deleteVolume', () => ({ deleted: true, path: '/x/v2.qcow2' }));
   answer('cleanup', () => ({ dismissedJob: true }));
@@ -232,7 +232,7 @@ test('a block job that ended in error fails the disk as BlockJobFailed: no verif
     error: 'Input/output error',
     offset: 3,
     len: 7,
-    pivoted: false,
+    pivotRequested: false,
   }));
   const f = await failureOf(DiskMergeWorkflow(input()));
   expect(f).toMatchObject({ type: 'BlockJobFailed', nonRetryable: true });
@@ -250,7 +250,7 @@ test('a block job that ended in error fails the disk as BlockJobFailed: no verif
 });
 
 test('a vanished job is not success: the chain check decides, and a failed check deletes nothing', async () => {
-  answer('waitForBlockJob', () => ({ outcome: 'vanished', pivoted: false }));
+  answer('waitForBlockJob', () => ({ outcome: 'vanished', pivotRequested: false }));
   answer('verifyChain', () => {
     throw refused('ChainVerificationFailed', 'chain check failed on disk d1: top volume v2 is still in the chain');
   });
@@ -262,7 +262,7 @@ test('a vanished job is not success: the chain check decides, and a failed check
 });
 
 test('a vanished job whose chain check passes is deleted, but counts no committed bytes', async () => {
-  answer('waitForBlockJob', () => ({ outcome: 'vanished', pivoted: true }));
+  answer('waitForBlockJob', () => ({ outcome: 'vanished', pivotRequested: true }));
   await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged', topDeleted: true });
   expect(steps()).toEqual(['merge', 'waitForBlockJob', 'verifyChain', 'deleteVolume', 'cleanup']);
   expect(bytesCounter()).toEqual([]);

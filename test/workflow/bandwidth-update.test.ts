@@ -49,7 +49,7 @@ function heldHost() {
             .signal(diskProgressSignalName, { diskId: i.diskId, phase: 'waiting', jobStatus: 'running' });
         }
         await Promise.race([waitsDone.opened, ctx.cancelled]);
-        return { outcome: 'concluded', offset: 10, len: 10, pivoted: false };
+        return { outcome: 'concluded', offset: 10, len: 10, pivotRequested: false };
       },
       verifyChain: async () => ({ chain: ['base'] }),
       deleteVolume: async () => ({ deleted: true, path: '/x' }),

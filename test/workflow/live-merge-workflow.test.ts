@@ -39,7 +39,7 @@ function mockHost(
       outcome: 'concluded',
       offset: 10,
       len: 10,
-      pivoted: false,
+      pivotRequested: false,
     })),
     verifyChain: record('verifyChain', async () => ({ chain: ['base'] })),
     deleteVolume: record('deleteVolume', async () => ({ deleted: true, path: '/x' })),
@@ -127,8 +127,8 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
     const host = mockHost(calls, {
       waitForBlockJob: async (i) =>
         i.diskId === 'd1'
-          ? { outcome: 'concluded', error: 'Input/output error', offset: 3, len: 10, pivoted: false }
-          : { outcome: 'concluded', offset: 10, len: 10, pivoted: false },
+          ? { outcome: 'concluded', error: 'Input/output error', offset: 3, len: 10, pivotRequested: false }
+          : { outcome: 'concluded', offset: 10, len: 10, pivotRequested: false },
     });
     const { result, progress, status } = await run(request('fail-1'), host);
     expect(status).toBe('FAILED');
