@@ -8,9 +8,10 @@ import { existsSync } from 'node:fs';
 
 import { WorkflowFailedError } from '@temporalio/client';
 
+import { DEFAULT_LIBVIRT_URI } from '../../src/config/worker-config';
 import { volumePath } from '../../src/domain/layout';
 import { waitForGuestAcks } from '../guest';
-import { createLibvirtLabVm, DEFAULT_LIBVIRT_URI, destroyLibvirtLabVm } from '../libvirt/domain';
+import { createLibvirtLabVm, destroyLibvirtLabVm } from '../libvirt/domain';
 import { checkLibvirtGuestWrites, stopLibvirtGuest } from '../libvirt/guest';
 import { type LibvirtDiskReport, stopAndCheckData, verifyLibvirtChains } from '../libvirt/verify';
 import type { runDemoMerge } from './merge';

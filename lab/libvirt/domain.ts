@@ -13,6 +13,7 @@ import { promisify } from 'node:util';
 import { XMLBuilder } from 'fast-xml-parser';
 import { z } from 'zod';
 
+import { DEFAULT_LIBVIRT_URI } from '../../src/config/worker-config';
 import { describeIssues, idSchema } from '../../src/domain/input';
 import { imageDir, vmRunDir, volumePath } from '../../src/domain/layout';
 import { ensureGuestArtifacts } from '../guest/artifacts';
@@ -32,7 +33,6 @@ const run = promisify(execFile);
 const MiB = 1024 * 1024;
 /** sockaddr_un.sun_path is 108 bytes on Linux, including the terminating NUL. */
 const MAX_UNIX_SOCKET_PATH = 107;
-export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
 
 export const libvirtLabVmOptionsSchema = z
   .object({

@@ -22,6 +22,8 @@ export const logLevelSchema = z.enum(['TRACE', 'DEBUG', 'INFO', 'WARN', 'ERROR']
 /** How a host agent reaches its VMs: QEMU's QMP sockets under the run dir, or libvirt. */
 export const hostDriverSchema = z.enum(['qmp', 'libvirt']);
 export type HostDriverKind = z.infer<typeof hostDriverSchema>;
+/** The libvirt connection a host agent uses unless told otherwise: the local system QEMU driver. */
+export const DEFAULT_LIBVIRT_URI = 'qemu:///system';
 /** A libvirt connection URI, e.g. `qemu:///system` or `qemu+ssh://host/system`. */
 export const libvirtUriSchema = z
   .string()
@@ -35,7 +37,7 @@ export const workerConfigSchema = z
     runDir: z.string().min(1).optional(),
     driver: hostDriverSchema.default('qmp'),
     /** The libvirt connection of `driver: libvirt`. */
-    libvirtUri: libvirtUriSchema.default('qemu:///system'),
+    libvirtUri: libvirtUriSchema.default(DEFAULT_LIBVIRT_URI),
     /** Where the SDK runtime serves Prometheus metrics; none when unset. */
     metricsAddress: metricsAddressSchema.optional(),
     logLevel: logLevelSchema.default('INFO'),

@@ -1,4 +1,4 @@
-import type { HostDriverKind } from '../config/worker-config';
+import { DEFAULT_LIBVIRT_URI, type HostDriverKind } from '../config/worker-config';
 import type { HypervisorDriver } from './driver';
 import { LibvirtDriver } from './libvirt/libvirt-driver';
 import { QmpDriver } from './qmp/qmp-driver';
@@ -15,6 +15,6 @@ export interface DriverChoice {
 /** The hypervisor driver a host agent runs: the one place that picks one. */
 export function chooseDriver(choice: DriverChoice): HypervisorDriver {
   return choice.driver === 'libvirt'
-    ? new LibvirtDriver({ uri: choice.libvirtUri ?? 'qemu:///system', runDir: choice.runDir })
+    ? new LibvirtDriver({ uri: choice.libvirtUri ?? DEFAULT_LIBVIRT_URI, runDir: choice.runDir })
     : new QmpDriver(choice.runDir);
 }

@@ -3,14 +3,10 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-import {
-  createLibvirtLabVm,
-  DEFAULT_LIBVIRT_URI,
-  destroyLibvirtLabVm,
-  libvirtLabVmPid,
-} from '../../lab/libvirt/domain';
+import { createLibvirtLabVm, destroyLibvirtLabVm, libvirtLabVmPid } from '../../lab/libvirt/domain';
 import { SimDriver } from '../../lab/sim/sim-driver';
 import { crashLabVm, createLabVm, destroyLabVm, labDiskId, labVolumeId } from '../../lab/vm';
+import { DEFAULT_LIBVIRT_URI } from '../../src/config/worker-config';
 import { volumePath } from '../../src/domain/layout';
 import type { HypervisorDriver } from '../../src/drivers/driver';
 import { LibvirtDriver } from '../../src/drivers/libvirt/libvirt-driver';
