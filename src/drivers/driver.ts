@@ -24,7 +24,6 @@ export interface DiskChain {
 }
 
 /** QEMU's job states (QAPI JobStatus, QEMU 7.2); `null` is the *string* "null": the job is dismissed. */
-// Stryker restore all
 export const JOB_STATUSES = [
   'undefined',
   'created',
@@ -38,7 +37,6 @@ export const JOB_STATUSES = [
   'concluded',
   'null',
 ] as const;
-// Stryker disable all
 export type JobStatus = (typeof JOB_STATUSES)[number];
 
 export interface BlockJob {
