@@ -1,5 +1,7 @@
 import { readFileSync } from 'node:fs';
 
+import { procStatFields } from '../../lab/vm/proc-stat';
+
 /** A process and its descendants, from /proc (empty when it is gone). */
 export function processTree(pid: number): number[] {
   const out: number[] = [];
@@ -32,13 +34,8 @@ export function pssOf(pid: number): number {
 
 /** User + system CPU seconds of a process, from /proc/<pid>/stat. */
 export function cpuSecOf(pid: number): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100; // utime, stime in clock ticks (100/s)
-  } catch {
-    return 0;
-  }
+  const fields = procStatFields(pid);
+  return fields ? (Number(fields[11]) + Number(fields[12])) / 100 : 0; // utime, stime in clock ticks (100/s)
 }
 
 /**
@@ -46,15 +43,10 @@ export function cpuSecOf(pid: number): number {
  * used (a database's backends come and go).
  */
 export function cpuSecOfTree(pid: number): number {
-  let total = 0;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    total += (Number(fields[13]) + Number(fields[14])) / 100; // cutime, cstime
-  } catch {
-    return 0;
-  }
-  return total + sum(processTree(pid).map(cpuSecOf));
+  const fields = procStatFields(pid);
+  if (!fields) return 0;
+  const endedChildren = (Number(fields[13]) + Number(fields[14])) / 100; // cutime, cstime
+  return endedChildren + sum(processTree(pid).map(cpuSecOf));
 }
 
 export function sum(xs: number[]): number {

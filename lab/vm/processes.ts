@@ -12,6 +12,7 @@ import { auxQmpSocketPath, qmpSocketPath, vmRunDir } from '../../src/domain/layo
 import { GUEST_CONSOLE_SOCKET } from '../guest/config';
 import { requestGuestStop } from '../guest/control';
 import { PID_FILE, readManifestIfAny } from './manifest';
+import { procStatFields } from './proc-stat';
 
 export interface RunResult {
   code: number | null;
@@ -119,14 +120,9 @@ export async function runningLabVmPid(runDir: string, vmId: string): Promise<num
 }
 
 /** The state letter and start time (field 22) from `/proc/<pid>/stat`, or undefined when the pid is gone. */
-async function procStat(pid: number): Promise<{ state: string; startTime: string } | undefined> {
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return { state: fields[0] ?? '', startTime: fields[19] ?? '' };
-  } catch {
-    return undefined;
-  }
+function procStat(pid: number): { state: string; startTime: string } | undefined {
+  const fields = procStatFields(pid);
+  return fields && { state: fields[0] ?? '', startTime: fields[19] ?? '' };
 }
 
 /**
@@ -135,10 +131,10 @@ async function procStat(pid: number): Promise<{ state: string; startTime: string
  */
 async function waitForExit(pid: number, timeoutMs: number): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  const first = await procStat(pid);
+  const first = procStat(pid);
   if (first === undefined) return true;
   for (;;) {
-    const now = await procStat(pid);
+    const now = procStat(pid);
     if (now === undefined || now.startTime !== first.startTime || now.state === 'Z' || now.state === 'X') return true;
     if (Date.now() >= deadline) return false;
     await sleep(20);
