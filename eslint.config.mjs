@@ -33,8 +33,8 @@ export default tseslint.config(
     rules: { 'no-restricted-imports': ['error', { patterns: [noLab] }] },
   },
   {
-    // The drivers, storage and the guard know nothing of Temporal: activities map their errors.
-    files: ['src/drivers/**/*.ts', 'src/storage/**/*.ts', 'src/volume-users/**/*.ts'],
+    // The drivers, procfs readers, storage and the guard know nothing of Temporal: activities map their errors.
+    files: ['src/drivers/**/*.ts', 'src/procfs/**/*.ts', 'src/storage/**/*.ts', 'src/volume-users/**/*.ts'],
     rules: {
       'no-restricted-imports': [
         'error',
@@ -43,7 +43,7 @@ export default tseslint.config(
             noLab,
             {
               group: ['@temporalio/*'],
-              message: 'src/drivers, src/storage and src/volume-users must not depend on Temporal.',
+              message: 'src/drivers, src/procfs, src/storage and src/volume-users must not depend on Temporal.',
             },
           ],
         },

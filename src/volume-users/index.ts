@@ -6,7 +6,7 @@
 export { devMajorMinor, type FileId } from './file-id';
 export { ImageIndex, type ImageIndexOptions, type ImageRecord, type IndexScan } from './image-index';
 export { canonicalName, type MountTable, parseMountinfo, sameName } from './names';
-export { type FdOnFile, type FdScan, fdsOnFiles, walkFds } from './proc-fds';
+export { type FdOnFile, type FdScan, fdsOnFiles } from './proc-fds';
 export { type LockEntry, locksOn, parseLockLine, parseProcLocks, readProcLocks } from './proc-locks';
 export { isReclaimName } from './reclaim-name';
 export {

@@ -12,7 +12,7 @@ const base = require('../../stryker.config.json');
 
 export default {
   ...base,
-  mutate: ['src/volume-users/*.ts', '!src/volume-users/index.ts', 'src/drivers/qmp/qmp-pid.ts'],
+  mutate: ['src/volume-users/*.ts', '!src/volume-users/index.ts', 'src/procfs/*.ts', 'src/drivers/qmp/qmp-pid.ts'],
   jest: { ...base.jest, configFile: 'test/mutation/jest.guard.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-guard.json',
   htmlReporter: { fileName: 'test-artifacts/mutation/guard/index.html' },

@@ -10,8 +10,9 @@ import type { BigIntStats, PathLike, Stats, StatSyncOptions } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { walkFds } from '../../src/procfs/fd-walk';
 import { fileIdOf } from '../../src/volume-users/file-id';
-import { fdsOnFiles, type FdTarget, processName, walkFds } from '../../src/volume-users/proc-fds';
+import { fdsOnFiles, type FdTarget, processName } from '../../src/volume-users/proc-fds';
 
 // The module object proc-fds calls through (a spy on it is seen there).
 // eslint-disable-next-line @typescript-eslint/no-require-imports

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { qmpSocketPath } from '../../domain/layout';
-import { walkFds } from '../../volume-users/proc-fds';
+import { walkFds } from '../../procfs/fd-walk';
 
 /** `__SO_ACCEPTCON` in /proc/net/unix's Flags column: the socket listens. */
 const SO_ACCEPTCON = 0x10000;
