@@ -8,10 +8,8 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 
 import { dependants, type Target } from '../../src/volume-users/dependants';
-import type { FileId } from '../../src/volume-users/file-id';
-import type { IndexScan } from '../../src/volume-users/image-index';
+import { fileId as id, oneImageScan } from '../harness/index-scan';
 
-const id = (ino: bigint): FileId => ({ dev: 1n, ino, nlink: 1n });
 let outsideDir: string;
 
 beforeAll(() => {
@@ -22,14 +20,7 @@ afterAll(() => fs.rmSync(outsideDir, { recursive: true, force: true }));
 test('an image backed by a file outside the root, itself backed by the volume, uses the volume', async () => {
   const outside = path.join(outsideDir, 'b.qcow2');
   const t: Target = { path: '/s/v.qcow2', id: id(1n) };
-  const scan: IndexScan = {
-    files: new Map([['/s/c.qcow2', { path: '/s/c.qcow2', id: id(3n), refs: { backing: outside } }]]),
-    unreadableDirs: [],
-    dirs: 1,
-    headersRead: 0,
-    reclaimSkipped: 0,
-    ms: 0,
-  };
+  const scan = oneImageScan('/s/c.qcow2', 3n, { backing: outside });
   const users = await dependants(t, new Set(), {
     scan,
     statOf: (p) => (p === t.path ? id(1n) : p === outside ? id(4n) : undefined),

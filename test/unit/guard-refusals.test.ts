@@ -5,9 +5,8 @@ import type { HostDeps } from '../../src/activities/deps';
 import { keepAlive } from '../../src/activities/keep-alive';
 import { guardDelete } from '../../src/activities/volume-guard';
 import { dependants, type Target } from '../../src/volume-users/dependants';
-import type { FileId } from '../../src/volume-users/file-id';
-import type { IndexScan } from '../../src/volume-users/image-index';
 import { describeUser, type VolumeUser } from '../../src/volume-users/volume-users';
+import { fileId, oneImageScan } from '../harness/index-scan';
 
 /**
  * The guard's refusals as the user reads them: which failure type a set of users makes, and the
@@ -68,20 +67,12 @@ describe('the words for each user', () => {
 });
 
 test('a file outside the walk in a directory that does not resolve here is still followed', async () => {
-  const id = (ino: bigint): FileId => ({ dev: 1n, ino, nlink: 1n });
-  const t: Target = { path: '/s/v.qcow2', id: id(1n) };
-  const scan: IndexScan = {
-    files: new Map([['/s/c.qcow2', { path: '/s/c.qcow2', id: id(3n), refs: { backing: '/nonexistent-dir/b.qcow2' } }]]),
-    unreadableDirs: [],
-    dirs: 1,
-    headersRead: 0,
-    reclaimSkipped: 0,
-    ms: 0,
-  };
+  const t: Target = { path: '/s/v.qcow2', id: fileId(1n) };
+  const scan = oneImageScan('/s/c.qcow2', 3n, { backing: '/nonexistent-dir/b.qcow2' });
   const users = await dependants(t, new Set(), {
     scan,
     // The file stats (as through a mount this process does not see), its directory does not resolve.
-    statOf: (p) => (p === '/s/v.qcow2' ? id(1n) : p === '/nonexistent-dir/b.qcow2' ? id(4n) : undefined),
+    statOf: (p) => (p === '/s/v.qcow2' ? fileId(1n) : p === '/nonexistent-dir/b.qcow2' ? fileId(4n) : undefined),
     mounts: () => [],
     refsOf: async (p) => (p === '/nonexistent-dir/b.qcow2' ? { backing: '/s/v.qcow2' } : undefined),
   });
