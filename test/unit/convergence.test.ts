@@ -8,6 +8,7 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
 import type { HostDeps } from '../../src/activities';
+import { createConvergenceAction } from '../../src/activities/convergence-action';
 import type { WaitStep } from '../../src/activities/inputs';
 import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
@@ -300,5 +301,67 @@ describe('waitForBlockJob: an active commit that does not converge', () => {
     env.cancel();
     await expect(result).rejects.toBeInstanceOf(CancelledFailure);
     expect(beats[0].convergence).toMatchObject({ converging: false });
+  });
+});
+
+describe('the convergence action', () => {
+  const stalled: ConvergenceState = {
+    converging: false,
+    remainingBytes: 10 * MiB,
+    progressRemaining: 10 * MiB,
+    progressAt: 0,
+    detectedAt: 1_000,
+  };
+  const step = (policy: 'lift' | 'fail'): WaitStep => ({
+    vmId: 'vm1',
+    diskId: 'd1',
+    jobId: 'lm.d1.v2',
+    pollIntervalMs: 100,
+    commitKind: 'active',
+    convergence: { windowSeconds: 1, policy, graceSeconds: 0 },
+  });
+
+  test.each(['lift', 'fail'] as const)(
+    '%s: never acts once the pivot was requested, however long the job stalled',
+    async (policy) => {
+      const driver = new DirtyingDriver(8 * MiB, 50 * MiB);
+      const checkpoint: Checkpoint = {
+        status: 'running',
+        offset: 0,
+        len: 10 * MiB,
+        pivotRequested: true,
+        convergence: stalled,
+      };
+      const env = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+      const beats: Checkpoint[] = [];
+      env.on('heartbeat', (d: Checkpoint) => beats.push(d));
+      const input = step(policy);
+      const act = createConvergenceAction({ driver } as Pick<HostDeps, 'driver'> as HostDeps, input, {
+        windowSeconds: 1,
+        policy,
+        graceSeconds: 0,
+      });
+      const after: Checkpoint = await env.run(act, checkpoint, stalled, 60_000);
+      expect(after).toBe(checkpoint);
+      expect(driver.calls).toEqual([]);
+      expect(beats).toEqual([]);
+    },
+  );
+
+  test('lift, before a pivot: the limit is lifted once QEMU takes it, and the lift is heartbeated', async () => {
+    const driver = new DirtyingDriver(8 * MiB, 50 * MiB);
+    const checkpoint: Checkpoint = { status: 'running', offset: 0, len: 10 * MiB, pivotRequested: false };
+    const env = new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+    const beats: Checkpoint[] = [];
+    env.on('heartbeat', (d: Checkpoint) => beats.push(d));
+    const act = createConvergenceAction({ driver } as Pick<HostDeps, 'driver'> as HostDeps, step('lift'), {
+      windowSeconds: 1,
+      policy: 'lift',
+      graceSeconds: 0,
+    });
+    const after: Checkpoint = await env.run(act, checkpoint, stalled, 60_000);
+    expect(driver.calls).toEqual(['setSpeed 0']);
+    expect(after.convergence?.liftedAt).toBe(60_000);
+    expect(beats).toEqual([after]);
   });
 });
