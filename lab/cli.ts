@@ -7,6 +7,7 @@
  *   npx tsx lab/cli.ts check   --vm-id X             (a stopped guest VM: exit 1 when an acknowledged write is lost)
  *   npx tsx lab/cli.ts chain   --vm-id X
  *   npx tsx lab/cli.ts stop    --vm-id X
+ *   npx tsx lab/cli.ts start   --vm-id X [--active DISK=VOLUME ...]   (paused, no guest OS)
  *   npx tsx lab/cli.ts destroy --vm-id X
  *
  * Every command takes --run-dir DIR (default ./.lab/run) and --json. Exit status: 0 done,
@@ -16,7 +17,16 @@ import { volumeIdOf } from '../src/domain/layout';
 import { describeGuestReport, describeReport, describeVm } from './cli/describe';
 import { parse, USAGE, UsageError } from './cli/flags';
 import { checkGuestWrites } from './guest';
-import { activeVolumePath, createLabVm, destroyLabVm, readHeaderChain, readLabVm, stopLabVm, verifyLabVm } from './vm';
+import {
+  activeVolumePath,
+  createLabVm,
+  destroyLabVm,
+  readHeaderChain,
+  readLabVm,
+  startLabVm,
+  stopLabVm,
+  verifyLabVm,
+} from './vm';
 
 async function main(argv: string[]): Promise<number> {
   const { command, flags } = parse(argv);
@@ -78,6 +88,17 @@ async function main(argv: string[]): Promise<number> {
       const how = await stopLabVm(runDir, vmId);
       const said = { 'not-running': 'was not running', 'guest-powered-off': 'its guest powered off', killed: 'killed' };
       print({ vmId, stopped: true, how }, `stopped lab VM ${vmId} (${said[how]})`);
+      return 0;
+    }
+    case 'start': {
+      const { vm, chains } = await startLabVm(runDir, vmId, { activeVolumes: flags.active ?? {} });
+      print(
+        { vmId, pid: vm.pid, chains },
+        [
+          `started lab VM ${vmId} (pid ${vm.pid}, paused, no guest OS)`,
+          ...Object.entries(chains).map(([diskId, ids]) => `  ${diskId}: ${[...ids].reverse().join(' → ')}`),
+        ].join('\n'),
+      );
       return 0;
     }
     case 'destroy':

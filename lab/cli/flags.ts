@@ -6,7 +6,7 @@ import { z } from 'zod';
 import { idSchema } from '../../src/domain/input';
 import { MAX_DISKS, MAX_VOLUMES } from '../vm';
 
-export const COMMANDS = ['create', 'verify', 'check', 'chain', 'stop', 'destroy'] as const;
+export const COMMANDS = ['create', 'verify', 'check', 'chain', 'stop', 'start', 'destroy'] as const;
 export type Command = (typeof COMMANDS)[number];
 const CREATE_ONLY = [
   'disks',
@@ -27,6 +27,8 @@ export const USAGE = `usage: npx tsx lab/cli.ts <${COMMANDS.join('|')}> --vm-id 
   check    a stopped guest VM: every write its guest acknowledged is on its disks (exit 1 if not)
   chain    print every disk's active file and chain, from the running VM
   stop     stop the VM's QEMU (idempotent; a guest is asked to stop first, and powers off)
+  start    start a stopped VM again, paused with no guest OS, each disk on the chain below its
+           active volume as the image headers give it (--active names another volume)
   destroy  stop it and remove its images and run dir (idempotent)
 
 options:
@@ -36,6 +38,8 @@ options:
 verify only:
   --flush                have QEMU flush its caches to the image files first (without it, data
                          QEMU has not yet written back fails, marked "stale on disk")
+start only:
+  --active DISK=VOLUME   start DISK from VOLUME (repeat per disk; default: the disk's last volume)
 create only:
   --disks N              disks (1..${MAX_DISKS}, default 1)
   --volumes K            volumes per disk, base included (1..${MAX_VOLUMES}, default 3)
@@ -71,6 +75,10 @@ const flagsSchema = z
     paused: z.boolean().default(false),
     'guest-rate': wholeNumber(0, 1_000_000).optional(),
     'guest-region-mib': wholeNumber(1, 1024 * 1024).optional(),
+    active: z
+      .array(z.string().regex(/^[A-Za-z0-9_-]+=[A-Za-z0-9_-]+$/, 'must be DISK=VOLUME'))
+      .transform((pairs) => Object.fromEntries(pairs.map((p) => p.split('=') as [string, string])))
+      .optional(),
   })
   .strict()
   .refine((f) => (f.volumes + 1) * f['layer-data-mib'] <= f['size-mib'], {
@@ -80,7 +88,7 @@ const flagsSchema = z
 export type Flags = z.infer<typeof flagsSchema>;
 
 export function parse(argv: string[]): { command: Command; flags: Flags } {
-  let values: Record<string, string | boolean | undefined>;
+  let values: Record<string, string | string[] | boolean | undefined>;
   let positionals: string[];
   try {
     ({ values, positionals } = parseArgs({
@@ -100,6 +108,7 @@ export function parse(argv: string[]): { command: Command; flags: Flags } {
         paused: { type: 'boolean' },
         'guest-rate': { type: 'string' },
         'guest-region-mib': { type: 'string' },
+        active: { type: 'string', multiple: true },
         help: { type: 'boolean', short: 'h' },
       },
     }));
@@ -124,6 +133,7 @@ export function parse(argv: string[]): { command: Command; flags: Flags } {
       throw new UsageError(`${misplaced.map((f) => `--${f}`).join(', ')} only applies to create`);
   }
   if (command !== 'verify' && values.flush !== undefined) throw new UsageError('--flush only applies to verify');
+  if (command !== 'start' && values.active !== undefined) throw new UsageError('--active only applies to start');
   if (values.paused && (values['guest-rate'] !== undefined || values['guest-region-mib'] !== undefined))
     throw new UsageError('--guest-rate and --guest-region-mib apply to the guest, not to a --paused VM');
   if (values['vm-id'] === undefined) throw new UsageError('--vm-id is required');

@@ -19,6 +19,7 @@
  * create.ts     createLabVm, destroyLabVm
  * qmp.ts        one QMP command at a time on a lab VM's sockets
  * chain.ts      the chains as QEMU's block graph has them and as the image headers say
+ * start.ts      startLabVm: a stopped VM started again from named volumes
  * verify.ts     verifyLabVm, checkRegion, flushLabVm
  */
 export { activeVolumePath, type LiveDevice, queryLabVmDevices, readHeaderChain } from './chain';
@@ -64,6 +65,7 @@ export {
   type StopLabVmOptions,
 } from './processes';
 export { auxQmpCommand, qmpCommand } from './qmp';
+export { type LabVmStarted, startLabVm, type StartLabVmOptions } from './start';
 export {
   checkRegion,
   type DiskReport,
