@@ -1,6 +1,6 @@
 /**
- * Lab VMs that libvirt manages: transient domains (`virsh create`, type `qemu`, TCG) on the lab's
- * qcow2 chains (lab/vm/images.ts: the same data pattern in every layer), paused with no guest OS,
+ * Lab VMs that libvirt manages: transient domains (`virsh create`, type `qemu`, TCG), or persistent
+ * ones (`virsh define`, then `start`) whose definition outlives a shut-off, on the lab's qcow2 chains (lab/vm/images.ts: the same data pattern in every layer), paused with no guest OS,
  * or with `guest` booting the lab guest (lab/guest: the same guest and files as the QMP lab's).
  * A disk's `<serial>` is its disk id, which the libvirt driver reads as the product's disk id.
  */
@@ -51,6 +51,11 @@ export const libvirtLabVmOptionsSchema = z
     runDir: z.string().min(1).optional(),
     /** Boots the lab guest instead of starting the domain paused. */
     guest: labGuestOptionsSchema.optional(),
+    /**
+     * A persistent domain (`virsh define`, then `start`): its inactive XML outlives a shut-off, as
+     * a managed VM's definition does. Default: transient (`virsh create`), gone once it stops.
+     */
+    persistent: z.boolean().default(false),
   })
   .strict()
   .refine((o) => o.guest === undefined || o.runDir !== undefined, 'a guest needs runDir for its files');
@@ -64,6 +69,7 @@ export interface LibvirtLabVm {
   disks: LabDisk[];
   /** The guest it boots, if any (its ACK log, console socket and log under `<runDir>/<vmId>/`). */
   guest?: LabGuest;
+  persistent: boolean;
 }
 
 /** Writes the chains under `<storageRoot>/images/` and starts the domain: paused, or booting the guest. */
@@ -105,8 +111,22 @@ export async function createLibvirtLabVm(options: LibvirtLabVmOptions): Promise<
   const guest = o.guest && o.runDir ? await prepareGuest(o, o.guest, o.runDir) : undefined;
   const xmlFile = path.join(storageRoot, `${o.vmId}.domain.xml`);
   await fs.writeFile(xmlFile, domainXml(o.vmId, storageRoot, disks, guest));
-  await run('virsh', ['-q', '-c', o.uri, 'create', xmlFile, ...(guest ? [] : ['--paused'])], { timeout: 60_000 });
-  return { uri: o.uri, vmId: o.vmId, storageRoot, sizeMiB: o.sizeMiB, disks, ...(guest ? { guest } : {}) };
+  const paused = guest ? [] : ['--paused'];
+  if (o.persistent) {
+    await run('virsh', ['-q', '-c', o.uri, 'define', xmlFile], { timeout: 60_000 });
+    await run('virsh', ['-q', '-c', o.uri, 'start', o.vmId, ...paused], { timeout: 60_000 });
+  } else {
+    await run('virsh', ['-q', '-c', o.uri, 'create', xmlFile, ...paused], { timeout: 60_000 });
+  }
+  return {
+    uri: o.uri,
+    vmId: o.vmId,
+    storageRoot,
+    sizeMiB: o.sizeMiB,
+    disks,
+    persistent: o.persistent,
+    ...(guest ? { guest } : {}),
+  };
 }
 
 /** The guest's files in a fresh `<runDir>/<vmId>/` (a new run must not inherit an earlier one's ACKs). */
@@ -133,10 +153,29 @@ async function prepareGuest(
   return guest;
 }
 
-/** Destroys the domain if it runs (a transient domain then is gone); idempotent. */
+/** Destroys the domain if it runs and removes its definition if it has one; idempotent. */
 export async function destroyLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId'>): Promise<void> {
+  await shutOffLibvirtLabVm(vm);
+  await virshUnlessGone(vm, ['undefine', vm.vmId]);
+}
+
+/**
+ * Shuts the domain off at once (`virsh destroy`, as a host crash or a kill would): a persistent one
+ * keeps its definition and can be started again; a transient one is gone. Idempotent.
+ */
+export async function shutOffLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId'>): Promise<void> {
+  await virshUnlessGone(vm, ['destroy', vm.vmId]);
+}
+
+/** Starts a shut-off persistent domain from its inactive XML: paused with no guest OS, or booting its guest. */
+export async function startLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId' | 'guest'>): Promise<void> {
+  await run('virsh', ['-q', '-c', vm.uri, 'start', vm.vmId, ...(vm.guest ? [] : ['--paused'])], { timeout: 60_000 });
+}
+
+/** `virsh <args>` where a domain that is not there (or not running) is already the wanted end. */
+async function virshUnlessGone(vm: Pick<LibvirtLabVm, 'uri'>, args: string[]): Promise<void> {
   try {
-    await run('virsh', ['-q', '-c', vm.uri, 'destroy', vm.vmId], { timeout: 60_000 });
+    await run('virsh', ['-q', '-c', vm.uri, ...args], { timeout: 60_000 });
   } catch (err) {
     // "Domain not found": libvirt still listed a domain that ended meanwhile (a guest's power-off).
     const stderr = String((err as { stderr?: string }).stderr ?? err);
