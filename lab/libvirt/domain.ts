@@ -1,7 +1,8 @@
 /**
  * Lab VMs that libvirt manages: transient domains (`virsh create`, type `qemu`, TCG), or persistent
- * ones (`virsh define`, then `start`) whose definition outlives a shut-off, on the lab's qcow2 chains (lab/vm/images.ts: the same data pattern in every layer), paused with no guest OS,
- * or with `guest` booting the lab guest (lab/guest: the same guest and files as the QMP lab's).
+ * ones (`virsh define`, then `start`) whose definition outlives a shut-off, on the lab's qcow2
+ * chains (lab/vm/images.ts: the same data pattern in every layer), paused with no guest OS, or
+ * with `guest` booting the lab guest (lab/guest: the same guest and files as the QMP lab's).
  * A disk's `<serial>` is its disk id, which the libvirt driver reads as the product's disk id.
  */
 import { execFile } from 'node:child_process';
@@ -111,12 +112,11 @@ export async function createLibvirtLabVm(options: LibvirtLabVmOptions): Promise<
   const guest = o.guest && o.runDir ? await prepareGuest(o, o.guest, o.runDir) : undefined;
   const xmlFile = path.join(storageRoot, `${o.vmId}.domain.xml`);
   await fs.writeFile(xmlFile, domainXml(o.vmId, storageRoot, disks, guest));
-  const paused = guest ? [] : ['--paused'];
   if (o.persistent) {
     await run('virsh', ['-q', '-c', o.uri, 'define', xmlFile], { timeout: 60_000 });
-    await run('virsh', ['-q', '-c', o.uri, 'start', o.vmId, ...paused], { timeout: 60_000 });
+    await startLibvirtLabVm({ uri: o.uri, vmId: o.vmId, guest });
   } else {
-    await run('virsh', ['-q', '-c', o.uri, 'create', xmlFile, ...paused], { timeout: 60_000 });
+    await run('virsh', ['-q', '-c', o.uri, 'create', xmlFile, ...pausedUnless(guest)], { timeout: 60_000 });
   }
   return {
     uri: o.uri,
@@ -169,7 +169,12 @@ export async function shutOffLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId'>
 
 /** Starts a shut-off persistent domain from its inactive XML: paused with no guest OS, or booting its guest. */
 export async function startLibvirtLabVm(vm: Pick<LibvirtLabVm, 'uri' | 'vmId' | 'guest'>): Promise<void> {
-  await run('virsh', ['-q', '-c', vm.uri, 'start', vm.vmId, ...(vm.guest ? [] : ['--paused'])], { timeout: 60_000 });
+  await run('virsh', ['-q', '-c', vm.uri, 'start', vm.vmId, ...pausedUnless(vm.guest)], { timeout: 60_000 });
+}
+
+/** A domain with no guest OS starts paused (`--paused` of `virsh create` and `start`). */
+function pausedUnless(guest: LabGuest | undefined): string[] {
+  return guest ? [] : ['--paused'];
 }
 
 /** `virsh <args>` where a domain that is not there (or not running) is already the wanted end. */
