@@ -20,6 +20,7 @@ import {
   stopLabVm,
   verifyLabVm,
 } from '../../lab/vm';
+import { procStatFields } from '../../lab/vm/proc-stat';
 import { vmRunDir, volumePath } from '../../src/domain/layout';
 
 const REPO = path.resolve(__dirname, '..', '..');
@@ -50,13 +51,9 @@ async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs = 3
 }
 
 /** Whether the process runs; a zombie (exited, not yet reaped by its parent) counts as gone. */
-async function alive(pid: number): Promise<boolean> {
-  try {
-    const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
+function alive(pid: number): boolean {
+  const fields = procStatFields(pid);
+  return fields !== undefined && fields[0] !== 'Z';
 }
 
 describe('lab VM (real QEMU)', () => {
@@ -222,7 +219,7 @@ describe('lab VM (real QEMU)', () => {
     ]);
     expect(created).toMatchObject({ code: 0 });
     const made = JSON.parse(created.stdout) as LabVm;
-    expect(await alive(made.pid)).toBe(true);
+    expect(alive(made.pid)).toBe(true);
     const verified = await cli(['verify', '--vm-id', 'clivm', '--run-dir', runDir, '--json']);
     expect(verified.code).toBe(0);
     expect(JSON.parse(verified.stdout)).toMatchObject({
@@ -232,7 +229,7 @@ describe('lab VM (real QEMU)', () => {
 
     const destroyed = await cli(['destroy', '--vm-id', 'clivm', '--run-dir', runDir]);
     expect(destroyed.code).toBe(0);
-    expect(await alive(made.pid)).toBe(false);
+    expect(alive(made.pid)).toBe(false);
     await expect(fs.access(path.join(cliStorage, 'images', 'disk0'))).rejects.toThrow();
     await expect(fs.access(vmRunDir(runDir, 'clivm'))).rejects.toThrow();
     const gone = await cli(['verify', '--vm-id', 'clivm', '--run-dir', runDir]);
@@ -241,7 +238,7 @@ describe('lab VM (real QEMU)', () => {
 
   test('stop is idempotent, and destroy removes images and run dir', async () => {
     await stopLabVm(runDir, vmId);
-    expect(await alive(vm.pid)).toBe(false);
+    expect(alive(vm.pid)).toBe(false);
     expect(await runningLabVmPid(runDir, vmId)).toBeUndefined();
     await stopLabVm(runDir, vmId);
     await destroyLabVm(runDir, vmId);
