@@ -1,5 +1,12 @@
 import type { CommitSpace } from '../../src/domain/commit';
-import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
+import type {
+  BlockJob,
+  CommitSpaceQuery,
+  DiskChain,
+  HypervisorDriver,
+  StartCommit,
+  VmState,
+} from '../../src/drivers/driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../../src/drivers/errors';
 import { QmpCommandError } from '../../src/drivers/qmp/errors';
 import { releaseNodes } from '../../src/drivers/qmp/release-nodes';
@@ -76,6 +83,20 @@ export class SimDriver implements HypervisorDriver {
     clearTimeout(vm.jobs.get(jobId)?.timer);
     vm.jobs.delete(jobId);
     this.notify(vmId);
+  }
+
+  /** A simulated VM that was never added, or is gone, does not run; its definition is the caller's. */
+  async vmState(vmId: string): Promise<VmState> {
+    const vm = this.vms.get(vmId);
+    return vm && !vm.gone ? { running: true } : { running: false, definition: 'caller' };
+  }
+
+  definedActive(vmId: string): Promise<string> {
+    return Promise.reject(new Error(`simulated VM ${vmId} keeps no definition`));
+  }
+
+  redefineActive(vmId: string): Promise<void> {
+    return Promise.reject(new Error(`simulated VM ${vmId} keeps no definition`));
   }
 
   async readChain(vmId: string, diskId: string): Promise<DiskChain> {

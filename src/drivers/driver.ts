@@ -67,7 +67,23 @@ export interface CommitSpaceQuery {
   basePath: string;
 }
 
+/**
+ * Whether a VM runs on this host. A stopped VM's definition (the volume each disk starts from) is
+ * kept by the hypervisor (a persistent libvirt domain, shut off) or by the caller (a raw-QEMU VM,
+ * a transient libvirt domain that is gone): the offline merge updates the one, reports to the other.
+ */
+export type VmState = { running: true } | { running: false; definition: 'hypervisor' | 'caller' };
+
 export interface HypervisorDriver {
+  /** Never throws VmNotFound: a VM that does not run is stopped. */
+  vmState(vmId: string): Promise<VmState>;
+  /** A stopped VM's hypervisor-kept definition: the file the disk starts from. Throws DiskNotFound. */
+  definedActive(vmId: string, diskId: string): Promise<string>;
+  /**
+   * Points a stopped VM's hypervisor-kept definition of the disk at `to`, where it named `from`;
+   * nothing when it names `to` already. Throws when it names neither, or the VM runs.
+   */
+  redefineActive(vmId: string, diskId: string, from: string, to: string): Promise<void>;
   /** Throws VmNotFound / VmGone / DiskNotFound (see drivers/errors.ts). */
   readChain(vmId: string, diskId: string): Promise<DiskChain>;
   readAllChains(vmId: string): Promise<DiskChain[]>;

@@ -1,5 +1,5 @@
 import type { CommitSpace } from '../../src/domain/commit';
-import type { BlockJob, DiskChain, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
+import type { BlockJob, DiskChain, HypervisorDriver, StartCommit, VmState } from '../../src/drivers/driver';
 
 /**
  * The one fake driver of the unit tests: a block job's side of the driver (what the wait and the
@@ -16,6 +16,9 @@ export abstract class JobDriver implements HypervisorDriver {
   private unused(call: string): never {
     throw new Error(`${call} is not a block job's call: this fake driver plays a job only`);
   }
+  vmState = (): Promise<VmState> => this.unused('vmState');
+  definedActive = (): Promise<string> => this.unused('definedActive');
+  redefineActive = (): Promise<void> => this.unused('redefineActive');
   readChain = (): Promise<DiskChain> => this.unused('readChain');
   readAllChains = (): Promise<DiskChain[]> => this.unused('readAllChains');
   startCommit = (_vmId: string, _commit: StartCommit): Promise<void> => this.unused('startCommit');

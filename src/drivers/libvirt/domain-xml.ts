@@ -107,3 +107,32 @@ export function parseLayerName(name: string): { target: string; index: number } 
   const m = /^([a-z][a-z0-9]*)\[(\d+)\]$/.exec(name);
   return m ? { target: m[1], index: Number(m[2]) } : undefined;
 }
+
+/**
+ * The domain XML with disk `diskId` (its serial, else its target) starting from `to`: its
+ * `<source file>` replaced and its `<backingStore>` dropped, so that libvirt reads the chain below
+ * `to` from the image headers at the next start, as QEMU opens it. Refuses (DomainXmlError) a disk
+ * that is missing, or not a single file-backed disk, or an edit the parsed result does not confirm.
+ */
+export function withDiskSource(xml: string, diskId: string, to: string): string {
+  const blocks = [...xml.matchAll(/<disk\b[^>]*>[\s\S]*?<\/disk>/g)];
+  const mine = blocks.filter((b) => {
+    const disk = parseDomainDisks(`<domain><name>x</name><devices>${b[0]}</devices></domain>`)[0];
+    return disk !== undefined && (disk.serial ?? disk.target) === diskId;
+  });
+  if (mine.length !== 1) throw new DomainXmlError(`the domain has ${mine.length} file-backed disks ${diskId}, not one`);
+  const block = mine[0][0];
+  const at = mine[0].index;
+  const edited = block
+    .replace(/<backingStore\b[\s\S]*<\/backingStore>\s*|<backingStore\b[^>]*\/>\s*/, '')
+    .replace(/(<source\b[^>]*\bfile=)(['"])[^'"]*\2/, `$1'${escapeAttribute(to)}'`);
+  const out = xml.slice(0, at) + edited + xml.slice(at + block.length);
+  const after = parseDomainDisks(out).find((d) => (d.serial ?? d.target) === diskId);
+  if (after?.layers.length !== 1 || after.layers[0].path !== to)
+    throw new DomainXmlError(`disk ${diskId} does not start from ${to} after the edit`);
+  return out;
+}
+
+function escapeAttribute(value: string): string {
+  return value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
+}

@@ -2,8 +2,8 @@
 import type { CommitSpace } from '../../domain/commit';
 import { auxQmpSocketPath, qmpSocketPath } from '../../domain/layout';
 import { measureCommitSpace } from '../../storage/space';
-import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit } from '../driver';
-import { DiskNotFoundError } from '../errors';
+import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit, VmState } from '../driver';
+import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
 import type { QmpClient } from './client';
 import { QmpCommandError } from './errors';
 import { vmQemuPids } from './qmp-pid';
@@ -31,6 +31,27 @@ export class QmpDriver implements HypervisorDriver {
       opts.useAuxSocket ? auxQmpSocketPath(runDir, vmId) : qmpSocketPath(runDir, vmId),
     );
   }
+
+  // Stryker restore all
+  /** Running while its QEMU answers on the QMP socket (paused or not); a raw-QEMU VM's definition is the caller's. */
+  async vmState(vmId: string): Promise<VmState> {
+    try {
+      await this.pool.with(vmId, (qmp) => qmp.execute('query-status', {}));
+      return { running: true };
+    } catch (err) {
+      if (err instanceof VmNotFoundError || err instanceof VmGoneError) return { running: false, definition: 'caller' };
+      throw err;
+    }
+  }
+
+  definedActive(vmId: string): Promise<string> {
+    return Promise.reject(new Error(`VM ${vmId}: a raw-QEMU VM's definition is kept by its caller, not on this host`));
+  }
+
+  redefineActive(vmId: string): Promise<void> {
+    return Promise.reject(new Error(`VM ${vmId}: a raw-QEMU VM's definition is kept by its caller, not on this host`));
+  }
+  // Stryker disable all
 
   async readChain(vmId: string, diskId: string): Promise<DiskChain> {
     const chain = (await this.readAllChains(vmId)).find((c) => c.diskId === diskId);
