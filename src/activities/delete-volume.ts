@@ -6,12 +6,13 @@ import { log } from '@temporalio/activity';
 import { blockJobId } from '../config/names';
 import { failure } from '../domain/failures';
 import { PathOutsideRootError, volumePath } from '../domain/layout';
-import { findJob } from '../drivers/driver';
+import { type DiskChain, findJob } from '../drivers/driver';
 import { ImageDirMissingError } from '../drivers/errors';
 import { writeTombstone } from '../storage/tombstone';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
-import { type DiskStep, diskStepSchema } from './inputs';
+import { type CheckStep, checkStepSchema } from './inputs';
+import { readStepChain } from './verify-chain';
 import { guardDelete } from './volume-guard';
 
 export interface VolumeDeleted {
@@ -27,13 +28,15 @@ export interface VolumeDeleted {
  * storage root after symlinks are resolved.
  */
 export function createDeleteVolume(deps: HostDeps) {
-  return async function deleteVolume(input: DiskStep): Promise<VolumeDeleted> {
-    const step = parseInput(diskStepSchema, input);
+  return async function deleteVolume(input: CheckStep): Promise<VolumeDeleted> {
+    const step = parseInput(checkStepSchema, input);
     return translateHostErrors(async () => {
       const file = volumePath(deps.storageRoot, step.diskId, step.topVolumeId);
       await assertInsideRoot(deps.storageRoot, file);
 
-      const chains = await deps.driver.readAllChains(step.vmId);
+      // A stopped VM (an offline merge) has no QEMU to let go of the top: its disk's chain is what it would open.
+      const live = !step.offline || (await deps.driver.vmState(step.vmId)).running;
+      const chains = live ? await deps.driver.readAllChains(step.vmId) : [await readStepChain(deps, step)];
       // By the file, not the name: through a symlinked image dir another disk's volume has another name.
       const real = await realPathOf(file);
       const inChain = await Promise.all(
@@ -50,24 +53,7 @@ export function createDeleteVolume(deps: HostDeps) {
       // no process but the VM's QEMU (which lets go of it below) holds it open or locked.
       await guardDelete(deps, step.vmId, file, step.diskId);
 
-      // The base must hold the committed data on disk before the top, its only other copy, goes.
-      const baseFile = volumePath(deps.storageRoot, step.diskId, step.baseVolumeId);
-      const baseNode = chains.flatMap((c) => c.volumes).find((v) => v.path === baseFile)?.nodeName;
-      if (baseNode) await deps.driver.flushNode(step.vmId, baseNode);
-
-      // A concluded commit job (QEMU keeps it) still holds the removed node, and QEMU refuses to detach
-      // a node a job holds. Its outcome was read already: the chain check passed.
-      const jobId = blockJobId(step.diskId, step.topVolumeId);
-      const job = await findJob(deps.driver, step.vmId, jobId);
-      if (job && job.status !== 'concluded') {
-        throw failure(
-          'VolumeInUse',
-          `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`,
-        );
-      }
-      if (job) await deps.driver.dismissJob(step.vmId, jobId);
-
-      await deps.driver.releaseVolume(step.vmId, file);
+      if (live) await releaseFromQemu(deps, step, chains);
       await writeTombstone(deps.storageRoot, step.diskId, {
         volumeId: step.topVolumeId,
         mergedInto: step.baseVolumeId,
@@ -79,6 +65,31 @@ export function createDeleteVolume(deps: HostDeps) {
       return { deleted: true, path: file };
     });
   };
+}
+
+/**
+ * The running VM lets go of the top: the base flushed first (it must hold the committed data on
+ * disk before the top, its only other copy, goes), the concluded job dismissed, the nodes detached.
+ */
+async function releaseFromQemu(deps: HostDeps, step: CheckStep, chains: DiskChain[]): Promise<void> {
+  const file = volumePath(deps.storageRoot, step.diskId, step.topVolumeId);
+  const baseFile = volumePath(deps.storageRoot, step.diskId, step.baseVolumeId);
+  const baseNode = chains.flatMap((c) => c.volumes).find((v) => v.path === baseFile)?.nodeName;
+  if (baseNode) await deps.driver.flushNode(step.vmId, baseNode);
+
+  // A concluded commit job (QEMU keeps it) still holds the removed node, and QEMU refuses to detach
+  // a node a job holds. Its outcome was read already: the chain check passed.
+  const jobId = blockJobId(step.diskId, step.topVolumeId);
+  const job = await findJob(deps.driver, step.vmId, jobId);
+  if (job && job.status !== 'concluded') {
+    throw failure(
+      'VolumeInUse',
+      `volume ${step.topVolumeId} is still used by block job ${jobId} (${job.status}); not deleted`,
+    );
+  }
+  if (job) await deps.driver.dismissJob(step.vmId, jobId);
+
+  await deps.driver.releaseVolume(step.vmId, file);
 }
 
 /**

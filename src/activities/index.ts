@@ -4,6 +4,8 @@ import { createDeleteVolume } from './delete-volume';
 import type { HostDeps } from './deps';
 import { keepAlive } from './keep-alive';
 import { createStartOrAdoptCommit } from './merge';
+import { createOfflineCommit } from './offline-commit';
+import { createOfflineRelink } from './offline-relink';
 import { createSetBlockJobSpeed } from './set-block-job-speed';
 import { createVerifyChain } from './verify-chain';
 import { createWaitForBlockJob } from './wait-for-block-job';
@@ -21,6 +23,8 @@ export function createHostActivities(deps: HostDeps) {
     cleanup: keepAlive(createCleanup(deps)),
     cancelBlockJob: createCancelBlockJob(deps),
     setBlockJobSpeed: keepAlive(createSetBlockJobSpeed(deps)),
+    offlineCommit: createOfflineCommit(deps),
+    offlineRelink: keepAlive(createOfflineRelink(deps)),
   };
 }
 

@@ -11,8 +11,30 @@ export const diskStepSchema = z
   .strict();
 export type DiskStep = z.infer<typeof diskStepSchema>;
 
-export const mergeStepSchema = diskStepSchema.extend({ bandwidthBytesPerSec: z.number().int().min(0) }).strict();
+export const mergeStepSchema = diskStepSchema
+  .extend({
+    bandwidthBytesPerSec: z.number().int().min(0),
+    /** Set by merges that know the offline steps: a VM that does not run is merged offline, not refused. */
+    allowOffline: z.literal(true).optional(),
+  })
+  .strict();
 export type MergeStep = z.infer<typeof mergeStepSchema>;
+
+/** The verify and delete steps of an offline merge read a stopped VM's chain from its images. */
+export const checkStepSchema = diskStepSchema.extend({ offline: z.literal(true).optional() }).strict();
+export type CheckStep = z.infer<typeof checkStepSchema>;
+
+export const offlineCommitStepSchema = diskStepSchema
+  .extend({
+    kind: z.enum(COMMIT_KINDS),
+    bandwidthBytesPerSec: z.number().int().min(0),
+    progressWorkflowId: z.string().min(1).optional(),
+  })
+  .strict();
+export type OfflineCommitStep = z.infer<typeof offlineCommitStepSchema>;
+
+export const offlineRelinkStepSchema = diskStepSchema.extend({ kind: z.enum(COMMIT_KINDS) }).strict();
+export type OfflineRelinkStep = z.infer<typeof offlineRelinkStepSchema>;
 
 export const waitStepSchema = z
   .object({

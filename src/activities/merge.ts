@@ -7,17 +7,23 @@ import { blockJobId, blockJobPrefix } from '../config/names';
 import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { volumeNames } from '../drivers/driver';
+import { type DiskChain, volumeNames } from '../drivers/driver';
 import { isBackingOf } from '../storage/qemu-img';
 import { readTombstone } from '../storage/tombstone';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
-import { type MergeStep, mergeStepSchema } from './inputs';
+import { type DiskStep, type MergeStep, mergeStepSchema } from './inputs';
+import { readOfflineChain } from './offline-chain';
 import { guardCommit } from './volume-guard';
 
 export type MergeStarted =
   | { outcome: 'started' | 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
-  | { outcome: 'alreadyMerged'; jobId: string; chain: string[] };
+  | { outcome: 'alreadyMerged'; jobId: string; chain: string[] }
+  /**
+   * The VM does not run (asked for with `allowOffline`): the disk is merged by the offline steps.
+   * `kind` is unset when an earlier run had committed the top already.
+   */
+  | { outcome: 'offline'; jobId: string; kind?: CommitKind; chain: string[]; definition: 'hypervisor' | 'caller' };
 
 /**
  * Reads the live chain, checks top and base against it and starts the block commit under the
@@ -35,6 +41,19 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       const jobId = blockJobId(diskId, topVolumeId);
       const topPath = volumePath(deps.storageRoot, diskId, topVolumeId);
       const basePath = volumePath(deps.storageRoot, diskId, baseVolumeId);
+      const vm = step.allowOffline ? await deps.driver.vmState(vmId) : ({ running: true } as const);
+      if (!vm.running) {
+        const offline = await readOfflineChain(deps, vmId, diskId, baseVolumeId, vm);
+        const placed = await placeInChain(deps.storageRoot, step, offline);
+        log.info('VM does not run: offline merge', { vmId, diskId, definition: vm.definition, placed });
+        return {
+          outcome: 'offline',
+          jobId,
+          ...(placed === 'alreadyMerged' ? {} : { kind: placed }),
+          chain: volumeNames(offline),
+          definition: vm.definition,
+        };
+      }
       const chain = await deps.driver.readChain(vmId, diskId);
       const names = volumeNames(chain);
       const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
@@ -54,24 +73,8 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
         );
       }
 
-      if (topIndex < 0) {
-        if (
-          baseIndex >= 0 &&
-          (await wasMergedInto(deps.storageRoot, diskId, topVolumeId, topPath, basePath, baseVolumeId))
-        ) {
-          return { outcome: 'alreadyMerged', jobId, chain: names };
-        }
-        throw failure(
-          'VolumeNotInChain',
-          `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`,
-        );
-      }
-      if (baseIndex !== topIndex + 1) {
-        throw failure(
-          'BaseNotBacking',
-          `base volume ${baseVolumeId} is not the backing of top ${topVolumeId} on disk ${diskId} (${names.join(' -> ')})`,
-        );
-      }
+      if ((await placeInChain(deps.storageRoot, step, chain)) === 'alreadyMerged')
+        return { outcome: 'alreadyMerged', jobId, chain: names };
 
       // Only a new job is guarded: an adopted one is already running, and a merged top needs none.
       await guardCommit(deps, vmId, chain, topIndex, baseIndex);
@@ -112,6 +115,40 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       return { outcome: 'started', jobId, kind, chain: names };
     });
   };
+}
+
+/**
+ * Where the top and base stand in the disk's chain: the commit it takes (active when the top is the
+ * active layer), or `alreadyMerged` when the top left the chain by a merge into the base. Anything
+ * else refuses: a top that is not in the chain (VolumeNotInChain), a base that is not its backing
+ * (BaseNotBacking).
+ */
+export async function placeInChain(
+  storageRoot: string,
+  step: DiskStep,
+  chain: DiskChain,
+): Promise<CommitKind | 'alreadyMerged'> {
+  const { diskId, baseVolumeId, topVolumeId } = step;
+  const topPath = volumePath(storageRoot, diskId, topVolumeId);
+  const basePath = volumePath(storageRoot, diskId, baseVolumeId);
+  const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
+  const baseIndex = chain.volumes.findIndex((v) => v.path === basePath);
+  const names = volumeNames(chain);
+  if (topIndex < 0) {
+    if (baseIndex >= 0 && (await wasMergedInto(storageRoot, diskId, topVolumeId, topPath, basePath, baseVolumeId)))
+      return 'alreadyMerged';
+    throw failure(
+      'VolumeNotInChain',
+      `top volume ${topVolumeId} is not in the chain of disk ${diskId} (${names.join(' -> ')})`,
+    );
+  }
+  if (baseIndex !== topIndex + 1) {
+    throw failure(
+      'BaseNotBacking',
+      `base volume ${baseVolumeId} is not the backing of top ${topVolumeId} on disk ${diskId} (${names.join(' -> ')})`,
+    );
+  }
+  return topIndex === 0 ? 'active' : 'intermediate';
 }
 
 /** True when top left the chain by a merge into base: by its tombstone, or by its header. */

@@ -63,6 +63,19 @@ export const blockJobWaitOptions: ActivityOptions = {
 };
 
 /**
+ * The offline commit (`qemu-img commit` of a stopped VM's disk) runs as long as its data takes to
+ * copy, on the host's step queue: heartbeats each second catch a dead agent (its qemu-img dies with
+ * it), and the retry commits again. A cancel waits for qemu-img to be killed, so the cancelled
+ * merge reports its chain only once nothing writes into it.
+ */
+export const offlineCommitOptions: ActivityOptions = {
+  startToCloseTimeout: '7 days',
+  heartbeatTimeout: HOST_HEARTBEAT_TIMEOUT,
+  retry: durableRetry,
+  cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+};
+
+/**
  * How many block-job waits one host agent runs at once (its job-wait worker's activity slots).
  * A wait idles on QEMU's events and a poll timer, so a slot costs little memory and no CPU while
  * the job runs; the bound is set far above the jobs a host's storage can run at once. Past it,

@@ -11,7 +11,11 @@ export const FAILURES = {
     retryable: false,
     meaning: 'the input (or a setBandwidth value) is malformed; the message names the field',
   },
-  VmNotFound: { retryable: false, meaning: 'the VM does not run on this host: no QMP socket' },
+  VmNotFound: {
+    retryable: false,
+    meaning:
+      'a step that needs the running VM found none (a merge recorded before the offline path; a delete racing a stop); a VM that is shut off at the merge step is merged offline instead',
+  },
   VmGone: { retryable: false, meaning: "the VM's QEMU no longer answers on its QMP socket" },
   DiskNotFound: { retryable: false, meaning: 'the VM has no such disk' },
   VolumeNotInChain: {
@@ -19,6 +23,21 @@ export const FAILURES = {
     meaning: "the top is not in the disk's chain, and no earlier merge into the base removed it",
   },
   BaseNotBacking: { retryable: false, meaning: "the base is not the top's backing volume" },
+  VmStarted: {
+    retryable: false,
+    meaning:
+      'the VM started during an offline merge, between two of its steps: the step refused and changed nothing; the chain is readable, the top kept; a new merge of the snapshot runs live',
+  },
+  ChainBranches: {
+    retryable: false,
+    meaning:
+      "a stopped VM's definition is the caller's, and the images above the base branch: the volume the VM starts from cannot be told; nothing was touched",
+  },
+  ChainChanged: {
+    retryable: false,
+    meaning:
+      "the disk's chain changed between two steps of an offline merge (a layer appeared, went, or changed its backing); the step refused and changed nothing",
+  },
   DiskBusy: { retryable: false, meaning: 'another block job of this product runs on the disk (one job per disk)' },
   InsufficientSpace: {
     retryable: false,

@@ -1,0 +1,63 @@
+import * as path from 'node:path';
+
+import { failure } from '../domain/failures';
+import { imageDir, volumePath } from '../domain/layout';
+import type { DiskChain, VmState } from '../drivers/driver';
+import { readHeaderChain } from '../storage/header-chain';
+import { describeUser } from '../volume-users';
+import type { HostDeps } from './deps';
+
+export type StoppedVm = Extract<VmState, { running: false }>;
+
+/**
+ * The chain a stopped VM opens for a disk, active first: from the volume its hypervisor-kept
+ * definition names, or (a caller-held definition) from the one image above each layer, upwards
+ * from the base; then down from there as the image headers name it, as QEMU would open it.
+ */
+export async function readOfflineChain(
+  deps: HostDeps,
+  vmId: string,
+  diskId: string,
+  baseVolumeId: string,
+  vm: StoppedVm,
+  /** A top committed already: out of a caller-held chain even while its file still names the base. */
+  committedTop?: string,
+): Promise<DiskChain> {
+  const active =
+    vm.definition === 'hypervisor'
+      ? await deps.driver.definedActive(vmId, diskId)
+      : await leafAbove(deps, diskId, volumePath(deps.storageRoot, diskId, baseVolumeId), committedTop);
+  const files = await readHeaderChain(active);
+  return { diskId, rootNode: '', volumes: files.map((p) => ({ path: p, nodeName: '' })) };
+}
+
+/**
+ * The image a caller-held VM starts from: the base's single overlay, that one's, and so on. Images
+ * that branch leave the VM's volume unknown, and names that cannot be read might be the branch:
+ * both refuse, and nothing is touched.
+ */
+async function leafAbove(deps: HostDeps, diskId: string, base: string, committedTop?: string): Promise<string> {
+  const dir = imageDir(deps.storageRoot, diskId);
+  let layer = base;
+  for (const seen = new Set<string>(); !seen.has(layer);) {
+    seen.add(layer);
+    const use = await deps.usage.findUsers({ volume: layer });
+    const unknown = use.users.filter((u) => u.kind === 'unresolvedName' || u.kind === 'unreadable');
+    if (unknown.length > 0)
+      throw failure(
+        unknown.every((u) => u.kind === 'unreadable') ? 'CorruptImageHeader' : 'UnresolvedImageName',
+        `the overlays of ${path.basename(layer, '.qcow2')} on disk ${diskId} cannot be told: ${unknown.map(describeUser).join('; ')}; nothing was touched`,
+      );
+    const overlays = use.users.flatMap((u) =>
+      u.kind === 'backingOf' && u.through === undefined && u.image !== committedTop ? [u.image] : [],
+    );
+    if (overlays.length === 0) return layer;
+    if (overlays.length > 1 || path.dirname(overlays[0]) !== dir)
+      throw failure(
+        'ChainBranches',
+        `the VM's volume on disk ${diskId} cannot be told: ${path.basename(layer, '.qcow2')} is the backing of ${overlays.join(', ')}; nothing was touched`,
+      );
+    layer = overlays[0];
+  }
+  throw failure('ChainBranches', `the overlays above ${path.basename(base, '.qcow2')} on disk ${diskId} make a loop`);
+}

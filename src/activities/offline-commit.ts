@@ -1,0 +1,126 @@
+import { Context, log } from '@temporalio/activity';
+
+import { diskProgressSignalName } from '../config/names';
+import { failure } from '../domain/failures';
+import { volumePath } from '../domain/layout';
+import { commitImage, isLockConflict } from '../storage/image-commit';
+import { measureCommitSpace } from '../storage/space';
+import type { HostDeps } from './deps';
+import { parseInput, translateHostErrors } from './host-step';
+import { type OfflineCommitStep, offlineCommitStepSchema } from './inputs';
+import { placeInChain } from './merge';
+import { readOfflineChain, type StoppedVm } from './offline-chain';
+import { guardCommit } from './volume-guard';
+
+export interface OfflineCommitted {
+  /** False when an earlier attempt had committed the top and moved on (its layer above, or the definition, names the base). */
+  committed: boolean;
+  /** Bytes of the top's allocated data the commit copied. */
+  bytes: number;
+}
+
+/** How often the commit heartbeats while qemu-img runs (a cancel arrives with a heartbeat). */
+const HEARTBEAT_MS = 1000;
+
+/**
+ * Commits the top of a stopped VM's disk into its base with `qemu-img commit -d`, under the same
+ * checks as the live path: the chain as the VM would open it, the whole-host guard, the space
+ * pre-check. qemu-img holds QEMU's image locks meanwhile, so a VM start fails; a VM that started
+ * before is refused as VmStarted, and nothing is written. The top keeps its data (`-d`), so a
+ * cancel (qemu-img is killed) leaves a readable chain, and a retry writes the same data again.
+ */
+export function createOfflineCommit(deps: HostDeps) {
+  return async function offlineCommit(input: OfflineCommitStep): Promise<OfflineCommitted> {
+    const step = parseInput(offlineCommitStepSchema, input);
+    return translateHostErrors(async () => {
+      const vm = await stoppedOrRefuse(deps, step.vmId, `commit of ${step.topVolumeId}`);
+      const chain = await readOfflineChain(deps, step.vmId, step.diskId, step.baseVolumeId, vm);
+      const placed = await placeInChain(deps.storageRoot, step, chain);
+      if (placed === 'alreadyMerged') return { committed: false, bytes: 0 };
+      if (placed !== step.kind)
+        throw failure(
+          'ChainChanged',
+          `disk ${step.diskId}: the top ${step.topVolumeId} now takes an ${placed} commit, not the ${step.kind} one the merge decided; nothing was written`,
+        );
+      const topPath = volumePath(deps.storageRoot, step.diskId, step.topVolumeId);
+      const basePath = volumePath(deps.storageRoot, step.diskId, step.baseVolumeId);
+      const top = chain.volumes.findIndex((v) => v.path === topPath);
+      await guardCommit(deps, step.vmId, chain, top, top + 1);
+      const space = await measureCommitSpace(topPath, basePath);
+      if (space.freeBytes < space.neededBytes)
+        throw failure(
+          'InsufficientSpace',
+          `not enough space to commit ${step.topVolumeId} into ${step.baseVolumeId} on disk ${step.diskId}: needs ${space.neededBytes} bytes, ${space.freeBytes} bytes free in ${space.baseDir}; nothing was written`,
+          space,
+        );
+      await runCommit(deps, step, topPath, basePath, space.topAllocatedBytes);
+      return { committed: true, bytes: space.topAllocatedBytes };
+    });
+  };
+}
+
+/** The stopped VM, or VmStarted: an offline step never writes under a running VM. */
+export async function stoppedOrRefuse(deps: HostDeps, vmId: string, what: string): Promise<StoppedVm> {
+  const vm = await deps.driver.vmState(vmId);
+  if (vm.running)
+    throw failure(
+      'VmStarted',
+      `VM ${vmId} started during the offline merge: the ${what} refused and changed nothing; the top is kept and the chain readable`,
+    );
+  return vm;
+}
+
+async function runCommit(
+  deps: HostDeps,
+  step: OfflineCommitStep,
+  top: string,
+  base: string,
+  len: number,
+): Promise<void> {
+  const ctx = Context.current();
+  let offset = 0;
+  let signalled = -1;
+  const progress = async (): Promise<void> => {
+    // One signal per tenth: the parent's history grows by ten events at most, however long the commit runs.
+    const tenth = Math.floor((offset / Math.max(len, 1)) * 10);
+    if (!step.progressWorkflowId || tenth === signalled) return;
+    signalled = tenth;
+    try {
+      await ctx.client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, {
+        diskId: step.diskId,
+        phase: 'committing',
+        commitKind: step.kind,
+        offset,
+        len,
+      });
+    } catch (err) {
+      log.debug('progress signal not delivered', { error: String(err) });
+    }
+  };
+  const timer = setInterval(() => ctx.heartbeat({ offset, len }), HEARTBEAT_MS);
+  try {
+    await progress();
+    await commitImage({
+      top,
+      base,
+      bytesPerSec: step.bandwidthBytesPerSec,
+      onProgress: (fraction) => {
+        offset = Math.round(fraction * len);
+        void progress();
+      },
+      signal: ctx.cancellationSignal,
+    });
+  } catch (err) {
+    if (isLockConflict(err)) {
+      await stoppedOrRefuse(deps, step.vmId, `commit of ${step.topVolumeId}`);
+      throw failure(
+        'VolumeInUse',
+        `the commit of ${step.topVolumeId} into ${step.baseVolumeId} on disk ${step.diskId} found an image locked by another process: ${(err as Error).message}; nothing was written`,
+      );
+    }
+    throw err;
+  } finally {
+    clearInterval(timer);
+  }
+  log.info('offline commit done', { vmId: step.vmId, diskId: step.diskId, top: step.topVolumeId, bytes: len });
+}
