@@ -1,6 +1,6 @@
 #!/bin/sh
-# The `default` namespace and the merge's five search attributes (src/config/search-attributes.ts),
-# then a check that all five are registered. Safe to run again. Run by docker-compose.yml's
+# The `default` namespace and the merge's seven search attributes (src/config/search-attributes.ts),
+# then a check that all seven are registered. Safe to run again. Run by docker-compose.yml's
 # temporal-namespace job and by lab/cluster (make cluster, test/cluster/) exactly as here.
 # The CLI finds the frontend and its mTLS certificates in TEMPORAL_ADDRESS and TEMPORAL_TLS_*.
 #
@@ -15,11 +15,12 @@ set -eu
 ns="${TEMPORAL_NAMESPACE:-default}"
 temporal operator namespace list --output jsonl | grep -q "\"namespaceInfo\":{\"name\":\"$ns\"" \
   || temporal operator namespace create --namespace "$ns" --retention 30d
-names="VmId HostId SnapshotId DiskId MergeOutcome"
+names="VmId HostId SnapshotId DiskId MergeOutcome MergeMode ActiveVolumes"
 tries=0
 until temporal operator search-attribute create --namespace "$ns" \
   --name VmId --type Keyword --name HostId --type Keyword --name SnapshotId --type Keyword \
-  --name DiskId --type Keyword --name MergeOutcome --type Keyword; do
+  --name DiskId --type Keyword --name MergeOutcome --type Keyword \
+  --name MergeMode --type Keyword --name ActiveVolumes --type KeywordList; do
   tries=$((tries + 1))
   [ "$tries" -lt 30 ] || { echo "setup-namespace: search attributes not registered after $tries tries" >&2; exit 1; }
   sleep 1

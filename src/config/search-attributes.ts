@@ -20,9 +20,25 @@ export const DISK_ID = defineSearchAttributeKey('DiskId', SearchAttributeType.KE
 /** How the merge (or one disk's merge) ended; unset while it runs. */
 export const MERGE_OUTCOME = defineSearchAttributeKey('MergeOutcome', SearchAttributeType.KEYWORD);
 
+/** `live` or `offline` (a DiskMergeWorkflow, once its merge step decided); a merge's: its disks' mode, or `mixed`. */
+export const MERGE_MODE = defineSearchAttributeKey('MergeMode', SearchAttributeType.KEYWORD);
+/**
+ * Once merged, the volume each disk starts from, as `diskId=volumeId`: a caller that keeps the VM's
+ * definition starts the VM from these after an offline merge.
+ */
+export const ACTIVE_VOLUMES = defineSearchAttributeKey('ActiveVolumes', SearchAttributeType.KEYWORD_LIST);
+
 export type MergeOutcomeValue = 'merged' | 'failed' | 'cancelled';
 
-export const MERGE_SEARCH_ATTRIBUTES = [VM_ID, HOST_ID, SNAPSHOT_ID, DISK_ID, MERGE_OUTCOME] as const;
+export const MERGE_SEARCH_ATTRIBUTES = [
+  VM_ID,
+  HOST_ID,
+  SNAPSHOT_ID,
+  DISK_ID,
+  MERGE_OUTCOME,
+  MERGE_MODE,
+  ACTIVE_VOLUMES,
+] as const;
 
 /** The Temporal CLI's name of a search attribute type, e.g. `Keyword`, as `--type` and `--search-attribute` take it. */
 export function cliTypeName(type: SearchAttributeType): string {

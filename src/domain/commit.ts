@@ -2,6 +2,9 @@
 export const COMMIT_KINDS = ['active', 'intermediate'] as const;
 export type CommitKind = (typeof COMMIT_KINDS)[number];
 
+/** Live: QEMU's block commit in the running VM. Offline: qemu-img on the images of a VM that does not run. */
+export type MergeMode = 'live' | 'offline';
+
 /** What a commit of the top into the base can add to the base's file, and the room there. */
 export interface CommitSpace {
   /** Virtual bytes allocated in the top: what the commit copies. */

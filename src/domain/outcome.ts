@@ -1,4 +1,4 @@
-import type { CommitKind } from './commit';
+import type { CommitKind, MergeMode } from './commit';
 
 export interface DiskMerged {
   diskId: string;
@@ -8,6 +8,13 @@ export interface DiskMerged {
   chainAfter: string[];
   /** False when the top file was already gone (a re-run after the delete). */
   topDeleted: boolean;
+  /** Unset in merges recorded before the offline path existed (all live). */
+  mode?: MergeMode;
+  /**
+   * The volume the VM's disk starts from now (chainAfter's first). After an offline merge of a VM
+   * whose definition the caller keeps, the caller must start the VM from it.
+   */
+  activeVolumeId?: string;
 }
 
 export interface DiskFailed {

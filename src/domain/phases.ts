@@ -20,8 +20,9 @@ export const DISK_PHASES = {
   merging: {
     reportedBy: 'LiveMergeWorkflow',
     job: 'notStarted',
-    next: ['waiting', 'pivoting', 'verifying', 'cancelling', 'failed'],
-    meaning: 'the merge step reads the live chain and starts (or adopts) the block commit',
+    next: ['waiting', 'pivoting', 'committing', 'verifying', 'cancelling', 'failed'],
+    meaning:
+      'the merge step reads the live chain and starts (or adopts) the block commit; a VM that does not run is merged offline',
   },
   waiting: {
     reportedBy: 'waitForBlockJob',
@@ -34,6 +35,19 @@ export const DISK_PHASES = {
     job: 'running',
     next: ['verifying', 'cancelling', 'failed'],
     meaning: 'an active commit is ready: the host completes it, the VM then writes to the base',
+  },
+  committing: {
+    reportedBy: 'DiskMergeWorkflow',
+    job: 'offline',
+    next: ['relinking', 'cancelling', 'failed'],
+    meaning: "the VM does not run: qemu-img commits the top into the base, holding the images' locks",
+  },
+  relinking: {
+    reportedBy: 'DiskMergeWorkflow',
+    job: 'offline',
+    next: ['verifying', 'failed'],
+    meaning:
+      "the top leaves what the VM opens: the layer above is rebased onto the base, or the VM's definition names the base",
   },
   verifying: {
     reportedBy: 'waitForBlockJob',
@@ -87,8 +101,11 @@ export const DISK_PHASES = {
 
 interface PhaseSpec {
   reportedBy: 'LiveMergeWorkflow' | 'DiskMergeWorkflow' | 'waitForBlockJob' | 'nobody';
-  /** Whether the disk's block job has not started, runs (and takes a new speed), or is over. */
-  job: 'notStarted' | 'running' | 'over';
+  /**
+   * Whether the disk's block job has not started, runs (and takes a new speed), or is over; or the
+   * VM does not run and qemu-img works offline, at the speed it started with.
+   */
+  job: 'notStarted' | 'running' | 'over' | 'offline';
   next: readonly string[];
   meaning: string;
 }

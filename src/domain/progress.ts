@@ -1,4 +1,4 @@
-import type { CommitKind } from './commit';
+import type { CommitKind, MergeMode } from './commit';
 import type { DiskPhase } from './phases';
 
 export type { DiskPhase } from './phases';
@@ -11,6 +11,10 @@ export interface DiskProgress {
   offset?: number;
   len?: number;
   commitKind?: CommitKind;
+  /** Set once the merge step decided: live (block job in QEMU) or offline (the VM does not run). */
+  mode?: MergeMode;
+  /** Once merged: the volume the VM's disk starts from now. */
+  activeVolumeId?: string;
   reason?: string;
   /** Running active commits: false once `len - offset` stopped shrinking (domain/convergence.ts). */
   converging?: boolean;

@@ -18,8 +18,9 @@ import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
 import { isPickupTimeout, nonRetryableTypeOf, parseWorkflowInput, reasonOf } from './failures';
 import { recordDiskMerge } from './metrics';
+import { mergeOffline } from './offline-merge';
 import { schemas } from './schemas';
-import { tagMerge, tagOutcome } from './search-attributes';
+import { tagMerge, tagModeAndActive, tagOutcome } from './search-attributes';
 
 /**
  * One disk of a snapshot, top to bottom: merge (start or adopt the block commit), wait for the
@@ -65,18 +66,34 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
   const report = progressReporter(input);
 
+  // Merges started before the offline path refuse a VM that does not run (VmNotFound), as they did.
+  const offlineKnown = patched('offline-merge');
+
   // Set by the merge step; read only after it succeeded.
   let commitKind: DiskMerged['commitKind'];
   let chainBefore: string[];
   let mergedEarlier: boolean;
+  // The offline steps handle their own failures and cancels.
+  let offline = false;
   try {
     await report({ phase: 'merging' });
     const started = await hostMerge.merge.executeWithOptions(
       {
         summary: `commit ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId}: start or adopt the block job`,
       },
-      [{ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec }],
+      [
+        {
+          ...step,
+          bandwidthBytesPerSec: options.bandwidthBytesPerSec,
+          ...(offlineKnown ? { allowOffline: true as const } : {}),
+        },
+      ],
     );
+    if (started.outcome === 'offline') {
+      offline = true;
+      return await mergeOffline({ input, started, report, failed, stats });
+    }
+    if (offlineKnown) tagModeAndActive('live', []);
     chainBefore = started.chain;
     mergedEarlier = started.outcome === 'alreadyMerged';
     if (started.outcome !== 'alreadyMerged') {
@@ -102,6 +119,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       if (end.outcome === 'concluded') stats.bytesCommitted = end.len;
     }
   } catch (err) {
+    if (offline) throw err;
     if (isCancellation(err)) {
       await CancellationScope.nonCancellable(async () => {
         await report({ phase: 'cancelling' });
@@ -135,6 +153,8 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       // An adopted job of ours that concluded before the adopt also merged: its chain already lacks the top.
       const outcome = mergedEarlier ? 'alreadyMerged' : 'merged';
       await report({ phase: outcome, commitKind });
+      const activeVolumeId = verified.chain[0];
+      if (offlineKnown) tagModeAndActive('live', [{ diskId: disk.diskId, activeVolumeId }]);
       return {
         diskId: disk.diskId,
         outcome,
@@ -142,6 +162,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
         chainBefore,
         chainAfter: verified.chain,
         topDeleted: deleted.deleted,
+        ...(offlineKnown ? { mode: 'live' as const, activeVolumeId } : {}),
       };
     } catch (err) {
       throw await failed(err);

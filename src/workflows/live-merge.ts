@@ -4,6 +4,7 @@ import {
   condition,
   executeChild,
   isCancellation,
+  patched,
   setCurrentDetails,
   setHandler,
   workflowInfo,
@@ -20,7 +21,7 @@ import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
 import { parseWorkflowInput, reasonOf } from './failures';
 import { schemas } from './schemas';
-import { tagMerge, tagOutcome } from './search-attributes';
+import { tagMerge, tagModeAndActive, tagOutcome } from './search-attributes';
 
 /**
  * Removes one snapshot from a running VM: one DiskMergeWorkflow per disk, in parallel. Ends when
@@ -77,7 +78,12 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
           },
         ],
       }).then((merged) => {
-        setPhase(merged.diskId, { phase: merged.outcome, commitKind: merged.commitKind });
+        setPhase(merged.diskId, {
+          phase: merged.outcome,
+          commitKind: merged.commitKind,
+          ...(merged.mode === undefined ? {} : { mode: merged.mode }),
+          ...(merged.activeVolumeId === undefined ? {} : { activeVolumeId: merged.activeVolumeId }),
+        });
         return merged;
       });
     }),
@@ -116,7 +122,13 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
     );
   }
   tagOutcome('merged');
-  return { snapshotId: input.snapshotId, vmId: input.vmId, disks: outcomes as DiskMerged[] };
+  const merged = outcomes as DiskMerged[];
+  // Merges started before the offline path replay without these upserts.
+  if (patched('offline-merge')) {
+    const modes = new Set(merged.map((d) => d.mode ?? 'live'));
+    tagModeAndActive(modes.size === 1 ? [...modes][0] : 'mixed', merged);
+  }
+  return { snapshotId: input.snapshotId, vmId: input.vmId, disks: merged };
 }
 
 /**

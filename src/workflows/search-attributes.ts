@@ -1,13 +1,16 @@
 import { patched, upsertSearchAttributes } from '@temporalio/workflow';
 
 import {
+  ACTIVE_VOLUMES,
   DISK_ID,
   HOST_ID,
+  MERGE_MODE,
   MERGE_OUTCOME,
   type MergeOutcomeValue,
   SNAPSHOT_ID,
   VM_ID,
 } from '../config/search-attributes';
+import type { MergeMode } from '../domain/commit';
 
 /**
  * What the workflows tell the visibility store, so that operators find merges by VM, host,
@@ -37,4 +40,19 @@ export function tagMerge(ids: { vmId: string; hostId: string; snapshotId: string
 export function tagOutcome(outcome: MergeOutcomeValue): void {
   if (!patched(PATCH)) return;
   upsertSearchAttributes([{ key: MERGE_OUTCOME, value: outcome }]);
+}
+
+/**
+ * The mode and the volumes the disks start from, for a caller that keeps the VM's definition.
+ * Only in merges that know the offline path (their own patch, checked by the caller).
+ */
+export function tagModeAndActive(
+  mode: MergeMode | 'mixed',
+  active: { diskId: string; activeVolumeId?: string }[],
+): void {
+  const volumes = active.flatMap((d) => (d.activeVolumeId === undefined ? [] : [`${d.diskId}=${d.activeVolumeId}`]));
+  upsertSearchAttributes([
+    { key: MERGE_MODE, value: mode },
+    ...(volumes.length === 0 ? [] : [{ key: ACTIVE_VOLUMES, value: volumes }]),
+  ]);
 }

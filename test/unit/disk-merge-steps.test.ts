@@ -148,11 +148,13 @@ test('a merge runs merge, wait, verify, delete and cleanup, in that order, with 
     chainBefore: ['v2', 'v1', 'v0'],
     chainAfter: ['v1', 'v0'],
     topDeleted: true,
+    mode: 'live',
+    activeVolumeId: 'v1',
   });
   expect(mockWf.calls).toEqual([
     {
       step: 'merge',
-      args: { ...step, bandwidthBytesPerSec: 5 },
+      args: { ...step, bandwidthBytesPerSec: 5, allowOffline: true },
       summary: 'commit v2 into v1 on d1: start or adopt the block job',
       taskQueue: 'live-merge-host-h1',
     },
@@ -182,7 +184,12 @@ test('a merge runs merge, wait, verify, delete and cleanup, in that order, with 
   expect(phases()).toEqual([]);
   expect(outcomeCounter()).toEqual(['merged']);
   expect(bytesCounter()).toEqual([7]);
-  expect(mockWf.upserts).toEqual([['VmId=vm1', 'HostId=h1', 'SnapshotId=s1', 'DiskId=d1'], ['MergeOutcome=merged']]);
+  expect(mockWf.upserts).toEqual([
+    ['VmId=vm1', 'HostId=h1', 'SnapshotId=s1', 'DiskId=d1'],
+    ['MergeMode=live'],
+    ['MergeMode=live', 'ActiveVolumes=d1=v1'],
+    ['MergeOutcome=merged'],
+  ]);
 });
 
 test('an active commit is waited for with a pivot; before the patch the wait stays on the steps queue', async () => {
@@ -346,7 +353,12 @@ test('bad input fails at once as InvalidMergeInput, before any host step', async
 
 test('the patches it asks about keep their ids: histories recorded before each change replay by them', async () => {
   await DiskMergeWorkflow(input());
-  expect([...mockWf.patchIds].sort()).toEqual(['job-wait-queue', 'lean-progress-signals', 'merge-search-attributes']);
+  expect([...mockWf.patchIds].sort()).toEqual([
+    'job-wait-queue',
+    'lean-progress-signals',
+    'merge-search-attributes',
+    'offline-merge',
+  ]);
 });
 
 test('without a parent nobody is signalled, not even of a failure', async () => {

@@ -11,15 +11,16 @@ import {
 const PHASES = Object.keys(DISK_PHASES) as DiskPhase[];
 
 test('the phases keep the rank recorded histories were made with', () => {
-  // LiveMergeWorkflow's order before the phases were written down once: replays depend on it.
+  // LiveMergeWorkflow's order before the phases were written down once: replays depend on it. The
+  // offline phases came later, between the job's and the check's: no recorded history has them.
   expect(PHASES).toEqual([
-    'pending', 'merging', 'waiting', 'pivoting', 'verifying', 'deleting', 'cleaning',
+    'pending', 'merging', 'waiting', 'pivoting', 'committing', 'relinking', 'verifying', 'deleting', 'cleaning',
     'cancelling', 'merged', 'alreadyMerged', 'failed', 'cancelled',
   ]); // prettier-ignore
 });
 
-test('DiskMergeWorkflow signals the phases it signalled under the lean-progress-signals patch', () => {
-  expect(PHASES.filter(childSignals)).toEqual(['cancelling', 'failed', 'cancelled']);
+test('DiskMergeWorkflow signals the phases it signalled under the lean-progress-signals patch, and the offline ones', () => {
+  expect(PHASES.filter(childSignals)).toEqual(['committing', 'relinking', 'cancelling', 'failed', 'cancelled']);
 });
 
 test.each(PHASES)('%s: every next phase exists and lies ahead', (phase) => {
