@@ -51,7 +51,7 @@ export function createDeleteVolume(deps: HostDeps) {
       }
       // Nothing else on the host may use it: no image anywhere under the root names it as backing,
       // no process but the VM's QEMU (which lets go of it below) holds it open or locked.
-      await guardDelete(deps, step.vmId, file, step.diskId);
+      await guardDelete(deps, step.vmId, file, step.diskId, !live);
 
       if (live) await releaseFromQemu(deps, step, chains);
       await writeTombstone(deps.storageRoot, step.diskId, {

@@ -41,16 +41,12 @@ async function leafAbove(deps: HostDeps, diskId: string, base: string, committed
   let layer = base;
   for (const seen = new Set<string>(); !seen.has(layer);) {
     seen.add(layer);
-    const use = await deps.usage.findUsers({ volume: layer });
-    const unknown = use.users.filter((u) => u.kind === 'unresolvedName' || u.kind === 'unreadable');
-    if (unknown.length > 0)
-      throw failure(
-        unknown.every((u) => u.kind === 'unreadable') ? 'CorruptImageHeader' : 'UnresolvedImageName',
-        `the overlays of ${path.basename(layer, '.qcow2')} on disk ${diskId} cannot be told: ${unknown.map(describeUser).join('; ')}; nothing was touched`,
-      );
-    const overlays = use.users.flatMap((u) =>
-      u.kind === 'backingOf' && u.through === undefined && u.image !== committedTop ? [u.image] : [],
-    );
+    let overlays = await overlaysOf(deps, diskId, layer);
+    // A committed top is out once nothing lies above it (its layer above rebased, or it was the active one).
+    if (committedTop !== undefined && overlays.includes(committedTop)) {
+      if ((await overlaysOf(deps, diskId, committedTop)).length === 0)
+        overlays = overlays.filter((o) => o !== committedTop);
+    }
     if (overlays.length === 0) return layer;
     if (overlays.length > 1 || path.dirname(overlays[0]) !== dir)
       throw failure(
@@ -60,4 +56,16 @@ async function leafAbove(deps: HostDeps, diskId: string, base: string, committed
     layer = overlays[0];
   }
   throw failure('ChainBranches', `the overlays above ${path.basename(base, '.qcow2')} on disk ${diskId} make a loop`);
+}
+
+/** The images that name `layer` as their backing; names that cannot be read might: they refuse. */
+async function overlaysOf(deps: HostDeps, diskId: string, layer: string): Promise<string[]> {
+  const use = await deps.usage.findUsers({ volume: layer });
+  const unknown = use.users.filter((u) => u.kind === 'unresolvedName' || u.kind === 'unreadable');
+  if (unknown.length > 0)
+    throw failure(
+      unknown.every((u) => u.kind === 'unreadable') ? 'CorruptImageHeader' : 'UnresolvedImageName',
+      `the overlays of ${path.basename(layer, '.qcow2')} on disk ${diskId} cannot be told: ${unknown.map(describeUser).join('; ')}; nothing was touched`,
+    );
+  return use.users.flatMap((u) => (u.kind === 'backingOf' && u.through === undefined ? [u.image] : []));
 }

@@ -45,7 +45,7 @@ export function createOfflineCommit(deps: HostDeps) {
       const topPath = volumePath(deps.storageRoot, step.diskId, step.topVolumeId);
       const basePath = volumePath(deps.storageRoot, step.diskId, step.baseVolumeId);
       const top = chain.volumes.findIndex((v) => v.path === topPath);
-      await guardCommit(deps, step.vmId, chain, top, top + 1);
+      await guardCommit(deps, step.vmId, chain, top, top + 1, true);
       const space = await measureCommitSpace(topPath, basePath);
       if (space.freeBytes < space.neededBytes)
         throw failure(

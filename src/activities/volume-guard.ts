@@ -22,8 +22,10 @@ export async function guardCommit(
   chain: DiskChain,
   top: number,
   base: number,
+  vmStopped = false,
 ): Promise<void> {
-  const qemu = await deps.driver.hypervisorPids(vmId);
+  // A stopped VM has no hypervisor process: nothing may hold its volumes.
+  const qemu = vmStopped ? [] : await deps.driver.hypervisorPids(vmId);
   const [topUse, baseUse] = (
     await deps.usage.findUsersOfEach([
       {
@@ -39,8 +41,15 @@ export async function guardCommit(
 }
 
 /** Before the delete: nothing but the VM's QEMU (which lets go of it next) may use the top. */
-export async function guardDelete(deps: HostDeps, vmId: string, file: string, diskId: string): Promise<void> {
-  const use = await deps.usage.findUsers({ volume: file, expectedPids: await deps.driver.hypervisorPids(vmId) });
+export async function guardDelete(
+  deps: HostDeps,
+  vmId: string,
+  file: string,
+  diskId: string,
+  vmStopped = false,
+): Promise<void> {
+  const expectedPids = vmStopped ? [] : await deps.driver.hypervisorPids(vmId);
+  const use = await deps.usage.findUsers({ volume: file, expectedPids });
   refuseUsed(use, 'VolumeInUse', `volume ${nameOf(use)} of disk ${diskId} is still used`);
 }
 
