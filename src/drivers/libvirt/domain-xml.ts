@@ -115,23 +115,25 @@ export function parseLayerName(name: string): { target: string; index: number } 
  * that is missing, or not a single file-backed disk, or an edit the parsed result does not confirm.
  */
 export function withDiskSource(xml: string, diskId: string, to: string): string {
-  const blocks = [...xml.matchAll(/<disk\b[^>]*>[\s\S]*?<\/disk>/g)];
-  const mine = blocks.filter((b) => {
-    const disk = parseDomainDisks(`<domain><name>x</name><devices>${b[0]}</devices></domain>`)[0];
+  // An inactive definition's explicit <backingStore> has no indexes: each disk is read without it.
+  const withoutBacking = (block: string): string => block.replace(BACKING_STORE, '');
+  const diskIn = (block: string): DomainDisk | undefined =>
+    parseDomainDisks(`<domain><name>x</name><devices>${withoutBacking(block)}</devices></domain>`)[0];
+  const mine = [...xml.matchAll(/<disk\b[^>]*>[\s\S]*?<\/disk>/g)].filter((b) => {
+    const disk = diskIn(b[0]);
     return disk !== undefined && (disk.serial ?? disk.target) === diskId;
   });
   if (mine.length !== 1) throw new DomainXmlError(`the domain has ${mine.length} file-backed disks ${diskId}, not one`);
-  const block = mine[0][0];
-  const at = mine[0].index;
-  const edited = block
-    .replace(/<backingStore\b[\s\S]*<\/backingStore>\s*|<backingStore\b[^>]*\/>\s*/, '')
-    .replace(/(<source\b[^>]*\bfile=)(['"])[^'"]*\2/, `$1'${escapeAttribute(to)}'`);
-  const out = xml.slice(0, at) + edited + xml.slice(at + block.length);
-  const after = parseDomainDisks(out).find((d) => (d.serial ?? d.target) === diskId);
-  if (after?.layers.length !== 1 || after.layers[0].path !== to)
+  const [block] = mine[0];
+  const edited = withoutBacking(block).replace(/(<source\b[^>]*\bfile=)(['"])[^'"]*\2/, `$1'${escapeAttribute(to)}'`);
+  const after = diskIn(edited);
+  if (after?.layers.length !== 1 || after.layers[0].path !== to || edited.includes('<backingStore'))
     throw new DomainXmlError(`disk ${diskId} does not start from ${to} after the edit`);
-  return out;
+  return xml.slice(0, mine[0].index) + edited + xml.slice(mine[0].index + block.length);
 }
+
+/** A disk's whole chain below its source: nested elements up to the outermost end tag, or one self-closed. */
+const BACKING_STORE = /\s*<backingStore\b[\s\S]*<\/backingStore>|\s*<backingStore\b[^>]*\/>/;
 
 function escapeAttribute(value: string): string {
   return value.replace(/&/g, '&amp;').replace(/'/g, '&apos;').replace(/</g, '&lt;').replace(/"/g, '&quot;');
