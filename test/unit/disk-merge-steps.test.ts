@@ -382,3 +382,90 @@ test('a parent that is gone does not fail the merge', async () => {
   });
   expect(phases()).toEqual(['failed']);
 });
+
+describe('a VM that does not run: the offline steps', () => {
+  const offline = (kind?: 'active' | 'intermediate') => () => ({
+    outcome: 'offline',
+    jobId: 'lm.d1.v2',
+    ...(kind === undefined ? {} : { kind }),
+    chain: ['v2', 'v1'],
+    definition: 'caller',
+  });
+  beforeEach(() => {
+    answer('offlineCommit', () => ({ committed: true, bytes: 9 }));
+    answer('offlineRelink', () => ({ relinked: 'caller', changed: false }));
+    answer('verifyChain', () => ({ chain: ['v1'] }));
+  });
+
+  test('commit, relink, verify and delete what the stopped VM opens; the result names its volume', async () => {
+    answer('merge', offline('active'));
+    await expect(DiskMergeWorkflow(input())).resolves.toEqual({
+      diskId: 'd1',
+      outcome: 'merged',
+      commitKind: 'active',
+      chainBefore: ['v2', 'v1'],
+      chainAfter: ['v1'],
+      topDeleted: true,
+      mode: 'offline',
+      activeVolumeId: 'v1',
+    });
+    expect(mockWf.calls.map((c) => [c.step, c.args])).toEqual([
+      ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true }],
+      ['offlineCommit', { ...step, kind: 'active', bandwidthBytesPerSec: 5, progressWorkflowId: 'parent' }],
+      ['offlineRelink', { ...step, kind: 'active' }],
+      ['verifyChain', { ...step, offline: true }],
+      ['deleteVolume', { ...step, offline: true }],
+    ]);
+    expect(phases()).toEqual(['committing', 'relinking']);
+    expect(mockWf.signals[0].progress).toEqual({
+      diskId: 'd1',
+      phase: 'committing',
+      commitKind: 'active',
+      mode: 'offline',
+    });
+    expect(outcomeCounter()).toEqual(['merged']);
+    expect(bytesCounter()).toEqual([9]);
+    expect(mockWf.upserts).toEqual([
+      ['VmId=vm1', 'HostId=h1', 'SnapshotId=s1', 'DiskId=d1'],
+      ['MergeMode=offline'],
+      ['MergeMode=offline', 'ActiveVolumes=d1=v1'],
+      ['MergeOutcome=merged'],
+    ]);
+  });
+
+  test('a top committed earlier (no kind): verify and delete only, outcome alreadyMerged', async () => {
+    answer('merge', offline());
+    await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'alreadyMerged', mode: 'offline' });
+    expect(steps()).toEqual(['merge', 'verifyChain', 'deleteVolume']);
+    expect(phases()).toEqual([]);
+  });
+
+  test('a refused relink (the VM started): the disk fails with its type, cleans up once, deletes nothing', async () => {
+    answer('merge', offline('intermediate'));
+    answer('offlineRelink', () => {
+      throw refused('VmStarted', 'VM vm1 started');
+    });
+    const f = await failureOf(DiskMergeWorkflow(input()));
+    expect(f).toMatchObject({ type: 'VmStarted' });
+    expect(f.message).toMatch(/top volume v2 kept/);
+    expect(steps()).toEqual(['merge', 'offlineCommit', 'offlineRelink', 'cleanup']);
+    expect(phases()).toEqual(['committing', 'relinking', 'failed']);
+  });
+
+  test('a cancel during the commit: reported cancelled, nothing relinked or deleted', async () => {
+    answer('merge', offline('intermediate'));
+    answer('offlineCommit', () => {
+      throw new CancelledFailure('cancelled');
+    });
+    await expect(DiskMergeWorkflow(input())).rejects.toBeInstanceOf(CancelledFailure);
+    expect(steps()).toEqual(['merge', 'offlineCommit']);
+    expect(phases()).toEqual(['committing', 'cancelled']);
+    expect(outcomeCounter()).toEqual(['cancelled']);
+  });
+
+  test('before the patch the merge step is not offered the offline path', async () => {
+    mockWf.patched = false;
+    await DiskMergeWorkflow(input());
+    expect(mockWf.calls[0].args).toEqual({ ...step, bandwidthBytesPerSec: 5 });
+  });
+});

@@ -1,0 +1,331 @@
+/**
+ * The offline steps' decisions, called directly on real qcow2 files: disk d1 of vm1,
+ * v2 (active) -> v1 -> v0 under a temporary root, each layer with data of its own. The VM does
+ * not run (a SimDriver without it: a caller-held definition), or, where a test says so, its
+ * definition is kept by the hypervisor (a driver that answers from a variable) or it runs.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, promises as fs } from 'node:fs';
+import { tmpdir } from 'node:os';
+import * as path from 'node:path';
+import { promisify } from 'node:util';
+
+import type { ApplicationFailure } from '@temporalio/common';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+
+import { SimDriver } from '../../lab/sim/sim-driver';
+import { createHostActivities } from '../../src/activities';
+import type { HostDeps } from '../../src/activities/deps';
+import { imageDir, volumePath } from '../../src/domain/layout';
+import type { HypervisorDriver, VmState } from '../../src/drivers/driver';
+import { readHeaderChain } from '../../src/storage/header-chain';
+import { isBackingOf } from '../../src/storage/qemu-img';
+import { Reclaimer } from '../../src/storage/reclaim';
+import { writeTombstone } from '../../src/storage/tombstone';
+import { VolumeUsage } from '../../src/volume-users';
+import { failureOf } from '../harness/failure';
+
+jest.setTimeout(30_000);
+const run = promisify(execFile);
+
+let root: string;
+let usage: VolumeUsage;
+const sims: SimDriver[] = [];
+
+const vol = (id: string): string => volumePath(root, 'd1', id);
+const env = (): MockActivityEnvironment => new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
+const step = (top: string, base: string) => ({ vmId: 'vm1', diskId: 'd1', topVolumeId: top, baseVolumeId: base });
+const refusal = (p: Promise<unknown>): Promise<ApplicationFailure> => failureOf(p, 'expected a refusal');
+/** True when `image` reads `pattern` (a byte) at `offset`, through its chain. */
+const reads = async (image: string, pattern: number, offset: string, len = '64k'): Promise<boolean> =>
+  run('qemu-io', ['-r', '-f', 'qcow2', '-c', `read -P ${pattern} ${offset} ${len}`, image]).then(
+    (r) => !/Pattern verification failed/.test(r.stdout),
+    () => false,
+  );
+
+/** No VM runs: the SimDriver does not know vm1 (its definition is the caller's). */
+function stopped(): SimDriver {
+  const sim = new SimDriver({ seed: 1 });
+  sims.push(sim);
+  return sim;
+}
+
+/** vm1 runs on the SimDriver (its chain as the files have it). */
+function running(): SimDriver {
+  const sim = stopped();
+  sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v1'), vol('v0')] }]);
+  return sim;
+}
+
+/** A shut-off domain whose definition the hypervisor keeps: it starts from `defined.active`. */
+function definedBy(defined: { active: string; redefined: string[] }): HypervisorDriver {
+  const sim = stopped();
+  return Object.assign(Object.create(sim) as SimDriver, {
+    vmState: async (): Promise<VmState> => ({ running: false, definition: 'hypervisor' }),
+    definedActive: async () => defined.active,
+    redefineActive: async (_vm: string, _disk: string, from: string, to: string) => {
+      defined.redefined.push(`${path.basename(from)}->${path.basename(to)}`);
+      defined.active = to;
+    },
+  });
+}
+
+function steps(driver: HypervisorDriver) {
+  const deps: HostDeps = {
+    hostId: 'h1',
+    storageRoot: root,
+    runDir: root,
+    driver,
+    reclaimer: new Reclaimer(root),
+    usage,
+  };
+  return createHostActivities(deps);
+}
+
+beforeEach(async () => {
+  root = await fs.mkdtemp(path.join(tmpdir(), 'lm-offline-'));
+  await fs.mkdir(imageDir(root, 'd1'), { recursive: true });
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', vol('v0'), '4M']);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v1')]);
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v1.qcow2', '-F', 'qcow2', vol('v2')]);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x11 0 1M', vol('v0')]);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x22 0 512k', vol('v1')]);
+  await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 1M 512k', vol('v2')]);
+  usage = new VolumeUsage(root);
+});
+
+afterEach(async () => {
+  usage.close();
+  for (const sim of sims.splice(0)) await sim.close();
+  await fs.rm(root, { recursive: true, force: true });
+});
+
+describe('the merge step', () => {
+  test('a VM that does not run: offline, with the kind, the chain and who keeps the definition', async () => {
+    const s = steps(stopped());
+    const merge = (top: string, base: string) =>
+      env().run(s.merge, { ...step(top, base), bandwidthBytesPerSec: 0, allowOffline: true as const });
+    expect(await merge('v1', 'v0')).toEqual({
+      outcome: 'offline',
+      jobId: 'lm.d1.v1',
+      kind: 'intermediate',
+      chain: ['v2', 'v1', 'v0'],
+      definition: 'caller',
+    });
+    expect(await merge('v2', 'v1')).toMatchObject({ outcome: 'offline', kind: 'active' });
+    expect(await refusal(merge('v2', 'v0'))).toMatchObject({ type: 'BaseNotBacking' });
+  });
+
+  test('without allowOffline (a merge recorded before the offline path) the stopped VM is VmNotFound', async () => {
+    const f = await refusal(env().run(steps(stopped()).merge, { ...step('v1', 'v0'), bandwidthBytesPerSec: 0 }));
+    expect(f).toMatchObject({ type: 'VmNotFound' });
+  });
+
+  test('a running VM with allowOffline: the live path (a block job starts)', async () => {
+    const sim = running();
+    const started = await env().run(steps(sim).merge, {
+      ...step('v1', 'v0'),
+      bandwidthBytesPerSec: 0,
+      allowOffline: true as const,
+    });
+    expect(started).toMatchObject({ outcome: 'started', kind: 'intermediate' });
+  });
+
+  test('a hypervisor-kept definition: the chain below the volume it names', async () => {
+    const defined = { active: vol('v1'), redefined: [] };
+    const started = await env().run(steps(definedBy(defined)).merge, {
+      ...step('v1', 'v0'),
+      bandwidthBytesPerSec: 0,
+      allowOffline: true as const,
+    });
+    expect(started).toEqual({
+      outcome: 'offline',
+      jobId: 'lm.d1.v1',
+      kind: 'active',
+      chain: ['v1', 'v0'],
+      definition: 'hypervisor',
+    });
+  });
+
+  test('images that branch above the base: the volume the VM starts from cannot be told, ChainBranches', async () => {
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v1.qcow2', '-F', 'qcow2', vol('x')]);
+    const f = await refusal(
+      env().run(steps(stopped()).merge, { ...step('v1', 'v0'), bandwidthBytesPerSec: 0, allowOffline: true as const }),
+    );
+    expect(f).toMatchObject({ type: 'ChainBranches', nonRetryable: true });
+    expect(f.message).toMatch(
+      /v1 is the backing of .*v2\.qcow2, .*x\.qcow2|v1 is the backing of .*x\.qcow2, .*v2\.qcow2/,
+    );
+  });
+
+  test('a top committed, relinked and deleted earlier (its tombstone): offline with no kind', async () => {
+    await run('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v2')]);
+    await fs.rm(vol('v1'));
+    await writeTombstone(root, 'd1', { volumeId: 'v1', mergedInto: 'v0', deletedAt: new Date().toISOString() });
+    const started = await env().run(steps(stopped()).merge, {
+      ...step('v1', 'v0'),
+      bandwidthBytesPerSec: 0,
+      allowOffline: true as const,
+    });
+    expect(started).toEqual({ outcome: 'offline', jobId: 'lm.d1.v1', chain: ['v2', 'v0'], definition: 'caller' });
+  });
+});
+
+describe('offlineCommit', () => {
+  const commit = (driver: HypervisorDriver, kind: 'active' | 'intermediate', top = 'v1', base = 'v0') =>
+    env().run(steps(driver).offlineCommit, { ...step(top, base), kind, bandwidthBytesPerSec: 0 } as const);
+
+  test('commits the top into the base and keeps the top: the base reads the top data, the chain still reads right', async () => {
+    expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
+    const done = (await commit(stopped(), 'intermediate')) as { committed: boolean; bytes: number };
+    expect(done.committed).toBe(true);
+    expect(done.bytes).toBeGreaterThanOrEqual(512 * 1024);
+    expect(await reads(vol('v0'), 0x22, '0')).toBe(true);
+    expect(await reads(vol('v0'), 0x11, '512k')).toBe(true);
+    expect(await reads(vol('v1'), 0x22, '0')).toBe(true);
+    expect(await reads(vol('v2'), 0x33, '1M')).toBe(true);
+  });
+
+  test('a VM that runs: VmStarted, nothing written', async () => {
+    const f = await refusal(commit(running(), 'intermediate'));
+    expect(f).toMatchObject({ type: 'VmStarted', nonRetryable: true });
+    expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
+  });
+
+  test('the kind the merge decided no longer holds: ChainChanged, nothing written', async () => {
+    const f = await refusal(commit(stopped(), 'active'));
+    expect(f).toMatchObject({ type: 'ChainChanged' });
+    expect(f.message).toMatch(/now takes an intermediate commit, not the active one/);
+    expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
+  });
+
+  test('a top merged into the base already (its tombstone): nothing committed again', async () => {
+    await run('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v2')]);
+    await fs.rm(vol('v1'));
+    await writeTombstone(root, 'd1', { volumeId: 'v1', mergedInto: 'v0', deletedAt: new Date().toISOString() });
+    expect(await commit(stopped(), 'intermediate')).toEqual({ committed: false, bytes: 0 });
+  });
+
+  test('another image names the base: BaseShared, nothing written', async () => {
+    await fs.mkdir(imageDir(root, 'other'), { recursive: true });
+    await run('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-b',
+      vol('v0'),
+      '-F',
+      'qcow2',
+      volumePath(root, 'other', 'x'),
+    ]);
+    const f = await refusal(commit(definedBy({ active: vol('v2'), redefined: [] }), 'intermediate'));
+    expect(f).toMatchObject({ type: 'BaseShared' });
+    expect(f.message).toMatch(/x\.qcow2/);
+    // A caller-held definition: the base's two overlays leave the VM's volume unknown first.
+    expect(await refusal(commit(stopped(), 'intermediate'))).toMatchObject({ type: 'ChainBranches' });
+    expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
+  });
+});
+
+describe('offlineRelink', () => {
+  const relink = (driver: HypervisorDriver, kind: 'active' | 'intermediate', top = 'v1', base = 'v0') =>
+    env().run(steps(driver).offlineRelink, { ...step(top, base), kind } as const);
+
+  test('intermediate: the layer above is rebased onto the base by a relative name; a second run changes nothing', async () => {
+    await commit0();
+    expect(await relink(stopped(), 'intermediate')).toEqual({ relinked: 'layerAbove', changed: true });
+    expect(await isBackingOf(vol('v2'), vol('v0'))).toBe(true);
+    expect(await readHeaderChain(vol('v2'))).toEqual([vol('v2'), vol('v0')]);
+    expect(await reads(vol('v2'), 0x22, '0')).toBe(true);
+    expect(await reads(vol('v2'), 0x33, '1M')).toBe(true);
+    expect(await relink(stopped(), 'intermediate')).toEqual({ relinked: 'layerAbove', changed: false });
+  });
+
+  test('a VM that runs: VmStarted, the layer above unchanged', async () => {
+    const f = await refusal(relink(running(), 'intermediate'));
+    expect(f).toMatchObject({ type: 'VmStarted' });
+    expect(await isBackingOf(vol('v2'), vol('v1'))).toBe(true);
+  });
+
+  test('two images above the top: ChainChanged, nothing rebased', async () => {
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', 'v1.qcow2', '-F', 'qcow2', vol('x')]);
+    const f = await refusal(relink(stopped(), 'intermediate'));
+    expect(f).toMatchObject({ type: 'ChainChanged' });
+    expect(await isBackingOf(vol('v2'), vol('v1'))).toBe(true);
+    expect(await isBackingOf(vol('x'), vol('v1'))).toBe(true);
+  });
+
+  test('active, caller-held: nothing to change here, the result tells the caller', async () => {
+    expect(await relink(stopped(), 'active', 'v2', 'v1')).toEqual({ relinked: 'caller', changed: false });
+    expect(await isBackingOf(vol('v2'), vol('v1'))).toBe(true);
+  });
+
+  test('active, hypervisor-kept: the definition moves from the top to the base, once', async () => {
+    const defined = { active: vol('v2'), redefined: [] as string[] };
+    const driver = definedBy(defined);
+    expect(await relink(driver, 'active', 'v2', 'v1')).toEqual({ relinked: 'definition', changed: true });
+    expect(defined.redefined).toEqual(['v2.qcow2->v1.qcow2']);
+    expect(await relink(driver, 'active', 'v2', 'v1')).toEqual({ relinked: 'definition', changed: false });
+    expect(defined.redefined).toHaveLength(1);
+  });
+
+  test('active, a definition that names neither the top nor the base: ChainChanged, not redefined', async () => {
+    const defined = { active: vol('v0'), redefined: [] as string[] };
+    const f = await refusal(relink(definedBy(defined), 'active', 'v2', 'v1'));
+    expect(f).toMatchObject({ type: 'ChainChanged' });
+    expect(defined.redefined).toEqual([]);
+  });
+});
+
+describe('verifyChain and deleteVolume of an offline merge', () => {
+  const check = { ...step('v2', 'v1'), offline: true as const };
+
+  test('after an active commit of a caller-held VM: the base is active, the top deleted, nothing asked of QEMU', async () => {
+    const s = steps(stopped());
+    expect(await env().run(s.verifyChain, check)).toEqual({ chain: ['v1', 'v0'] });
+    expect(await env().run(s.deleteVolume, check)).toMatchObject({ deleted: true });
+    expect(existsSync(vol('v2'))).toBe(false);
+    expect(existsSync(vol('v1'))).toBe(true);
+  });
+
+  test('after an intermediate commit: the chain is the layer above on the base', async () => {
+    await commit0();
+    await env().run(steps(stopped()).offlineRelink, { ...step('v1', 'v0'), kind: 'intermediate' as const });
+    const s = steps(stopped());
+    const c = { ...step('v1', 'v0'), offline: true as const };
+    expect(await env().run(s.verifyChain, c)).toEqual({ chain: ['v2', 'v0'] });
+    expect(await env().run(s.deleteVolume, c)).toMatchObject({ deleted: true });
+    expect(existsSync(vol('v1'))).toBe(false);
+    expect(await reads(vol('v2'), 0x22, '0')).toBe(true);
+  });
+
+  test('before the relink: the top still under the layer above, the check fails and the delete refuses', async () => {
+    const s = steps(stopped());
+    const c = { ...step('v1', 'v0'), offline: true as const };
+    expect(await refusal(env().run(s.verifyChain, c))).toMatchObject({ type: 'ChainVerificationFailed' });
+    expect(await refusal(env().run(s.deleteVolume, c))).toMatchObject({ type: 'VolumeInUse' });
+    expect(existsSync(vol('v1'))).toBe(true);
+  });
+
+  test('a VM started from the top meanwhile: its QEMU has the top in the chain, the delete refuses', async () => {
+    const s = steps(running());
+    expect(await refusal(env().run(s.verifyChain, check))).toMatchObject({ type: 'ChainVerificationFailed' });
+    expect(await refusal(env().run(s.deleteVolume, check))).toMatchObject({ type: 'VolumeInUse' });
+    expect(existsSync(vol('v2'))).toBe(true);
+  });
+
+  test('a hypervisor-kept definition still naming the top: the check fails, nothing deleted', async () => {
+    const s = steps(definedBy({ active: vol('v2'), redefined: [] }));
+    expect(await refusal(env().run(s.verifyChain, check))).toMatchObject({ type: 'ChainVerificationFailed' });
+    expect(await refusal(env().run(s.deleteVolume, check))).toMatchObject({ type: 'VolumeInUse' });
+    expect(existsSync(vol('v2'))).toBe(true);
+  });
+});
+
+/** The intermediate commit of v1 into v0, as offlineCommit runs it. */
+async function commit0(): Promise<void> {
+  const kind = 'intermediate' as const;
+  await env().run(steps(stopped()).offlineCommit, { ...step('v1', 'v0'), kind, bandwidthBytesPerSec: 0 });
+}
