@@ -28,6 +28,7 @@ module.exports = {
     '<rootDir>/test/unit/delete-volume.test.ts',
     '<rootDir>/test/unit/verify-chain.test.ts',
     '<rootDir>/test/unit/merge-start.test.ts',
+    '<rootDir>/test/unit/offline-steps.test.ts',
     '<rootDir>/test/unit/qmp-driver-readers.test.ts',
     '<rootDir>/test/unit/qmp-client.test.ts',
     '<rootDir>/test/unit/convergence.test.ts',

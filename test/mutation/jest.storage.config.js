@@ -14,5 +14,6 @@ module.exports = {
     ...base.testMatch,
     '<rootDir>/test/unit/image-names-nodes.test.ts',
     '<rootDir>/test/unit/qemu-img-bounds.test.ts',
+    '<rootDir>/test/unit/header-chain.test.ts',
   ],
 };

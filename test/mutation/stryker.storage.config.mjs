@@ -17,6 +17,7 @@ export default {
     'src/storage/space.ts',
     'src/storage/reclaim.ts',
     'src/storage/tombstone.ts',
+    'src/storage/header-chain.ts',
   ],
   jest: { ...base.jest, configFile: 'test/mutation/jest.storage.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-storage.json',
