@@ -57,6 +57,7 @@ export {
 } from './manifest';
 export {
   crashLabVm,
+  imageCommitPid,
   LabCommandError,
   type LabVmStopped,
   runningLabVmPid,

@@ -265,3 +265,15 @@ export async function stopLabVm(runDir: string, vmId: string, options: StopLabVm
   await fs.rm(path.join(vmRunDir(root, vmId), GUEST_CONSOLE_SOCKET), { force: true });
   return how;
 }
+
+/** The pid of a running `qemu-img commit` of the image `top` (an offline merge's), if any. */
+export async function imageCommitPid(top: string): Promise<number | undefined> {
+  for (const pid of (await fs.readdir('/proc')).filter((p) => /^\d+$/.test(p))) {
+    const argv = await fs.readFile(`/proc/${pid}/cmdline`, 'utf8').then(
+      (s) => s.split('\0'),
+      (): string[] => [],
+    );
+    if (path.basename(argv[0] ?? '') === 'qemu-img' && argv[1] === 'commit' && argv.includes(top)) return Number(pid);
+  }
+  return undefined;
+}

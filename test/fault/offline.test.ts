@@ -1,11 +1,10 @@
 import { execFile } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import * as path from 'node:path';
+import { existsSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 import { WorkflowFailedError } from '@temporalio/client';
 
-import { type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import { imageCommitPid, type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
@@ -57,19 +56,6 @@ async function expectStartsFromResult(
   );
 }
 
-/** The pid of a running `qemu-img commit` of `top`, if any. */
-function qemuImgCommitOf(top: string): number | undefined {
-  for (const pid of readdirSync('/proc').filter((p) => /^\d+$/.test(p))) {
-    try {
-      const argv = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-      if (path.basename(argv[0]) === 'qemu-img' && argv[1] === 'commit' && argv.includes(top)) return Number(pid);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return undefined;
-}
-
 describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
   let stack: FaultStack;
   beforeAll(async () => {
@@ -108,7 +94,7 @@ describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
     const request = mergeRequest(vm, 'snap-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
     const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
     const handle = await startMerge(stack, request);
-    await until(() => qemuImgCommitOf(top), 60_000, 20);
+    await until(() => imageCommitPid(top), 60_000, 20);
     await expect(startLabVm(stack.runDir, vm.vmId)).rejects.toThrow(/lock/);
     const result = await handle.result();
     expect(result.disks[0].activeVolumeId).toBe(request.disks[0].baseVolumeId);
@@ -133,11 +119,11 @@ describe('a host agent killed during each offline step', () => {
       });
       const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
       const handle = await startMerge(stack, request);
-      if (point === 'qemu-img') await until(() => qemuImgCommitOf(top), 60_000, 20);
+      if (point === 'qemu-img') await until(() => imageCommitPid(top), 60_000, 20);
       else await stack.reached(point);
       await stack.host!.kill();
       // Its qemu-img dies with it (parent-death signal): nothing holds the images' locks.
-      await until(() => qemuImgCommitOf(top) === undefined || undefined, 10_000, 20);
+      await until(async () => (await imageCommitPid(top)) === undefined || undefined, 10_000, 20);
       const restarted = Date.now();
       await stack.startHost();
       const result = await handle.result();

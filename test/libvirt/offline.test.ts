@@ -1,0 +1,155 @@
+/**
+ * Shut-off libvirt domains merged offline through the whole product (host agent with
+ * `--driver libvirt`). A persistent domain keeps its definition: an active commit points its
+ * inactive XML at the base, and the domain then starts on the merged chain. A transient domain is
+ * gone once shut off: its definition is the caller's, and the result names the volumes.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { promisify } from 'node:util';
+
+import { WorkflowFailedError } from '@temporalio/client';
+
+import {
+  createLibvirtLabVm,
+  destroyLibvirtLabVm,
+  type LibvirtLabVm,
+  shutOffLibvirtLabVm,
+  startLibvirtLabVm,
+} from '../../lab/libvirt/domain';
+import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify';
+import { imageCommitPid } from '../../lab/vm';
+import type { LiveMergeRequest } from '../../src/domain/input';
+import { volumePath } from '../../src/domain/layout';
+import { mergeRequest } from '../harness/merge-request';
+import { FaultStack } from '../harness/process-stack';
+import { startMerge } from '../harness/scenario';
+import { until } from '../harness/until';
+import { domainName } from './scenario';
+
+jest.setTimeout(240_000);
+const run = promisify(execFile);
+
+const vms: LibvirtLabVm[] = [];
+afterAll(async () => {
+  for (const vm of vms) await destroyLibvirtLabVm(vm).catch(() => undefined);
+});
+
+async function shutOffVm(stack: FaultStack, name: string, persistent: boolean, prefix: string): Promise<LibvirtLabVm> {
+  const vm = await createLibvirtLabVm({
+    storageRoot: stack.storageRoot,
+    vmId: domainName(name),
+    disks: 2,
+    volumes: 3,
+    layerDataMiB: 2,
+    idPrefix: prefix,
+    sizeMiB: 18,
+    persistent,
+  });
+  vms.push(vm);
+  await shutOffLibvirtLabVm(vm);
+  return vm;
+}
+
+const inactiveSource = async (vm: LibvirtLabVm): Promise<string[]> =>
+  [
+    ...(await run('virsh', ['-q', '-c', vm.uri, 'dumpxml', '--inactive', vm.vmId])).stdout.matchAll(
+      /<source file='([^']+)'/g,
+    ),
+  ].map((m) => m[1]);
+
+/** The domain runs on the merged chains, its data reads right, every volume is clean, only the tops are gone. */
+async function expectRunsMerged(stack: FaultStack, vm: LibvirtLabVm, request: LiveMergeRequest): Promise<void> {
+  const disks = await verifyLibvirtChains(vm, stack.runDir);
+  for (const d of request.disks) {
+    const report = disks.find((x) => x.diskId === d.diskId)!;
+    expect([d.diskId, report.chainOk, report.libvirtChain.includes(d.topVolumeId)]).toEqual([d.diskId, true, false]);
+  }
+  const regions = await stopAndCheckData(vm, disks);
+  expect(regions.filter((r) => !r.ok)).toEqual([]);
+  for (const disk of vm.disks)
+    for (const v of disk.volumeIds) {
+      const file = volumePath(stack.storageRoot, disk.diskId, v);
+      const top = request.disks.some((d) => d.topVolumeId === v);
+      expect([v, existsSync(file)]).toEqual([v, !top]);
+      if (!top) await run('qemu-img', ['check', '-q', file]);
+    }
+}
+
+describe('a shut-off domain', () => {
+  let stack: FaultStack;
+  beforeAll(async () => {
+    stack = await new FaultStack({ driver: 'libvirt' }).start();
+  });
+  afterAll(async () => stack?.close());
+
+  test('persistent: both kinds merged offline, the active disk redefined to its base, the domain starts on the merged chains', async () => {
+    const vm = await shutOffVm(stack, 'off-persist', true, 'p-');
+    const request = mergeRequest(vm, 'snap-lv-off-persist', ['intermediate', 'active']);
+    const result = await (await startMerge(stack, request)).result();
+    expect(result.disks.map((d) => [d.mode, d.commitKind, d.activeVolumeId])).toEqual([
+      ['offline', 'intermediate', 'p-d0v2'],
+      ['offline', 'active', 'p-d1v1'],
+    ]);
+    expect(await inactiveSource(vm)).toEqual([
+      volumePath(stack.storageRoot, 'p-disk0', 'p-d0v2'),
+      volumePath(stack.storageRoot, 'p-disk1', 'p-d1v1'),
+    ]);
+    await startLibvirtLabVm(vm);
+    await expectRunsMerged(stack, vm, request);
+  });
+
+  test('transient, gone once shut off: merged offline, the result names the volumes for the caller', async () => {
+    const vm = await shutOffVm(stack, 'off-transient', false, 't-');
+    const request = mergeRequest(vm, 'snap-lv-off-transient', ['intermediate', 'active']);
+    const result = await (await startMerge(stack, request)).result();
+    expect(result.disks.map((d) => [d.mode, d.activeVolumeId])).toEqual([
+      ['offline', 't-d0v2'],
+      ['offline', 't-d1v1'],
+    ]);
+    for (const d of vm.disks)
+      for (const v of d.volumeIds) {
+        const file = volumePath(stack.storageRoot, d.diskId, v);
+        if (existsSync(file)) await run('qemu-img', ['check', '-q', file]);
+      }
+    expect(existsSync(volumePath(stack.storageRoot, 't-disk0', 't-d0v1'))).toBe(false);
+    expect(existsSync(volumePath(stack.storageRoot, 't-disk1', 't-d1v2'))).toBe(false);
+  });
+
+  test('a start attempted during the commit fails on the image locks; the merge completes', async () => {
+    const vm = await shutOffVm(stack, 'off-start', true, 's-');
+    const request = mergeRequest(vm, 'snap-lv-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
+    const handle = await startMerge(stack, request);
+    await until(() => imageCommitPid(volumePath(stack.storageRoot, 's-disk0', 's-d0v2')), 60_000, 20);
+    await expect(startLibvirtLabVm(vm)).rejects.toThrow(/lock/);
+    const result = await handle.result();
+    expect(result.disks[0].activeVolumeId).toBe('s-d0v1');
+    await startLibvirtLabVm(vm);
+    await expectRunsMerged(stack, vm, request);
+  });
+});
+
+describe('a persistent domain started between the commit and the redefine', () => {
+  test('the redefine refuses (VmStarted), the definition is kept, the domain runs on; a new merge runs live', async () => {
+    const stack = await new FaultStack({ driver: 'libvirt' }).start({ holds: ['after:offlineCommit'] });
+    try {
+      const vm = await shutOffVm(stack, 'off-between', true, 'b-');
+      const request = mergeRequest(vm, 'snap-lv-off-between', ['active']);
+      const handle = await startMerge(stack, request);
+      await stack.reached('after:offlineCommit');
+      await startLibvirtLabVm(vm);
+      stack.release('after:offlineCommit');
+      const err: unknown = await handle.result().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/started during the offline merge/);
+      expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'));
+      expect(existsSync(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'))).toBe(true);
+
+      const again = await (await startMerge(stack, { ...request, snapshotId: 'snap-lv-off-between-again' })).result();
+      expect(again.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', activeVolumeId: 'b-d0v1' });
+      await expectRunsMerged(stack, vm, request);
+    } finally {
+      await stack.close();
+    }
+  });
+});
