@@ -7,6 +7,7 @@
  * the guest's writes during the merge and the check that finds every one, and the Web UI link.
  * `--keep` leaves everything running until Ctrl-C. `--libvirt`: the same merge on a libvirt domain
  * (its guest writing too) through a host agent with `--driver libvirt` (lab/demo/libvirt.ts).
+ * `--stopped`: the VM is shut off first, and the snapshot removed offline (lab/demo/stopped.ts).
  * A set-up failure prints one line (lab/setup-error.ts).
  */
 import { existsSync, mkdirSync, rmSync } from 'node:fs';
@@ -28,6 +29,7 @@ import { createLabVm, destroyLabVm, stopLabVm, verifyLabVm } from '../vm';
 import { libvirtDemo } from './libvirt';
 import { runDemoMerge } from './merge';
 import { acksPerDisk, renderChains, renderGuestCheck, renderVerification } from './render';
+import { stoppedDemo } from './stopped';
 
 /** The guest's writes per second over both disks: each dirties a 64 KiB cluster, far below the merge's speed. */
 const GUEST_RATE = 100;
@@ -35,6 +37,7 @@ const GUEST_RATE = 100;
 const flagsSchema = z.object({
   keep: z.boolean(),
   libvirt: z.boolean(),
+  stopped: z.boolean(),
   dataMib: z.coerce.number().int().min(1).max(256),
   bandwidthMib: z.coerce.number().int().min(0).max(4096),
 });
@@ -44,6 +47,7 @@ async function main(): Promise<number> {
     options: {
       keep: { type: 'boolean', default: false },
       libvirt: { type: 'boolean', default: false },
+      stopped: { type: 'boolean', default: false },
       'data-mib': { type: 'string', default: '48' },
       'bandwidth-mib': { type: 'string', default: '32' },
     },
@@ -51,6 +55,7 @@ async function main(): Promise<number> {
   const flags = flagsSchema.parse({
     keep: values.keep,
     libvirt: values.libvirt,
+    stopped: values.stopped,
     dataMib: values['data-mib'],
     bandwidthMib: values['bandwidth-mib'],
   });
@@ -113,6 +118,16 @@ async function main(): Promise<number> {
     });
     cleanups.push(() => agent.stop());
     const mergeOpts = { server, client, binary, work, vmId, hostId, snapshotId, bandwidthMib: flags.bandwidthMib };
+    if (flags.stopped)
+      return await stoppedDemo({
+        storageRoot,
+        runDir,
+        vmId,
+        dataMib: flags.dataMib,
+        guestRate: GUEST_RATE,
+        cleanups,
+        merge: (disks, beforeStart) => runDemoMerge({ ...mergeOpts, disks, beforeStart }),
+      });
     if (flags.libvirt)
       return await libvirtDemo({
         storageRoot,
