@@ -15,9 +15,11 @@ export function renderGuestCheck(
   report: GuestCheckReport,
   duringMerge: number[],
   stopped: LabVmStopped | LibvirtGuestStop,
+  /** When the counted writes were made: during a live merge, or before an offline one. */
+  when = 'during the merge',
 ): string {
   const lines = [
-    `guest writes: ${report.disks.map((d, i) => `${d.diskId} ${duringMerge[i]} during the merge (${d.acknowledged} in all)`).join(', ')}; ${stopped === 'guest-powered-off' ? 'then the guest powered off' : `the guest: ${stopped}`}`,
+    `guest writes: ${report.disks.map((d, i) => `${d.diskId} ${duringMerge[i]} ${when} (${d.acknowledged} in all)`).join(', ')}; ${stopped === 'guest-powered-off' ? 'then the guest powered off' : `the guest: ${stopped}`}`,
     `guest check: ${report.ok ? 'PASSED' : 'FAILED'}: ${report.disks
       .map(
         (d) =>

@@ -65,7 +65,7 @@ export async function stoppedDemo(opts: {
   const after = await verifyLabVm(runDir, vmId);
   await stopLabVm(runDir, vmId);
   console.log(renderVerification(after));
-  console.log(renderGuestCheck(check, written, stopped));
+  console.log(renderGuestCheck(check, written, stopped, 'before the shutdown'));
   console.log(`\nWeb UI: ${uiLink}\nall merges of ${vmId}: ${vmLink}`);
   const named = after.disks.every((d) => d.chain[0] === activeVolumes[d.diskId]);
   return after.ok && named && check.ok ? 0 : 1;
