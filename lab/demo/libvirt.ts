@@ -14,7 +14,7 @@ import { waitForGuestAcks } from '../guest';
 import { createLibvirtLabVm, destroyLibvirtLabVm } from '../libvirt/domain';
 import { checkLibvirtGuestWrites, stopLibvirtGuest } from '../libvirt/guest';
 import { type LibvirtDiskReport, stopAndCheckData, verifyLibvirtChains } from '../libvirt/verify';
-import type { runDemoMerge } from './merge';
+import type { DemoVariant } from './merge';
 import { acksPerDisk, renderGuestCheck } from './render';
 
 function renderChains(title: string, disks: LibvirtDiskReport[]): string {
@@ -26,19 +26,7 @@ function renderChains(title: string, disks: LibvirtDiskReport[]): string {
   return lines.join('\n');
 }
 
-export async function libvirtDemo(opts: {
-  storageRoot: string;
-  runDir: string;
-  vmId: string;
-  dataMib: number;
-  /** The guest's writes per second over both disks. */
-  guestRate: number;
-  cleanups: Array<() => Promise<void>>;
-  merge: (
-    disks: Parameters<typeof runDemoMerge>[0]['disks'],
-    beforeStart: () => Promise<void>,
-  ) => ReturnType<typeof runDemoMerge>;
-}): Promise<number> {
+export async function libvirtDemo(opts: DemoVariant): Promise<number> {
   const { storageRoot, runDir, vmId } = opts;
   console.log(
     `\n==> creating libvirt domain ${vmId} (virsh create, type qemu): 2 disks x 3 qcow2 volumes, ${opts.dataMib} MiB per layer, its guest writing to both disks (${opts.guestRate} records/s)`,

@@ -25,9 +25,9 @@ import { temporalBin } from '../devserver/temporal-bin';
 import { startWorkerProcess, type WorkerProcess } from '../devserver/worker-process';
 import { checkGuestWrites, waitForGuestAcks } from '../guest';
 import { reportFailure } from '../setup-error';
-import { createLabVm, destroyLabVm, stopLabVm, verifyLabVm } from '../vm';
+import { destroyLabVm, stopLabVm, verifyLabVm } from '../vm';
 import { libvirtDemo } from './libvirt';
-import { runDemoMerge } from './merge';
+import { createDemoVm, type DemoVariant, runDemoMerge } from './merge';
 import { acksPerDisk, renderChains, renderGuestCheck, renderVerification } from './render';
 import { stoppedDemo } from './stopped';
 
@@ -118,40 +118,22 @@ async function main(): Promise<number> {
     });
     cleanups.push(() => agent.stop());
     const mergeOpts = { server, client, binary, work, vmId, hostId, snapshotId, bandwidthMib: flags.bandwidthMib };
-    if (flags.stopped)
-      return await stoppedDemo({
-        storageRoot,
-        runDir,
-        vmId,
-        dataMib: flags.dataMib,
-        guestRate: GUEST_RATE,
-        cleanups,
-        merge: (disks, beforeStart) => runDemoMerge({ ...mergeOpts, disks, beforeStart }),
-      });
-    if (flags.libvirt)
-      return await libvirtDemo({
-        storageRoot,
-        runDir,
-        vmId,
-        dataMib: flags.dataMib,
-        guestRate: GUEST_RATE,
-        cleanups,
-        merge: (disks, beforeStart) => runDemoMerge({ ...mergeOpts, disks, beforeStart }),
-      });
+    const variant: DemoVariant = {
+      storageRoot,
+      runDir,
+      vmId,
+      dataMib: flags.dataMib,
+      guestRate: GUEST_RATE,
+      cleanups,
+      merge: (disks, beforeStart) => runDemoMerge({ ...mergeOpts, disks, beforeStart }),
+    };
+    if (flags.stopped) return await stoppedDemo(variant);
+    if (flags.libvirt) return await libvirtDemo(variant);
 
     step(
       `creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${flags.dataMib} MiB of data per layer, its guest writing to both disks (${GUEST_RATE} records/s)`,
     );
-    const vm = await createLabVm({
-      storageRoot,
-      runDir,
-      vmId,
-      disks: 2,
-      volumes: 3,
-      layerDataMiB: flags.dataMib,
-      sizeMiB: 4 * flags.dataMib + 16,
-      guest: { rate: GUEST_RATE },
-    });
+    const vm = await createDemoVm(variant);
     cleanups.push(() => destroyLabVm(runDir, vmId));
     await waitForGuestAcks(vm.guest!.ackLog, 20);
     const before = await verifyLabVm(runDir, vmId);

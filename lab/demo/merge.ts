@@ -11,9 +11,38 @@ import type { LiveMergeRequest } from '../../src/domain/input';
 import { followMerge } from '../../src/progress/follow';
 import { createProgressView } from '../../src/progress/view';
 import type { DevServer } from '../devserver/dev-server';
-import type { LabDisk } from '../vm';
+import { createLabVm, type LabDisk } from '../vm';
 
 const run = promisify(execFile);
+
+/** What main.ts gives a demo variant (--libvirt, --stopped): where it runs, and how it merges. */
+export interface DemoVariant {
+  storageRoot: string;
+  runDir: string;
+  vmId: string;
+  dataMib: number;
+  /** The guest's writes per second over both disks. */
+  guestRate: number;
+  cleanups: Array<() => Promise<void>>;
+  merge: (
+    disks: Parameters<typeof runDemoMerge>[0]['disks'],
+    beforeStart: () => Promise<void>,
+  ) => ReturnType<typeof runDemoMerge>;
+}
+
+/** The demo's lab VM: 2 disks x 3 qcow2 volumes of `dataMib` MiB per layer, its guest writing to both. */
+export function createDemoVm(v: Pick<DemoVariant, 'storageRoot' | 'runDir' | 'vmId' | 'dataMib' | 'guestRate'>) {
+  return createLabVm({
+    storageRoot: v.storageRoot,
+    runDir: v.runDir,
+    vmId: v.vmId,
+    disks: 2,
+    volumes: 3,
+    layerDataMiB: v.dataMib,
+    sizeMiB: 4 * v.dataMib + 16,
+    guest: { rate: v.guestRate },
+  });
+}
 
 export interface DemoMerge {
   request: LiveMergeRequest;

@@ -9,36 +9,16 @@
 import { WorkflowFailedError } from '@temporalio/client';
 
 import { checkGuestWrites, waitForGuestAcks } from '../guest';
-import { createLabVm, destroyLabVm, startLabVm, stopLabVm, verifyLabVm } from '../vm';
-import type { runDemoMerge } from './merge';
+import { destroyLabVm, startLabVm, stopLabVm, verifyLabVm } from '../vm';
+import { createDemoVm, type DemoVariant } from './merge';
 import { acksPerDisk, renderGuestCheck, renderVerification } from './render';
 
-export async function stoppedDemo(opts: {
-  storageRoot: string;
-  runDir: string;
-  vmId: string;
-  dataMib: number;
-  guestRate: number;
-  cleanups: Array<() => Promise<void>>;
-  merge: (
-    disks: Parameters<typeof runDemoMerge>[0]['disks'],
-    beforeStart: () => Promise<void>,
-  ) => ReturnType<typeof runDemoMerge>;
-}): Promise<number> {
-  const { storageRoot, runDir, vmId } = opts;
+export async function stoppedDemo(opts: DemoVariant): Promise<number> {
+  const { runDir, vmId } = opts;
   console.log(
     `\n==> creating lab VM ${vmId}: 2 disks x 3 qcow2 volumes, ${opts.dataMib} MiB per layer, its guest writing to both disks (${opts.guestRate} records/s)`,
   );
-  const vm = await createLabVm({
-    storageRoot,
-    runDir,
-    vmId,
-    disks: 2,
-    volumes: 3,
-    layerDataMiB: opts.dataMib,
-    sizeMiB: 4 * opts.dataMib + 16,
-    guest: { rate: opts.guestRate },
-  });
+  const vm = await createDemoVm(opts);
   opts.cleanups.push(() => destroyLabVm(runDir, vmId));
   await waitForGuestAcks(vm.guest!.ackLog, 20);
   const stopped = await stopLabVm(runDir, vmId);
