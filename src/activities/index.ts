@@ -23,7 +23,7 @@ export function createHostActivities(deps: HostDeps) {
     cleanup: keepAlive(createCleanup(deps)),
     cancelBlockJob: createCancelBlockJob(deps),
     setBlockJobSpeed: keepAlive(createSetBlockJobSpeed(deps)),
-    offlineCommit: createOfflineCommit(deps),
+    offlineCommit: keepAlive(createOfflineCommit(deps)),
     offlineRelink: keepAlive(createOfflineRelink(deps)),
   };
 }

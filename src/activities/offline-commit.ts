@@ -3,7 +3,7 @@ import { Context, log } from '@temporalio/activity';
 import { diskProgressSignalName } from '../config/names';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { commitImage, isLockConflict } from '../storage/image-commit';
+import { commitImage, ImageToolError, isLockConflict } from '../storage/image-commit';
 import { measureCommitSpace } from '../storage/space';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
@@ -111,16 +111,35 @@ async function runCommit(
       signal: ctx.cancellationSignal,
     });
   } catch (err) {
-    if (isLockConflict(err)) {
-      await stoppedOrRefuse(deps, step.vmId, `commit of ${step.topVolumeId}`);
-      throw failure(
-        'VolumeInUse',
-        `the commit of ${step.topVolumeId} into ${step.baseVolumeId} on disk ${step.diskId} found an image locked by another process: ${(err as Error).message}; nothing was written`,
-      );
-    }
-    throw err;
+    throw await offlineToolFailure(deps, step, `commit of ${step.topVolumeId} into ${step.baseVolumeId}`, err);
   } finally {
     clearInterval(timer);
   }
   log.info('offline commit done', { vmId: step.vmId, diskId: step.diskId, top: step.topVolumeId, bytes: len });
+}
+
+/**
+ * What a failed qemu-img means for an offline step: an image lock held by a VM that started
+ * (VmStarted) or by another process (VolumeInUse); an error of its own (ImageCommitFailed: retrying
+ * does not fix a corrupt or full image). Killed by a signal that was not our cancel: retried.
+ */
+export async function offlineToolFailure(
+  deps: HostDeps,
+  step: { vmId: string; diskId: string; topVolumeId: string },
+  what: string,
+  err: unknown,
+): Promise<unknown> {
+  if (!(err instanceof ImageToolError)) return err;
+  if (isLockConflict(err)) {
+    await stoppedOrRefuse(deps, step.vmId, what);
+    return failure(
+      'VolumeInUse',
+      `the ${what} on disk ${step.diskId} found an image locked by another process: ${err.message}; nothing was written`,
+    );
+  }
+  if (err.code === null) return err;
+  return failure(
+    'ImageCommitFailed',
+    `the ${what} on disk ${step.diskId} failed: ${err.message}; top volume ${step.topVolumeId} kept`,
+  );
 }

@@ -4,12 +4,12 @@ import { log } from '@temporalio/activity';
 
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { isLockConflict, rebaseUnsafe } from '../storage/image-commit';
+import { rebaseUnsafe } from '../storage/image-commit';
 import { describeUser } from '../volume-users';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
 import { type OfflineRelinkStep, offlineRelinkStepSchema } from './inputs';
-import { stoppedOrRefuse } from './offline-commit';
+import { offlineToolFailure, stoppedOrRefuse } from './offline-commit';
 
 export interface OfflineRelinked {
   /** What now names the base: the layer above the top (intermediate), the definition (active, libvirt), or nobody yet (active, caller-held: the result tells the caller). */
@@ -57,8 +57,7 @@ export function createOfflineRelink(deps: HostDeps) {
         // Relative, as the live commit writes it: the chain stays portable.
         await rebaseUnsafe(above, path.relative(path.dirname(above), basePath));
       } catch (err) {
-        if (isLockConflict(err)) await stoppedOrRefuse(deps, step.vmId, what);
-        throw err;
+        throw await offlineToolFailure(deps, step, what, err);
       }
       log.info('layer above rebased onto the base', { vmId: step.vmId, diskId: step.diskId, image: above });
       return { relinked: 'layerAbove', changed: true };

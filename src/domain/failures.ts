@@ -28,6 +28,11 @@ export const FAILURES = {
     meaning:
       'the VM started during an offline merge, between two of its steps: the step refused and changed nothing; the chain is readable, the top kept; a new merge of the snapshot runs live',
   },
+  ImageCommitFailed: {
+    retryable: false,
+    meaning:
+      "qemu-img failed on a stopped VM's images (the offline commit or rebase; its error is in the message): the chain is readable, the top kept",
+  },
   ChainBranches: {
     retryable: false,
     meaning:

@@ -44,6 +44,18 @@ const reads = async (image: string, pattern: number, offset: string, len = '64k'
     () => false,
   );
 
+/** Sets qcow2's "corrupt" bit: QEMU then refuses to open the image for writing. */
+async function markCorrupt(image: string): Promise<void> {
+  const handle = await fs.open(image, 'r+');
+  try {
+    const byte = Buffer.alloc(1);
+    await handle.read(byte, 0, 1, 79);
+    await handle.write(Buffer.from([byte[0] | 0x02]), 0, 1, 79);
+  } finally {
+    await handle.close();
+  }
+}
+
 /** No VM runs: the SimDriver does not know vm1 (its definition is the caller's). */
 function stopped(): SimDriver {
   const sim = new SimDriver({ seed: 1 });
@@ -226,6 +238,34 @@ describe('offlineCommit', () => {
     // A caller-held definition: the base's two overlays leave the VM's volume unknown first.
     expect(await refusal(commit(stopped(), 'intermediate'))).toMatchObject({ type: 'ChainBranches' });
     expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
+  });
+});
+
+describe('qemu-img failing on its own', () => {
+  test('a commit qemu-img refuses (a top marked corrupt): ImageCommitFailed with its error, the top kept', async () => {
+    await markCorrupt(vol('v1'));
+    const f = await refusal(
+      env().run(steps(stopped()).offlineCommit, {
+        ...step('v1', 'v0'),
+        kind: 'intermediate' as const,
+        bandwidthBytesPerSec: 0,
+      }),
+    );
+    expect(f).toMatchObject({ type: 'ImageCommitFailed', nonRetryable: true });
+    expect(f.message).toMatch(
+      /commit of v1 into v0 on disk d1 failed: qemu-img commit .*\(exit 1\): .*corrupt.*; top volume v1 kept/,
+    );
+    expect(await reads(vol('v1'), 0x22, '0')).toBe(true);
+  });
+
+  test('a rebase qemu-img refuses (the layer above marked corrupt): ImageCommitFailed, the layer above unchanged', async () => {
+    await markCorrupt(vol('v2'));
+    const f = await refusal(
+      env().run(steps(stopped()).offlineRelink, { ...step('v1', 'v0'), kind: 'intermediate' as const }),
+    );
+    expect(f).toMatchObject({ type: 'ImageCommitFailed' });
+    expect(f.message).toMatch(/relink of d1 past v1 on disk d1 failed: qemu-img rebase/);
+    expect(await isBackingOf(vol('v2'), vol('v1'))).toBe(true);
   });
 });
 
