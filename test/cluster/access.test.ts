@@ -164,7 +164,7 @@ test('refused: no client certificate, one from another CA, plaintext', async () 
   );
 });
 
-test('README: the search-attribute command registers all five (each --type pairs with its --name)', async () => {
+test('README: the search-attribute command registers every one (each --type pairs with its --name)', async () => {
   const readme = readFileSync(path.resolve(__dirname, '../../README.md'), 'utf8');
   const block = /```sh\n(temporal operator search-attribute create[^`]*?)```/.exec(readme)?.[1];
   expect(block).toBeDefined();

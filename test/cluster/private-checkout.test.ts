@@ -7,6 +7,7 @@ import { Connection } from '@temporalio/client';
 
 import { FRONTEND_TLS_NAME } from '../../lab/cluster/certs';
 import { postgresDir, removePostgresDir } from '../../lab/cluster/postgres';
+import { MERGE_SEARCH_ATTRIBUTES } from '../../src/config/search-attributes';
 import { until } from './harness';
 
 /**
@@ -118,7 +119,7 @@ test(
         const ns = await connection.workflowService.describeNamespace({ namespace: 'default' });
         expect(ns.namespaceInfo?.name).toBe('default');
         expect(Object.values(ns.config?.customSearchAttributeAliases ?? {}).sort()).toEqual(
-          ['DiskId', 'HostId', 'MergeOutcome', 'SnapshotId', 'VmId'].sort(),
+          MERGE_SEARCH_ATTRIBUTES.map((k) => k.name).sort(),
         );
       } finally {
         await connection.close();
