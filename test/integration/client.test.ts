@@ -128,6 +128,8 @@ test('start is idempotent on the snapshot; progress; setBandwidth changes the ru
       chainBefore: ['d0v2', 'd0v1', 'd0v0'],
       chainAfter: ['d0v2', 'd0v0'],
       topDeleted: true,
+      mode: 'live',
+      activeVolumeId: 'd0v2',
     },
   ]);
   expect(existsSync(volumePath(stack.storageRoot, d.diskId, 'd0v1'))).toBe(false);
