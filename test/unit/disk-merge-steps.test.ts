@@ -2,7 +2,7 @@ import { ApplicationFailure, CancelledFailure, RetryState, TimeoutFailure, Timeo
 import { ActivityFailure } from '@temporalio/workflow';
 
 import type { HostActivities } from '../../src/activities';
-import { mergeStepOptions } from '../../src/config/policy';
+import { hostStepOptions, mergeStepOptions, offlineCommitOptions } from '../../src/config/policy';
 import type { DiskMergeInput } from '../../src/domain/input';
 import { DiskMergeWorkflow } from '../../src/workflows/disk-merge';
 
@@ -409,13 +409,41 @@ describe('a VM that does not run: the offline steps', () => {
       mode: 'offline',
       activeVolumeId: 'v1',
     });
-    expect(mockWf.calls.map((c) => [c.step, c.args])).toEqual([
-      ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true }],
-      ['offlineCommit', { ...step, kind: 'active', bandwidthBytesPerSec: 5, progressWorkflowId: 'parent' }],
-      ['offlineRelink', { ...step, kind: 'active' }],
-      ['verifyChain', { ...step, offline: true }],
-      ['deleteVolume', { ...step, offline: true }],
+    expect(mockWf.calls.map((c) => [c.step, c.args, c.summary, c.taskQueue])).toEqual([
+      [
+        'merge',
+        { ...step, bandwidthBytesPerSec: 5, allowOffline: true },
+        'commit v2 into v1 on d1: start or adopt the block job',
+        'live-merge-host-h1',
+      ],
+      [
+        'offlineCommit',
+        { ...step, kind: 'active', bandwidthBytesPerSec: 5, progressWorkflowId: 'parent' },
+        'commit v2 into v1 on d1 offline (qemu-img)',
+        'live-merge-host-h1',
+      ],
+      [
+        'offlineRelink',
+        { ...step, kind: 'active' },
+        "point d1 at v1 (the VM's definition, or the result for its caller)",
+        'live-merge-host-h1',
+      ],
+      [
+        'verifyChain',
+        { ...step, offline: true },
+        'verify the chain d1 opens: v2 gone, v1 present',
+        'live-merge-host-h1',
+      ],
+      ['deleteVolume', { ...step, offline: true }, 'delete volume v2 of d1', 'live-merge-host-h1'],
     ]);
+    expect(mockWf.options).toContainEqual({ ...offlineCommitOptions, taskQueue: 'live-merge-host-h1' });
+    expect(mockWf.options).toContainEqual({ ...hostStepOptions, taskQueue: 'live-merge-host-h1' });
+    expect(mockWf.signals[1].progress).toEqual({
+      diskId: 'd1',
+      phase: 'relinking',
+      commitKind: 'active',
+      mode: 'offline',
+    });
     expect(phases()).toEqual(['committing', 'relinking']);
     expect(mockWf.signals[0].progress).toEqual({
       diskId: 'd1',
@@ -435,14 +463,24 @@ describe('a VM that does not run: the offline steps', () => {
 
   test('a top committed earlier (no kind): verify and delete only, outcome alreadyMerged', async () => {
     answer('merge', offline());
-    await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'alreadyMerged', mode: 'offline' });
+    await expect(DiskMergeWorkflow(input())).resolves.toStrictEqual({
+      diskId: 'd1',
+      outcome: 'alreadyMerged',
+      chainBefore: ['v2', 'v1'],
+      chainAfter: ['v1'],
+      topDeleted: true,
+      mode: 'offline',
+      activeVolumeId: 'v1',
+    });
     expect(steps()).toEqual(['merge', 'verifyChain', 'deleteVolume']);
     expect(phases()).toEqual([]);
   });
 
   test('a refused relink (the VM started): the disk fails with its type, cleans up once, deletes nothing', async () => {
     answer('merge', offline('intermediate'));
-    answer('offlineRelink', () => {
+    answer('offlineRelink', (args) => {
+      expect(mockWf.calls.at(-1)?.summary).toBe('rebase the layer above v2 onto v1');
+      expect(args).toEqual({ ...step, kind: 'intermediate' });
       throw refused('VmStarted', 'VM vm1 started');
     });
     const f = await failureOf(DiskMergeWorkflow(input()));
@@ -450,6 +488,24 @@ describe('a VM that does not run: the offline steps', () => {
     expect(f.message).toMatch(/top volume v2 kept/);
     expect(steps()).toEqual(['merge', 'offlineCommit', 'offlineRelink', 'cleanup']);
     expect(phases()).toEqual(['committing', 'relinking', 'failed']);
+  });
+
+  test('a refused commit: the disk fails with its type, cleans up, relinks and deletes nothing', async () => {
+    answer('merge', offline('intermediate'));
+    answer('offlineCommit', () => {
+      throw refused('VolumeInUse', 'top volume v2 of disk d1 is used outside its chain');
+    });
+    const f = await failureOf(DiskMergeWorkflow(input()));
+    expect(f).toMatchObject({ type: 'VolumeInUse' });
+    expect(steps()).toEqual(['merge', 'offlineCommit', 'cleanup']);
+    expect(phases()).toEqual(['committing', 'failed']);
+    expect(outcomeCounter()).toEqual(['failed']);
+  });
+
+  test('without a parent the commit is asked for no progress signals', async () => {
+    answer('merge', offline('active'));
+    await DiskMergeWorkflow(input({ parentWorkflowId: undefined }));
+    expect(mockWf.calls[1].args).toStrictEqual({ ...step, kind: 'active', bandwidthBytesPerSec: 5 });
   });
 
   test('a cancel during the commit: reported cancelled, nothing relinked or deleted', async () => {
@@ -460,6 +516,11 @@ describe('a VM that does not run: the offline steps', () => {
     await expect(DiskMergeWorkflow(input())).rejects.toBeInstanceOf(CancelledFailure);
     expect(steps()).toEqual(['merge', 'offlineCommit']);
     expect(phases()).toEqual(['committing', 'cancelled']);
+    expect(mockWf.signals.at(-1)?.progress).toEqual({
+      diskId: 'd1',
+      phase: 'cancelled',
+      reason: 'merge cancelled; the offline commit was stopped, the chain is readable',
+    });
     expect(outcomeCounter()).toEqual(['cancelled']);
   });
 
