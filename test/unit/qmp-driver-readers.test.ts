@@ -7,6 +7,7 @@
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { promisify } from 'node:util';
@@ -113,6 +114,20 @@ test('listJobs: a running commit with its progress; after a cancel, concluded wi
   expect('error' in done).toBe(false);
   await driver.dismissJob('vm1', 'fast');
   expect(await driver.listJobs('vm1')).toEqual([]);
+});
+
+test("vmState: running while QEMU answers (paused or not); stopped, its definition the caller's, with no socket or a dead one", async () => {
+  expect(await driver.vmState('vm1')).toEqual({ running: true });
+  expect(await driver.vmState('vm-none')).toEqual({ running: false, definition: 'caller' });
+  // A socket file nobody listens on: a QEMU that died.
+  fs.mkdirSync(path.join(runDir, 'vm-dead'), { recursive: true });
+  const dead = net.createServer().listen(qmpSocketPath(runDir, 'vm-dead'));
+  await new Promise((r) => dead.once('listening', r));
+  await new Promise((r) => dead.close(r));
+  fs.writeFileSync(qmpSocketPath(runDir, 'vm-dead'), '');
+  expect(await driver.vmState('vm-dead')).toEqual({ running: false, definition: 'caller' });
+  await expect(driver.definedActive('vm1')).rejects.toThrow(/kept by its caller/);
+  await expect(driver.redefineActive('vm1')).rejects.toThrow(/kept by its caller/);
 });
 
 test("hypervisorPids: the QEMU listening on the VM's QMP socket, and no other process", async () => {
