@@ -78,36 +78,15 @@ async function runCommit(
   len: number,
 ): Promise<void> {
   const ctx = Context.current();
-  let offset = 0;
-  let signalled = -1;
-  const progress = async (): Promise<void> => {
-    // One signal per tenth: the parent's history grows by ten events at most, however long the commit runs.
-    const tenth = Math.floor((offset / Math.max(len, 1)) * 10);
-    if (!step.progressWorkflowId || tenth === signalled) return;
-    signalled = tenth;
-    try {
-      await ctx.client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, {
-        diskId: step.diskId,
-        phase: 'committing',
-        commitKind: step.kind,
-        offset,
-        len,
-      });
-    } catch (err) {
-      log.debug('progress signal not delivered', { error: String(err) });
-    }
-  };
-  const timer = setInterval(() => ctx.heartbeat({ offset, len }), HEARTBEAT_MS);
+  const progress = offlineProgress(step, len);
+  const timer = setInterval(() => ctx.heartbeat({ offset: progress.offset, len }), HEARTBEAT_MS);
   try {
-    await progress();
+    await progress.report();
     await commitImage({
       top,
       base,
       bytesPerSec: step.bandwidthBytesPerSec,
-      onProgress: (fraction) => {
-        offset = Math.round(fraction * len);
-        void progress();
-      },
+      onProgress: (fraction) => void progress.report(fraction),
       signal: ctx.cancellationSignal,
     });
   } catch (err) {
@@ -143,3 +122,35 @@ export async function offlineToolFailure(
     `the ${what} on disk ${step.diskId} failed: ${err.message}; top volume ${step.topVolumeId} kept`,
   );
 }
+
+// Stryker disable all: progress for people watching, no safety check (as block-job-progress.ts); tested against a real server in test/fault/offline.test.ts
+/**
+ * Tells the LiveMergeWorkflow how far the commit got: one signal per tenth, so the parent's
+ * history grows by ten events at most, however long the commit runs.
+ */
+function offlineProgress(step: OfflineCommitStep, len: number) {
+  const ctx = Context.current();
+  let signalled = -1;
+  const state = {
+    offset: 0,
+    async report(fraction?: number): Promise<void> {
+      if (fraction !== undefined) state.offset = Math.round(fraction * len);
+      const tenth = Math.floor((state.offset / Math.max(len, 1)) * 10);
+      if (!step.progressWorkflowId || tenth === signalled) return;
+      signalled = tenth;
+      try {
+        await ctx.client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, {
+          diskId: step.diskId,
+          phase: 'committing',
+          commitKind: step.kind,
+          offset: state.offset,
+          len,
+        });
+      } catch (err) {
+        log.debug('progress signal not delivered', { error: String(err) });
+      }
+    },
+  };
+  return state;
+}
+// Stryker restore all
