@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { readImageRefs } from '../storage/qemu-img';
 import { dependants, type DependantsContext, type Target, unreadable } from './dependants';
 import { type FileId, fileIdOf } from './file-id';
-import { ImageIndex, type ImageIndexOptions } from './image-index';
+import { ImageIndex, type ImageIndexOptions, type IndexScan } from './image-index';
 import { readMountTable } from './names';
 import { type FdScan, fdsOnFiles } from './proc-fds';
 import { type LockEntry, locksOn, ProcLocksReader } from './proc-locks';
@@ -106,8 +106,7 @@ export class VolumeUsage {
     // Started first, awaited last: its latency is a kernel wait (see ProcLocksReader).
     const locksRead = this.locks.read();
     locksRead.catch(() => undefined); // awaited below; no unhandled rejection meanwhile
-    this.index ??= new ImageIndex(realpathSync(this.storageRoot), this.opts.index);
-    const scan = await this.index.scan();
+    const scan = await this.scanImages();
     const targets = queries.map((q) => target(q.volume));
     const t1 = performance.now();
     const present = targets.flatMap((t, i) => (t.id ? [{ i, path: t.path, id: t.id }] : []));
@@ -117,21 +116,11 @@ export class VolumeUsage {
         : { processes: 0, fds: 0, unreadablePids: [], statted: 0, fdsOnFile: [] };
     const locks: LockEntry[] = await locksRead;
     const t2 = performance.now();
-    const mounts = lazy(readMountTable);
-    // A backing path outside the walked tree: what it names now (nothing, when it cannot be
-    // stat'ed: ENOENT, ENOTDIR, ELOOP; the agent runs as root, so EACCES does not hide a file).
-    const statOf = memo((p: string): FileId | undefined => {
-      try {
-        return fileIdOf(statSync(p, { bigint: true }));
-      } catch {
-        return undefined;
-      }
-    });
-    const ctx: DependantsContext = { scan, statOf, mounts, refsOf: memoAsync(readImageRefs) };
+    const ctx = dependantsContext(scan);
     const results = await mapInOrder(queries, async (q, i): Promise<VolumeUsers> => {
       const t = targets[i];
       const expected = new Set(q.expectedImages?.map((p) => target(p).path));
-      const users: VolumeUser[] = [...unreadable(scan, t, expected), ...(await dependants(t, expected, ctx))];
+      const users = await imageUsers(t, expected, ctx);
       const j = present.findIndex((p) => p.i === i);
       if (t.id)
         users.push(
@@ -158,6 +147,38 @@ export class VolumeUsage {
     };
     return { results, stats };
   }
+
+  /**
+   * The images under the root that name the volume (backing, data file, names that cannot be told,
+   * files that cannot be read), without the scan of /proc: a stopped VM's chain, walked layer by
+   * layer, needs only the images.
+   */
+  async imagesNaming(volume: string): Promise<VolumeUser[]> {
+    const scan = await this.scanImages();
+    return imageUsers(target(volume), new Set(), dependantsContext(scan));
+  }
+
+  private scanImages(): Promise<IndexScan> {
+    this.index ??= new ImageIndex(realpathSync(this.storageRoot), this.opts.index);
+    return this.index.scan();
+  }
+}
+
+async function imageUsers(t: Target, expected: Set<string>, ctx: DependantsContext): Promise<VolumeUser[]> {
+  return [...unreadable(ctx.scan, t, expected), ...(await dependants(t, expected, ctx))];
+}
+
+function dependantsContext(scan: IndexScan): DependantsContext {
+  // A backing path outside the walked tree: what it names now (nothing, when it cannot be
+  // stat'ed: ENOENT, ENOTDIR, ELOOP; the agent runs as root, so EACCES does not hide a file).
+  const statOf = memo((p: string): FileId | undefined => {
+    try {
+      return fileIdOf(statSync(p, { bigint: true }));
+    } catch {
+      return undefined;
+    }
+  });
+  return { scan, statOf, mounts: lazy(readMountTable), refsOf: memoAsync(readImageRefs) };
 }
 
 /** One line per user, for a refusal message. */
