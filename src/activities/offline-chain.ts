@@ -4,7 +4,7 @@ import { failure } from '../domain/failures';
 import { imageDir, volumePath } from '../domain/layout';
 import type { DiskChain, VmState } from '../drivers/driver';
 import { readHeaderChain } from '../storage/header-chain';
-import { describeUser } from '../volume-users';
+import { describeUser, type VolumeUser } from '../volume-users';
 import type { HostDeps } from './deps';
 
 export type StoppedVm = Extract<VmState, { running: false }>;
@@ -41,10 +41,10 @@ async function leafAbove(deps: HostDeps, diskId: string, base: string, committed
   let layer = base;
   for (const seen = new Set<string>(); !seen.has(layer);) {
     seen.add(layer);
-    let overlays = await overlaysOf(deps, diskId, layer);
+    let overlays = (await overlaysOf(deps, diskId, layer)).above;
     // A committed top is out once nothing lies above it (its layer above rebased, or it was the active one).
     if (committedTop !== undefined && overlays.includes(committedTop)) {
-      if ((await overlaysOf(deps, diskId, committedTop)).length === 0)
+      if ((await overlaysOf(deps, diskId, committedTop)).above.length === 0)
         overlays = overlays.filter((o) => o !== committedTop);
     }
     if (overlays.length === 0) return layer;
@@ -58,14 +58,27 @@ async function leafAbove(deps: HostDeps, diskId: string, base: string, committed
   throw failure('ChainBranches', `the overlays above ${path.basename(base, '.qcow2')} on disk ${diskId} make a loop`);
 }
 
-/** The images that name `layer` as their backing; names that cannot be read might: they refuse. */
-async function overlaysOf(deps: HostDeps, diskId: string, layer: string): Promise<string[]> {
-  const use = await deps.usage.findUsers({ volume: layer });
-  const unknown = use.users.filter((u) => u.kind === 'unresolvedName' || u.kind === 'unreadable');
+/** What names a layer of a stopped VM's chain: the images directly above it, and any other name. */
+export interface Overlays {
+  /** Images naming it as their backing file, by their own header. */
+  above: string[];
+  /** Other images that make QEMU open it: through files outside the root, or as a data file. */
+  others: VolumeUser[];
+}
+
+/**
+ * The images that name `layer`, read from the image index alone (a stopped VM's chain; no process
+ * scan). Names that cannot be read might name it: they refuse, and nothing is touched.
+ */
+export async function overlaysOf(deps: HostDeps, diskId: string, layer: string): Promise<Overlays> {
+  const users = await deps.usage.imagesNaming(layer);
+  const unknown = users.filter((u) => u.kind === 'unresolvedName' || u.kind === 'unreadable');
   if (unknown.length > 0)
     throw failure(
       unknown.every((u) => u.kind === 'unreadable') ? 'CorruptImageHeader' : 'UnresolvedImageName',
       `the overlays of ${path.basename(layer, '.qcow2')} on disk ${diskId} cannot be told: ${unknown.map(describeUser).join('; ')}; nothing was touched`,
     );
-  return use.users.flatMap((u) => (u.kind === 'backingOf' && u.through === undefined ? [u.image] : []));
+  const direct = (u: VolumeUser): u is Extract<VolumeUser, { kind: 'backingOf' }> =>
+    u.kind === 'backingOf' && u.through === undefined;
+  return { above: users.filter(direct).map((u) => u.image), others: users.filter((u) => !direct(u)) };
 }

@@ -9,6 +9,7 @@ import { describeUser } from '../volume-users';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
 import { type OfflineRelinkStep, offlineRelinkStepSchema } from './inputs';
+import { overlaysOf } from './offline-chain';
 import { offlineToolFailure, stoppedOrRefuse } from './offline-commit';
 
 export interface OfflineRelinked {
@@ -67,17 +68,16 @@ export function createOfflineRelink(deps: HostDeps) {
 
 /**
  * The one image above the top, or undefined when none names it any more (an earlier attempt
- * rebased it). More than one: the commit's guard allowed one, so the chain changed since.
+ * rebased it). Anything else naming it: the commit's guard allowed one layer above, so the chain
+ * changed since.
  */
 async function overlayOf(deps: HostDeps, diskId: string, topPath: string): Promise<string | undefined> {
-  const use = await deps.usage.findUsers({ volume: topPath });
-  const named = use.users.filter((u) => u.kind !== 'openBy' && u.kind !== 'lockedBy');
-  if (named.length === 0) return undefined;
-  const [one] = named;
-  if (named.length > 1 || one.kind !== 'backingOf' || one.through !== undefined)
+  const { above, others } = await overlaysOf(deps, diskId, topPath);
+  if (above.length === 0 && others.length === 0) return undefined;
+  if (above.length > 1 || others.length > 0)
     throw failure(
       'ChainChanged',
-      `disk ${diskId}: ${path.basename(topPath, '.qcow2')} is named by ${named.map(describeUser).join('; ')} since its commit; nothing was changed`,
+      `disk ${diskId}: ${path.basename(topPath, '.qcow2')} is named by ${[...above.map((image) => `the backing file of ${image}`), ...others.map(describeUser)].join('; ')} since its commit; nothing was changed`,
     );
-  return one.image;
+  return above[0];
 }
