@@ -19,9 +19,6 @@ export interface OfflineCommitted {
   bytes: number;
 }
 
-/** How often the commit heartbeats while qemu-img runs (a cancel arrives with a heartbeat). */
-const HEARTBEAT_MS = 1000;
-
 /**
  * Commits the top of a stopped VM's disk into its base with `qemu-img commit -d`, under the same
  * checks as the live path: the chain as the VM would open it, the whole-host guard, the space
@@ -78,21 +75,18 @@ async function runCommit(
   len: number,
 ): Promise<void> {
   const ctx = Context.current();
-  const progress = offlineProgress(step, len);
-  const timer = setInterval(() => ctx.heartbeat({ offset: progress.offset, len }), HEARTBEAT_MS);
+  const report = offlineProgress(step, len);
   try {
-    await progress.report();
+    await report(0);
     await commitImage({
       top,
       base,
       bytesPerSec: step.bandwidthBytesPerSec,
-      onProgress: (fraction) => void progress.report(fraction),
+      onProgress: (fraction) => void report(fraction),
       signal: ctx.cancellationSignal,
     });
   } catch (err) {
     throw await offlineToolFailure(deps, step, `commit of ${step.topVolumeId} into ${step.baseVolumeId}`, err);
-  } finally {
-    clearInterval(timer);
   }
   log.info('offline commit done', { vmId: step.vmId, diskId: step.diskId, top: step.topVolumeId, bytes: len });
 }
@@ -128,29 +122,25 @@ export async function offlineToolFailure(
  * Tells the LiveMergeWorkflow how far the commit got: one signal per tenth, so the parent's
  * history grows by ten events at most, however long the commit runs.
  */
-function offlineProgress(step: OfflineCommitStep, len: number) {
+function offlineProgress(step: OfflineCommitStep, len: number): (fraction: number) => Promise<void> {
   const ctx = Context.current();
   let signalled = -1;
-  const state = {
-    offset: 0,
-    async report(fraction?: number): Promise<void> {
-      if (fraction !== undefined) state.offset = Math.round(fraction * len);
-      const tenth = Math.floor((state.offset / Math.max(len, 1)) * 10);
-      if (!step.progressWorkflowId || tenth === signalled) return;
-      signalled = tenth;
-      try {
-        await ctx.client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, {
-          diskId: step.diskId,
-          phase: 'committing',
-          commitKind: step.kind,
-          offset: state.offset,
-          len,
-        });
-      } catch (err) {
-        log.debug('progress signal not delivered', { error: String(err) });
-      }
-    },
+  return async (fraction) => {
+    const offset = Math.round(fraction * len);
+    const tenth = Math.floor(fraction * 10);
+    if (!step.progressWorkflowId || tenth === signalled) return;
+    signalled = tenth;
+    try {
+      await ctx.client.workflow.getHandle(step.progressWorkflowId).signal(diskProgressSignalName, {
+        diskId: step.diskId,
+        phase: 'committing',
+        commitKind: step.kind,
+        offset,
+        len,
+      });
+    } catch (err) {
+      log.debug('progress signal not delivered', { error: String(err) });
+    }
   };
-  return state;
 }
 // Stryker restore all
