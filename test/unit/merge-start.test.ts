@@ -14,15 +14,14 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
 import { SimDriver } from '../../lab/sim/sim-driver';
-import { createHostActivities } from '../../src/activities';
-import type { HostDeps } from '../../src/activities/deps';
+import type { HostActivities } from '../../src/activities';
 import { blockJobId } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
 import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
-import { Reclaimer } from '../../src/storage/reclaim';
 import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
+import { hostSteps } from '../harness/host-steps';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);
@@ -51,17 +50,7 @@ function vmOn(freeBytes?: number): SimDriver {
   return sim;
 }
 
-function hostSteps(driver: HypervisorDriver) {
-  const deps: HostDeps = {
-    hostId: 'h1',
-    storageRoot: root,
-    runDir: root,
-    driver,
-    reclaimer: new Reclaimer(root),
-    usage,
-  };
-  return createHostActivities(deps);
-}
+const steps = (driver: HypervisorDriver): HostActivities => hostSteps(root, driver, usage);
 
 const refusal = (p: Promise<unknown>): Promise<ApplicationFailure> =>
   failureOf(p, 'expected a refusal, the merge started');
@@ -83,9 +72,9 @@ afterEach(async () => {
 
 test('free space exactly what the commit needs: it starts; one byte less: InsufficientSpace, nothing started', async () => {
   const enough = vmOn(NEEDED);
-  expect(await env().run(hostSteps(enough).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
+  expect(await env().run(steps(enough).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
   const short = vmOn(NEEDED - 1);
-  const f = await refusal(env().run(hostSteps(short).merge, mergeIn('v1', 'v0')));
+  const f = await refusal(env().run(steps(short).merge, mergeIn('v1', 'v0')));
   expect(f).toMatchObject({ type: 'InsufficientSpace', nonRetryable: true });
   expect(await short.listJobs('vm1')).toEqual([]);
 });
@@ -96,7 +85,7 @@ test('an intermediate commit writes the base as a relative name into the overlay
   const watched = Object.assign(Object.create(sim) as SimDriver, {
     startCommit: (vmId: string, r: StartCommit) => (starts.push(r), sim.startCommit(vmId, r)),
   });
-  await env().run(hostSteps(watched).merge, mergeIn('v1', 'v0'));
+  await env().run(steps(watched).merge, mergeIn('v1', 'v0'));
   const chain = await sim.readChain('vm1', 'd1');
   expect(starts[0]).toEqual({
     jobId: blockJobId('d1', 'v1'),
@@ -111,7 +100,7 @@ test('an intermediate commit writes the base as a relative name into the overlay
   const watchedActive = Object.assign(Object.create(other) as SimDriver, {
     startCommit: (vmId: string, r: StartCommit) => (activeStarts.push(r), other.startCommit(vmId, r)),
   });
-  expect(await env().run(hostSteps(watchedActive).merge, mergeIn('v2', 'v1'))).toMatchObject({ kind: 'active' });
+  expect(await env().run(steps(watchedActive).merge, mergeIn('v2', 'v1'))).toMatchObject({ kind: 'active' });
   expect(activeStarts[0].backingFile).toBeUndefined();
 });
 
@@ -124,7 +113,7 @@ test('a start refused because a concurrent attempt started the same job meanwhil
       throw new Error(`Job ID '${r.jobId}' already in use`);
     },
   });
-  expect(await env().run(hostSteps(racing).merge, mergeIn('v1', 'v0'))).toEqual({
+  expect(await env().run(steps(racing).merge, mergeIn('v1', 'v0'))).toEqual({
     outcome: 'adopted',
     jobId: blockJobId('d1', 'v1'),
     kind: 'intermediate',
@@ -144,7 +133,7 @@ test("a start lost to a concurrent attempt while another tool's job runs too: ou
       throw new Error(`Job ID '${r.jobId}' already in use`);
     },
   });
-  expect(await env().run(hostSteps(racing).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'adopted' });
+  expect(await env().run(steps(racing).merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'adopted' });
   expect((await racing.listJobs('vm1')).map((j) => j.id)).toEqual(['backup-1', blockJobId('d1', 'v1')]);
 });
 
@@ -157,7 +146,7 @@ test("a start QEMU refuses with no job of that id: the error is the step's, noth
   const refusing = Object.assign(Object.create(sim) as SimDriver, {
     startCommit: () => Promise.reject(new Error('Permission conflict on node')),
   });
-  await expect(env().run(hostSteps(refusing).merge, mergeIn('v1', 'v0'))).rejects.toThrow('Permission conflict');
+  await expect(env().run(steps(refusing).merge, mergeIn('v1', 'v0'))).rejects.toThrow('Permission conflict');
   expect((await sim.listJobs('vm1')).map((j) => j.id)).toEqual(['backup-1']);
 });
 
@@ -165,7 +154,7 @@ test('a top out of the chain whose tombstone names another base: VolumeNotInChai
   const sim = vmOn();
   sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2'), vol('v0')] }]);
   await writeTombstone(root, 'd1', { volumeId: 'v1', mergedInto: 'v7', deletedAt: new Date().toISOString() });
-  const f = await refusal(env().run(hostSteps(sim).merge, mergeIn('v1', 'v0')));
+  const f = await refusal(env().run(steps(sim).merge, mergeIn('v1', 'v0')));
   expect(f).toMatchObject({ type: 'VolumeNotInChain', nonRetryable: true });
   expect(f.message).toBe('top volume v1 is not in the chain of disk d1 (v2 -> v0)');
 });
@@ -173,7 +162,7 @@ test('a top out of the chain whose tombstone names another base: VolumeNotInChai
 test('a top out of the chain and a base out of it too: VolumeNotInChain, though the header names that base', async () => {
   const sim = vmOn();
   sim.addVm('vm1', [{ diskId: 'd1', volumes: [vol('v2')] }]);
-  const f = await refusal(env().run(hostSteps(sim).merge, mergeIn('v1', 'v0')));
+  const f = await refusal(env().run(steps(sim).merge, mergeIn('v1', 'v0')));
   expect(f.type).toBe('VolumeNotInChain');
 });
 
@@ -186,18 +175,18 @@ test("a running job of another disk does not make this disk busy; this disk's ru
   const d9 = await sim.readChain('vm1', 'd9');
   const w1 = { deviceNode: d9.rootNode, topNode: d9.volumes[0].nodeName, baseNode: d9.volumes[1].nodeName };
   await sim.startCommit('vm1', { ...w1, jobId: blockJobId('d9', 'w1'), speed: MiB });
-  const steps = hostSteps(sim);
-  expect(await env().run(steps.merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
-  const f = await refusal(env().run(steps.merge, mergeIn('v2', 'v1')));
+  const acts = steps(sim);
+  expect(await env().run(acts.merge, mergeIn('v1', 'v0'))).toMatchObject({ outcome: 'started' });
+  const f = await refusal(env().run(acts.merge, mergeIn('v2', 'v1')));
   expect(f).toMatchObject({ type: 'DiskBusy', nonRetryable: true });
   expect(f.message).toBe(`disk d1 already runs block job ${blockJobId('d1', 'v1')} (running); one job per disk`);
 });
 
 test('a concluded job of an earlier top, not yet dismissed, does not make the disk busy', async () => {
   const sim = vmOn();
-  const steps = hostSteps(sim);
-  await env().run(steps.merge, { ...mergeIn('v1', 'v0'), bandwidthBytesPerSec: 0 });
-  await env().run(steps.waitForBlockJob, {
+  const acts = steps(sim);
+  await env().run(acts.merge, { ...mergeIn('v1', 'v0'), bandwidthBytesPerSec: 0 });
+  await env().run(acts.waitForBlockJob, {
     vmId: 'vm1',
     diskId: 'd1',
     jobId: blockJobId('d1', 'v1'),
@@ -205,13 +194,13 @@ test('a concluded job of an earlier top, not yet dismissed, does not make the di
   });
   expect((await sim.listJobs('vm1')).map((j) => j.status)).toEqual(['concluded']);
   await fs.rm(vol('v1')); // the merged top's file gone, as the delete step leaves it (its job not yet dismissed)
-  expect(await env().run(steps.merge, mergeIn('v2', 'v0'))).toMatchObject({ outcome: 'started', kind: 'active' });
+  expect(await env().run(acts.merge, mergeIn('v2', 'v0'))).toMatchObject({ outcome: 'started', kind: 'active' });
 });
 
 test('the refusals name what they saw: BaseNotBacking with the chain, InsufficientSpace with its figures', async () => {
-  const f = await refusal(env().run(hostSteps(vmOn()).merge, mergeIn('v2', 'v0')));
+  const f = await refusal(env().run(steps(vmOn()).merge, mergeIn('v2', 'v0')));
   expect(f.message).toBe('base volume v0 is not the backing of top v2 on disk d1 (v2 -> v1 -> v0)');
-  const s = await refusal(env().run(hostSteps(vmOn(MiB)).merge, mergeIn('v1', 'v0')));
+  const s = await refusal(env().run(steps(vmOn(MiB)).merge, mergeIn('v1', 'v0')));
   expect(s.message).toContain(`(${16 * MiB} the commit can add to the base, for `);
   expect(s.message).toContain(`plus a margin of ${NEEDED - 16 * MiB}), ${MiB} bytes free in `);
 });

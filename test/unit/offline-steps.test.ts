@@ -15,16 +15,15 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
 import { SimDriver } from '../../lab/sim/sim-driver';
-import { createHostActivities } from '../../src/activities';
-import type { HostDeps } from '../../src/activities/deps';
+import type { HostActivities } from '../../src/activities';
 import { imageDir, volumePath } from '../../src/domain/layout';
 import type { HypervisorDriver, VmState } from '../../src/drivers/driver';
 import { readHeaderChain } from '../../src/storage/header-chain';
 import { isBackingOf } from '../../src/storage/qemu-img';
-import { Reclaimer } from '../../src/storage/reclaim';
 import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
+import { hostSteps } from '../harness/host-steps';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);
@@ -83,17 +82,7 @@ function definedBy(defined: { active: string; redefined: string[] }): Hypervisor
   });
 }
 
-function steps(driver: HypervisorDriver) {
-  const deps: HostDeps = {
-    hostId: 'h1',
-    storageRoot: root,
-    runDir: root,
-    driver,
-    reclaimer: new Reclaimer(root),
-    usage,
-  };
-  return createHostActivities(deps);
-}
+const steps = (driver: HypervisorDriver): HostActivities => hostSteps(root, driver, usage);
 
 /** The three images, made once: each test starts from a copy (qemu-img and qemu-io take tens of ms a call). */
 let template: string;

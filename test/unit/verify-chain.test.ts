@@ -8,11 +8,11 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
 import { SimDriver } from '../../lab/sim/sim-driver';
-import { createHostActivities, type HostActivities } from '../../src/activities';
+import type { HostActivities } from '../../src/activities';
 import { volumePath } from '../../src/domain/layout';
-import { Reclaimer } from '../../src/storage/reclaim';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
+import { hostSteps } from '../harness/host-steps';
 
 const root = '/nonexistent/lm-verify';
 let sim: SimDriver;
@@ -39,14 +39,7 @@ beforeEach(() => {
     { diskId: 'd2', volumes: [vol('v2', 'd2'), vol('v1', 'd2'), vol('v0', 'd2')] },
   ]);
   usage = new VolumeUsage(root);
-  acts = createHostActivities({
-    hostId: 'h1',
-    storageRoot: root,
-    runDir: root,
-    driver: sim,
-    reclaimer: new Reclaimer(root),
-    usage,
-  });
+  acts = hostSteps(root, sim, usage);
 });
 
 afterEach(async () => {
