@@ -10,6 +10,7 @@ import { volumePath } from '../domain/layout';
 import { type DiskChain, volumeNames } from '../drivers/driver';
 import { isBackingOf } from '../storage/qemu-img';
 import { readTombstone } from '../storage/tombstone';
+import { refuseShortSpace } from './commit-space';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
 import { type DiskStep, type MergeStep, mergeStepSchema } from './inputs';
@@ -84,15 +85,7 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
         topPath,
         basePath,
       });
-      if (space.freeBytes < space.neededBytes) {
-        throw failure(
-          'InsufficientSpace',
-          `not enough space to commit ${topVolumeId} into ${baseVolumeId} on disk ${diskId}: needs ${space.neededBytes} bytes ` +
-            `(${space.growthBytes} the commit can add to the base, for ${space.topAllocatedBytes} bytes allocated in the top, ` +
-            `plus a margin of ${space.marginBytes}), ${space.freeBytes} bytes free in ${space.baseDir}; nothing was started`,
-          space,
-        );
-      }
+      refuseShortSpace(space, step, 'nothing was started');
 
       try {
         await deps.driver.startCommit(vmId, {

@@ -5,6 +5,7 @@ import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
 import { commitImage, ImageToolError, isLockConflict } from '../storage/image-commit';
 import { measureCommitSpace } from '../storage/space';
+import { refuseShortSpace } from './commit-space';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
 import { type OfflineCommitStep, offlineCommitStepSchema } from './inputs';
@@ -44,12 +45,7 @@ export function createOfflineCommit(deps: HostDeps) {
       const top = chain.volumes.findIndex((v) => v.path === topPath);
       await guardCommit(deps, step.vmId, chain, top, top + 1, true);
       const space = await measureCommitSpace(topPath, basePath);
-      if (space.freeBytes < space.neededBytes)
-        throw failure(
-          'InsufficientSpace',
-          `not enough space to commit ${step.topVolumeId} into ${step.baseVolumeId} on disk ${step.diskId}: needs ${space.neededBytes} bytes, ${space.freeBytes} bytes free in ${space.baseDir}; nothing was written`,
-          space,
-        );
+      refuseShortSpace(space, step, 'nothing was written');
       await runCommit(deps, step, topPath, basePath, space.topAllocatedBytes);
       return { committed: true, bytes: space.topAllocatedBytes };
     });

@@ -77,7 +77,7 @@ async function overlayOf(deps: HostDeps, diskId: string, topPath: string): Promi
   if (above.length > 1 || others.length > 0)
     throw failure(
       'ChainChanged',
-      `disk ${diskId}: ${path.basename(topPath, '.qcow2')} is named by ${[...above.map((image) => `the backing file of ${image}`), ...others.map(describeUser)].join('; ')} since its commit; nothing was changed`,
+      `disk ${diskId}: ${path.basename(topPath, '.qcow2')} is used by more than the layer above since its commit (${[...above.map((image) => `it is the backing file of ${image}`), ...others.map(describeUser)].join('; ')}); nothing was changed`,
     );
   return above[0];
 }

@@ -24,6 +24,7 @@ import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
 import { hostSteps } from '../harness/host-steps';
+import { writeUnreadableImage } from '../harness/unreadable-image';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);
@@ -201,6 +202,9 @@ describe('offlineCommit', () => {
   test('a VM that runs: VmStarted, nothing written', async () => {
     const f = await refusal(commit(running(), 'intermediate'));
     expect(f).toMatchObject({ type: 'VmStarted', nonRetryable: true });
+    expect(f.message).toBe(
+      'VM vm1 started during the offline merge: the commit of v1 refused and changed nothing; the top is kept and the chain readable',
+    );
     expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
   });
 
@@ -216,6 +220,34 @@ describe('offlineCommit', () => {
     await fs.rm(vol('v1'));
     await writeTombstone(root, 'd1', { volumeId: 'v1', mergedInto: 'v0', deletedAt: new Date().toISOString() });
     expect(await commit(stopped(), 'intermediate')).toEqual({ committed: false, bytes: 0 });
+  });
+
+  test('a base file system without room for the commit and its margin: InsufficientSpace with its figures, nothing written', async () => {
+    // 64 MiB of tmpfs cannot hold the 64 MiB margin on top of what the commit can add.
+    const small = await fs.mkdtemp(path.join(tmpdir(), 'lm-offline-small-'));
+    await run('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', small]);
+    const smallUsage = new VolumeUsage(small);
+    try {
+      await fs.cp(template, imageDir(small, 'd1'), { recursive: true });
+      const f = await refusal(
+        env().run(hostSteps(small, stopped(), smallUsage).offlineCommit, {
+          ...step('v1', 'v0'),
+          kind: 'intermediate' as const,
+          bandwidthBytesPerSec: 0,
+        }),
+      );
+      expect(f).toMatchObject({ type: 'InsufficientSpace', nonRetryable: true });
+      expect(f.message).toMatch(
+        new RegExp(
+          `^not enough space to commit v1 into v0 on disk d1: needs \\d+ bytes \\(\\d+ the commit can add to the base, for \\d+ bytes allocated in the top, plus a margin of \\d+\\), \\d+ bytes free in ${imageDir(small, 'd1')}; nothing was written$`,
+        ),
+      );
+      expect(await reads(volumePath(small, 'd1', 'v0'), 0x22, '0')).toBe(false);
+    } finally {
+      smallUsage.close();
+      await run('umount', [small]);
+      await fs.rm(small, { recursive: true, force: true });
+    }
   });
 
   test('another image names the base: BaseShared, nothing written', async () => {
@@ -315,6 +347,92 @@ describe('offlineRelink', () => {
     const f = await refusal(relink(definedBy(defined), 'active', 'v2', 'v1'));
     expect(f).toMatchObject({ type: 'ChainChanged' });
     expect(defined.redefined).toEqual([]);
+  });
+});
+
+describe('what names a layer of the chain a stopped VM opens', () => {
+  const merge = () =>
+    env().run(steps(stopped()).merge, { ...step('v1', 'v0'), bandwidthBytesPerSec: 0, allowOffline: true as const });
+  const commit = () =>
+    env().run(steps(stopped()).offlineCommit, {
+      ...step('v1', 'v0'),
+      kind: 'intermediate' as const,
+      bandwidthBytesPerSec: 0,
+    });
+  let outside: string;
+  beforeEach(async () => {
+    outside = await fs.mkdtemp(path.join(tmpdir(), 'lm-offline-outside-'));
+    await fs.mkdir(imageDir(root, 'other'), { recursive: true });
+  });
+  afterEach(async () => {
+    await fs.rm(outside, { recursive: true, force: true });
+  });
+  /** other/x.qcow2 backed by `y` outside the root, which is backed by `volume`: x names it through y. */
+  async function namedThrough(volume: string): Promise<string> {
+    const y = path.join(outside, 'y.qcow2');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', volume, '-F', 'qcow2', y]);
+    const x = volumePath(root, 'other', 'x');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', y, '-F', 'qcow2', x]);
+    return x;
+  }
+
+  test('an image whose backing name cannot be tied to a file: UnresolvedImageName, nothing touched', async () => {
+    const x = volumePath(root, 'other', 'x');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', 'nbd://h/e', '-F', 'raw', x, '1M']);
+    const f = await refusal(merge());
+    expect(f).toMatchObject({ type: 'UnresolvedImageName', nonRetryable: true });
+    expect(f.message).toMatch(
+      new RegExp(
+        `^the overlays of v0 on disk d1 cannot be told: ${x} holds a name this host cannot tie to a file, so it may use it: .*nbd://h/e.*; nothing was touched$`,
+      ),
+    );
+  });
+
+  test('an image whose header cannot be read: CorruptImageHeader, nothing touched', async () => {
+    const x = writeUnreadableImage(volumePath(root, 'other', 'x'));
+    const f = await refusal(merge());
+    expect(f).toMatchObject({ type: 'CorruptImageHeader' });
+    expect(f.message).toMatch(new RegExp(`^the overlays of v0 on disk d1 cannot be told: ${x} could not be read`));
+  });
+
+  test('an image naming the base through a file outside the root is no layer of the chain: the guard refuses it, BaseShared', async () => {
+    const x = await namedThrough(vol('v0'));
+    expect(await merge()).toMatchObject({ outcome: 'offline', kind: 'intermediate' });
+    const f = await refusal(commit());
+    expect(f).toMatchObject({ type: 'BaseShared' });
+    expect(f.message).toContain(x);
+    expect(await reads(vol('v0'), 0x22, '0')).toBe(false);
+  });
+
+  test('an image whose data file is the base is no layer of the chain: the guard refuses it, BaseShared', async () => {
+    const x = volumePath(root, 'other', 'x');
+    await run('qemu-img', [
+      'create',
+      '-q',
+      '-f',
+      'qcow2',
+      '-o',
+      `data_file=${path.join(outside, 'scratch.raw')}`,
+      x,
+      '4M',
+    ]);
+    await run('qemu-img', ['amend', '-f', 'qcow2', '-o', `data_file=${vol('v0')}`, x]);
+    expect(await merge()).toMatchObject({ outcome: 'offline', kind: 'intermediate' });
+    expect(await refusal(commit())).toMatchObject({ type: 'BaseShared' });
+  });
+
+  test('the relink finds the top named through another file since its commit: ChainChanged naming both, nothing rebased', async () => {
+    await commit();
+    const x = await namedThrough(vol('v1'));
+    const f = await refusal(
+      env().run(steps(stopped()).offlineRelink, { ...step('v1', 'v0'), kind: 'intermediate' as const }),
+    );
+    expect(f).toMatchObject({ type: 'ChainChanged', nonRetryable: true });
+    expect(f.message).toBe(
+      `disk d1: v1 is used by more than the layer above since its commit (it is the backing file of ${vol('v2')}; ` +
+        `it is the backing file of ${x} (through ${path.join(outside, 'y.qcow2')})); nothing was changed`,
+    );
+    expect(await isBackingOf(vol('v2'), vol('v1'))).toBe(true);
   });
 });
 
