@@ -62,6 +62,40 @@ test('a loop, a missing backing, a network backing: CorruptImageHeaderError nami
   await expect(readHeaderChain(img('m'))).rejects.toThrow(/ENOENT/);
 });
 
+test('a backing that opens no file, two files, or a file and storage elsewhere is not one local file', async () => {
+  const refusal = async (backing: string): Promise<string> => {
+    await create('x');
+    await rebase('x', backing);
+    const err = await readHeaderChain(img('x')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CorruptImageHeaderError);
+    return (err as Error).message;
+  };
+  expect(await refusal('null-co://')).toMatch(/backing "null-co:\/\/" is not one local file$/);
+  const quorum = `json:${JSON.stringify({
+    driver: 'quorum',
+    'vote-threshold': 1,
+    children: [
+      { driver: 'file', filename: img('a') },
+      { driver: 'file', filename: img('b') },
+    ],
+  })}`;
+  expect(await refusal(quorum)).toMatch(/is not one local file$/);
+  const blkverify = `json:${JSON.stringify({ driver: 'blkverify', test: { driver: 'file', filename: img('a') }, raw: { driver: 'nbd', host: 'h' } })}`;
+  expect(await refusal(blkverify)).toMatch(
+    /is not one local file: .*the nbd driver reaches storage that is no file of this host$/,
+  );
+});
+
+test('a name through a symlinked directory, without `..`, is kept as written: QEMU opens it by that name', async () => {
+  await fs.mkdir(path.join(dir, 'real'));
+  await fs.symlink(path.join(dir, 'real'), path.join(dir, 'link'));
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(dir, 'real', 'base.qcow2'), '1M']);
+  await create('top', path.join(dir, 'link', 'base.qcow2'));
+  await create('rel', 'link/base.qcow2');
+  expect(await readHeaderChain(img('top'))).toEqual([img('top'), path.join(dir, 'link', 'base.qcow2')]);
+  expect(await readHeaderChain(img('rel'))).toEqual([img('rel'), path.join(dir, 'link', 'base.qcow2')]);
+});
+
 test('a chain deeper than 64 images is refused; 64 are read', async () => {
   await create('l0');
   for (let i = 1; i < 64; i++) await create(`l${i}`, `l${i - 1}.qcow2`);
