@@ -18,5 +18,6 @@ module.exports = {
     '<rootDir>/test/unit/libvirt-driver-two-disks.test.ts',
     '<rootDir>/test/unit/libvirt-job-records.test.ts',
     '<rootDir>/test/unit/libvirt-redefine.test.ts',
+    '<rootDir>/test/unit/libvirt-offline.test.ts',
   ],
 };

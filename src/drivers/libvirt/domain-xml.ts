@@ -115,22 +115,36 @@ export function parseLayerName(name: string): { target: string; index: number } 
  * that is missing, or not a single file-backed disk, or an edit the parsed result does not confirm.
  */
 export function withDiskSource(xml: string, diskId: string, to: string): string {
-  // An inactive definition's explicit <backingStore> has no indexes: each disk is read without it.
-  const withoutBacking = (block: string): string => block.replace(BACKING_STORE, '');
-  const diskIn = (block: string): DomainDisk | undefined =>
-    parseDomainDisks(`<domain><name>x</name><devices>${withoutBacking(block)}</devices></domain>`)[0];
-  const mine = [...xml.matchAll(/<disk\b[^>]*>[\s\S]*?<\/disk>/g)].filter((b) => {
-    const disk = diskIn(b[0]);
-    return disk !== undefined && (disk.serial ?? disk.target) === diskId;
-  });
+  const mine = definedDiskBlocks(xml).filter((b) => (b.disk.serial ?? b.disk.target) === diskId);
   if (mine.length !== 1) throw new DomainXmlError(`the domain has ${mine.length} file-backed disks ${diskId}, not one`);
-  const [block] = mine[0];
+  const { block, index } = mine[0];
   const edited = withoutBacking(block).replace(/(<source\b[^>]*\bfile=)(['"])[^'"]*\2/, `$1'${escapeAttribute(to)}'`);
   const after = diskIn(edited);
   if (after?.layers.length !== 1 || after.layers[0].path !== to || edited.includes('<backingStore'))
     throw new DomainXmlError(`disk ${diskId} does not start from ${to} after the edit`);
-  return xml.slice(0, mine[0].index) + edited + xml.slice(mine[0].index + block.length);
+  return xml.slice(0, index) + edited + xml.slice(index + block.length);
 }
+
+/**
+ * The file-backed disks of a domain's inactive definition, each read from its `<source>` alone:
+ * an explicit `<backingStore>` there has no indexes, and the chain below is the image headers'.
+ */
+export function parseDefinedDisks(xml: string): DomainDisk[] {
+  return definedDiskBlocks(xml).map((b) => b.disk);
+}
+
+function definedDiskBlocks(xml: string): { block: string; index: number; disk: DomainDisk }[] {
+  return [...xml.matchAll(/<disk\b[^>]*>[\s\S]*?<\/disk>/g)].flatMap((m) => {
+    const disk = diskIn(m[0]);
+    return disk === undefined ? [] : [{ block: m[0], index: m.index, disk }];
+  });
+}
+
+const withoutBacking = (block: string): string => block.replace(BACKING_STORE, '');
+
+/** The one disk in `block`, parsed without its backing chain; undefined when it is not file-backed. */
+const diskIn = (block: string): DomainDisk | undefined =>
+  parseDomainDisks(`<domain><name>x</name><devices>${withoutBacking(block)}</devices></domain>`)[0];
 
 /** A disk's whole chain below its source: nested elements up to the outermost end tag, or one self-closed. */
 const BACKING_STORE = /\s*<backingStore\b[\s\S]*<\/backingStore>|\s*<backingStore\b[^>]*\/>/;

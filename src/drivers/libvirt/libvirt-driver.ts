@@ -8,7 +8,14 @@ import { measureCommitSpace } from '../../storage/space';
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit, VmState } from '../driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
 import { parseBlockJobInfo } from './block-job-info';
-import { type DomainDisk, layerName, parseDomainDisks, parseLayerName, withDiskSource } from './domain-xml';
+import {
+  type DomainDisk,
+  layerName,
+  parseDefinedDisks,
+  parseDomainDisks,
+  parseLayerName,
+  withDiskSource,
+} from './domain-xml';
 import { LibvirtEvents } from './events';
 import { type JobRecord, JobRecords } from './job-records';
 import { Virsh, VirshCommandError } from './virsh';
@@ -59,7 +66,7 @@ export class LibvirtDriver implements HypervisorDriver {
   }
 
   async definedActive(vmId: string, diskId: string): Promise<string> {
-    const disk = parseDomainDisks(await this.virsh.run(['dumpxml', '--inactive', vmId])).find(
+    const disk = parseDefinedDisks(await this.virsh.run(['dumpxml', '--inactive', vmId])).find(
       (d) => (d.serial ?? d.target) === diskId,
     );
     if (!disk) throw new DiskNotFoundError(`domain ${vmId} has no disk ${diskId}`);
