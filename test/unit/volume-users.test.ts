@@ -181,6 +181,19 @@ describe('images under the whole storage root', () => {
     expect(hashTree(root)).toEqual(before);
   });
 
+  test("imagesNaming: the images alone, every one naming the volume (the chain's own layer too); the tree untouched", async () => {
+    const before = hashTree(root);
+    const guard = new VolumeUsage(root);
+    expect(await guard.imagesNaming(at('images/d1/mid.qcow2'))).toEqual(
+      backingOf(at('images/d1/top.qcow2'), at('other/deep/x/clone.img')),
+    );
+    expect(await guard.imagesNaming(at('alias/base.qcow2'))).toEqual(
+      backingOf(at('images/d1/mid.qcow2'), at('images/d2/clone.qcow2'), at('images/d4/via-link.qcow2')),
+    );
+    expect(await guard.imagesNaming(at('images/d1/top.qcow2'))).toEqual([]);
+    expect(hashTree(root)).toEqual(before);
+  });
+
   test('a volume that is gone is still found named by an image; a new image is seen at once', async () => {
     const guard = new VolumeUsage(root);
     expect(await guard.findUsers({ volume: at('images/d5/gone.qcow2') })).toEqual({
@@ -315,6 +328,15 @@ describe('processes, on a fake /proc', () => {
       { kind: 'lockedBy', pid: PID_HARD, process: 'qemu-io', locks: ['OFDLCK READ 100-101'] },
     ]);
     expect((await guard.findUsers({ volume: at('images/d1/v.qcow2'), expectedPids: [PID_OPEN] })).users).toEqual([]);
+  });
+
+  test('imagesNaming does not look at processes: a volume held open and locked has no image naming it', async () => {
+    const v = fs.statSync(at('images/d1/v.qcow2'), { bigint: true });
+    fakeProcess(PID_OPEN, 'qemu-system-x86', { 7: at('images/d1/v.qcow2') }, { 7: `lock:\t1: ${ofd(v.ino, v.dev)}\n` });
+    fs.writeFileSync(path.join(proc, 'locks'), `1: ${ofd(v.ino, v.dev)}\n`);
+    const guard = new VolumeUsage(root, { procRoot: proc });
+    expect((await guard.findUsers({ volume: at('images/d1/v.qcow2') })).users).toHaveLength(2);
+    expect(await guard.imagesNaming(at('images/d1/v.qcow2'))).toEqual([]);
   });
 
   test('locks on the inode with no visible holder are a user with pid null', async () => {
