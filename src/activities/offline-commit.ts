@@ -71,14 +71,14 @@ async function runCommit(
   len: number,
 ): Promise<void> {
   const ctx = Context.current();
-  const report = offlineProgress(step, len);
+  const progress = offlineProgress(step, len);
   try {
-    await report(0);
+    await progress.started;
     await commitImage({
       top,
       base,
       bytesPerSec: step.bandwidthBytesPerSec,
-      onProgress: (fraction) => void report(fraction),
+      onProgress: progress.onProgress,
       signal: ctx.cancellationSignal,
     });
   } catch (err) {
@@ -118,10 +118,13 @@ export async function offlineToolFailure(
  * Tells the LiveMergeWorkflow how far the commit got: one signal per tenth, so the parent's
  * history grows by ten events at most, however long the commit runs.
  */
-function offlineProgress(step: OfflineCommitStep, len: number): (fraction: number) => Promise<void> {
+function offlineProgress(
+  step: OfflineCommitStep,
+  len: number,
+): { started: Promise<void>; onProgress: (fraction: number) => void } {
   const ctx = Context.current();
   let signalled = -1;
-  return async (fraction) => {
+  const signal = async (fraction: number): Promise<void> => {
     const offset = Math.round(fraction * len);
     const tenth = Math.floor(fraction * 10);
     if (!step.progressWorkflowId || tenth === signalled) return;
@@ -138,5 +141,6 @@ function offlineProgress(step: OfflineCommitStep, len: number): (fraction: numbe
       log.debug('progress signal not delivered', { error: String(err) });
     }
   };
+  return { started: signal(0), onProgress: (fraction) => void signal(fraction) };
 }
 // Stryker restore all

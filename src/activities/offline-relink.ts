@@ -73,7 +73,6 @@ export function createOfflineRelink(deps: HostDeps) {
  */
 async function overlayOf(deps: HostDeps, diskId: string, topPath: string): Promise<string | undefined> {
   const { above, others } = await overlaysOf(deps, diskId, topPath);
-  if (above.length === 0 && others.length === 0) return undefined;
   if (above.length > 1 || others.length > 0)
     throw failure(
       'ChainChanged',
