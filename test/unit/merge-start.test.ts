@@ -203,4 +203,5 @@ test('the refusals name what they saw: BaseNotBacking with the chain, Insufficie
   const s = await refusal(env().run(steps(vmOn(MiB)).merge, mergeIn('v1', 'v0')));
   expect(s.message).toContain(`(${16 * MiB} the commit can add to the base, for `);
   expect(s.message).toContain(`plus a margin of ${NEEDED - 16 * MiB}), ${MiB} bytes free in `);
+  expect(s.message).toMatch(/; nothing was started$/);
 });

@@ -4,7 +4,7 @@
  * not run (a SimDriver without it: a caller-held definition), or, where a test says so, its
  * definition is kept by the hypervisor (a driver that answers from a variable) or it runs.
  */
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { existsSync, promises as fs } from 'node:fs';
 import { tmpdir } from 'node:os';
 import * as path from 'node:path';
@@ -15,16 +15,19 @@ import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
 
 import { SimDriver } from '../../lab/sim/sim-driver';
+import { imageCommitPid } from '../../lab/vm/processes';
 import type { HostActivities } from '../../src/activities';
 import { imageDir, volumePath } from '../../src/domain/layout';
 import type { HypervisorDriver, VmState } from '../../src/drivers/driver';
 import { readHeaderChain } from '../../src/storage/header-chain';
+import { ImageToolError } from '../../src/storage/image-commit';
 import { isBackingOf } from '../../src/storage/qemu-img';
 import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
 import { hostSteps } from '../harness/host-steps';
 import { writeUnreadableImage } from '../harness/unreadable-image';
+import { until } from '../harness/until';
 
 jest.setTimeout(30_000);
 const run = promisify(execFile);
@@ -171,6 +174,27 @@ describe('the merge step', () => {
     );
   });
 
+  test('overlays above the base that make a loop: ChainBranches, nothing touched', async () => {
+    await run('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', 'v2.qcow2', '-F', 'qcow2', vol('v0')]);
+    const f = await refusal(
+      env().run(steps(stopped()).merge, { ...step('v1', 'v0'), bandwidthBytesPerSec: 0, allowOffline: true as const }),
+    );
+    expect(f).toMatchObject({ type: 'ChainBranches' });
+    expect(f.message).toBe('the overlays above v0 on disk d1 make a loop');
+  });
+
+  test("the one image above a layer in another disk's directory: ChainBranches, not followed there", async () => {
+    await fs.rm(vol('v2'));
+    const x = volumePath(root, 'other', 'x');
+    await fs.mkdir(path.dirname(x), { recursive: true });
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', vol('v1'), '-F', 'qcow2', x]);
+    const f = await refusal(
+      env().run(steps(stopped()).merge, { ...step('v1', 'v0'), bandwidthBytesPerSec: 0, allowOffline: true as const }),
+    );
+    expect(f).toMatchObject({ type: 'ChainBranches' });
+    expect(f.message).toBe(`the VM's volume on disk d1 cannot be told: v1 is the backing of ${x}; nothing was touched`);
+  });
+
   test('a top committed, relinked and deleted earlier (its tombstone): offline with no kind', async () => {
     await run('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v2')]);
     await fs.rm(vol('v1'));
@@ -300,6 +324,22 @@ describe('qemu-img failing on its own', () => {
   });
 });
 
+describe('qemu-img killed by a signal that is no cancel', () => {
+  test('the commit fails with the tool error, retried (not ImageCommitFailed), the top kept', async () => {
+    const commit = env().run(steps(stopped()).offlineCommit, {
+      ...step('v1', 'v0'),
+      kind: 'intermediate' as const,
+      bandwidthBytesPerSec: 64 * 1024,
+    });
+    const outcome = commit.catch((e: unknown) => e);
+    process.kill(await until(() => imageCommitPid(vol('v1'))), 'SIGKILL');
+    const err = await outcome;
+    expect(err).toBeInstanceOf(ImageToolError);
+    expect((err as ImageToolError).code).toBeNull();
+    expect(await reads(vol('v1'), 0x22, '0')).toBe(true);
+  });
+});
+
 describe('offlineRelink', () => {
   const relink = (driver: HypervisorDriver, kind: 'active' | 'intermediate', top = 'v1', base = 'v0') =>
     env().run(steps(driver).offlineRelink, { ...step(top, base), kind } as const);
@@ -346,7 +386,55 @@ describe('offlineRelink', () => {
     const defined = { active: vol('v0'), redefined: [] as string[] };
     const f = await refusal(relink(definedBy(defined), 'active', 'v2', 'v1'));
     expect(f).toMatchObject({ type: 'ChainChanged' });
+    expect(f.message).toBe(
+      `disk d1: the VM's definition starts from ${vol('v0')}, neither the top nor the base; nothing was changed`,
+    );
     expect(defined.redefined).toEqual([]);
+  });
+
+  test('a redefine that fails: VmStarted when the domain now runs, else its own error', async () => {
+    const sim = stopped();
+    let running = false;
+    const failing = Object.assign(Object.create(sim) as SimDriver, {
+      vmState: async (): Promise<VmState> =>
+        running ? { running: true } : { running: false, definition: 'hypervisor' },
+      definedActive: async () => vol('v2'),
+      redefineActive: async () => {
+        throw new Error('virsh define: domain vm1 started from v2 meanwhile');
+      },
+    });
+    await expect(relink(failing, 'active', 'v2', 'v1')).rejects.toThrow(
+      'virsh define: domain vm1 started from v2 meanwhile',
+    );
+    const started = Object.assign(Object.create(failing) as SimDriver, {
+      redefineActive: async () => {
+        running = true;
+        throw new Error('virsh define: domain vm1 started from v2 meanwhile');
+      },
+    });
+    const f = await refusal(relink(started, 'active', 'v2', 'v1'));
+    expect(f).toMatchObject({ type: 'VmStarted' });
+    expect(f.message).toMatch(/^VM vm1 started during the offline merge: the relink of d1 past v2 refused/);
+  });
+
+  test('the layer above held by another process (its image locks): VolumeInUse, the layer above unchanged', async () => {
+    await commit0();
+    // qemu-io keeps v2 open, with QEMU's write locks, while its stdin stays open.
+    const holder = spawn('qemu-io', ['-f', 'qcow2', vol('v2')], { stdio: ['pipe', 'ignore', 'ignore'] });
+    try {
+      await until(async () =>
+        (await fs.readFile('/proc/locks', 'utf8')).includes(`:${(await fs.stat(vol('v2'))).ino} `),
+      );
+      const f = await refusal(relink(stopped(), 'intermediate'));
+      expect(f).toMatchObject({ type: 'VolumeInUse', nonRetryable: true });
+      expect(f.message).toMatch(
+        /^the relink of d1 past v1 on disk d1 found an image locked by another process: qemu-img rebase .*Failed to get "write" lock.*; nothing was written$/s,
+      );
+      expect(await isBackingOf(vol('v2'), vol('v1'))).toBe(true);
+    } finally {
+      holder.kill('SIGKILL');
+      await new Promise((r) => holder.once('exit', r));
+    }
   });
 });
 
@@ -385,6 +473,17 @@ describe('what names a layer of the chain a stopped VM opens', () => {
       new RegExp(
         `^the overlays of v0 on disk d1 cannot be told: ${x} holds a name this host cannot tie to a file, so it may use it: .*nbd://h/e.*; nothing was touched$`,
       ),
+    );
+  });
+
+  test('a header that cannot be read beside a name that cannot be tied: UnresolvedImageName, both named', async () => {
+    const bad = writeUnreadableImage(volumePath(root, 'other', 'bad'));
+    const x = volumePath(root, 'other', 'x');
+    await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-u', '-b', 'nbd://h/e', '-F', 'raw', x, '1M']);
+    const f = await refusal(merge());
+    expect(f).toMatchObject({ type: 'UnresolvedImageName' });
+    expect(f.message).toMatch(
+      new RegExp(`cannot be told: ${bad} could not be read \\(.*\\), so it may use it; ${x} holds a name`),
     );
   });
 

@@ -126,6 +126,15 @@ test("vmState: running while QEMU answers (paused or not); stopped, its definiti
   await new Promise((r) => dead.close(r));
   fs.writeFileSync(qmpSocketPath(runDir, 'vm-dead'), '');
   expect(await driver.vmState('vm-dead')).toEqual({ running: false, definition: 'caller' });
+  // Something that answers on the socket but not as QEMU: not known to be stopped, so no offline merge.
+  fs.mkdirSync(path.join(runDir, 'vm-garbled'), { recursive: true });
+  const garbled = net.createServer((c) => c.end('hello there\n')).listen(qmpSocketPath(runDir, 'vm-garbled'));
+  await new Promise((r) => garbled.once('listening', r));
+  try {
+    await expect(driver.vmState('vm-garbled')).rejects.toMatchObject({ name: 'QmpProtocolError' });
+  } finally {
+    await new Promise((r) => garbled.close(r));
+  }
   await expect(driver.definedActive('vm1')).rejects.toThrow(/kept by its caller/);
   await expect(driver.redefineActive('vm1')).rejects.toThrow(/kept by its caller/);
 });
