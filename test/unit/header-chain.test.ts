@@ -108,3 +108,15 @@ test('an external data file is not a volume of a chain', async () => {
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-o', `data_file=${path.join(dir, 'd.raw')}`, img('x'), '1M']);
   await expect(readHeaderChain(img('x'))).rejects.toThrow(/external data file/);
 });
+
+test('a backing with several parts that are no local file names each of them', async () => {
+  await create('x');
+  const children = [
+    { driver: 'nbd', host: 'h' },
+    { driver: 'ssh', host: 'i', path: '/x' },
+  ];
+  await rebase('x', `json:${JSON.stringify({ driver: 'quorum', 'vote-threshold': 1, children })}`);
+  await expect(readHeaderChain(img('x'))).rejects.toThrow(
+    /: .*the nbd driver reaches storage that is no file of this host; .*the ssh driver reaches storage that is no file of this host$/,
+  );
+});
