@@ -30,6 +30,18 @@ const raw = (): string => path.join(root, 'images', 'disk1', 'r.img');
 /** An image QEMU holds open as nodes of no device, as a merged top is until the delete detaches it. */
 const loose = (): string => path.join(root, 'images', 'disk0', 'loose.qcow2');
 
+/** True once something accepts connections on `socketPath` (the probe closes at once). */
+function accepts(socketPath: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect(socketPath);
+    probe.once('connect', () => {
+      probe.destroy();
+      resolve(true);
+    });
+    probe.once('error', () => resolve(false));
+  });
+}
+
 beforeAll(async () => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'lm-readers-'));
   root = path.join(dir, 's');
@@ -60,7 +72,8 @@ beforeAll(async () => {
   vm = spawn('qemu-system-x86_64', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   driver = new QmpDriver(runDir);
   const deadline = Date.now() + 30_000;
-  while (!fs.existsSync(qmpSocketPath(runDir, 'vm1'))) {
+  // The socket file appears at bind(), before QEMU listens: only a connection says it is ready.
+  while (!(await accepts(qmpSocketPath(runDir, 'vm1')))) {
     if (vm.exitCode !== null || Date.now() > deadline) throw new Error('QEMU did not start');
     await sleep(25);
   }
