@@ -8,6 +8,7 @@ import { failure } from '../domain/failures';
 import { PathOutsideRootError, volumePath } from '../domain/layout';
 import { type DiskChain, findJob } from '../drivers/driver';
 import { ImageDirMissingError } from '../drivers/errors';
+import { removePivotRecord } from '../storage/pivot-record';
 import { writeTombstone } from '../storage/tombstone';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
@@ -59,6 +60,7 @@ export function createDeleteVolume(deps: HostDeps) {
         mergedInto: step.baseVolumeId,
         deletedAt: new Date().toISOString(),
       });
+      await removePivotRecord(deps.storageRoot, step.diskId, step.topVolumeId);
       // Out of its name at once; its space is freed right after, in the background (see Reclaimer).
       if (!(await deps.reclaimer.retire(file))) return { deleted: false, path: file };
       log.info('volume deleted', { vmId: step.vmId, diskId: step.diskId, volume: step.topVolumeId });

@@ -16,6 +16,8 @@ export const mergeStepSchema = diskStepSchema
     bandwidthBytesPerSec: z.number().int().min(0),
     /** Set by merges that know the offline steps: a VM that does not run is merged offline, not refused. */
     allowOffline: z.literal(true).optional(),
+    /** Set when the VM stopped mid-merge: the disk is finished offline, and a VM that runs again is refused (VmStarted). */
+    offlineOnly: z.literal(true).optional(),
   })
   .strict();
 export type MergeStep = z.infer<typeof mergeStepSchema>;

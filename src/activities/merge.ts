@@ -8,6 +8,8 @@ import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
 import { type DiskChain, volumeNames } from '../drivers/driver';
+import { sameGuestData } from '../storage/image-commit';
+import { removePivotRecord } from '../storage/pivot-record';
 import { isBackingOf } from '../storage/qemu-img';
 import { readTombstone } from '../storage/tombstone';
 import { refuseShortSpace } from './commit-space';
@@ -15,6 +17,7 @@ import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
 import { type DiskStep, type MergeStep, mergeStepSchema } from './inputs';
 import { readOfflineChain } from './offline-chain';
+import { newestVolume } from './pivot-outcome';
 import { guardCommit } from './volume-guard';
 
 export type MergeStarted =
@@ -22,9 +25,18 @@ export type MergeStarted =
   | { outcome: 'alreadyMerged'; jobId: string; chain: string[] }
   /**
    * The VM does not run (asked for with `allowOffline`): the disk is merged by the offline steps.
-   * `kind` is unset when an earlier run had committed the top already.
+   * `kind` is unset when an earlier run had committed the top already. `pivoted`: the VM stopped
+   * after the pivot of its active commit: the base holds the newest data and the top is stale, so
+   * nothing is committed (activities/pivot-outcome.ts).
    */
-  | { outcome: 'offline'; jobId: string; kind?: CommitKind; chain: string[]; definition: 'hypervisor' | 'caller' };
+  | {
+      outcome: 'offline';
+      jobId: string;
+      kind?: CommitKind;
+      chain: string[];
+      definition: 'hypervisor' | 'caller';
+      pivoted?: true;
+    };
 
 /**
  * Reads the live chain, checks top and base against it and starts the block commit under the
@@ -43,16 +55,23 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       const topPath = volumePath(deps.storageRoot, diskId, topVolumeId);
       const basePath = volumePath(deps.storageRoot, diskId, baseVolumeId);
       const vm = step.allowOffline ? await deps.driver.vmState(vmId) : ({ running: true } as const);
+      if (vm.running && step.offlineOnly)
+        throw failure(
+          'VmStarted',
+          `VM ${vmId} stopped mid-merge and runs again: disk ${diskId} is not finished offline; top ${topVolumeId} kept, a new merge of the snapshot runs live`,
+        );
       if (!vm.running) {
         const offline = await readOfflineChain(deps, vmId, diskId, baseVolumeId, vm);
         const placed = await placeInChain(deps.storageRoot, step, offline);
-        log.info('VM does not run: offline merge', { vmId, diskId, definition: vm.definition, placed });
+        const pivoted = placed === 'active' && (await newestVolume(deps.storageRoot, step, sameGuestData)) === 'base';
+        log.info('VM does not run: offline merge', { vmId, diskId, definition: vm.definition, placed, pivoted });
         return {
           outcome: 'offline',
           jobId,
           ...(placed === 'alreadyMerged' ? {} : { kind: placed }),
           chain: volumeNames(offline),
           definition: vm.definition,
+          ...(pivoted ? { pivoted } : {}),
         };
       }
       const chain = await deps.driver.readChain(vmId, diskId);
@@ -86,6 +105,8 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
         basePath,
       });
       refuseShortSpace(space, step, 'nothing was started');
+      // The VM runs from the top: a pivot record of an earlier job on it tells nothing any more.
+      await removePivotRecord(deps.storageRoot, diskId, topVolumeId);
 
       try {
         await deps.driver.startCommit(vmId, {

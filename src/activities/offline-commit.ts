@@ -3,7 +3,7 @@ import { Context, log } from '@temporalio/activity';
 import { diskProgressSignalName } from '../config/names';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { commitImage, ImageToolError, isLockConflict } from '../storage/image-commit';
+import { commitImage, ImageToolError, isLockConflict, sameGuestData } from '../storage/image-commit';
 import { measureCommitSpace } from '../storage/space';
 import { refuseShortSpace } from './commit-space';
 import type { HostDeps } from './deps';
@@ -11,10 +11,14 @@ import { parseInput, translateHostErrors } from './host-step';
 import { type OfflineCommitStep, offlineCommitStepSchema } from './inputs';
 import { placeInChain } from './merge';
 import { readOfflineChain, type StoppedVm } from './offline-chain';
+import { newestVolume } from './pivot-outcome';
 import { guardCommit } from './volume-guard';
 
 export interface OfflineCommitted {
-  /** False when an earlier attempt had committed the top and moved on (its layer above, or the definition, names the base). */
+  /**
+   * False when an earlier attempt had committed the top and moved on (its layer above, or the
+   * definition, names the base), or when the VM had left the top by a pivot (it is stale).
+   */
   committed: boolean;
   /** Bytes of the top's allocated data the commit copied. */
   bytes: number;
@@ -35,6 +39,9 @@ export function createOfflineCommit(deps: HostDeps) {
       const chain = await readOfflineChain(deps, step.vmId, step.diskId, step.baseVolumeId, vm);
       const placed = await placeInChain(deps.storageRoot, step, chain);
       if (placed === 'alreadyMerged') return { committed: false, bytes: 0 };
+      // A top the VM left by a pivot is stale: committing it would undo the guest's writes since.
+      if (placed === 'active' && (await newestVolume(deps.storageRoot, step, sameGuestData)) === 'base')
+        return { committed: false, bytes: 0 };
       if (placed !== step.kind)
         throw failure(
           'ChainChanged',

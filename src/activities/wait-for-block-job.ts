@@ -1,8 +1,12 @@
 import { Context, log } from '@temporalio/activity';
 
+import { topOfJob } from '../config/names';
 import { type Checkpoint, checkpointSchema } from '../domain/checkpoint';
 import { DEFAULT_CONVERGENCE, observeConvergence } from '../domain/convergence';
+import { failure } from '../domain/failures';
+import { idSchema } from '../domain/input';
 import { findJob } from '../drivers/driver';
+import { confirmPivot, readPivotRecord, recordPivotRequest } from '../storage/pivot-record';
 import { ask } from './ask';
 import { createProgressReporter } from './block-job-progress';
 import { createConvergenceAction, notConverging } from './convergence-action';
@@ -11,9 +15,8 @@ import { parseInput, translateHostErrors } from './host-step';
 import { type WaitStep, waitStepSchema } from './inputs';
 
 /**
- * `pivotRequested`: QEMU took this wait's `block-job-complete` (the pivot request of an active
- * commit). Histories recorded before the field was renamed carry it as `pivoted`; no workflow
- * reads either.
+ * `pivotRequested`: this wait asked for the pivot of an active commit (`block-job-complete`).
+ * Histories recorded before the field was renamed carry it as `pivoted`; no workflow reads either.
  */
 export type BlockJobEnd =
   /** QEMU reports the job concluded; `error` is set when it ended in error. */
@@ -25,6 +28,8 @@ export type BlockJobEnd =
  * Waits for the disk's block job to end: polls QEMU's job list (a job status event wakes the
  * poll early), heartbeats offset/len, completes an active commit once it is `ready` (the pivot),
  * and returns when QEMU reports the job concluded. A vanished job is never read as success.
+ * The pivot is recorded on the host before it is asked for, and confirmed once the job concluded
+ * (storage/pivot-record.ts): a VM that stops in between leaves the record to tell the offline finish.
  *
  * Each turn also watches whether the job converges (domain/convergence.ts) and hands the verdict
  * to the convergence action (convergence-action.ts), and tells watchers of phase changes
@@ -43,6 +48,9 @@ export function createWaitForBlockJob(deps: HostDeps) {
     const reporter = createProgressReporter(step);
     const policy = step.convergence ?? DEFAULT_CONVERGENCE;
     const actOnConvergence = createConvergenceAction(deps, step, policy);
+    // Asked in this attempt: a resumed wait asks again while the job is still ready (the last
+    // attempt may have recorded the request and died before sending it; QEMU takes a second one).
+    let asked = false;
 
     return translateHostErrors(async () => {
       for (;;) {
@@ -78,6 +86,9 @@ export function createWaitForBlockJob(deps: HostDeps) {
             // catches its own errors): the job's end reaches the workflow one round trip sooner.
             void reported;
             if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint, policy.windowSeconds);
+            // The last attempt's request may not have reached its heartbeat: the host's record tells.
+            if (job.error === undefined && (checkpoint.pivotRequested || (await pivotAsked(deps, step))))
+              await confirmPivot(deps.storageRoot, step.diskId, topOf(step));
             return {
               outcome: 'concluded',
               error: job.error,
@@ -86,7 +97,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
               pivotRequested: checkpoint.pivotRequested,
             };
           }
-          // A completion QEMU did not take is not recorded: the next turn, still in `ready`, asks again.
+          // A completion QEMU did not take leaves `asked` unset: the next turn, still in `ready`, asks again.
           // A merge cancelled meanwhile must not pivot: the cancel ends the wait before it can.
           if (ctx.cancellationSignal.aborted) {
             await reported;
@@ -94,18 +105,16 @@ export function createWaitForBlockJob(deps: HostDeps) {
           }
           checkpoint = await actOnConvergence(checkpoint, convergence, now);
           // Never a pivot once the job was cancelled for not converging: the chain stays as it was.
-          const pivotTaken =
-            job.status === 'ready' &&
-            job.offset === job.len &&
-            !checkpoint.pivotRequested &&
-            !checkpoint.cancelledNotConverging &&
-            (await pivot(deps, step, job.id));
-          await reported;
-          if (pivotTaken) {
+          const pivotNow =
+            job.status === 'ready' && job.offset === job.len && !asked && !checkpoint.cancelledNotConverging;
+          if (pivotNow) {
+            await recordPivotRequest(deps.storageRoot, step.diskId, topOf(step));
             checkpoint = { ...checkpoint, pivotRequested: true };
             ctx.heartbeat(checkpoint);
-            continue;
+            asked = await pivot(deps, step, job.id);
           }
+          await reported;
+          if (pivotNow && asked) continue;
           // Wakes on the VM's next job event or after the poll interval; a cancel of this activity
           // (delivered through the heartbeat) rejects the race and ends the wait.
           await Promise.race([changed, ctx.cancelled]);
@@ -115,6 +124,21 @@ export function createWaitForBlockJob(deps: HostDeps) {
       }
     });
   };
+}
+
+/** The top volume of the wait's job: the pivot record's name. */
+function topOf(step: WaitStep): string {
+  const top = idSchema.safeParse(topOfJob(step.diskId, step.jobId));
+  if (!top.success)
+    throw failure(
+      'InvalidMergeInput',
+      `invalid input: jobId: ${step.jobId} is not a commit job of disk ${step.diskId}`,
+    );
+  return top.data;
+}
+
+async function pivotAsked(deps: HostDeps, step: WaitStep): Promise<boolean> {
+  return (await readPivotRecord(deps.storageRoot, step.diskId, topOf(step))) !== undefined;
 }
 
 async function pivot(deps: HostDeps, step: WaitStep, jobId: string): Promise<boolean> {

@@ -44,6 +44,12 @@ export function blockJobId(diskId: string, topVolumeId: string): string {
   return `${blockJobPrefix(diskId)}${topVolumeId}`;
 }
 
+/** The top volume of a disk's commit job, or undefined for a job id that is not the disk's. */
+export function topOfJob(diskId: string, jobId: string): string | undefined {
+  const prefix = blockJobPrefix(diskId);
+  return jobId.startsWith(prefix) && jobId.length > prefix.length ? jobId.slice(prefix.length) : undefined;
+}
+
 export function blockJobPrefix(diskId: string): string {
   return `lm.${diskId}.`;
 }

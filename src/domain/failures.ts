@@ -16,7 +16,11 @@ export const FAILURES = {
     meaning:
       'a step that needs the running VM found none (a merge recorded before the offline path; a delete racing a stop); a VM that is shut off at the merge step is merged offline instead',
   },
-  VmGone: { retryable: false, meaning: "the VM's QEMU no longer answers on its QMP socket" },
+  VmGone: {
+    retryable: false,
+    meaning:
+      "the VM's QEMU no longer answers on its QMP socket: only merges recorded before the stopped-mid-merge path fail with it; newer ones finish the disk offline",
+  },
   DiskNotFound: { retryable: false, meaning: 'the VM has no such disk' },
   VolumeNotInChain: {
     retryable: false,
@@ -42,6 +46,11 @@ export const FAILURES = {
     retryable: false,
     meaning:
       "the disk's chain changed between two steps of an offline merge (a layer appeared, went, or changed its backing); the step refused and changed nothing",
+  },
+  PivotOutcomeUnknown: {
+    retryable: false,
+    meaning:
+      "the VM stopped between an active commit's pivot request and QEMU's confirmation, and the top and the base hold different data: which one the guest wrote last cannot be told; both are kept, and the message names which to start from in either case",
   },
   DiskBusy: { retryable: false, meaning: 'another block job of this product runs on the disk (one job per disk)' },
   InsufficientSpace: {

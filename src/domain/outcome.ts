@@ -15,6 +15,16 @@ export interface DiskMerged {
    * whose definition the caller keeps, the caller must start the VM from it.
    */
   activeVolumeId?: string;
+  /** Set when the VM stopped during the live merge and the disk was finished offline. */
+  stoppedMidMerge?: StoppedMidMerge;
+}
+
+export interface StoppedMidMerge {
+  /**
+   * True when the VM had pivoted to the base before it stopped: the top held no newest data, was
+   * not committed, and is deleted. A definition that still names the top must not start the VM.
+   */
+  topStale: boolean;
 }
 
 export interface DiskFailed {

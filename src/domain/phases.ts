@@ -27,14 +27,15 @@ export const DISK_PHASES = {
   waiting: {
     reportedBy: 'waitForBlockJob',
     job: 'running',
-    next: ['pivoting', 'verifying', 'cancelling', 'failed'],
-    meaning: 'the block job copies the top into the base (announced once it has run a second)',
+    next: ['pivoting', 'committing', 'relinking', 'verifying', 'cancelling', 'failed'],
+    meaning:
+      'the block job copies the top into the base (announced once it has run a second); a VM that stops meanwhile is finished offline',
   },
   pivoting: {
     reportedBy: 'waitForBlockJob',
     job: 'running',
-    next: ['verifying', 'cancelling', 'failed'],
-    meaning: 'an active commit is ready: the host completes it, the VM then writes to the base',
+    next: ['committing', 'relinking', 'verifying', 'cancelling', 'failed'],
+    meaning: 'an active commit is ready: the host records the pivot, then completes it; the VM then writes to the base',
   },
   committing: {
     reportedBy: 'DiskMergeWorkflow',

@@ -1,4 +1,5 @@
 import type { CommitKind, MergeMode } from './commit';
+import type { StoppedMidMerge } from './outcome';
 import type { DiskPhase } from './phases';
 
 export type { DiskPhase } from './phases';
@@ -15,6 +16,8 @@ export interface DiskProgress {
   mode?: MergeMode;
   /** Once merged: the volume the VM's disk starts from now. */
   activeVolumeId?: string;
+  /** Once merged: the VM stopped during the live merge, and the disk was finished offline. */
+  stoppedMidMerge?: StoppedMidMerge;
   reason?: string;
   /** Running active commits: false once `len - offset` stopped shrinking (domain/convergence.ts). */
   converging?: boolean;

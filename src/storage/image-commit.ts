@@ -1,4 +1,4 @@
-// Stryker disable all: process plumbing; what is committed, rebased or skipped is decided in activities/offline-*.ts
+// Stryker disable all: process plumbing; what is committed, rebased or skipped is decided in activities/offline-*.ts and activities/pivot-outcome.ts
 import { spawn } from 'node:child_process';
 
 /**
@@ -50,7 +50,22 @@ export async function rebaseUnsafe(image: string, backingName: string, signal?: 
   await runQemuImg(['rebase', '-f', 'qcow2', '-u', '-b', backingName, '-F', 'qcow2', image], signal);
 }
 
-function runQemuImg(args: string[], signal?: AbortSignal, onStdout?: (text: string) => void): Promise<void> {
+/**
+ * Whether `a` and `b`, each read through its own backing chain, show a guest the same data
+ * (`qemu-img compare`; a size difference counts only where the larger holds data).
+ */
+export async function sameGuestData(a: string, b: string): Promise<boolean> {
+  const args = ['compare', '-f', 'qcow2', '-F', 'qcow2', a, b];
+  const code = await runQemuImg(args, undefined, undefined, [0, 1]);
+  return code === 0;
+}
+
+function runQemuImg(
+  args: string[],
+  signal?: AbortSignal,
+  onStdout?: (text: string) => void,
+  answers: readonly number[] = [0],
+): Promise<number> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
     const child = spawn('setpriv', ['--pdeathsig', 'TERM', '--', 'qemu-img', ...args], {
@@ -73,7 +88,7 @@ function runQemuImg(args: string[], signal?: AbortSignal, onStdout?: (text: stri
     child.on('close', (code) => {
       signal?.removeEventListener('abort', abort);
       if (signal?.aborted) return reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'));
-      if (code === 0) return resolve();
+      if (code !== null && answers.includes(code)) return resolve(code);
       reject(new ImageToolError(args, code, stderr));
     });
   });

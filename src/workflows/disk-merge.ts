@@ -16,7 +16,7 @@ import type { DiskMerged } from '../domain/outcome';
 import { childSignals } from '../domain/phases';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
-import { isPickupTimeout, nonRetryableTypeOf, parseWorkflowInput, reasonOf } from './failures';
+import { isPickupTimeout, nonRetryableTypeOf, parseWorkflowInput, reasonOf, vmStopped } from './failures';
 import { recordDiskMerge } from './metrics';
 import { mergeOffline } from './offline-merge';
 import { schemas } from './schemas';
@@ -68,6 +68,8 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
 
   // Merges started before the offline path refuse a VM that does not run (VmNotFound), as they did.
   const offlineKnown = patched('offline-merge');
+  // A VM that stopped mid-merge is finished offline; merges started before that fail it, as they did.
+  const stoppedMidMerge = (err: unknown): boolean => offlineKnown && vmStopped(err) && patched('stopped-mid-merge');
 
   // Set by the merge step; read only after it succeeded.
   let commitKind: DiskMerged['commitKind'];
@@ -132,6 +134,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       });
       throw err;
     }
+    if (stoppedMidMerge(err)) return finishOffline(err);
     throw await failed(err);
   }
 
@@ -165,9 +168,30 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
         ...(offlineKnown ? { mode: 'live' as const, activeVolumeId } : {}),
       };
     } catch (err) {
+      if (stoppedMidMerge(err)) return finishOffline(err);
       throw await failed(err);
     }
   });
+
+  /**
+   * The VM stopped during the live steps: the merge step reads what it left (the images, the
+   * pivot record) and the offline steps finish the disk. A VM that runs again meanwhile is refused
+   * (VmStarted) and the top kept.
+   */
+  async function finishOffline(stopped: unknown): Promise<DiskMerged> {
+    let started;
+    try {
+      started = await hostMerge.merge.executeWithOptions(
+        { summary: `VM ${vmId} stopped mid-merge (${reasonOf(stopped)}): finish ${disk.diskId} offline` },
+        [{ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec, allowOffline: true, offlineOnly: true }],
+      );
+    } catch (err) {
+      throw await failed(err);
+    }
+    if (started.outcome !== 'offline') throw await failed(failure('VmStarted', `VM ${vmId} runs again`));
+    offline = true;
+    return mergeOffline({ input, started, report, failed, stats, stoppedMidMerge: true });
+  }
 
   /** Dismisses what the job left, records the reason, and fails this disk with the top kept. */
   async function failed(err: unknown): Promise<ApplicationFailure> {

@@ -41,3 +41,9 @@ export function isPickupTimeout(err: unknown): boolean {
   const cause = causeOf(err);
   return cause instanceof TimeoutFailure && cause.timeoutType === TimeoutType.SCHEDULE_TO_START;
 }
+
+/** True when a step failed because the VM's QEMU is gone or no longer there: it stopped. */
+export function vmStopped(err: unknown): boolean {
+  const type = nonRetryableTypeOf(err);
+  return type === 'VmGone' || type === 'VmNotFound';
+}

@@ -83,6 +83,7 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
           commitKind: merged.commitKind,
           ...(merged.mode === undefined ? {} : { mode: merged.mode }),
           ...(merged.activeVolumeId === undefined ? {} : { activeVolumeId: merged.activeVolumeId }),
+          ...(merged.stoppedMidMerge === undefined ? {} : { stoppedMidMerge: merged.stoppedMidMerge }),
         });
         return merged;
       });

@@ -16,25 +16,37 @@ export interface OfflineMerge {
   /** Dismisses what is left, records the reason, and fails the disk with the top kept. */
   failed: (err: unknown) => Promise<ApplicationFailure>;
   stats: { bytesCommitted: number };
+  /** The VM stopped during the live steps (the result says so, and whether its top was stale). */
+  stoppedMidMerge?: true;
 }
 
 /**
  * One disk of a VM that does not run: commit (qemu-img, under the images' locks), relink (the
  * layer above onto the base, or the definition to the base), verify the chain the VM would open,
  * delete the top. Until the commit has ended, a cancel stops qemu-img and leaves the chain
- * readable with the top kept; after it, the merge is finished whatever happens.
+ * readable with the top kept; after it, the merge is finished whatever happens. A top the VM left
+ * by a pivot before it stopped is stale: it is not committed, only taken out and deleted.
  */
-export async function mergeOffline({ input, started, report, failed, stats }: OfflineMerge): Promise<DiskMerged> {
+export async function mergeOffline({
+  input,
+  started,
+  report,
+  failed,
+  stats,
+  stoppedMidMerge,
+}: OfflineMerge): Promise<DiskMerged> {
   const { vmId, hostId, disk, options } = input;
   const taskQueue = hostTaskQueue(hostId);
   const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
   const hostCommit = proxyActivities<HostActivities>({ ...offlineCommitOptions, taskQueue });
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const { kind } = started;
+  const topStale = started.pivoted === true;
+  const stopped = stoppedMidMerge ? { stoppedMidMerge: { topStale } } : {};
   tagModeAndActive('offline', []);
 
   try {
-    if (kind !== undefined) {
+    if (kind !== undefined && !topStale) {
       await report({ phase: 'committing', commitKind: kind, mode: 'offline' });
       const committed = await hostCommit.offlineCommit.executeWithOptions(
         { summary: `commit ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId} offline (qemu-img)` },
@@ -88,7 +100,7 @@ export async function mergeOffline({ input, started, report, failed, stats }: Of
       const outcome = kind === undefined ? 'alreadyMerged' : 'merged';
       const activeVolumeId = verified.chain[0];
       tagModeAndActive('offline', [{ diskId: disk.diskId, activeVolumeId }]);
-      await report({ phase: outcome, commitKind: kind, mode: 'offline', activeVolumeId });
+      await report({ phase: outcome, commitKind: kind, mode: 'offline', activeVolumeId, ...stopped });
       return {
         diskId: disk.diskId,
         outcome,
@@ -98,6 +110,7 @@ export async function mergeOffline({ input, started, report, failed, stats }: Of
         topDeleted: deleted.deleted,
         mode: 'offline',
         activeVolumeId,
+        ...stopped,
       };
     } catch (err) {
       throw await failed(err);

@@ -1,3 +1,8 @@
+import { mkdirSync, mkdtempSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+import type { HostDeps } from '../../src/activities';
 import type { CommitSpace } from '../../src/domain/commit';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit, VmState } from '../../src/drivers/driver';
 
@@ -28,4 +33,14 @@ export abstract class JobDriver implements HypervisorDriver {
   hypervisorPids = (): Promise<number[]> => this.unused('hypervisorPids');
   flushNode = (): Promise<void> => this.unused('flushNode');
   measureCommitSpace = (): Promise<CommitSpace> => this.unused('measureCommitSpace');
+}
+
+/**
+ * What the wait and the cancel need of a host: the driver, and a storage root whose disk `d1` has
+ * its image dir (the pivot record lives there). The caller removes `storageRoot` when done.
+ */
+export function jobDeps(driver: HypervisorDriver): HostDeps {
+  const storageRoot = mkdtempSync(path.join(os.tmpdir(), 'lm-job-'));
+  mkdirSync(path.join(storageRoot, 'images', 'd1'), { recursive: true });
+  return { driver, storageRoot } as Pick<HostDeps, 'driver' | 'storageRoot'> as HostDeps;
 }

@@ -15,5 +15,6 @@ module.exports = {
     '<rootDir>/test/unit/image-names-nodes.test.ts',
     '<rootDir>/test/unit/qemu-img-bounds.test.ts',
     '<rootDir>/test/unit/header-chain.test.ts',
+    '<rootDir>/test/unit/pivot-record.test.ts',
   ],
 };

@@ -3,6 +3,9 @@
  * (one per job-list read): when the wait pivots, what it asks QEMU how often, and what its
  * NotConverging failure says.
  */
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as path from 'node:path';
+
 import { CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -13,7 +16,7 @@ import type { WaitStep } from '../../src/activities/inputs';
 import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
 import type { BlockJob, HypervisorDriver, JobStatus } from '../../src/drivers/driver';
-import { JobDriver } from '../harness/job-driver';
+import { jobDeps, JobDriver } from '../harness/job-driver';
 
 const MiB = 1024 * 1024;
 const JOB = 'lm.d1.v2';
@@ -33,7 +36,7 @@ class ScriptedDriver extends JobDriver {
   listed: BlockJob | undefined;
   onList: () => void = () => undefined;
 
-  constructor(private script: BlockJob[]) {
+  constructor(public script: BlockJob[]) {
     super();
   }
 
@@ -58,7 +61,20 @@ class ScriptedDriver extends JobDriver {
   }
 }
 
-const deps = (driver: HypervisorDriver): HostDeps => ({ driver }) as Pick<HostDeps, 'driver'> as HostDeps;
+const roots: string[] = [];
+afterAll(() => {
+  for (const root of roots) rmSync(root, { recursive: true, force: true });
+});
+const deps = (driver: HypervisorDriver): HostDeps => {
+  const d = jobDeps(driver);
+  roots.push(d.storageRoot);
+  return d;
+};
+/** The pivot record of the job's top (v2 of d1), or undefined. */
+const recordOf = (d: HostDeps): { requestedAt: string; confirmedAt?: string } | undefined => {
+  const file = path.join(d.storageRoot, 'images', 'd1', '.v2.pivot.json');
+  return existsSync(file) ? (JSON.parse(readFileSync(file, 'utf8')) as { requestedAt: string }) : undefined;
+};
 const waitIn = (policy: 'lift' | 'fail' | 'report' = 'lift'): WaitStep => ({
   vmId: 'vm1',
   diskId: 'd1',
@@ -82,6 +98,75 @@ describe('waitForBlockJob', () => {
       pivotRequested: true,
     });
     expect(driver.calls).toEqual([`completeJob at ${20 * MiB}/${20 * MiB}`]);
+  });
+
+  test('the pivot is recorded on the host before it is asked for, and confirmed once the job concluded', async () => {
+    const driver = new ScriptedDriver([job('ready', 20 * MiB, 20 * MiB)]);
+    const d = deps(driver);
+    const seen: Array<ReturnType<typeof recordOf>> = [];
+    const complete = driver.completeJob.bind(driver);
+    driver.completeJob = async () => {
+      seen.push(recordOf(d));
+      await complete();
+    };
+    await expect(env().run(createWaitForBlockJob(d), waitIn())).resolves.toMatchObject({ pivotRequested: true });
+    expect(seen).toEqual([{ topVolumeId: 'v2', requestedAt: expect.any(String) }]);
+    expect(recordOf(d)).toEqual({
+      topVolumeId: 'v2',
+      requestedAt: seen[0]!.requestedAt,
+      confirmedAt: expect.any(String),
+    });
+  });
+
+  test('a job that ends in error after the request leaves the record unconfirmed', async () => {
+    const driver = new ScriptedDriver([job('ready', 20 * MiB, 20 * MiB)]);
+    driver.completeJob = async () => {
+      driver.calls.push('completeJob');
+      driver.script = [job('concluded', 20 * MiB, 20 * MiB, 'Input/output error')];
+    };
+    const d = deps(driver);
+    await expect(env().run(createWaitForBlockJob(d), waitIn())).resolves.toMatchObject({ error: 'Input/output error' });
+    expect(recordOf(d)).toEqual({ topVolumeId: 'v2', requestedAt: expect.any(String) });
+  });
+
+  test('a commit without a pivot request concludes with no record', async () => {
+    const driver = new ScriptedDriver([job('running', 0, 20 * MiB), job('concluded', 20 * MiB, 20 * MiB)]);
+    const d = deps(driver);
+    await expect(env().run(createWaitForBlockJob(d), waitIn())).resolves.toMatchObject({ pivotRequested: false });
+    expect(recordOf(d)).toBeUndefined();
+  });
+
+  test('a resumed wait whose last attempt recorded the request asks again while the job is ready', async () => {
+    const driver = new ScriptedDriver([job('ready', 20 * MiB, 20 * MiB)]);
+    const d = deps(driver);
+    const beat: Checkpoint = { status: 'ready', offset: 20 * MiB, len: 20 * MiB, pivotRequested: true };
+    await expect(env(beat).run(createWaitForBlockJob(d), waitIn())).resolves.toMatchObject({ pivotRequested: true });
+    expect(driver.calls).toEqual([`completeJob at ${20 * MiB}/${20 * MiB}`]);
+    expect(recordOf(d)?.confirmedAt).toEqual(expect.any(String));
+  });
+
+  test("a resumed wait confirms the last attempt's recorded request even when its heartbeat did not carry it", async () => {
+    const driver = new ScriptedDriver([job('concluded', 20 * MiB, 20 * MiB)]);
+    const d = deps(driver);
+    const file = path.join(d.storageRoot, 'images', 'd1', '.v2.pivot.json');
+    writeFileSync(file, JSON.stringify({ topVolumeId: 'v2', requestedAt: '2026-12-07T09:00:00.000Z' }));
+    const beat: Checkpoint = { status: 'ready', offset: 20 * MiB, len: 20 * MiB, pivotRequested: false };
+    await expect(env(beat).run(createWaitForBlockJob(d), waitIn())).resolves.toMatchObject({ outcome: 'concluded' });
+    expect(recordOf(d)).toEqual({
+      topVolumeId: 'v2',
+      requestedAt: '2026-12-07T09:00:00.000Z',
+      confirmedAt: expect.any(String),
+    });
+  });
+
+  test("a job id that is not the disk's is refused before a pivot, and nothing is recorded", async () => {
+    const driver = new ScriptedDriver([{ ...job('ready', 20 * MiB, 20 * MiB), id: 'lm.d9.v2' }]);
+    const d = deps(driver);
+    await expect(env().run(createWaitForBlockJob(d), { ...waitIn(), jobId: 'lm.d9.v2' })).rejects.toMatchObject({
+      type: 'InvalidMergeInput',
+      message: 'invalid input: jobId: lm.d9.v2 is not a commit job of disk d1',
+    });
+    expect(driver.calls).toEqual([]);
   });
 
   test("each turn's wait for a job event is released when the turn ends", async () => {

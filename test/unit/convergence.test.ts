@@ -3,6 +3,8 @@
  * block-job wait acting on each policy against a scripted driver whose guest dirties the top
  * faster than the job copies (len grows, the copy is speed-limited).
  */
+import { rmSync } from 'node:fs';
+
 import { ApplicationFailure, CancelledFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -15,7 +17,7 @@ import type { Checkpoint } from '../../src/domain/checkpoint';
 import { type ConvergenceState, graceOver, MIN_PROGRESS_BYTES, observeConvergence } from '../../src/domain/convergence';
 import { mergeOptionsSchema } from '../../src/domain/input';
 import type { BlockJob, JobStatus } from '../../src/drivers/driver';
-import { JobDriver } from '../harness/job-driver';
+import { jobDeps, JobDriver } from '../harness/job-driver';
 
 const MiB = 1024 * 1024;
 
@@ -169,13 +171,20 @@ describe('waitForBlockJob: an active commit that does not converge', () => {
     convergence: { windowSeconds: 1, policy, graceSeconds },
   });
 
+  const roots: string[] = [];
+  afterAll(() => {
+    for (const root of roots) rmSync(root, { recursive: true, force: true });
+  });
+
   function run(driver: DirtyingDriver, input: WaitStep, heartbeatDetails?: Checkpoint) {
     const env = new MockActivityEnvironment(heartbeatDetails ? { heartbeatDetails } : {}, {
       logger: new DefaultLogger('ERROR'),
     });
     const beats: Checkpoint[] = [];
     env.on('heartbeat', (d: Checkpoint) => beats.push(d));
-    const wait = createWaitForBlockJob({ driver } as Pick<HostDeps, 'driver'> as HostDeps);
+    const deps = jobDeps(driver);
+    roots.push(deps.storageRoot);
+    const wait = createWaitForBlockJob(deps);
     return { env, beats, result: env.run(wait, input) };
   }
 

@@ -28,6 +28,8 @@ const mockWf = {
   counters: [] as { name: string; value: number; tags: Record<string, unknown> }[],
   upserts: [] as unknown[],
   patched: true,
+  /** Patches absent from the history even when `patched` is true. */
+  unpatched: new Set<string>(),
   /** The patch ids the workflow asked about: those recorded in existing histories. */
   patchIds: new Set<string>(),
   options: [] as { taskQueue?: string; scheduleToStartTimeout?: unknown }[],
@@ -56,7 +58,7 @@ jest.mock('@temporalio/workflow', () => {
     CancellationScope: { nonCancellable: <T>(fn: () => Promise<T>): Promise<T> => fn() },
     patched: (id: string) => {
       mockWf.patchIds.add(id);
-      return mockWf.patched;
+      return mockWf.patched && !mockWf.unpatched.has(id);
     },
     getExternalWorkflowHandle: (to: string) => ({
       signal: async (_def: unknown, progress: Record<string, unknown>) => {
@@ -126,6 +128,7 @@ beforeEach(() => {
   mockWf.counters = [];
   mockWf.upserts = [];
   mockWf.patched = true;
+  mockWf.unpatched = new Set();
   mockWf.patchIds = new Set();
   mockWf.options = [];
   answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] }));
@@ -528,5 +531,146 @@ describe('a VM that does not run: the offline steps', () => {
     mockWf.patched = false;
     await DiskMergeWorkflow(input());
     expect(mockWf.calls[0].args).toEqual({ ...step, bandwidthBytesPerSec: 5 });
+  });
+});
+
+describe('a VM that stops mid-merge: the disk is finished offline', () => {
+  const stopped = refused('VmGone', 'VM vm1 is gone: its QEMU no longer answers on /run/vm1/qmp.sock (closed)');
+  /** The first merge step starts the job; the second, after the stop, reads what the VM left. */
+  const mergeThenOffline = (second: Record<string, unknown>): void => {
+    let n = 0;
+    answer('merge', () =>
+      n++ === 0
+        ? { outcome: 'started', jobId: 'lm.d1.v2', kind: 'active', chain: ['v2', 'v1'] }
+        : {
+            outcome: 'offline',
+            jobId: 'lm.d1.v2',
+            kind: 'active',
+            chain: ['v2', 'v1'],
+            definition: 'caller',
+            ...second,
+          },
+    );
+  };
+  beforeEach(() => {
+    answer('offlineCommit', () => ({ committed: true, bytes: 9 }));
+    answer('offlineRelink', () => ({ relinked: 'caller', changed: false }));
+  });
+
+  test('stopped before the pivot: the top is committed offline, the result names the base and says so', async () => {
+    mergeThenOffline({});
+    answer('waitForBlockJob', () => {
+      throw stopped;
+    });
+    answer('verifyChain', () => ({ chain: ['v1'] }));
+    await expect(DiskMergeWorkflow(input())).resolves.toEqual({
+      diskId: 'd1',
+      outcome: 'merged',
+      commitKind: 'active',
+      chainBefore: ['v2', 'v1'],
+      chainAfter: ['v1'],
+      topDeleted: true,
+      mode: 'offline',
+      activeVolumeId: 'v1',
+      stoppedMidMerge: { topStale: false },
+    });
+    expect(mockWf.calls.map((c) => [c.step, c.args])).toEqual([
+      ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true }],
+      ['waitForBlockJob', expect.objectContaining(jobStep)],
+      ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true, offlineOnly: true }],
+      ['offlineCommit', { ...step, kind: 'active', bandwidthBytesPerSec: 5, progressWorkflowId: 'parent' }],
+      ['offlineRelink', { ...step, kind: 'active' }],
+      ['verifyChain', { ...step, offline: true }],
+      ['deleteVolume', { ...step, offline: true }],
+    ]);
+    expect(mockWf.calls[2].summary).toBe(
+      'VM vm1 stopped mid-merge (VM vm1 is gone: its QEMU no longer answers on /run/vm1/qmp.sock (closed)): finish d1 offline',
+    );
+    // The parent shows the merged phase, with the same fields, from the result.
+    expect(phases()).toEqual(['committing', 'relinking']);
+    expect(mockWf.patchIds).toContain('stopped-mid-merge');
+    expect(outcomeCounter()).toEqual(['merged']);
+  });
+
+  test('stopped right after the pivot: the stale top is not committed, only taken out and deleted', async () => {
+    mergeThenOffline({ pivoted: true });
+    answer('waitForBlockJob', () => ({ outcome: 'concluded', offset: 7, len: 7, pivotRequested: true }));
+    let verified = 0;
+    answer('verifyChain', () => {
+      if (verified++ === 0) throw refused('VmNotFound', 'VM vm1 does not run here');
+      return { chain: ['v1'] };
+    });
+    const merged = await DiskMergeWorkflow(input());
+    expect(merged).toMatchObject({ outcome: 'merged', activeVolumeId: 'v1', stoppedMidMerge: { topStale: true } });
+    expect(steps()).toEqual([
+      'merge',
+      'waitForBlockJob',
+      'verifyChain',
+      'merge',
+      'offlineRelink',
+      'verifyChain',
+      'deleteVolume',
+    ]);
+    expect(mockWf.upserts.at(-2)).toEqual(['MergeMode=offline', 'ActiveVolumes=d1=v1']);
+  });
+
+  test('a pivot of unknown outcome: the disk fails with PivotOutcomeUnknown, nothing is deleted', async () => {
+    let n = 0;
+    answer('merge', () => {
+      if (n++ === 0) return { outcome: 'started', jobId: 'lm.d1.v2', kind: 'active', chain: ['v2', 'v1'] };
+      throw refused('PivotOutcomeUnknown', 'disk d1: the VM stopped between the pivot request and ...');
+    });
+    answer('waitForBlockJob', () => {
+      throw stopped;
+    });
+    const f = await failureOf(DiskMergeWorkflow(input()));
+    expect(f.type).toBe('PivotOutcomeUnknown');
+    expect(f.message).toBe('disk d1: disk d1: the VM stopped between the pivot request and ...; top volume v2 kept');
+    expect(steps()).toEqual(['merge', 'waitForBlockJob', 'merge', 'cleanup']);
+    expect(phases().at(-1)).toBe('failed');
+  });
+
+  test('a VM that runs again before the finish: VmStarted, the top kept', async () => {
+    let n = 0;
+    answer('merge', () => ({
+      outcome: n++ === 0 ? 'started' : 'adopted',
+      jobId: 'lm.d1.v2',
+      kind: 'active',
+      chain: ['v2', 'v1'],
+    }));
+    answer('waitForBlockJob', () => {
+      throw stopped;
+    });
+    const f = await failureOf(DiskMergeWorkflow(input()));
+    expect([f.type, f.message]).toEqual(['VmStarted', 'disk d1: VM vm1 runs again; top volume v2 kept']);
+    expect(steps()).toEqual(['merge', 'waitForBlockJob', 'merge', 'cleanup']);
+  });
+
+  test('a failure that is not a stop fails the disk as before, with no second merge step', async () => {
+    answer('waitForBlockJob', () => {
+      throw refused('DiskNotFound', 'no disk d1');
+    });
+    await expect(failureOf(DiskMergeWorkflow(input()))).resolves.toMatchObject({ type: 'DiskNotFound' });
+    expect(steps()).toEqual(['merge', 'waitForBlockJob', 'cleanup']);
+  });
+
+  test.each(['stopped-mid-merge', 'offline-merge'])(
+    'a merge recorded before %s fails the disk as VmGone, as it did',
+    async (patch) => {
+      mockWf.unpatched.add(patch);
+      answer('waitForBlockJob', () => {
+        throw stopped;
+      });
+      await expect(failureOf(DiskMergeWorkflow(input()))).resolves.toMatchObject({ type: 'VmGone' });
+      expect(steps()).toEqual(['merge', 'waitForBlockJob', 'cleanup']);
+    },
+  );
+
+  test('a cancel that ends the wait is a cancel, not a stop: the job is cancelled, nothing merged offline', async () => {
+    answer('waitForBlockJob', () => {
+      throw new CancelledFailure('cancelled');
+    });
+    await expect(DiskMergeWorkflow(input())).rejects.toBeInstanceOf(CancelledFailure);
+    expect(steps()).toEqual(['merge', 'waitForBlockJob', 'cancelBlockJob', 'cleanup']);
   });
 });

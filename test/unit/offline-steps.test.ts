@@ -585,3 +585,115 @@ async function commit0(): Promise<void> {
   const kind = 'intermediate' as const;
   await env().run(steps(stopped()).offlineCommit, { ...step('v1', 'v0'), kind, bandwidthBytesPerSec: 0 });
 }
+
+describe('a VM that stopped mid-merge of an active commit: what the pivot record says', () => {
+  const pivotRecord = (record: Record<string, string>): Promise<void> =>
+    fs.writeFile(path.join(imageDir(root, 'd1'), '.v2.pivot.json'), JSON.stringify({ topVolumeId: 'v2', ...record }));
+  const finish = (s: HostActivities) =>
+    env().run(s.merge, {
+      ...step('v2', 'v1'),
+      bandwidthBytesPerSec: 0,
+      allowOffline: true as const,
+      offlineOnly: true as const,
+    });
+  const commit = (s: HostActivities) =>
+    env().run(s.offlineCommit, { ...step('v2', 'v1'), kind: 'active' as const, bandwidthBytesPerSec: 0 });
+
+  test('no record: the top holds the newest data and is committed', async () => {
+    const s = steps(stopped());
+    expect(await finish(s)).toEqual({
+      outcome: 'offline',
+      jobId: 'lm.d1.v2',
+      kind: 'active',
+      chain: ['v2', 'v1', 'v0'],
+      definition: 'caller',
+    });
+    expect(await commit(s)).toEqual({ committed: true, bytes: 512 * 1024 });
+    expect(await reads(vol('v1'), 0x33, '1M', '512k')).toBe(true);
+  });
+
+  test('a confirmed pivot: the base is newest, the stale top is never committed over it', async () => {
+    await pivotRecord({ requestedAt: '2026-12-07T09:00:00.000Z', confirmedAt: '2026-12-07T09:00:00.050Z' });
+    // The guest wrote to the base after the pivot; the stale top has older data there.
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x44 1M 64k', vol('v1')]);
+    const s = steps(stopped());
+    expect(await finish(s)).toMatchObject({ outcome: 'offline', kind: 'active', pivoted: true });
+    expect(await commit(s)).toEqual({ committed: false, bytes: 0 });
+    expect(await reads(vol('v1'), 0x44, '1M')).toBe(true);
+    // Taken out of what a caller-held VM opens, and deleted.
+    expect(await env().run(s.verifyChain, { ...step('v2', 'v1'), offline: true as const })).toEqual({
+      chain: ['v1', 'v0'],
+    });
+    expect(await env().run(s.deleteVolume, { ...step('v2', 'v1'), offline: true as const })).toMatchObject({
+      deleted: true,
+    });
+    expect(existsSync(path.join(imageDir(root, 'd1'), '.v2.pivot.json'))).toBe(false);
+  });
+
+  test('an unconfirmed request, top and base differ: PivotOutcomeUnknown, both kept, nothing written', async () => {
+    await pivotRecord({ requestedAt: '2026-12-07T09:00:00.000Z' });
+    const before = await fs.readFile(vol('v1'));
+    const s = steps(stopped());
+    const f = await refusal(finish(s));
+    expect([f.type, f.message]).toEqual([
+      'PivotOutcomeUnknown',
+      "disk d1: the VM stopped between the pivot request (2026-12-07T09:00:00.000Z) and QEMU's confirmation, and v2 and v1 hold different data: if QEMU pivoted, the guest's newest writes are in v1 (start from it); if not, in v2 (start from it). Which one cannot be told from what QEMU left; both are kept, nothing was written or deleted",
+    ]);
+    expect(await refusal(commit(s))).toMatchObject({ type: 'PivotOutcomeUnknown' });
+    expect((await fs.readFile(vol('v1'))).equals(before)).toBe(true);
+    expect(existsSync(vol('v2'))).toBe(true);
+  });
+
+  test('an unconfirmed request, top and base read the same: the base, no commit', async () => {
+    await pivotRecord({ requestedAt: '2026-12-07T09:00:00.000Z' });
+    // What the mirror leaves at the pivot: the base holds everything the top does.
+    await run('qemu-io', ['-f', 'qcow2', '-c', 'write -P 0x33 1M 512k', vol('v1')]);
+    const s = steps(stopped());
+    expect(await finish(s)).toMatchObject({ kind: 'active', pivoted: true });
+    expect(await commit(s)).toEqual({ committed: false, bytes: 0 });
+  });
+
+  test('a record that does not parse is thrown, not read as "no pivot asked for"', async () => {
+    await fs.writeFile(path.join(imageDir(root, 'd1'), '.v2.pivot.json'), '{"topVolumeId":');
+    await expect(finish(steps(stopped()))).rejects.toThrow(SyntaxError);
+    await fs.writeFile(
+      path.join(imageDir(root, 'd1'), '.v2.pivot.json'),
+      JSON.stringify({ topVolumeId: 'v9', requestedAt: 'x' }),
+    );
+    await expect(finish(steps(stopped()))).rejects.toThrow(/pivot record .*\.v2\.pivot\.json is of volume v9, not v2/);
+  });
+
+  test('an intermediate commit never reads a pivot record', async () => {
+    await fs.writeFile(path.join(imageDir(root, 'd1'), '.v1.pivot.json'), 'not json');
+    const s = steps(stopped());
+    expect(
+      await env().run(s.merge, {
+        ...step('v1', 'v0'),
+        bandwidthBytesPerSec: 0,
+        allowOffline: true as const,
+        offlineOnly: true as const,
+      }),
+    ).toMatchObject({ kind: 'intermediate' });
+  });
+
+  test('offlineOnly: a VM that runs again is refused, and nothing is started', async () => {
+    const sim = running();
+    const f = await refusal(finish(steps(sim)));
+    expect([f.type, f.message]).toEqual([
+      'VmStarted',
+      'VM vm1 stopped mid-merge and runs again: disk d1 is not finished offline; top v2 kept, a new merge of the snapshot runs live',
+    ]);
+    expect(await sim.listJobs('vm1')).toEqual([]);
+  });
+
+  test('a new live job on the top drops the record of an earlier one: the VM runs from the top', async () => {
+    await pivotRecord({ requestedAt: '2026-12-07T09:00:00.000Z' });
+    const s = steps(running());
+    expect(
+      await env().run(s.merge, { ...step('v2', 'v1'), bandwidthBytesPerSec: 0, allowOffline: true as const }),
+    ).toMatchObject({
+      outcome: 'started',
+    });
+    expect(existsSync(path.join(imageDir(root, 'd1'), '.v2.pivot.json'))).toBe(false);
+  });
+});
