@@ -18,6 +18,8 @@ export const mergeStepSchema = diskStepSchema
     allowOffline: z.literal(true).optional(),
     /** Set when the VM stopped mid-merge: the disk is finished offline, and a VM that runs again is refused (VmStarted). */
     offlineOnly: z.literal(true).optional(),
+    /** With offlineOnly: the volume the live chain started from before the VM stopped. */
+    liveActive: idSchema.optional(),
   })
   .strict();
 export type MergeStep = z.infer<typeof mergeStepSchema>;

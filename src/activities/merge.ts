@@ -61,7 +61,7 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
           `VM ${vmId} stopped mid-merge and runs again: disk ${diskId} is not finished offline; top ${topVolumeId} kept, a new merge of the snapshot runs live`,
         );
       if (!vm.running) {
-        const offline = await readOfflineChain(deps, vmId, diskId, baseVolumeId, vm);
+        const offline = await readOfflineChain(deps, vmId, diskId, baseVolumeId, vm, { liveActive: step.liveActive });
         const placed = await placeInChain(deps.storageRoot, step, offline);
         const pivoted = placed === 'active' && (await newestVolume(deps.storageRoot, step, sameGuestData)) === 'base';
         log.info('VM does not run: offline merge', { vmId, diskId, definition: vm.definition, placed, pivoted });

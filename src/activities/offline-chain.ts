@@ -11,8 +11,9 @@ export type StoppedVm = Extract<VmState, { running: false }>;
 
 /**
  * The chain a stopped VM opens for a disk, active first: from the volume its hypervisor-kept
- * definition names, or (a caller-held definition) from the one image above each layer, upwards
- * from the base; then down from there as the image headers name it, as QEMU would open it.
+ * definition names, or (a caller-held definition) the volume the VM ran from when it stopped
+ * mid-merge, or else the one image above each layer, upwards from the base; then down from there
+ * as the image headers name it, as QEMU would open it.
  */
 export async function readOfflineChain(
   deps: HostDeps,
@@ -20,13 +21,22 @@ export async function readOfflineChain(
   diskId: string,
   baseVolumeId: string,
   vm: StoppedVm,
-  /** A top committed already: out of a caller-held chain even while its file still names the base. */
-  committedTop?: string,
+  from: {
+    /** A top committed already: out of a caller-held chain even while its file still names the base. */
+    committedTop?: string;
+    /**
+     * The volume QEMU ran the disk from before it stopped (a caller-held definition starts it there):
+     * after QEMU finished an intermediate commit, the top still names the base beside the layer above.
+     */
+    liveActive?: string;
+  } = {},
 ): Promise<DiskChain> {
   const active =
     vm.definition === 'hypervisor'
       ? await deps.driver.definedActive(vmId, diskId)
-      : await leafAbove(deps, diskId, volumePath(deps.storageRoot, diskId, baseVolumeId), committedTop);
+      : from.liveActive !== undefined
+        ? volumePath(deps.storageRoot, diskId, from.liveActive)
+        : await leafAbove(deps, diskId, volumePath(deps.storageRoot, diskId, baseVolumeId), from.committedTop);
   const files = await readHeaderChain(active);
   return { diskId, rootNode: '', volumes: files.map((p) => ({ path: p, nodeName: '' })) };
 }

@@ -46,5 +46,5 @@ export async function readStepChain(deps: HostDeps, step: CheckStep): Promise<Di
   const vm = step.offline ? await deps.driver.vmState(step.vmId) : undefined;
   if (vm === undefined || vm.running) return deps.driver.readChain(step.vmId, step.diskId);
   const top = volumePath(deps.storageRoot, step.diskId, step.topVolumeId);
-  return readOfflineChain(deps, step.vmId, step.diskId, step.baseVolumeId, vm, top);
+  return readOfflineChain(deps, step.vmId, step.diskId, step.baseVolumeId, vm, { committedTop: top });
 }

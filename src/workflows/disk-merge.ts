@@ -179,18 +179,35 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
    * (VmStarted) and the top kept.
    */
   async function finishOffline(stopped: unknown): Promise<DiskMerged> {
+    // A caller-held VM starts from where QEMU ran the disk (the live chain's first volume, a volume id).
+    const liveActive = schemas().input.idSchema.safeParse(chainBefore?.[0]).data;
     let started;
     try {
       started = await hostMerge.merge.executeWithOptions(
         { summary: `VM ${vmId} stopped mid-merge (${reasonOf(stopped)}): finish ${disk.diskId} offline` },
-        [{ ...step, bandwidthBytesPerSec: options.bandwidthBytesPerSec, allowOffline: true, offlineOnly: true }],
+        [
+          {
+            ...step,
+            bandwidthBytesPerSec: options.bandwidthBytesPerSec,
+            allowOffline: true,
+            offlineOnly: true,
+            ...(liveActive === undefined ? {} : { liveActive }),
+          },
+        ],
       );
     } catch (err) {
       throw await failed(err);
     }
     if (started.outcome !== 'offline') throw await failed(failure('VmStarted', `VM ${vmId} runs again`));
     offline = true;
-    return mergeOffline({ input, started, report, failed, stats, stoppedMidMerge: true });
+    return mergeOffline({
+      input,
+      started,
+      report,
+      failed,
+      stats,
+      stoppedMidMerge: { liveKind: commitKind, chainBefore },
+    });
   }
 
   /** Dismisses what the job left, records the reason, and fails this disk with the top kept. */

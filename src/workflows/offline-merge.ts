@@ -4,6 +4,7 @@ import type { HostActivities } from '../activities';
 import type { MergeStarted } from '../activities/merge';
 import { hostTaskQueue } from '../config/names';
 import { hostStepOptions, offlineCommitOptions } from '../config/policy';
+import type { CommitKind } from '../domain/commit';
 import type { DiskMergeInput } from '../domain/input';
 import type { DiskMerged } from '../domain/outcome';
 import type { DiskProgress } from '../domain/progress';
@@ -16,8 +17,11 @@ export interface OfflineMerge {
   /** Dismisses what is left, records the reason, and fails the disk with the top kept. */
   failed: (err: unknown) => Promise<ApplicationFailure>;
   stats: { bytesCommitted: number };
-  /** The VM stopped during the live steps (the result says so, and whether its top was stale). */
-  stoppedMidMerge?: true;
+  /**
+   * The VM stopped during the live steps (the result says so, and whether its top was stale): the
+   * kind and the chain of the live job, when it had started; a merge its job finished is `merged`.
+   */
+  stoppedMidMerge?: { liveKind: CommitKind | undefined; chainBefore: string[] | undefined };
 }
 
 /**
@@ -97,15 +101,16 @@ export async function mergeOffline({
         { summary: `delete volume ${disk.topVolumeId} of ${disk.diskId}` },
         [{ ...step, offline: true }],
       );
-      const outcome = kind === undefined ? 'alreadyMerged' : 'merged';
+      const doneKind = kind ?? stoppedMidMerge?.liveKind;
+      const outcome = doneKind === undefined ? 'alreadyMerged' : 'merged';
       const activeVolumeId = verified.chain[0];
       tagModeAndActive('offline', [{ diskId: disk.diskId, activeVolumeId }]);
-      await report({ phase: outcome, commitKind: kind, mode: 'offline', activeVolumeId, ...stopped });
+      await report({ phase: outcome, commitKind: doneKind, mode: 'offline', activeVolumeId, ...stopped });
       return {
         diskId: disk.diskId,
         outcome,
-        ...(kind === undefined ? {} : { commitKind: kind }),
-        chainBefore: started.chain,
+        ...(doneKind === undefined ? {} : { commitKind: doneKind }),
+        chainBefore: stoppedMidMerge?.chainBefore ?? started.chain,
         chainAfter: verified.chain,
         topDeleted: deleted.deleted,
         mode: 'offline',

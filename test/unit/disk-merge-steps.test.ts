@@ -577,7 +577,7 @@ describe('a VM that stops mid-merge: the disk is finished offline', () => {
     expect(mockWf.calls.map((c) => [c.step, c.args])).toEqual([
       ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true }],
       ['waitForBlockJob', expect.objectContaining(jobStep)],
-      ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true, offlineOnly: true }],
+      ['merge', { ...step, bandwidthBytesPerSec: 5, allowOffline: true, offlineOnly: true, liveActive: 'v2' }],
       ['offlineCommit', { ...step, kind: 'active', bandwidthBytesPerSec: 5, progressWorkflowId: 'parent' }],
       ['offlineRelink', { ...step, kind: 'active' }],
       ['verifyChain', { ...step, offline: true }],
@@ -612,6 +612,58 @@ describe('a VM that stops mid-merge: the disk is finished offline', () => {
       'deleteVolume',
     ]);
     expect(mockWf.upserts.at(-2)).toEqual(['MergeMode=offline', 'ActiveVolumes=d1=v1']);
+  });
+
+  test("stopped after the pivot whose definition names the base already (libvirt's): merged, with the live job's kind and chain", async () => {
+    let n = 0;
+    answer('merge', () =>
+      n++ === 0
+        ? { outcome: 'started', jobId: 'lm.d1.v2', kind: 'active', chain: ['v2', 'v1', 'v0'] }
+        : { outcome: 'offline', jobId: 'lm.d1.v2', chain: ['v1', 'v0'], definition: 'hypervisor' },
+    );
+    answer('waitForBlockJob', () => {
+      throw stopped;
+    });
+    answer('verifyChain', () => ({ chain: ['v1', 'v0'] }));
+    expect(await DiskMergeWorkflow(input())).toMatchObject({
+      outcome: 'merged',
+      commitKind: 'active',
+      chainBefore: ['v2', 'v1', 'v0'],
+      chainAfter: ['v1', 'v0'],
+      activeVolumeId: 'v1',
+      stoppedMidMerge: { topStale: false },
+    });
+    expect(steps()).toEqual(['merge', 'waitForBlockJob', 'merge', 'verifyChain', 'deleteVolume']);
+  });
+
+  test('stopped at the first step, before any job: a top merged earlier is alreadyMerged, the offline chain its chainBefore', async () => {
+    let n = 0;
+    answer('merge', () => {
+      if (n++ === 0) throw stopped;
+      return { outcome: 'offline', jobId: 'lm.d1.v2', chain: ['v1', 'v0'], definition: 'caller' };
+    });
+    answer('verifyChain', () => ({ chain: ['v1', 'v0'] }));
+    const merged = await DiskMergeWorkflow(input());
+    expect(merged).toMatchObject({ outcome: 'alreadyMerged', chainBefore: ['v1', 'v0'] });
+    expect(merged.commitKind).toBeUndefined();
+    expect(steps()).toEqual(['merge', 'merge', 'verifyChain', 'deleteVolume']);
+    // No live chain was read: the host walks the chain from the base.
+    expect(mockWf.calls[1].args).toEqual({ ...step, bandwidthBytesPerSec: 5, allowOffline: true, offlineOnly: true });
+  });
+
+  test('a live chain that starts outside the disk (no volume id) is not passed on as where the VM ran from', async () => {
+    let n = 0;
+    answer('merge', () =>
+      n++ === 0
+        ? { outcome: 'started', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['/elsewhere/x.qcow2', 'v2', 'v1'] }
+        : { outcome: 'offline', jobId: 'lm.d1.v2', chain: ['v1'], definition: 'caller' },
+    );
+    answer('waitForBlockJob', () => {
+      throw stopped;
+    });
+    answer('verifyChain', () => ({ chain: ['v1'] }));
+    await DiskMergeWorkflow(input());
+    expect(mockWf.calls[2].args).toEqual({ ...step, bandwidthBytesPerSec: 5, allowOffline: true, offlineOnly: true });
   });
 
   test('a pivot of unknown outcome: the disk fails with PivotOutcomeUnknown, nothing is deleted', async () => {

@@ -676,6 +676,55 @@ describe('a VM that stopped mid-merge of an active commit: what the pivot record
     ).toMatchObject({ kind: 'intermediate' });
   });
 
+  test('QEMU finished an intermediate commit, then the VM stopped: from where it ran, the top is merged already', async () => {
+    // What the job's end leaves: the top's data in the base, the layer above naming the base; the top still does too.
+    await run('qemu-img', ['commit', '-q', '-d', '-f', 'qcow2', vol('v1')]);
+    await run('qemu-img', ['rebase', '-q', '-u', '-f', 'qcow2', '-b', 'v0.qcow2', '-F', 'qcow2', vol('v2')]);
+    const s = steps(stopped());
+    const merge = (liveActive?: string) =>
+      env().run(s.merge, {
+        ...step('v1', 'v0'),
+        bandwidthBytesPerSec: 0,
+        allowOffline: true as const,
+        offlineOnly: true as const,
+        ...(liveActive === undefined ? {} : { liveActive }),
+      });
+    expect(await merge('v2')).toEqual({
+      outcome: 'offline',
+      jobId: 'lm.d1.v1',
+      chain: ['v2', 'v0'],
+      definition: 'caller',
+    });
+    // Without it, two images above the base: the VM's volume cannot be told.
+    expect(await refusal(merge())).toMatchObject({ type: 'ChainBranches' });
+    expect(await env().run(s.verifyChain, { ...step('v1', 'v0'), offline: true as const })).toEqual({
+      chain: ['v2', 'v0'],
+    });
+    expect(await env().run(s.deleteVolume, { ...step('v1', 'v0'), offline: true as const })).toMatchObject({
+      deleted: true,
+    });
+    expect(await reads(vol('v2'), 0x22, '0', '512k')).toBe(true);
+  });
+
+  test('QEMU stopped mid-way through an intermediate commit: from where it ran, the commit is to do', async () => {
+    const s = steps(stopped());
+    expect(
+      await env().run(s.merge, {
+        ...step('v1', 'v0'),
+        bandwidthBytesPerSec: 0,
+        allowOffline: true as const,
+        offlineOnly: true as const,
+        liveActive: 'v2',
+      }),
+    ).toEqual({
+      outcome: 'offline',
+      jobId: 'lm.d1.v1',
+      kind: 'intermediate',
+      chain: ['v2', 'v1', 'v0'],
+      definition: 'caller',
+    });
+  });
+
   test('offlineOnly: a VM that runs again is refused, and nothing is started', async () => {
     const sim = running();
     const f = await refusal(finish(steps(sim)));
