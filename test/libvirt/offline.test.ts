@@ -25,7 +25,7 @@ import { mergeRequest } from '../harness/merge-request';
 import { FaultStack } from '../harness/process-stack';
 import { startMerge } from '../harness/scenario';
 import { until } from '../harness/until';
-import { domainName } from './scenario';
+import { domainName, untilJobRuns } from './scenario';
 
 jest.setTimeout(240_000);
 const run = promisify(execFile);
@@ -147,6 +147,68 @@ describe('a persistent domain started between the commit and the redefine', () =
 
       const again = await (await startMerge(stack, { ...request, snapshotId: 'snap-lv-off-between-again' })).result();
       expect(again.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', activeVolumeId: 'b-d0v1' });
+      await expectRunsMerged(stack, vm, request);
+    } finally {
+      await stack.close();
+    }
+  });
+});
+
+describe('a persistent domain destroyed mid-merge', () => {
+  test('right after the pivot: merged, the base named, the stale top deleted uncommitted', async () => {
+    const stack = await new FaultStack({ driver: 'libvirt' }).start({ holds: ['before:deleteVolume'] });
+    try {
+      const vm = await shutOffVm(stack, 'pivot-destroy', true, 'q-');
+      await startLibvirtLabVm(vm);
+      const request = mergeRequest(vm, 'snap-lv-pivot-destroy', ['active']);
+      const handle = await startMerge(stack, request);
+      await stack.reached('before:deleteVolume');
+      await shutOffLibvirtLabVm(vm);
+      await stack.host!.kill();
+      await stack.startHost();
+      const result = await handle.result();
+      expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
+        ['merged', 'offline', 'active', 'q-d0v1', expect.objectContaining({})],
+      ]);
+      expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'q-disk0', 'q-d0v1'));
+      await startLibvirtLabVm(vm);
+      await expectRunsMerged(stack, vm, request);
+    } finally {
+      await stack.close();
+    }
+  });
+
+  test('both jobs running: finished offline, the active disk redefined to its base, the domain starts on the merged chains', async () => {
+    const stack = await new FaultStack({ driver: 'libvirt' }).start();
+    try {
+      const vm = await createLibvirtLabVm({
+        storageRoot: stack.storageRoot,
+        vmId: domainName('mid-destroy'),
+        disks: 2,
+        volumes: 3,
+        layerDataMiB: 4,
+        idPrefix: 'm-',
+        sizeMiB: 28,
+        persistent: true,
+      });
+      vms.push(vm);
+      const request = mergeRequest(vm, 'snap-lv-mid-destroy', ['intermediate', 'active'], {
+        bandwidthBytesPerSec: 1024 * 1024,
+      });
+      const handle = await startMerge(stack, request);
+      await untilJobRuns(vm, 'vda');
+      await untilJobRuns(vm, 'vdb');
+      await shutOffLibvirtLabVm(vm);
+      const result = await handle.result();
+      expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
+        ['merged', 'offline', 'intermediate', 'm-d0v2', { topStale: false }],
+        ['merged', 'offline', 'active', 'm-d1v1', { topStale: false }],
+      ]);
+      expect(await inactiveSource(vm)).toEqual([
+        volumePath(stack.storageRoot, 'm-disk0', 'm-d0v2'),
+        volumePath(stack.storageRoot, 'm-disk1', 'm-d1v1'),
+      ]);
+      await startLibvirtLabVm(vm);
       await expectRunsMerged(stack, vm, request);
     } finally {
       await stack.close();
