@@ -7,6 +7,8 @@
  * acknowledged. The seed is printed; the same seed replays the same plan.
  *
  *   npx tsx test/fault/chaos.ts --merges 20 --seed 7 [--parallel 3]
+ *
+ * `--mode qemu` kills each VM's QEMU instead, at a random moment of its merge (stop-chaos.ts).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { existsSync } from 'node:fs';
@@ -20,6 +22,7 @@ import { createLabVm, destroyLabVm, type LabVm, stopLabVm, verifyLabVm } from '.
 import { volumePath } from '../../src/domain/layout';
 import { FaultStack } from '../harness/process-stack';
 import { mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { runStopChaos } from './stop-chaos';
 
 export interface ChaosOptions {
   merges: number;
@@ -49,7 +52,7 @@ export interface ChaosReport {
 }
 
 /** mulberry32: small, seeded, good enough to replay a plan. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
@@ -211,6 +214,7 @@ if (require.main === module) {
       merges: { type: 'string', default: '10' },
       seed: { type: 'string' },
       parallel: { type: 'string', default: '3' },
+      mode: { type: 'string', default: 'processes' },
     },
   });
   const opts = z
@@ -218,15 +222,58 @@ if (require.main === module) {
       merges: z.coerce.number().int().min(1).max(1000),
       seed: z.coerce.number().int().min(0),
       parallel: z.coerce.number().int().min(1).max(16),
+      mode: z.enum(['processes', 'qemu']),
     })
-    .parse({ merges: values.merges, seed: values.seed ?? Math.floor(Math.random() * 1e9), parallel: values.parallel });
-  console.log(`chaos: seed ${opts.seed}, ${opts.merges} merges, ${opts.parallel} at a time`);
+    .parse({
+      merges: values.merges,
+      seed: values.seed ?? Math.floor(Math.random() * 1e9),
+      parallel: values.parallel,
+      mode: values.mode,
+    });
+  console.log(`chaos (${opts.mode}): seed ${opts.seed}, ${opts.merges} merges, ${opts.parallel} at a time`);
+  if (opts.mode === 'qemu') mainStopChaos(opts);
+  else mainProcessChaos(opts);
+}
+
+function mainStopChaos(opts: { merges: number; seed: number; parallel: number }): void {
+  runStopChaos({ ...opts, random: prng(opts.seed), log: (line) => console.log(line) }).then(
+    (report) => {
+      const file = writeReport(`chaos-qemu-${opts.seed}.json`, report);
+      const states = report.disks.reduce<Record<string, number>>(
+        (acc, d) => ({ ...acc, [d.state]: (acc[d.state] ?? 0) + 1 }),
+        {},
+      );
+      const stale = report.disks.filter((d) => d.topStale).length;
+      const acked = report.disks.reduce((n, d) => n + d.guest.acknowledged, 0);
+      const offsets = report.disks.reduce((n, d) => n + d.guest.offsetsAcknowledged, 0);
+      const found = report.disks.reduce((n, d) => n + d.guest.found, 0);
+      const lost = report.disks.reduce((n, d) => n + d.guest.lost, 0);
+      console.log(
+        `chaos (qemu): seed ${report.seed}: ${report.merges} merges, QEMU killed in each, in ${Math.round(report.durationMs / 1000)} s; disks ${JSON.stringify(states)}, ${stale} with a stale top; guest writes ${acked} acknowledged (${offsets} offsets), ${found} found, ${lost} lost; invariant ${report.ok ? 'HELD' : 'BROKEN'}; report ${file}`,
+      );
+      for (const d of report.disks.filter((x) => x.state === 'BROKEN'))
+        console.log(`  BROKEN ${d.snapshotId}/${d.diskId}: ${d.detail}`);
+      process.exit(report.ok ? 0 : 1);
+    },
+    (err: unknown) => {
+      console.error('chaos run failed:', err);
+      process.exit(1);
+    },
+  );
+}
+
+function writeReport(name: string, report: unknown): string {
+  const dir = path.resolve(__dirname, '../../test-artifacts');
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, name);
+  writeFileSync(file, JSON.stringify(report, null, 2));
+  return file;
+}
+
+function mainProcessChaos(opts: { merges: number; seed: number; parallel: number }): void {
   runChaos(opts).then(
     (report) => {
-      const dir = path.resolve(__dirname, '../../test-artifacts');
-      mkdirSync(dir, { recursive: true });
-      const file = path.join(dir, `chaos-${opts.seed}.json`);
-      writeFileSync(file, JSON.stringify(report, null, 2));
+      const file = writeReport(`chaos-${opts.seed}.json`, report);
       const counts = report.disks.reduce<Record<string, number>>(
         (acc, d) => ({ ...acc, [d.state]: (acc[d.state] ?? 0) + 1 }),
         {},

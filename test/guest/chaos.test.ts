@@ -1,8 +1,10 @@
-import { runChaos } from '../fault/chaos';
+import { prng, runChaos } from '../fault/chaos';
+import { runStopChaos } from '../fault/stop-chaos';
 
 /**
  * 12. A short seeded chaos run, each VM's guest writing through its merge (the full one:
  * npx tsx test/fault/chaos.ts --merges 20). In test/guest/: it boots guests, one run at a time.
+ * 13. The same with QEMU killed at a random moment of each merge (the full one: --mode qemu --merges 30).
  */
 
 jest.setTimeout(300_000);
@@ -18,6 +20,19 @@ test('12. chaos: merges under random kills of engine, host agent and server keep
   expect(report.disks.filter((d) => d.state === 'BROKEN')).toEqual([]);
   expect(report.disks.length).toBeGreaterThanOrEqual(4);
   // Every disk's guest wrote, and the check found every acknowledged write.
+  for (const d of report.disks) {
+    expect(d.guest.acknowledged).toBeGreaterThan(0);
+    expect([d.diskId, d.guest.lost, d.guest.found]).toEqual([d.diskId, 0, d.guest.offsetsAcknowledged]);
+  }
+});
+
+test('13. chaos, QEMU killed mid-merge: each merge finishes and names the volume that holds every acknowledged write', async () => {
+  const seed = Number(process.env.LIVE_MERGE_CHAOS_SEED ?? 20261207);
+  const lines: string[] = [];
+  const report = await runStopChaos({ merges: 4, seed, parallel: 2, random: prng(seed), log: (l) => lines.push(l) });
+  console.log(`chaos (qemu) seed ${seed}:\n${lines.join('\n')}`);
+  expect(report.disks.filter((d) => d.state === 'BROKEN')).toEqual([]);
+  expect(report.disks.length).toBeGreaterThanOrEqual(4);
   for (const d of report.disks) {
     expect(d.guest.acknowledged).toBeGreaterThan(0);
     expect([d.diskId, d.guest.lost, d.guest.found]).toEqual([d.diskId, 0, d.guest.offsetsAcknowledged]);
