@@ -7,11 +7,15 @@
  *   mkdir -p .lab/replay-base && git archive <commit> src | tar -x -C .lab/replay-base
  *   npx tsx test/harness/record-histories.ts .lab/replay-base/src test/fixtures/histories <label>
  *   rm -rf .lab/replay-base          # or `npm run lint` reads it too
+ *
+ * `--vm-stops` records the same merge with the VM gone during disk1's wait (its step fails with
+ * VmGone): the merge fails on disk1, as merges recorded before the stopped-mid-merge path did.
  */
 import { writeFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { Context } from '@temporalio/activity';
+import { ApplicationFailure } from '@temporalio/common';
 import { temporal as proto } from '@temporalio/proto';
 import { bundleWorkflowCode, DefaultLogger, Worker } from '@temporalio/worker';
 
@@ -24,8 +28,9 @@ import { mockHostWorkers, withWorkers } from './workers';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 async function main(): Promise<void> {
-  const [src, outDir, label] = process.argv.slice(2);
-  if (!src || !outDir || !label) throw new Error('usage: record-histories.ts <src dir> <out dir> <label>');
+  const [src, outDir, label, scenario] = process.argv.slice(2);
+  if (!src || !outDir || !label) throw new Error('usage: record-histories.ts <src dir> <out dir> <label> [--vm-stops]');
+  const vmStops = scenario === '--vm-stops';
   const temporal = await startTestTemporal();
   try {
     const srcDir = path.resolve(src);
@@ -55,6 +60,12 @@ async function main(): Promise<void> {
           await sleep(300);
           if (i.commitKind === 'active') await report({ phase: 'pivoting', jobStatus: 'ready', offset: 10, len: 10 });
         }
+        if (vmStops && i.diskId === 'disk1')
+          throw ApplicationFailure.create({
+            type: 'VmGone',
+            message: 'VM vm1 is gone: its QEMU no longer answers on /run/vm1/qmp.sock (nothing listens on it)',
+            nonRetryable: true,
+          });
         return { outcome: 'concluded', offset: 10, len: 10, pivotRequested: i.commitKind === 'active' };
       },
       verifyChain: async () => ({ chain: ['base'] }),
@@ -80,7 +91,9 @@ async function main(): Promise<void> {
         workflowId: liveMergeWorkflowId(snapshotId),
         args: [request],
       });
-      await handle.result();
+      await handle.result().catch((err: unknown) => {
+        if (!vmStops) throw err;
+      });
     });
     const ids = [liveMergeWorkflowId(snapshotId), ...['disk0', 'disk1'].map((d) => diskMergeWorkflowId(snapshotId, d))];
     for (const id of ids) {
