@@ -45,12 +45,14 @@ export async function mergeOffline({
   const hostCommit = proxyActivities<HostActivities>({ ...offlineCommitOptions, taskQueue });
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const { kind } = started;
-  const topStale = started.pivoted === true;
+  const pivoted = started.pivoted === true;
+  // An active job's top already out of what the VM opens (libvirt pointed its definition at the base): pivoted too.
+  const topStale = pivoted || (kind === undefined && stoppedMidMerge?.liveKind === 'active');
   const stopped = stoppedMidMerge ? { stoppedMidMerge: { topStale } } : {};
   tagModeAndActive('offline', []);
 
   try {
-    if (kind !== undefined && !topStale) {
+    if (kind !== undefined && !pivoted) {
       await report({ phase: 'committing', commitKind: kind, mode: 'offline' });
       const committed = await hostCommit.offlineCommit.executeWithOptions(
         { summary: `commit ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId} offline (qemu-img)` },

@@ -244,12 +244,13 @@ function mainStopChaos(opts: { merges: number; seed: number; parallel: number })
         {},
       );
       const stale = report.disks.filter((d) => d.topStale).length;
+      const leaked = report.disks.reduce((n, d) => n + (d.leakedClusters ?? 0), 0);
       const acked = report.disks.reduce((n, d) => n + d.guest.acknowledged, 0);
       const offsets = report.disks.reduce((n, d) => n + d.guest.offsetsAcknowledged, 0);
       const found = report.disks.reduce((n, d) => n + d.guest.found, 0);
       const lost = report.disks.reduce((n, d) => n + d.guest.lost, 0);
       console.log(
-        `chaos (qemu): seed ${report.seed}: ${report.merges} merges, QEMU killed in each, in ${Math.round(report.durationMs / 1000)} s; disks ${JSON.stringify(states)}, ${stale} with a stale top; guest writes ${acked} acknowledged (${offsets} offsets), ${found} found, ${lost} lost; invariant ${report.ok ? 'HELD' : 'BROKEN'}; report ${file}`,
+        `chaos (qemu): seed ${report.seed}: ${report.merges} merges, QEMU killed in each, in ${Math.round(report.durationMs / 1000)} s; disks ${JSON.stringify(states)}, ${stale} with a stale top, ${leaked} leaked clusters (a killed QEMU's; no corruption); guest writes ${acked} acknowledged (${offsets} offsets), ${found} found, ${lost} lost; invariant ${report.ok ? 'HELD' : 'BROKEN'}; report ${file}`,
       );
       for (const d of report.disks.filter((x) => x.state === 'BROKEN'))
         console.log(`  BROKEN ${d.snapshotId}/${d.diskId}: ${d.detail}`);

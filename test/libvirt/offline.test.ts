@@ -168,7 +168,7 @@ describe('a persistent domain destroyed mid-merge', () => {
       await stack.startHost();
       const result = await handle.result();
       expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
-        ['merged', 'offline', 'active', 'q-d0v1', expect.objectContaining({})],
+        ['merged', 'offline', 'active', 'q-d0v1', { topStale: true }],
       ]);
       expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'q-disk0', 'q-d0v1'));
       await startLibvirtLabVm(vm);

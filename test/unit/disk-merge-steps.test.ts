@@ -631,7 +631,7 @@ describe('a VM that stops mid-merge: the disk is finished offline', () => {
       chainBefore: ['v2', 'v1', 'v0'],
       chainAfter: ['v1', 'v0'],
       activeVolumeId: 'v1',
-      stoppedMidMerge: { topStale: false },
+      stoppedMidMerge: { topStale: true },
     });
     expect(steps()).toEqual(['merge', 'waitForBlockJob', 'merge', 'verifyChain', 'deleteVolume']);
   });
@@ -644,7 +644,11 @@ describe('a VM that stops mid-merge: the disk is finished offline', () => {
     });
     answer('verifyChain', () => ({ chain: ['v1', 'v0'] }));
     const merged = await DiskMergeWorkflow(input());
-    expect(merged).toMatchObject({ outcome: 'alreadyMerged', chainBefore: ['v1', 'v0'] });
+    expect(merged).toMatchObject({
+      outcome: 'alreadyMerged',
+      chainBefore: ['v1', 'v0'],
+      stoppedMidMerge: { topStale: false },
+    });
     expect(merged.commitKind).toBeUndefined();
     expect(steps()).toEqual(['merge', 'merge', 'verifyChain', 'deleteVolume']);
     // No live chain was read: the host walks the chain from the base.
