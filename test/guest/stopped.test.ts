@@ -12,6 +12,7 @@ import { WorkflowFailedError } from '@temporalio/client';
 
 import { checkGuestWrites, checkImage, ensureGuestArtifacts } from '../../lab/guest';
 import { imageCommitPid, type LabVm, queryLabVmDevices, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import type { CommitKind } from '../../src/domain/commit';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { imageDir, volumePath } from '../../src/domain/layout';
 import type { DiskMerged, LiveMergeResult } from '../../src/domain/outcome';
@@ -108,29 +109,61 @@ async function expectFinishedOffline(
   await stopLabVm(stack.runDir, vm.vmId);
 }
 
-test('QEMU killed mid-job, an intermediate and an active commit: both finished offline, the tops committed', async () => {
-  const vm = await vms.create('gs-mid');
+/**
+ * A merge of the VM `gs-<name>` started while its guest writes, at the guests' job speed;
+ * `during()` counts the writes acknowledged per disk since the start.
+ */
+async function mergeWhileWriting(name: string, kinds: CommitKind[]) {
+  const vm = await vms.create(`gs-${name}`);
   await waitForWrites(vm);
-  const request = mergeRequest(vm, 'snap-gs-mid', ['intermediate', 'active'], { bandwidthBytesPerSec: BANDWIDTH });
-  const jobs = await watchJobs(stack.runDir, vm.vmId);
+  const request = mergeRequest(vm, `snap-gs-${name}`, kinds, { bandwidthBytesPerSec: BANDWIDTH });
   const before = await acksPerDisk(vm);
   const handle = await startMerge(stack, request);
+  const during = async (): Promise<number[]> => (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  return { vm, request, handle, during };
+}
+
+/** Resolves once the guest acknowledged `n` more writes on every disk. */
+async function writesMore(vm: LabVm, n: number): Promise<void> {
+  await waitForWrites(
+    vm,
+    (await acksPerDisk(vm)).map((k) => k + n),
+  );
+}
+
+/** Both disks of an intermediate and an active commit finished offline, before any pivot. */
+const BOTH_BEFORE_PIVOT = [
+  { diskId: 'disk0', activeVolumeId: 'd0v2', stoppedMidMerge: { topStale: false } },
+  { diskId: 'disk1', activeVolumeId: 'd1v1', stoppedMidMerge: { topStale: false } },
+];
+
+test('QEMU killed mid-job, an intermediate and an active commit, then the host agent during the offline finish: both committed offline', async () => {
+  const { vm, request, handle, during: writtenSince } = await mergeWhileWriting('mid', ['intermediate', 'active']);
+  const jobs = await watchJobs(stack.runDir, vm.vmId);
   await until(async () => (await jobs.running()) === 2);
   await jobs.close();
   await killQemu(vm);
-  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  const during = await writtenSince();
+  // The active disk's offline commit runs (qemu-img at the merge's 4 MiB/s): the agent dies under it.
+  const top = volumePath(stack.storageRoot, 'disk1', 'd1v2');
+  await until(async () => (await imageCommitPid(top)) !== undefined, 60_000);
+  await stack.host!.kill();
+  await until(async () => (await imageCommitPid(top)) === undefined, 10_000);
+  await stack.startHost();
+  const restarted = Date.now();
   const result = await handle.result();
+  recordRecovery(
+    'guest: host agent killed during the offline finish of a VM stopped mid-merge',
+    Date.now() - restarted,
+  );
   // No pivot was asked for: the tops held the newest data and were committed.
   expect([pivotRecord('disk0', 'd0v1'), pivotRecord('disk1', 'd1v2')]).toEqual([undefined, undefined]);
   await expectFinishedOffline(
-    'guest: QEMU killed mid-job (intermediate, active)',
+    'guest: QEMU killed mid-job (intermediate, active), then the host agent during the offline finish',
     vm,
     request,
     result,
-    [
-      { diskId: 'disk0', activeVolumeId: 'd0v2', stoppedMidMerge: { topStale: false } },
-      { diskId: 'disk1', activeVolumeId: 'd1v1', stoppedMidMerge: { topStale: false } },
-    ],
+    BOTH_BEFORE_PIVOT,
     during,
     false,
   );
@@ -144,38 +177,27 @@ test('QEMU killed mid-job, an intermediate and an active commit: both finished o
 });
 
 test('the guest powers off by itself mid-job: finished offline, every write it acknowledged is kept', async () => {
-  const vm = await vms.create('gs-off');
-  await waitForWrites(vm);
-  const request = mergeRequest(vm, 'snap-gs-off', ['intermediate', 'active'], { bandwidthBytesPerSec: BANDWIDTH });
+  const { vm, request, handle, during: writtenSince } = await mergeWhileWriting('off', ['intermediate', 'active']);
   const jobs = await watchJobs(stack.runDir, vm.vmId);
-  const before = await acksPerDisk(vm);
-  const handle = await startMerge(stack, request);
   await until(async () => (await jobs.running()) === 2);
   await jobs.close();
   expect(await stopLabVm(stack.runDir, vm.vmId)).toBe('guest-powered-off');
-  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  const during = await writtenSince();
   const result = await handle.result();
   await expectFinishedOffline(
     'guest: powered off mid-job (intermediate, active)',
     vm,
     request,
     result,
-    [
-      { diskId: 'disk0', activeVolumeId: 'd0v2', stoppedMidMerge: { topStale: false } },
-      { diskId: 'disk1', activeVolumeId: 'd1v1', stoppedMidMerge: { topStale: false } },
-    ],
+    BOTH_BEFORE_PIVOT,
     during,
     true,
   );
 });
 
 test('QEMU killed in ready, before the pivot was asked for: the top is committed offline', async () => {
-  const vm = await vms.create('gs-ready');
-  await waitForWrites(vm);
-  const request = mergeRequest(vm, 'snap-gs-ready', ['active'], { bandwidthBytesPerSec: BANDWIDTH });
+  const { vm, request, handle, during: writtenSince } = await mergeWhileWriting('ready', ['active']);
   const jobs = await watchJobs(stack.runDir, vm.vmId);
-  const before = await acksPerDisk(vm);
-  const handle = await startMerge(stack, request);
   await until(async () => (await jobs.running()) === 1);
   // The host agent frozen, QEMU takes the job to ready by itself: nobody asks for the pivot.
   const agent = stack.host!.process.pid!;
@@ -183,15 +205,12 @@ test('QEMU killed in ready, before the pivot was asked for: the top is committed
   try {
     await until(async () => (await jobs.list()).some((j) => j.status === 'ready'), 60_000);
     await jobs.close();
-    await waitForWrites(
-      vm,
-      (await acksPerDisk(vm)).map((n) => n + 2),
-    );
+    await writesMore(vm, 2);
     await killQemu(vm);
   } finally {
     process.kill(agent, 'SIGCONT');
   }
-  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  const during = await writtenSince();
   const result = await handle.result();
   expect(pivotRecord('disk0', 'd0v2')).toBeUndefined();
   await expectFinishedOffline(
@@ -207,11 +226,7 @@ test('QEMU killed in ready, before the pivot was asked for: the top is committed
 
 test('QEMU killed right after the pivot: the stale top is not committed, the base is named, the writes since are kept', async () => {
   await plainHost(['before:deleteVolume']);
-  const vm = await vms.create('gs-pivot');
-  await waitForWrites(vm);
-  const request = mergeRequest(vm, 'snap-gs-pivot', ['active'], { bandwidthBytesPerSec: BANDWIDTH });
-  const before = await acksPerDisk(vm);
-  const handle = await startMerge(stack, request);
+  const { vm, request, handle, during: writtenSince } = await mergeWhileWriting('pivot', ['active']);
   await stack.reached('before:deleteVolume');
   // Pivoted and confirmed: the device writes to the base, d0v1, and the record says so.
   expect((await queryLabVmDevices(stack.runDir, vm.vmId))[0].activePath).toBe(
@@ -219,12 +234,9 @@ test('QEMU killed right after the pivot: the stale top is not committed, the bas
   );
   expect(pivotRecord('disk0', 'd0v2')?.confirmedAt).toEqual(expect.any(String));
   // The guest writes on to the base before QEMU dies.
-  await waitForWrites(
-    vm,
-    (await acksPerDisk(vm)).map((n) => n + 3),
-  );
+  await writesMore(vm, 3);
   await killQemu(vm);
-  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  const during = await writtenSince();
   await plainHost();
   const result = await handle.result();
   await expectFinishedOffline(
@@ -241,11 +253,7 @@ test('QEMU killed right after the pivot: the stale top is not committed, the bas
 
 test('QEMU killed between the pivot request and its confirmation: PivotOutcomeUnknown, both kept, the writes in the base', async () => {
   await plainHost(['after:completeJob']);
-  const vm = await vms.create('gs-unknown');
-  await waitForWrites(vm);
-  const request = mergeRequest(vm, 'snap-gs-unknown', ['active'], { bandwidthBytesPerSec: BANDWIDTH });
-  const before = await acksPerDisk(vm);
-  const handle = await startMerge(stack, request);
+  const { vm, handle, during: writtenSince } = await mergeWhileWriting('unknown', ['active']);
   await stack.reached('after:completeJob');
   // QEMU took the request and pivoted; the agent has not seen the job conclude.
   await until(
@@ -253,12 +261,9 @@ test('QEMU killed between the pivot request and its confirmation: PivotOutcomeUn
       (await queryLabVmDevices(stack.runDir, vm.vmId))[0].activePath === volumePath(stack.storageRoot, 'disk0', 'd0v1'),
   );
   expect(pivotRecord('disk0', 'd0v2')).toEqual({ topVolumeId: 'd0v2', requestedAt: expect.any(String) });
-  await waitForWrites(
-    vm,
-    (await acksPerDisk(vm)).map((n) => n + 3),
-  );
+  await writesMore(vm, 3);
   await killQemu(vm);
-  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
+  const during = await writtenSince();
   await plainHost();
   const err = await handle.result().then(
     () => undefined,
@@ -275,38 +280,4 @@ test('QEMU killed between the pivot request and its confirmation: PivotOutcomeUn
   // QEMU did pivot here: the base holds every write the guest acknowledged, the ones after the pivot too.
   const report = await checkGuestWrites(stack.runDir, vm.vmId, { activeVolumes: { disk0: 'd0v1' } });
   expectGuestWritesKept('guest: QEMU killed between the pivot request and its confirmation', report, during, false);
-});
-
-test('host agent killed during the offline finish: the restarted agent finishes it, nothing lost', async () => {
-  const vm = await vms.create('gs-agent');
-  await waitForWrites(vm);
-  const request = mergeRequest(vm, 'snap-gs-agent', ['active'], { bandwidthBytesPerSec: BANDWIDTH });
-  const jobs = await watchJobs(stack.runDir, vm.vmId);
-  const before = await acksPerDisk(vm);
-  const handle = await startMerge(stack, request);
-  await until(async () => (await jobs.running()) === 1);
-  await jobs.close();
-  await killQemu(vm);
-  const during = (await acksPerDisk(vm)).map((n, i) => n - before[i]);
-  // The offline commit runs (qemu-img at the merge's 4 MiB/s): the agent dies under it.
-  const top = volumePath(stack.storageRoot, 'disk0', 'd0v2');
-  await until(async () => (await imageCommitPid(top)) !== undefined, 60_000);
-  await stack.host!.kill();
-  await until(async () => (await imageCommitPid(top)) === undefined, 10_000);
-  await stack.startHost();
-  const restarted = Date.now();
-  const result = await handle.result();
-  recordRecovery(
-    'guest: host agent killed during the offline finish of a VM stopped mid-merge',
-    Date.now() - restarted,
-  );
-  await expectFinishedOffline(
-    'guest: host agent killed during the offline finish',
-    vm,
-    request,
-    result,
-    [{ diskId: 'disk0', activeVolumeId: 'd0v1', stoppedMidMerge: { topStale: false } }],
-    during,
-    false,
-  );
 });
