@@ -91,3 +91,15 @@ test('removed with its top; removing it twice is fine', async () => {
   expect(await fs.readdir(imageDir(root, 'd1'))).toEqual([]);
   await removePivotRecord(root, 'd1', 'v2');
 });
+
+test('the record and its directory are closed once written: no file of the root stays open', async () => {
+  const openUnderRoot = async (): Promise<string[]> => {
+    const links = await Promise.all(
+      (await fs.readdir('/proc/self/fd')).map((fd) => fs.readlink(`/proc/self/fd/${fd}`).catch(() => '')),
+    );
+    return links.filter((l) => l.startsWith(root));
+  };
+  await recordPivotRequest(root, 'd1', 'v2');
+  await confirmPivot(root, 'd1', 'v2');
+  expect(await openUnderRoot()).toEqual([]);
+});
