@@ -199,7 +199,6 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
       throw await failed(err);
     }
     if (started.outcome !== 'offline') throw await failed(failure('VmStarted', `VM ${vmId} runs again`));
-    offline = true;
     return mergeOffline({
       input,
       started,

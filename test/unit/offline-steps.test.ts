@@ -667,6 +667,9 @@ describe('a VM that stopped mid-merge of an active commit: what the pivot record
     await fs.writeFile(path.join(imageDir(root, 'd1'), '.v1.pivot.json'), 'not json');
     const s = steps(stopped());
     expect(
+      await env().run(s.offlineCommit, { ...step('v1', 'v0'), kind: 'intermediate' as const, bandwidthBytesPerSec: 0 }),
+    ).toEqual({ committed: true, bytes: 512 * 1024 });
+    expect(
       await env().run(s.merge, {
         ...step('v1', 'v0'),
         bandwidthBytesPerSec: 0,
