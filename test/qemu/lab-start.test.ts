@@ -90,19 +90,27 @@ describe('startLabVm (real QEMU)', () => {
   test('a volume another process holds open for writing cannot be started from: QEMU refuses the lock', async () => {
     await stopLabVm(runDir, vmId);
     const held = volumePath(storageRoot, 'disk1', 'd1v2');
+    const refusal = (): Promise<string> =>
+      run('qemu-img', ['info', held]).then(
+        () => '',
+        (err: Error) => err.message,
+      );
+    // Nobody holds it first (the stopped VM's QEMU let go): a refusal below is the holder's alone.
+    await until(async () => (await refusal()) === '', 10_000);
     // qemu-io takes QEMU's write lock on the image and holds it while it waits for commands.
-    const holder = spawn('qemu-io', ['-f', 'qcow2', held], { stdio: ['pipe', 'ignore', 'ignore'] });
+    const holder = spawn('qemu-io', ['-f', 'qcow2', held], { stdio: ['pipe', 'ignore', 'pipe'] });
+    let holderErr = '';
+    holder.stderr.on('data', (d: Buffer) => (holderErr += d.toString()));
     const exited = new Promise((r) => holder.once('exit', r));
     try {
-      // Held once qemu-img, which takes a shared lock to read the header, is refused.
+      // Held once qemu-img, which takes a shared lock to read the header, is refused while the holder runs.
       await until(async () => {
-        const refusal = await run('qemu-img', ['info', held]).then(
-          () => '',
-          (err: Error) => err.message,
-        );
-        return /lock/i.test(refusal);
+        if (holder.exitCode !== null || holder.signalCode !== null)
+          throw new Error(`qemu-io ended before it held the image: ${holderErr}`);
+        return /lock/i.test(await refusal());
       }, 10_000);
       await expect(startLabVm(runDir, vmId)).rejects.toThrow(/Failed to get "write" lock/);
+      expect([holder.exitCode, holder.signalCode]).toEqual([null, null]);
       expect(await runningLabVmPid(runDir, vmId)).toBeUndefined();
     } finally {
       holder.kill('SIGKILL');
