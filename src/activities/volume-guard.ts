@@ -1,8 +1,9 @@
 import * as path from 'node:path';
 
+import { STOPPED_VM_LOCKS_POLL_MS, STOPPED_VM_LOCKS_SETTLE_MS } from '../config/policy';
 import { failure } from '../domain/failures';
 import type { DiskChain } from '../drivers/driver';
-import { describeUser, type VolumeUsers } from '../volume-users';
+import { describeUser, type VolumeUsers, type VolumeUsersQuery } from '../volume-users';
 import type { HostDeps } from './deps';
 
 /**
@@ -26,16 +27,18 @@ export async function guardCommit(
 ): Promise<void> {
   // A stopped VM has no hypervisor process: nothing may hold its volumes.
   const qemu = vmStopped ? [] : await deps.driver.hypervisorPids(vmId);
-  const [topUse, baseUse] = (
-    await deps.usage.findUsersOfEach([
+  const [topUse, baseUse] = await usersOf(
+    deps,
+    [
       {
         volume: chain.volumes[top].path,
         expectedImages: top > 0 ? [chain.volumes[top - 1].path] : [],
         expectedPids: qemu,
       },
       { volume: chain.volumes[base].path, expectedImages: chain.volumes.map((v) => v.path), expectedPids: qemu },
-    ])
-  ).results;
+    ],
+    vmStopped,
+  );
   refuseUsed(baseUse, 'BaseShared', `base volume ${nameOf(baseUse)} of disk ${chain.diskId} is used outside its chain`);
   refuseUsed(topUse, 'VolumeInUse', `top volume ${nameOf(topUse)} of disk ${chain.diskId} is used outside its chain`);
 }
@@ -49,8 +52,26 @@ export async function guardDelete(
   vmStopped = false,
 ): Promise<void> {
   const expectedPids = vmStopped ? [] : await deps.driver.hypervisorPids(vmId);
-  const use = await deps.usage.findUsers({ volume: file, expectedPids });
+  const [use] = await usersOf(deps, [{ volume: file, expectedPids }], vmStopped);
   refuseUsed(use, 'VolumeInUse', `volume ${nameOf(use)} of disk ${diskId} is still used`);
+}
+
+/**
+ * The users of each volume. A VM that stopped a moment ago may still hold locks: the kernel drops a
+ * killed QEMU's image locks in deferred work after its fds are gone (measured 1-4 ms after its QMP
+ * socket refused, later on a busy host). So for a stopped VM, when the only users are locks no
+ * visible process holds, the guard looks again for up to STOPPED_VM_LOCKS_SETTLE_MS; locks that
+ * stay are refused as any other.
+ */
+async function usersOf(deps: HostDeps, queries: VolumeUsersQuery[], vmStopped: boolean): Promise<VolumeUsers[]> {
+  const deadline = Date.now() + STOPPED_VM_LOCKS_SETTLE_MS;
+  for (;;) {
+    const { results } = await deps.usage.findUsersOfEach(queries);
+    const users = results.flatMap((r) => r.users);
+    const onlyLocksOfNoOne = users.length > 0 && users.every((u) => u.kind === 'lockedBy' && u.pid === null);
+    if (!vmStopped || !onlyLocksOfNoOne || Date.now() >= deadline) return results;
+    await new Promise((r) => setTimeout(r, STOPPED_VM_LOCKS_POLL_MS));
+  }
 }
 
 function refuseUsed(use: VolumeUsers, type: 'BaseShared' | 'VolumeInUse', what: string): void {

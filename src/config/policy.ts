@@ -30,6 +30,14 @@ export const JOB_WAIT_HEARTBEAT_TIMEOUT = '15 seconds';
 export const JOB_WAIT_HEARTBEAT_THROTTLE = 5_000;
 
 /**
+ * How long the guard of a stopped VM's volumes waits for locks that no visible process holds to go
+ * (a killed QEMU's, which the kernel drops after the process has exited; see volume-guard.ts), and
+ * how often it looks meanwhile. Locks still there after it are refused.
+ */
+export const STOPPED_VM_LOCKS_SETTLE_MS = 5_000;
+export const STOPPED_VM_LOCKS_POLL_MS = 100;
+
+/**
  * Short host steps: merge, verify, delete, clean up, cancel. Each takes well under a second and
  * heartbeats while it runs; the heartbeat timeout catches a dead agent, the start-to-close
  * timeout only a hung one.
