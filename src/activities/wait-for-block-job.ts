@@ -86,9 +86,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
             // catches its own errors): the job's end reaches the workflow one round trip sooner.
             void reported;
             if (checkpoint.cancelledNotConverging) throw notConverging(step, checkpoint, policy.windowSeconds);
-            // The last attempt's request may not have reached its heartbeat: the host's record tells.
-            if (job.error === undefined && (checkpoint.pivotRequested || (await pivotAsked(deps, step))))
-              await confirmPivot(deps.storageRoot, step.diskId, topOf(step));
+            if (job.error === undefined) await confirmIfAsked(deps, step, checkpoint.pivotRequested);
             return {
               outcome: 'concluded',
               error: job.error,
@@ -137,8 +135,14 @@ function topOf(step: WaitStep): string {
   return top.data;
 }
 
-async function pivotAsked(deps: HostDeps, step: WaitStep): Promise<boolean> {
-  return (await readPivotRecord(deps.storageRoot, step.diskId, topOf(step))) !== undefined;
+/**
+ * Confirms the pivot of a job that concluded when one was asked for: by this wait, or by the last
+ * attempt, whose request may not have reached its heartbeat (the host's record tells).
+ */
+async function confirmIfAsked(deps: HostDeps, step: WaitStep, requested: boolean): Promise<void> {
+  const top = topOf(step);
+  const record = await readPivotRecord(deps.storageRoot, step.diskId, top);
+  if (requested || record !== undefined) await confirmPivot(deps.storageRoot, step.diskId, top, record);
 }
 
 async function pivot(deps: HostDeps, step: WaitStep, jobId: string): Promise<boolean> {

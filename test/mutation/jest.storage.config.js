@@ -16,5 +16,6 @@ module.exports = {
     '<rootDir>/test/unit/qemu-img-bounds.test.ts',
     '<rootDir>/test/unit/header-chain.test.ts',
     '<rootDir>/test/unit/pivot-record.test.ts',
+    '<rootDir>/test/unit/hidden-record.test.ts',
   ],
 };

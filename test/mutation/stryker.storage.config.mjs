@@ -20,6 +20,7 @@ export default {
     'src/storage/tombstone.ts',
     'src/storage/header-chain.ts',
     'src/storage/pivot-record.ts',
+    'src/storage/hidden-record.ts',
   ],
   jest: { ...base.jest, configFile: 'test/mutation/jest.storage.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-storage.json',

@@ -42,7 +42,7 @@ test('a second request keeps the first: its time is when the pivot may first hav
 
 test('a confirmation keeps the request time, and a second one keeps the first', async () => {
   await fs.writeFile(file(), JSON.stringify({ topVolumeId: 'v2', requestedAt: '2026-12-07T09:00:00.000Z' }));
-  await confirmPivot(root, 'd1', 'v2');
+  await confirmPivot(root, 'd1', 'v2', await readPivotRecord(root, 'd1', 'v2'));
   const confirmed = await readPivotRecord(root, 'd1', 'v2');
   expect(confirmed).toEqual({
     topVolumeId: 'v2',
@@ -50,13 +50,13 @@ test('a confirmation keeps the request time, and a second one keeps the first', 
     confirmedAt: expect.stringMatching(iso),
   });
   await new Promise((r) => setTimeout(r, 5));
-  await confirmPivot(root, 'd1', 'v2');
+  await confirmPivot(root, 'd1', 'v2', await readPivotRecord(root, 'd1', 'v2'));
   expect(await readPivotRecord(root, 'd1', 'v2')).toEqual(confirmed);
   expect(await fs.readdir(imageDir(root, 'd1'))).toEqual(['.v2.pivot.json']);
 });
 
 test('a confirmation without a request record (lost with its disk) still records the pivot', async () => {
-  await confirmPivot(root, 'd1', 'v2');
+  await confirmPivot(root, 'd1', 'v2', await readPivotRecord(root, 'd1', 'v2'));
   const record = await readPivotRecord(root, 'd1', 'v2');
   expect(record).toEqual({
     topVolumeId: 'v2',
@@ -100,6 +100,6 @@ test('the record and its directory are closed once written: no file of the root 
     return links.filter((l) => l.startsWith(root));
   };
   await recordPivotRequest(root, 'd1', 'v2');
-  await confirmPivot(root, 'd1', 'v2');
+  await confirmPivot(root, 'd1', 'v2', await readPivotRecord(root, 'd1', 'v2'));
   expect(await openUnderRoot()).toEqual([]);
 });

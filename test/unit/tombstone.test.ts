@@ -37,7 +37,7 @@ test("no tombstone: undefined; another volume's or another disk's does not count
 
 test('a tombstone that records another volume is thrown', async () => {
   await fs.writeFile(file(), JSON.stringify({ ...t, volumeId: 'v9' }));
-  await expect(readTombstone(root, 'd1', 'v1')).rejects.toThrow(`tombstone ${file()} records volume v9, not v1`);
+  await expect(readTombstone(root, 'd1', 'v1')).rejects.toThrow(`tombstone ${file()} is of volume v9, not v1`);
 });
 
 test('a tombstone that does not parse is thrown', async () => {
