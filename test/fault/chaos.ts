@@ -17,11 +17,12 @@ import { parseArgs } from 'node:util';
 
 import { z } from 'zod';
 
-import { checkGuestWrites, waitForGuestAcks } from '../../lab/guest';
-import { createLabVm, destroyLabVm, type LabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import { checkGuestWrites } from '../../lab/guest';
+import { destroyLabVm, type LabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
 import { FaultStack } from '../harness/process-stack';
 import { mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { chaosVm } from './chaos-vm';
 import { runStopChaos } from './stop-chaos';
 
 export interface ChaosOptions {
@@ -64,8 +65,6 @@ export function prng(seed: number): () => number {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-/** Each VM's guest writes per second over its disks: light, so several VMs fit 2 cores. */
-const GUEST_RATE = 10;
 
 export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   const log = opts.log ?? ((line: string) => console.log(line));
@@ -84,7 +83,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     kinds: [random() < 0.5 ? 'intermediate' : 'active', random() < 0.5 ? 'intermediate' : 'active'] as Array<
       'intermediate' | 'active'
     >,
-    // At least 2 MiB/s: the guest (GUEST_RATE) dirties at most 0.6 MiB/s of clusters a disk, so active commits converge.
+    // At least 2 MiB/s: the guest (GUEST_RATE, chaos-vm.ts) dirties at most 0.6 MiB/s of clusters a disk, so active commits converge.
     bandwidthMiB: 2 + Math.floor(random() * 3),
   }));
   const chaosRandom = prng(opts.seed ^ 0x5eed);
@@ -109,19 +108,8 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
   })();
 
   async function one(plan: (typeof plans)[number]): Promise<void> {
-    const vm: LabVm = await createLabVm({
-      storageRoot: stack.storageRoot,
-      runDir: stack.runDir,
-      vmId: `chaos-${plan.index}`,
-      idPrefix: `c${plan.index}-`,
-      disks: plan.disks,
-      volumes: 3,
-      layerDataMiB: 4,
-      sizeMiB: 20,
-      guest: { rate: GUEST_RATE, regionMiB: 4 },
-    });
     // The guest writes before the merge starts, and on until after it ended.
-    await waitForGuestAcks(vm.guest!.ackLog, 2 * plan.disks);
+    const vm: LabVm = await chaosVm(stack, 'chaos', plan.index, plan.disks);
     const request = mergeRequest(vm, `chaos-${opts.seed}-${plan.index}`, plan.kinds.slice(0, plan.disks), {
       bandwidthBytesPerSec: plan.bandwidthMiB * MiB,
     });

@@ -14,12 +14,13 @@ import { existsSync } from 'node:fs';
 import { WorkflowFailedError } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 
-import { checkGuestWrites, checkImage, type GuestCheckReport, waitForGuestAcks } from '../../lab/guest';
-import { createLabVm, destroyLabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import { checkGuestWrites, checkImage, type GuestCheckReport } from '../../lab/guest';
+import { destroyLabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import { volumePath } from '../../src/domain/layout';
 import type { DiskOutcome, LiveMergeResult } from '../../src/domain/outcome';
 import { FaultStack } from '../harness/process-stack';
 import { mergeRequest, MiB, startMerge } from '../harness/scenario';
+import { chaosVm } from './chaos-vm';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -54,9 +55,6 @@ export interface StopChaosReport {
   durationMs: number;
 }
 
-/** Each VM's guest writes per second over its disks: light, so two VMs fit 2 cores. */
-const GUEST_RATE = 10;
-
 export async function runStopChaos(opts: StopChaosOptions): Promise<StopChaosReport> {
   const started = Date.now();
   const stack = await new FaultStack().start();
@@ -74,19 +72,8 @@ export async function runStopChaos(opts: StopChaosOptions): Promise<StopChaosRep
   })).map((p) => ({ ...p, killAtMs: Math.round((p.killAt * 8 * 1000) / p.bandwidthMiB) }));
 
   async function one(plan: (typeof plans)[number]): Promise<void> {
-    const vm = await createLabVm({
-      storageRoot: stack.storageRoot,
-      runDir: stack.runDir,
-      vmId: `stop-${plan.index}`,
-      idPrefix: `s${plan.index}-`,
-      disks: plan.disks,
-      volumes: 3,
-      layerDataMiB: 4,
-      sizeMiB: 20,
-      guest: { rate: GUEST_RATE, regionMiB: 4 },
-    });
+    const vm = await chaosVm(stack, 'stop', plan.index, plan.disks);
     try {
-      await waitForGuestAcks(vm.guest!.ackLog, 2 * plan.disks);
       const kinds = plan.kinds.slice(0, plan.disks);
       const request = mergeRequest(vm, `stop-chaos-${opts.seed}-${plan.index}`, kinds, {
         bandwidthBytesPerSec: plan.bandwidthMiB * MiB,

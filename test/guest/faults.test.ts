@@ -4,9 +4,6 @@
  * merge (QEMU killed or stopped: test/guest/stopped.test.ts). Every acknowledged write must be on
  * the disks afterwards.
  */
-import { readdirSync, rmSync } from 'node:fs';
-import * as path from 'node:path';
-
 import { ensureGuestArtifacts } from '../../lab/guest';
 import { type LabVm, runningLabVmPid, verifyLabVm } from '../../lab/vm';
 import { watchJobs } from '../harness/jobs';
@@ -25,16 +22,9 @@ beforeAll(async () => {
   stack = await new FaultStack().start();
 }, 300_000);
 
-/** The host agent without hold points again, whatever the test left. */
-async function plainHost(holds: string[] = []): Promise<void> {
-  await stack.host?.kill();
-  for (const f of readdirSync(stack.holdDir)) rmSync(path.join(stack.holdDir, f), { force: true });
-  await stack.startHost(holds);
-}
-
 afterEach(async () => {
   await vms.cleanup();
-  if (stack?.host) await plainHost();
+  if (stack?.host) await stack.restartHost();
 });
 afterAll(async () => stack?.close());
 
@@ -77,7 +67,7 @@ test.each([
 });
 
 test('merge cancelled while the active commit is ready: no pivot, top kept, no acknowledged write lost', async () => {
-  await plainHost(['before:completeJob']);
+  await stack.restartHost(['before:completeJob']);
   const vm = await vms.create('gf-cancel');
   await waitForWrites(vm);
   const chainsBefore = (await verifyLabVm(stack.runDir, vm.vmId)).disks.map((d) => d.chain);

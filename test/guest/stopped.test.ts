@@ -5,7 +5,7 @@
  * result names, every volume checks clean, only the tops are gone, and the VM starts again from
  * the volumes named. Where the pivot's outcome cannot be told, both volumes are kept.
  */
-import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 
 import { WorkflowFailedError } from '@temporalio/client';
@@ -33,18 +33,9 @@ beforeAll(async () => {
   stack = await new FaultStack().start();
 }, 300_000);
 
-/** The host agent without hold points again (and running: a test may have stopped it). */
-async function plainHost(holds: string[] = []): Promise<void> {
-  const pid = stack.host?.process.pid;
-  if (pid !== undefined && stack.host?.process.exitCode === null) process.kill(pid, 'SIGCONT');
-  await stack.host?.kill();
-  for (const f of readdirSync(stack.holdDir)) rmSync(path.join(stack.holdDir, f), { force: true });
-  await stack.startHost(holds);
-}
-
 afterEach(async () => {
   await vms.cleanup();
-  if (stack?.host) await plainHost();
+  if (stack?.host) await stack.restartHost();
 });
 afterAll(async () => stack?.close());
 
@@ -225,7 +216,7 @@ test('QEMU killed in ready, before the pivot was asked for: the top is committed
 });
 
 test('QEMU killed right after the pivot: the stale top is not committed, the base is named, the writes since are kept', async () => {
-  await plainHost(['before:deleteVolume']);
+  await stack.restartHost(['before:deleteVolume']);
   const { vm, request, handle, during: writtenSince } = await mergeWhileWriting('pivot', ['active']);
   await stack.reached('before:deleteVolume');
   // Pivoted and confirmed: the device writes to the base, d0v1, and the record says so.
@@ -237,7 +228,7 @@ test('QEMU killed right after the pivot: the stale top is not committed, the bas
   await writesMore(vm, 3);
   await killQemu(vm);
   const during = await writtenSince();
-  await plainHost();
+  await stack.restartHost();
   const result = await handle.result();
   await expectFinishedOffline(
     'guest: QEMU killed right after the pivot',
@@ -252,7 +243,7 @@ test('QEMU killed right after the pivot: the stale top is not committed, the bas
 });
 
 test('QEMU killed between the pivot request and its confirmation: PivotOutcomeUnknown, both kept, the writes in the base', async () => {
-  await plainHost(['after:completeJob']);
+  await stack.restartHost(['after:completeJob']);
   const { vm, handle, during: writtenSince } = await mergeWhileWriting('unknown', ['active']);
   await stack.reached('after:completeJob');
   // QEMU took the request and pivoted; the agent has not seen the job conclude.
@@ -264,7 +255,7 @@ test('QEMU killed between the pivot request and its confirmation: PivotOutcomeUn
   await writesMore(vm, 3);
   await killQemu(vm);
   const during = await writtenSince();
-  await plainHost();
+  await stack.restartHost();
   const err = await handle.result().then(
     () => undefined,
     (e: unknown) => e,

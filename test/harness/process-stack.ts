@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
@@ -79,6 +79,18 @@ export class FaultStack {
         LIVE_MERGE_DRIVER: this.opts.driver ?? 'qmp',
       },
     });
+  }
+
+  /**
+   * The host agent started again with only `holds`, whatever a test left: stopped (SIGSTOP), held
+   * or released at hold points. A test file's afterEach calls it.
+   */
+  async restartHost(holds: string[] = []): Promise<void> {
+    const pid = this.host?.process.pid;
+    if (pid !== undefined && this.host?.process.exitCode === null) process.kill(pid, 'SIGCONT');
+    await this.host?.kill();
+    for (const f of readdirSync(this.holdDir)) rmSync(path.join(this.holdDir, f), { force: true });
+    await this.startHost(holds);
   }
 
   /** Resolves once the host agent reached hold point `point`. */
