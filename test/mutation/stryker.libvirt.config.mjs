@@ -13,6 +13,7 @@ export default {
   ...base,
   mutate: [
     'src/drivers/libvirt/libvirt-driver.ts',
+    'src/drivers/libvirt/definition.ts',
     'src/drivers/libvirt/block-job-info.ts',
     'src/drivers/libvirt/domain-xml.ts',
     'src/drivers/libvirt/job-records.ts',

@@ -129,6 +129,22 @@ describe('redefineActive', () => {
     expect(err).toHaveProperty('message', `virsh define vm1: ${detail}`);
   };
   const defineCall = (): string => `define ${tmpdir()}/live-merge-define-*/vm1.xml`;
+  /** One redefine's calls, up to the look after the define (whether the domain started meanwhile). */
+  const redefineCalls = (): string[] => [
+    'dumpxml --inactive vm1',
+    'domstate vm1',
+    'dumpxml --inactive --security-info vm1',
+    defineCall(),
+    'domstate vm1',
+  ];
+  /** A shut-off domain whose disk0 starts from `active`; with `startedFrom`, it starts from that volume right after the define. */
+  const shutOffOn = async (active: string, startedFrom?: string): Promise<void> => {
+    await virsh.answer('inactive.xml', domain(active));
+    await virsh.answer('domstate', 'shut off\n\n');
+    if (startedFrom === undefined) return;
+    await virsh.answer('domstate-after-define', 'running\n\n');
+    await virsh.answer('domain.xml', domain(startedFrom));
+  };
 
   test('a definition already at `to` is left alone', async () => {
     await virsh.answer('inactive.xml', domain(TO));
@@ -155,16 +171,9 @@ describe('redefineActive', () => {
   });
 
   test('a shut-off domain is defined once, its disk on `to` without a backingStore, the rest as it was', async () => {
-    await virsh.answer('inactive.xml', domain(FROM));
-    await virsh.answer('domstate', 'shut off\n\n');
+    await shutOffOn(FROM);
     await driver.redefineActive('vm1', 'disk0', FROM, TO);
-    expect(await calls()).toEqual([
-      'dumpxml --inactive vm1',
-      'domstate vm1',
-      'dumpxml --inactive --security-info vm1',
-      defineCall(),
-      'domstate vm1',
-    ]);
+    expect(await calls()).toEqual(redefineCalls());
     expect(await inactive()).toBe(domain(TO, false));
     // The file holds what --security-info adds (passwords): only its owner reads it.
     expect((await fs.stat(virsh.file('inactive.xml'))).mode & 0o777).toBe(0o600);
@@ -184,41 +193,20 @@ describe('redefineActive', () => {
   });
 
   test('a domain that started from `from` meanwhile gets its old definition back, and the step refuses', async () => {
-    await virsh.answer('inactive.xml', domain(FROM));
-    await virsh.answer('domstate', 'shut off\n\n');
-    await virsh.answer('domstate-after-define', 'running\n\n');
-    await virsh.answer('domain.xml', domain(FROM));
+    await shutOffOn(FROM, FROM);
     await refusal(
       driver.redefineActive('vm1', 'disk0', FROM, TO),
       `domain vm1 started from ${FROM} meanwhile: its definition is left as it was`,
     );
-    expect(await calls()).toEqual([
-      'dumpxml --inactive vm1',
-      'domstate vm1',
-      'dumpxml --inactive --security-info vm1',
-      defineCall(),
-      'domstate vm1',
-      'dumpxml vm1',
-      defineCall(),
-    ]);
+    expect(await calls()).toEqual([...redefineCalls(), 'dumpxml vm1', defineCall()]);
     expect(await inactive()).toBe(domain(FROM));
     expect(await leftOver()).toEqual([]);
   });
 
   test('a domain that started from `to` meanwhile keeps the new definition', async () => {
-    await virsh.answer('inactive.xml', domain(FROM));
-    await virsh.answer('domstate', 'shut off\n\n');
-    await virsh.answer('domstate-after-define', 'running\n\n');
-    await virsh.answer('domain.xml', domain(TO));
+    await shutOffOn(FROM, TO);
     await driver.redefineActive('vm1', 'disk0', FROM, TO);
-    expect(await calls()).toEqual([
-      'dumpxml --inactive vm1',
-      'domstate vm1',
-      'dumpxml --inactive --security-info vm1',
-      defineCall(),
-      'domstate vm1',
-      'dumpxml vm1',
-    ]);
+    expect(await calls()).toEqual([...redefineCalls(), 'dumpxml vm1']);
     expect(await inactive()).toBe(domain(TO, false));
     expect(await leftOver()).toEqual([]);
   });

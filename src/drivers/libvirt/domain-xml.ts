@@ -98,6 +98,11 @@ export function parseDomainDisks(xml: string): DomainDisk[] {
 }
 
 /** `vda[3]`: how libvirt's block calls name one layer of a disk. */
+/** The disk's id for the product: its `<serial>`, else its target. */
+export function diskIdOf(d: DomainDisk): string {
+  return d.serial ?? d.target;
+}
+
 export function layerName(target: string, index: number): string {
   return `${target}[${index}]`;
 }
@@ -115,7 +120,7 @@ export function parseLayerName(name: string): { target: string; index: number } 
  * that is missing, or not a single file-backed disk, or an edit the parsed result does not confirm.
  */
 export function withDiskSource(xml: string, diskId: string, to: string): string {
-  const mine = definedDiskBlocks(xml).filter((b) => (b.disk.serial ?? b.disk.target) === diskId);
+  const mine = definedDiskBlocks(xml).filter((b) => diskIdOf(b.disk) === diskId);
   if (mine.length !== 1) throw new DomainXmlError(`the domain has ${mine.length} file-backed disks ${diskId}, not one`);
   const { block, index } = mine[0];
   const edited = withoutBacking(block).replace(/(<source\b[^>]*\bfile=)(['"])[^'"]*\2/, `$1'${escapeAttribute(to)}'`);

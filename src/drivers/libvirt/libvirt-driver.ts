@@ -1,6 +1,5 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
 import { promises as fs } from 'node:fs';
-import * as os from 'node:os';
 import * as path from 'node:path';
 
 import type { CommitSpace } from '../../domain/commit';
@@ -8,14 +7,8 @@ import { measureCommitSpace } from '../../storage/space';
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit, VmState } from '../driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
 import { parseBlockJobInfo } from './block-job-info';
-import {
-  type DomainDisk,
-  layerName,
-  parseDefinedDisks,
-  parseDomainDisks,
-  parseLayerName,
-  withDiskSource,
-} from './domain-xml';
+import { DomainDefinition } from './definition';
+import { diskIdOf, type DomainDisk, layerName, parseDomainDisks, parseLayerName } from './domain-xml';
 import { LibvirtEvents } from './events';
 import { type JobRecord, JobRecords } from './job-records';
 import { Virsh, VirshCommandError } from './virsh';
@@ -39,6 +32,7 @@ export interface LibvirtDriverOptions {
  */
 export class LibvirtDriver implements HypervisorDriver {
   private readonly virsh: Virsh;
+  private readonly definition: DomainDefinition;
   private readonly events: LibvirtEvents;
   private readonly records: JobRecords;
   private readonly pidDir: string;
@@ -47,62 +41,23 @@ export class LibvirtDriver implements HypervisorDriver {
 
   constructor(opts: LibvirtDriverOptions) {
     this.virsh = new Virsh(opts.uri);
+    this.definition = new DomainDefinition(this.virsh);
     this.events = new LibvirtEvents(opts.uri);
     this.records = new JobRecords(opts.runDir);
     this.pidDir = opts.pidDir ?? '/run/libvirt/qemu';
   }
 
-  // Stryker restore all
-  /** A shut-off domain is persistent (a transient one is gone when it stops): libvirt keeps its definition. */
-  async vmState(vmId: string): Promise<VmState> {
-    let state: string;
-    try {
-      state = (await this.virsh.run(['domstate', vmId])).trim();
-    } catch (err) {
-      if (err instanceof VmNotFoundError) return { running: false, definition: 'caller' };
-      throw err;
-    }
-    return state === 'shut off' ? { running: false, definition: 'hypervisor' } : { running: true };
+  vmState(vmId: string): Promise<VmState> {
+    return this.definition.vmState(vmId);
   }
 
-  async definedActive(vmId: string, diskId: string): Promise<string> {
-    const disk = parseDefinedDisks(await this.virsh.run(['dumpxml', '--inactive', vmId])).find(
-      (d) => (d.serial ?? d.target) === diskId,
-    );
-    if (!disk) throw new DiskNotFoundError(`domain ${vmId} has no disk ${diskId}`);
-    return disk.layers[0].path;
+  definedActive(vmId: string, diskId: string): Promise<string> {
+    return this.definition.definedActive(vmId, diskId);
   }
 
-  async redefineActive(vmId: string, diskId: string, from: string, to: string): Promise<void> {
-    const refuse = (why: string) => new VirshCommandError(['define', vmId], why);
-    const now = await this.definedActive(vmId, diskId);
-    if (now === to) return;
-    if (now !== from) throw refuse(`disk ${diskId} starts from ${now}, neither ${from} nor ${to}`);
-    if ((await this.vmState(vmId)).running) throw refuse(`domain ${vmId} runs: its definition is not changed`);
-    const before = await this.virsh.run(['dumpxml', '--inactive', '--security-info', vmId]);
-    await this.define(vmId, withDiskSource(before, diskId, to));
-    // A start between the check and the define ran from `from`, and would stop to a definition that
-    // drops what it wrote since: the definition goes back, and the step refuses.
-    if (!(await this.vmState(vmId)).running) return;
-    const live = parseDomainDisks(await this.virsh.run(['dumpxml', vmId])).find(
-      (d) => (d.serial ?? d.target) === diskId,
-    );
-    if (live?.layers[0].path === to) return;
-    await this.define(vmId, before);
-    throw refuse(`domain ${vmId} started from ${from} meanwhile: its definition is left as it was`);
+  redefineActive(vmId: string, diskId: string, from: string, to: string): Promise<void> {
+    return this.definition.redefineActive(vmId, diskId, from, to);
   }
-
-  private async define(vmId: string, xml: string): Promise<void> {
-    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'live-merge-define-'));
-    try {
-      const file = path.join(dir, `${vmId}.xml`);
-      await fs.writeFile(file, xml, { mode: 0o600 });
-      await this.virsh.run(['define', file]);
-    } finally {
-      await fs.rm(dir, { recursive: true, force: true });
-    }
-  }
-  // Stryker disable all
 
   // Stryker restore all
   async readChain(vmId: string, diskId: string): Promise<DiskChain> {
@@ -336,7 +291,7 @@ export class LibvirtDriver implements HypervisorDriver {
 
 function chainOf(d: DomainDisk): DiskChain {
   return {
-    diskId: d.serial ?? d.target,
+    diskId: diskIdOf(d),
     rootNode: layerName(d.target, d.layers[0].index),
     volumes: d.layers.map((l) => ({ path: l.path, nodeName: layerName(d.target, l.index) })),
   };
