@@ -246,9 +246,25 @@ describe('offlineCommit', () => {
     expect(await commit(stopped(), 'intermediate')).toEqual({ committed: false, bytes: 0 });
   });
 
+  const SMALL_PREFIX = 'lm-offline-small-';
+  /**
+   * The small file systems of runs that were killed before their `finally` (a mutation run's
+   * timeout kills its worker): unmounted and removed, those of live processes left alone.
+   */
+  async function sweepSmallMounts(): Promise<void> {
+    const mounts = (await fs.readFile('/proc/self/mounts', 'utf8')).split('\n').map((l) => l.split(' ')[1] ?? '');
+    for (const dir of mounts.filter((m) => path.basename(m).startsWith(SMALL_PREFIX))) {
+      const pid = Number(path.basename(dir).slice(SMALL_PREFIX.length).split('-')[0]);
+      if (pid > 0 && existsSync(`/proc/${pid}`)) continue;
+      await run('umount', [dir]).catch(() => undefined);
+      await fs.rm(dir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
   test('a base file system without room for the commit and its margin: InsufficientSpace with its figures, nothing written', async () => {
     // 64 MiB of tmpfs cannot hold the 64 MiB margin on top of what the commit can add.
-    const small = await fs.mkdtemp(path.join(tmpdir(), 'lm-offline-small-'));
+    await sweepSmallMounts();
+    const small = await fs.mkdtemp(path.join(tmpdir(), `${SMALL_PREFIX}${process.pid}-`));
     await run('mount', ['-t', 'tmpfs', '-o', 'size=64m,mode=0700', 'tmpfs', small]);
     const smallUsage = new VolumeUsage(small);
     try {
