@@ -190,6 +190,9 @@ test('QEMU killed in ready, before the pivot was asked for: the top is committed
   const { vm, request, handle, during: writtenSince } = await mergeWhileWriting('ready', ['active']);
   const jobs = await watchJobs(stack.runDir, vm.vmId);
   await until(async () => (await jobs.running()) === 1);
+  // The merge step has returned (a step the frozen agent never finished is retried, and its retry
+  // would find a stopped VM: the plain offline path, with no stoppedMidMerge to report).
+  await until(async () => (await handle.query(progressQuery)).disks[0]?.phase === 'waiting', 30_000);
   // The host agent frozen, QEMU takes the job to ready by itself: nobody asks for the pivot.
   const agent = stack.host!.process.pid!;
   process.kill(agent, 'SIGSTOP');
