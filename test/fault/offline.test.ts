@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 
 import { WorkflowFailedError } from '@temporalio/client';
 
-import { imageCommitPid, type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import { destroyLabVm, imageCommitPid, type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
@@ -56,18 +56,30 @@ async function expectStartsFromResult(
   );
 }
 
-describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
-  let stack: FaultStack;
-  beforeAll(async () => {
-    stack = await new FaultStack().start({ holds: [] });
-  });
-  afterAll(async () => {
-    await stack?.close();
-  });
+// One stack for the file: each test makes its own VM, and starts the host agent with its holds.
+let stack: FaultStack;
+const vmIds: string[] = [];
+/** A stopped lab VM of 1 or 2 disks × 3 volumes, destroyed after the test. */
+async function stoppedVm(vmId: string, disks: number, layerDataMiB: number, idPrefix: string): Promise<LabVm> {
+  vmIds.push(vmId);
+  const vm = await labVm(stack, vmId, disks, 3, layerDataMiB, idPrefix);
+  await stopLabVm(stack.runDir, vm.vmId);
+  return vm;
+}
+beforeAll(async () => {
+  stack = await new FaultStack().start();
+});
+afterEach(async () => {
+  for (const vmId of vmIds.splice(0)) await destroyLabVm(stack.runDir, vmId).catch(() => undefined);
+  await stack.restartHost();
+});
+afterAll(async () => {
+  await stack?.close();
+});
 
+describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
   test('both commit kinds: merged offline, the result names the volume each disk starts from', async () => {
-    const vm = await labVm(stack, 'vm-off-kinds', 2, 3, 2, 'kinds-');
-    await stopLabVm(stack.runDir, vm.vmId);
+    const vm = await stoppedVm('vm-off-kinds', 2, 2, 'kinds-');
     const request = mergeRequest(vm, 'snap-off-kinds', ['intermediate', 'active']);
     const handle = await startMerge(stack, request);
     const result = await handle.result();
@@ -89,8 +101,7 @@ describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
   });
 
   test('a VM start attempted during the commit fails on the image locks; the merge completes', async () => {
-    const vm = await labVm(stack, 'vm-off-start', 1, 3, 4, 'start-');
-    await stopLabVm(stack.runDir, vm.vmId);
+    const vm = await stoppedVm('vm-off-start', 1, 4, 'start-');
     const request = mergeRequest(vm, 'snap-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
     const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
     const handle = await startMerge(stack, request);
@@ -104,34 +115,29 @@ describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
 
 describe('a host agent killed during each offline step', () => {
   test.each([
-    ['during qemu-img commit', 'qemu-img', 'intermediate'],
-    ['after the commit', 'after:offlineCommit', 'active'],
-    ['after the rebase', 'after:offlineRelink', 'intermediate'],
-    ['after the chain check', 'after:verifyChain', 'intermediate'],
-    ['after the delete', 'after:deleteVolume', 'active'],
-  ] as const)('killed %s: the restarted agent finishes the merge', async (_name, point, kind) => {
-    const stack = await new FaultStack().start({ holds: point === 'qemu-img' ? [] : [point] });
-    try {
-      const vm = await labVm(stack, `vm-off-kill-${kind}`, 1, 3, 4);
-      await stopLabVm(stack.runDir, vm.vmId);
-      const request = mergeRequest(vm, `snap-off-kill-${point.replace(':', '-')}`, [kind], {
-        bandwidthBytesPerSec: 1024 * 1024,
-      });
-      const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
-      const handle = await startMerge(stack, request);
-      if (point === 'qemu-img') await until(() => imageCommitPid(top), 60_000, 20);
-      else await stack.reached(point);
-      await stack.host!.kill();
-      // Its qemu-img dies with it (parent-death signal): nothing holds the images' locks.
-      await until(async () => (await imageCommitPid(top)) === undefined || undefined, 10_000, 20);
-      const restarted = Date.now();
-      await stack.startHost();
-      const result = await handle.result();
-      recordRecovery(`offline: host agent killed ${point} (${kind})`, Date.now() - restarted);
-      await expectStartsFromResult(stack, vm, request, result);
-    } finally {
-      await stack.close();
-    }
+    ['during qemu-img commit', 'qemu-img', 'intermediate', 1],
+    ['after the commit', 'after:offlineCommit', 'active', 2],
+    ['after the rebase', 'after:offlineRelink', 'intermediate', 3],
+    ['after the chain check', 'after:verifyChain', 'intermediate', 4],
+    ['after the delete', 'after:deleteVolume', 'active', 5],
+  ] as const)('killed %s: the restarted agent finishes the merge', async (_name, point, kind, n) => {
+    if (point !== 'qemu-img') await stack.restartHost([point]);
+    const vm = await stoppedVm(`vm-off-kill-${n}`, 1, 4, `k${n}-`);
+    const request = mergeRequest(vm, `snap-off-kill-${point.replace(':', '-')}`, [kind], {
+      bandwidthBytesPerSec: 1024 * 1024,
+    });
+    const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
+    const handle = await startMerge(stack, request);
+    if (point === 'qemu-img') await until(() => imageCommitPid(top), 60_000, 20);
+    else await stack.reached(point);
+    await stack.host!.kill();
+    // Its qemu-img dies with it (parent-death signal): nothing holds the images' locks.
+    await until(async () => (await imageCommitPid(top)) === undefined || undefined, 10_000, 20);
+    const restarted = Date.now();
+    await stack.startHost();
+    const result = await handle.result();
+    recordRecovery(`offline: host agent killed ${point} (${kind})`, Date.now() - restarted);
+    await expectStartsFromResult(stack, vm, request, result);
   });
 });
 
@@ -139,33 +145,26 @@ describe('a VM started between two steps', () => {
   test.each(['intermediate', 'active'] as const)(
     '%s: the next step refuses with VmStarted, the top is kept, and a new merge runs live',
     async (kind) => {
-      const stack = await new FaultStack().start({ holds: ['after:offlineCommit'] });
-      try {
-        const vm = await labVm(stack, `vm-off-between-${kind}`, 1, 3, 2);
-        await stopLabVm(stack.runDir, vm.vmId);
-        const request = mergeRequest(vm, `snap-off-between-${kind}`, [kind]);
-        const handle = await startMerge(stack, request);
-        await stack.reached('after:offlineCommit');
-        // The caller starts the VM from the definition it holds: the chain as before the merge.
-        await startLabVm(stack.runDir, vm.vmId);
-        stack.release('after:offlineCommit');
-        const err: unknown = await handle.result().catch((e: unknown) => e);
-        expect(err).toBeInstanceOf(WorkflowFailedError);
-        expect(String((err as WorkflowFailedError).cause?.message)).toMatch(
-          /VmStarted|started during the offline merge/,
-        );
-        expect(existsSync(volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId))).toBe(true);
-        expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
+      await stack.restartHost(['after:offlineCommit']);
+      const vm = await stoppedVm(`vm-off-between-${kind}`, 1, 2, `b${kind[0]}-`);
+      const request = mergeRequest(vm, `snap-off-between-${kind}`, [kind]);
+      const handle = await startMerge(stack, request);
+      await stack.reached('after:offlineCommit');
+      // The caller starts the VM from the definition it holds: the chain as before the merge.
+      await startLabVm(stack.runDir, vm.vmId);
+      stack.release('after:offlineCommit');
+      const err: unknown = await handle.result().catch((e: unknown) => e);
+      expect(err).toBeInstanceOf(WorkflowFailedError);
+      expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/VmStarted|started during the offline merge/);
+      expect(existsSync(volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId))).toBe(true);
+      expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
 
-        const again = await startMerge(stack, { ...request, snapshotId: `${request.snapshotId}-again` });
-        const result = await again.result();
-        expect(result.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', commitKind: kind });
-        expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
-        expectOnlyTopsDeleted(stack, vm, [request.disks[0].topVolumeId]);
-        await stopLabVm(stack.runDir, vm.vmId);
-      } finally {
-        await stack.close();
-      }
+      const again = await startMerge(stack, { ...request, snapshotId: `${request.snapshotId}-again` });
+      const result = await again.result();
+      expect(result.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', commitKind: kind });
+      expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
+      expectOnlyTopsDeleted(stack, vm, [request.disks[0].topVolumeId]);
+      await stopLabVm(stack.runDir, vm.vmId);
     },
   );
 });
