@@ -76,13 +76,15 @@ async function expectRunsMerged(stack: FaultStack, vm: LibvirtLabVm, request: Li
     }
 }
 
-describe('a shut-off domain', () => {
-  let stack: FaultStack;
-  beforeAll(async () => {
-    stack = await new FaultStack({ driver: 'libvirt' }).start();
-  });
-  afterAll(async () => stack?.close());
+// One stack for the file: each test starts the host agent with the holds it needs.
+let stack: FaultStack;
+beforeAll(async () => {
+  stack = await new FaultStack({ driver: 'libvirt' }).start();
+});
+afterEach(async () => stack.restartHost());
+afterAll(async () => stack?.close());
 
+describe('a shut-off domain', () => {
   test('persistent: both kinds merged offline, the active disk redefined to its base, the domain starts on the merged chains', async () => {
     const vm = await shutOffVm(stack, 'off-persist', true, 'p-');
     const request = mergeRequest(vm, 'snap-lv-off-persist', ['intermediate', 'active']);
@@ -131,87 +133,74 @@ describe('a shut-off domain', () => {
 
 describe('a persistent domain started between the commit and the redefine', () => {
   test('the redefine refuses (VmStarted), the definition is kept, the domain runs on; a new merge runs live', async () => {
-    const stack = await new FaultStack({ driver: 'libvirt' }).start({ holds: ['after:offlineCommit'] });
-    try {
-      const vm = await shutOffVm(stack, 'off-between', true, 'b-');
-      const request = mergeRequest(vm, 'snap-lv-off-between', ['active']);
-      const handle = await startMerge(stack, request);
-      await stack.reached('after:offlineCommit');
-      await startLibvirtLabVm(vm);
-      stack.release('after:offlineCommit');
-      const err: unknown = await handle.result().catch((e: unknown) => e);
-      expect(err).toBeInstanceOf(WorkflowFailedError);
-      expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/started during the offline merge/);
-      expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'));
-      expect(existsSync(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'))).toBe(true);
+    await stack.restartHost(['after:offlineCommit']);
+    const vm = await shutOffVm(stack, 'off-between', true, 'b-');
+    const request = mergeRequest(vm, 'snap-lv-off-between', ['active']);
+    const handle = await startMerge(stack, request);
+    await stack.reached('after:offlineCommit');
+    await startLibvirtLabVm(vm);
+    stack.release('after:offlineCommit');
+    const err: unknown = await handle.result().catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(WorkflowFailedError);
+    expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/started during the offline merge/);
+    expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'));
+    expect(existsSync(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'))).toBe(true);
 
-      const again = await (await startMerge(stack, { ...request, snapshotId: 'snap-lv-off-between-again' })).result();
-      expect(again.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', activeVolumeId: 'b-d0v1' });
-      await expectRunsMerged(stack, vm, request);
-    } finally {
-      await stack.close();
-    }
+    const again = await (await startMerge(stack, { ...request, snapshotId: 'snap-lv-off-between-again' })).result();
+    expect(again.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', activeVolumeId: 'b-d0v1' });
+    await expectRunsMerged(stack, vm, request);
   });
 });
 
 describe('a persistent domain destroyed mid-merge', () => {
   test('right after the pivot: merged, the base named, the stale top deleted uncommitted', async () => {
-    const stack = await new FaultStack({ driver: 'libvirt' }).start({ holds: ['before:deleteVolume'] });
-    try {
-      const vm = await shutOffVm(stack, 'pivot-destroy', true, 'q-');
-      await startLibvirtLabVm(vm);
-      const request = mergeRequest(vm, 'snap-lv-pivot-destroy', ['active']);
-      const handle = await startMerge(stack, request);
-      await stack.reached('before:deleteVolume');
-      await shutOffLibvirtLabVm(vm);
-      await stack.host!.kill();
-      await stack.startHost();
-      const result = await handle.result();
-      expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
-        ['merged', 'offline', 'active', 'q-d0v1', { topStale: true }],
-      ]);
-      expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'q-disk0', 'q-d0v1'));
-      await startLibvirtLabVm(vm);
-      await expectRunsMerged(stack, vm, request);
-    } finally {
-      await stack.close();
-    }
+    await stack.restartHost(['before:deleteVolume']);
+    const vm = await shutOffVm(stack, 'pivot-destroy', true, 'q-');
+    await startLibvirtLabVm(vm);
+    const request = mergeRequest(vm, 'snap-lv-pivot-destroy', ['active']);
+    const handle = await startMerge(stack, request);
+    await stack.reached('before:deleteVolume');
+    await shutOffLibvirtLabVm(vm);
+    await stack.host!.kill();
+    await stack.startHost();
+    const result = await handle.result();
+    expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
+      ['merged', 'offline', 'active', 'q-d0v1', { topStale: true }],
+    ]);
+    expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'q-disk0', 'q-d0v1'));
+    await startLibvirtLabVm(vm);
+    await expectRunsMerged(stack, vm, request);
   });
 
   test('both jobs running: finished offline, the active disk redefined to its base, the domain starts on the merged chains', async () => {
-    const stack = await new FaultStack({ driver: 'libvirt' }).start();
-    try {
-      const vm = await createLibvirtLabVm({
-        storageRoot: stack.storageRoot,
-        vmId: domainName('mid-destroy'),
-        disks: 2,
-        volumes: 3,
-        layerDataMiB: 4,
-        idPrefix: 'm-',
-        sizeMiB: 28,
-        persistent: true,
-      });
-      vms.push(vm);
-      const request = mergeRequest(vm, 'snap-lv-mid-destroy', ['intermediate', 'active'], {
-        bandwidthBytesPerSec: 1024 * 1024,
-      });
-      const handle = await startMerge(stack, request);
-      await untilJobRuns(vm, 'vda');
-      await untilJobRuns(vm, 'vdb');
-      await shutOffLibvirtLabVm(vm);
-      const result = await handle.result();
-      expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
-        ['merged', 'offline', 'intermediate', 'm-d0v2', { topStale: false }],
-        ['merged', 'offline', 'active', 'm-d1v1', { topStale: false }],
-      ]);
-      expect(await inactiveSource(vm)).toEqual([
-        volumePath(stack.storageRoot, 'm-disk0', 'm-d0v2'),
-        volumePath(stack.storageRoot, 'm-disk1', 'm-d1v1'),
-      ]);
-      await startLibvirtLabVm(vm);
-      await expectRunsMerged(stack, vm, request);
-    } finally {
-      await stack.close();
-    }
+    const vm = await createLibvirtLabVm({
+      storageRoot: stack.storageRoot,
+      vmId: domainName('mid-destroy'),
+      disks: 2,
+      volumes: 3,
+      layerDataMiB: 4,
+      idPrefix: 'm-',
+      sizeMiB: 28,
+      persistent: true,
+    });
+    vms.push(vm);
+    const request = mergeRequest(vm, 'snap-lv-mid-destroy', ['intermediate', 'active'], {
+      bandwidthBytesPerSec: 1024 * 1024,
+    });
+    const handle = await startMerge(stack, request);
+    await untilJobRuns(vm, 'vda');
+    await untilJobRuns(vm, 'vdb');
+    await shutOffLibvirtLabVm(vm);
+    const result = await handle.result();
+    expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
+      ['merged', 'offline', 'intermediate', 'm-d0v2', { topStale: false }],
+      ['merged', 'offline', 'active', 'm-d1v1', { topStale: false }],
+    ]);
+    expect(await inactiveSource(vm)).toEqual([
+      volumePath(stack.storageRoot, 'm-disk0', 'm-d0v2'),
+      volumePath(stack.storageRoot, 'm-disk1', 'm-d1v1'),
+    ]);
+    await startLibvirtLabVm(vm);
+    await expectRunsMerged(stack, vm, request);
   });
 });
