@@ -17,7 +17,7 @@ import { fileId, oneImageScan } from '../harness/index-scan';
 /** The delete's guard against users found by a usage stub; the VM's QEMU is pid 1. */
 async function refusalOf(users: VolumeUser[]): Promise<ApplicationFailure> {
   const deps = {
-    usage: { findUsers: async () => ({ volume: '/s/images/disk0/v1.qcow2', users }) },
+    usage: { findUsersOfEach: async () => ({ results: [{ volume: '/s/images/disk0/v1.qcow2', users }] }) },
     driver: { hypervisorPids: async () => [1] },
   } as unknown as HostDeps;
   const err = await guardDelete(deps, 'vm1', '/s/images/disk0/v1.qcow2', 'disk0').then(
