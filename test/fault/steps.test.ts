@@ -20,31 +20,39 @@ import {
 
 jest.setTimeout(180_000);
 
+// One stack for the file: each test starts the host agent with its hold point.
+let stack: FaultStack;
+const vmIds: string[] = [];
+beforeAll(async () => {
+  stack = await new FaultStack().start();
+});
+afterEach(async () => {
+  for (const vmId of vmIds.splice(0)) await destroyLabVm(stack.runDir, vmId).catch(() => undefined);
+  await stack.restartHost();
+});
+afterAll(async () => stack?.close());
+
 test.each([
-  ['during the pivot', 'after:completeJob', 'active'],
-  ['during the delete', 'after:deleteVolume', 'intermediate'],
-  ['during the cleanup', 'after:cleanup', 'active'],
-] as const)('5. host agent killed %s: the merge completes, only the top is deleted', async (name, point, kind) => {
-  const stack = await new FaultStack().start({ holds: [point] });
-  try {
-    const vm = await labVm(stack, `vm-f5-${kind}`, 1, 3, 4);
-    const request = mergeRequest(vm, `snap-f5-${point.replace(':', '-')}`, [kind]);
-    const jobs = await watchJobs(stack.runDir, vm.vmId);
-    const handle = await startMerge(stack, request);
-    await stack.reached(point);
-    await stack.host!.kill();
-    const restarted = Date.now();
-    await stack.startHost();
-    const result = await handle.result();
-    recordRecovery(`5 host agent killed ${name}`, Date.now() - restarted);
-    expect(jobs.created).toHaveLength(1);
-    await jobs.close();
-    expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: kind });
-    await expectMerged(stack, vm, request);
-    await expectSpaceReclaimed(stack, request);
-    expect((await verifyLabVm(stack.runDir, vm.vmId)).disks[0].chain).toHaveLength(2);
-    await destroyLabVm(stack.runDir, vm.vmId);
-  } finally {
-    await stack.close();
-  }
+  ['during the pivot', 'after:completeJob', 'active', 1],
+  ['during the delete', 'after:deleteVolume', 'intermediate', 2],
+  ['during the cleanup', 'after:cleanup', 'active', 3],
+] as const)('5. host agent killed %s: the merge completes, only the top is deleted', async (name, point, kind, n) => {
+  await stack.restartHost([point]);
+  vmIds.push(`vm-f5-${n}`);
+  const vm = await labVm(stack, `vm-f5-${n}`, 1, 3, 4, `s${n}-`);
+  const request = mergeRequest(vm, `snap-f5-${point.replace(':', '-')}`, [kind]);
+  const jobs = await watchJobs(stack.runDir, vm.vmId);
+  const handle = await startMerge(stack, request);
+  await stack.reached(point);
+  await stack.host!.kill();
+  const restarted = Date.now();
+  await stack.startHost();
+  const result = await handle.result();
+  recordRecovery(`5 host agent killed ${name}`, Date.now() - restarted);
+  expect(jobs.created).toHaveLength(1);
+  await jobs.close();
+  expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: kind });
+  await expectMerged(stack, vm, request);
+  await expectSpaceReclaimed(stack, request);
+  expect((await verifyLabVm(stack.runDir, vm.vmId)).disks[0].chain).toHaveLength(2);
 });
