@@ -37,11 +37,16 @@ const chain = (): DiskChain => ({
   volumes: ['v2', 'v1', 'v0'].map((id) => ({ path: vol(id), nodeName: `q-${id}` })),
 });
 
-/** QEMU's shared-read locks on `file` as /proc/locks prints a killed QEMU's: pid -1, no fd anywhere. */
-function orphanLocks(file: string): string {
+/** `file` as /proc/locks names it: `major:minor:inode`. */
+function lockedFile(file: string): string {
   const st = fs.statSync(file, { bigint: true });
   const { major, minor } = devMajorMinor(st.dev);
-  const id = `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`;
+  return `${major.toString(16).padStart(2, '0')}:${minor.toString(16).padStart(2, '0')}:${st.ino}`;
+}
+
+/** QEMU's shared-read locks on `file` as /proc/locks prints a killed QEMU's: pid -1, no fd anywhere. */
+function orphanLocks(file: string): string {
+  const id = lockedFile(file);
   return [100, 201, 203].map((b, i) => `${i + 1}: OFDLCK ADVISORY  READ -1 ${id} ${b} ${b}\n`).join('');
 }
 
@@ -131,6 +136,13 @@ describe("a stopped VM's volumes, locks of a killed QEMU still listed", () => {
     expect(f.type).toBe('BaseShared');
     expect(f.message).toContain('it is the backing file of');
     expect(f.message).toContain('a process not visible here holds locks');
+    expect(Date.now() - t0).toBeLessThan(STOPPED_VM_LOCKS_SETTLE_MS);
+  });
+  test('a POSIX lock the kernel names a pid for is refused at once: a process frees those as it closes its files', async () => {
+    setLocks(`1: POSIX  ADVISORY  WRITE 999999 ${lockedFile(vol('v0'))} 0 EOF\n`);
+    const t0 = Date.now();
+    const f = await failureOf(guardCommit(deps, 'vm1', chain(), 1, 2, true));
+    expect(f.message).toContain('process 999999 holds locks on it (POSIX WRITE 0-EOF)');
     expect(Date.now() - t0).toBeLessThan(STOPPED_VM_LOCKS_SETTLE_MS);
   });
 });
