@@ -5,45 +5,52 @@ import { expectMerged, labVm, mergeRequest, MiB, recordRecovery, startMerge } fr
 import { until } from '../harness/until';
 
 /**
- * Restarts anywhere in the middle: each scenario runs its own dev server, engine worker and host
- * agent processes and a real VM with data, kills one of them like a crash, starts it again, and
- * checks the merge ends right: tops deleted exactly when out of the chain, data intact.
+ * Restarts anywhere in the middle: the file's dev server, engine worker and host agent processes
+ * and a real VM with data for each scenario, which kills one of the processes like a crash, starts
+ * it again, and checks the merge ends right: tops deleted exactly when out of the chain, data intact.
  */
 
 jest.setTimeout(180_000);
+
+// One stack for the file: each test starts the host agent with its holds, and its VM is destroyed after it.
+let stack: FaultStack;
+const vmIds: string[] = [];
+beforeAll(async () => {
+  stack = await new FaultStack().start();
+});
+afterEach(async () => {
+  for (const vmId of vmIds.splice(0)) await destroyLabVm(stack.runDir, vmId).catch(() => undefined);
+  await stack.restartHost();
+});
+afterAll(async () => stack?.close());
 
 type Victim = 'engine' | 'host' | 'server';
 
 /** Kills one process while both disks' jobs run, starts it again, and expects the merge to end right. */
 async function killMidJob(victim: Victim, scenario: string): Promise<void> {
-  const stack = await new FaultStack().start();
-  try {
-    const vm = await labVm(stack, `vm-f-${victim}`, 2, 3, 8);
-    const request = mergeRequest(vm, `snap-f-${victim}`, ['intermediate', 'active'], { bandwidthBytesPerSec: 2 * MiB });
-    const jobs = await watchJobs(stack.runDir, vm.vmId);
-    const handle = await startMerge(stack, request);
-    await until(async () => (await jobs.running()) === 2);
-    if (victim === 'engine') await stack.engine!.kill();
-    if (victim === 'host') await stack.host!.kill();
-    if (victim === 'server') await stack.server.kill();
-    // The process is gone; QEMU's jobs are not.
-    expect(await jobs.running()).toBe(2);
-    await new Promise((r) => setTimeout(r, 1000));
-    const restarted = Date.now();
-    if (victim === 'engine') await stack.startEngine();
-    if (victim === 'host') await stack.startHost();
-    if (victim === 'server') await stack.startServer();
-    const result = await handle.result();
-    recordRecovery(scenario, Date.now() - restarted);
-    await jobs.close();
-    expect(result.disks.map((d) => d.outcome)).toEqual(['merged', 'merged']);
-    // One job per disk: the retried steps adopted the running jobs.
-    expect(jobs.created.sort()).toEqual(['lm.disk0.d0v1', 'lm.disk1.d1v2']);
-    await expectMerged(stack, vm, request);
-    await destroyLabVm(stack.runDir, vm.vmId);
-  } finally {
-    await stack.close();
-  }
+  vmIds.push(`vm-f-${victim}`);
+  const vm = await labVm(stack, `vm-f-${victim}`, 2, 3, 8);
+  const request = mergeRequest(vm, `snap-f-${victim}`, ['intermediate', 'active'], { bandwidthBytesPerSec: 2 * MiB });
+  const jobs = await watchJobs(stack.runDir, vm.vmId);
+  const handle = await startMerge(stack, request);
+  await until(async () => (await jobs.running()) === 2);
+  if (victim === 'engine') await stack.engine!.kill();
+  if (victim === 'host') await stack.host!.kill();
+  if (victim === 'server') await stack.server.kill();
+  // The process is gone; QEMU's jobs are not.
+  expect(await jobs.running()).toBe(2);
+  await new Promise((r) => setTimeout(r, 1000));
+  const restarted = Date.now();
+  if (victim === 'engine') await stack.startEngine();
+  if (victim === 'host') await stack.startHost();
+  if (victim === 'server') await stack.startServer();
+  const result = await handle.result();
+  recordRecovery(scenario, Date.now() - restarted);
+  await jobs.close();
+  expect(result.disks.map((d) => d.outcome)).toEqual(['merged', 'merged']);
+  // One job per disk: the retried steps adopted the running jobs.
+  expect(jobs.created.sort()).toEqual(['lm.disk0.d0v1', 'lm.disk1.d1v2']);
+  await expectMerged(stack, vm, request);
 }
 
 test.each([
@@ -53,21 +60,17 @@ test.each([
 ] as const)('%s: the merge completes, QEMU ran one job per disk', (scenario, victim) => killMidJob(victim, scenario));
 
 test('3. host agent killed after the job ended and before the chain check: the chain still decides', async () => {
-  const stack = await new FaultStack().start({ holds: ['before:verifyChain'] });
-  try {
-    const vm = await labVm(stack, 'vm-f3', 1, 3, 4);
-    const request = mergeRequest(vm, 'snap-f3', ['intermediate']);
-    const handle = await startMerge(stack, request);
-    await stack.reached('before:verifyChain');
-    await stack.host!.kill();
-    const restarted = Date.now();
-    await stack.startHost();
-    const result = await handle.result();
-    recordRecovery('3 host agent killed before the chain check', Date.now() - restarted);
-    expect(result.disks[0]).toMatchObject({ outcome: 'merged', chainAfter: ['d0v2', 'd0v0'] });
-    await expectMerged(stack, vm, request);
-    await destroyLabVm(stack.runDir, vm.vmId);
-  } finally {
-    await stack.close();
-  }
+  await stack.restartHost(['before:verifyChain']);
+  vmIds.push('vm-f3');
+  const vm = await labVm(stack, 'vm-f3', 1, 3, 4);
+  const request = mergeRequest(vm, 'snap-f3', ['intermediate']);
+  const handle = await startMerge(stack, request);
+  await stack.reached('before:verifyChain');
+  await stack.host!.kill();
+  const restarted = Date.now();
+  await stack.startHost();
+  const result = await handle.result();
+  recordRecovery('3 host agent killed before the chain check', Date.now() - restarted);
+  expect(result.disks[0]).toMatchObject({ outcome: 'merged', chainAfter: ['d0v2', 'd0v0'] });
+  await expectMerged(stack, vm, request);
 });
