@@ -4,13 +4,14 @@ import { promisify } from 'node:util';
 
 import { WorkflowFailedError } from '@temporalio/client';
 
-import { destroyLabVm, imageCommitPid, type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import { imageCommitPid, type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
 import { progressQuery } from '../../src/workflows/definitions';
-import { FaultStack } from '../harness/process-stack';
-import { expectOnlyTopsDeleted, labVm, mergeRequest, recordRecovery, startMerge } from '../harness/scenario';
+import { stackPerFile } from '../harness/file-stack';
+import type { FaultStack } from '../harness/process-stack';
+import { expectOnlyTopsDeleted, mergeRequest, recordRecovery, startMerge } from '../harness/scenario';
 import { until } from '../harness/until';
 
 /**
@@ -46,8 +47,8 @@ async function expectStartsFromResult(
   await stopLabVm(stack.runDir, vm.vmId);
   for (const d of vm.disks)
     for (const v of d.volumeIds) {
-      const file = volumePath(stack.storageRoot, d.diskId, v);
-      if (existsSync(file)) await run('qemu-img', ['check', '-q', file]);
+      const image = volumePath(stack.storageRoot, d.diskId, v);
+      if (existsSync(image)) await run('qemu-img', ['check', '-q', image]);
     }
   expectOnlyTopsDeleted(
     stack,
@@ -56,32 +57,20 @@ async function expectStartsFromResult(
   );
 }
 
-// One stack for the file: each test makes its own VM, and starts the host agent with its holds.
-let stack: FaultStack;
-const vmIds: string[] = [];
+// One file.stack for the file: each test starts the host agent with its holds.
+const file = stackPerFile();
 /** A stopped lab VM of 1 or 2 disks × 3 volumes, destroyed after the test. */
 async function stoppedVm(vmId: string, disks: number, layerDataMiB: number, idPrefix: string): Promise<LabVm> {
-  vmIds.push(vmId);
-  const vm = await labVm(stack, vmId, disks, 3, layerDataMiB, idPrefix);
-  await stopLabVm(stack.runDir, vm.vmId);
+  const vm = await file.labVm(vmId, disks, 3, layerDataMiB, idPrefix);
+  await stopLabVm(file.stack.runDir, vm.vmId);
   return vm;
 }
-beforeAll(async () => {
-  stack = await new FaultStack().start();
-});
-afterEach(async () => {
-  for (const vmId of vmIds.splice(0)) await destroyLabVm(stack.runDir, vmId).catch(() => undefined);
-  await stack.restartHost();
-});
-afterAll(async () => {
-  await stack?.close();
-});
 
 describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
   test('both commit kinds: merged offline, the result names the volume each disk starts from', async () => {
     const vm = await stoppedVm('vm-off-kinds', 2, 2, 'kinds-');
     const request = mergeRequest(vm, 'snap-off-kinds', ['intermediate', 'active']);
-    const handle = await startMerge(stack, request);
+    const handle = await startMerge(file.stack, request);
     const result = await handle.result();
     expect(result.disks.map((d) => [d.diskId, d.commitKind, d.activeVolumeId])).toEqual([
       [vm.disks[0].diskId, 'intermediate', vm.disks[0].volumeIds[2]],
@@ -97,19 +86,19 @@ describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
     expect([...(attrs.ActiveVolumes as string[])].sort()).toEqual(
       [`${vm.disks[0].diskId}=${vm.disks[0].volumeIds[2]}`, `${vm.disks[1].diskId}=${vm.disks[1].volumeIds[1]}`].sort(),
     );
-    await expectStartsFromResult(stack, vm, request, result);
+    await expectStartsFromResult(file.stack, vm, request, result);
   });
 
   test('a VM start attempted during the commit fails on the image locks; the merge completes', async () => {
     const vm = await stoppedVm('vm-off-start', 1, 4, 'start-');
     const request = mergeRequest(vm, 'snap-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
-    const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
-    const handle = await startMerge(stack, request);
+    const top = volumePath(file.stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
+    const handle = await startMerge(file.stack, request);
     await until(() => imageCommitPid(top), 60_000, 20);
-    await expect(startLabVm(stack.runDir, vm.vmId)).rejects.toThrow(/lock/);
+    await expect(startLabVm(file.stack.runDir, vm.vmId)).rejects.toThrow(/lock/);
     const result = await handle.result();
     expect(result.disks[0].activeVolumeId).toBe(request.disks[0].baseVolumeId);
-    await expectStartsFromResult(stack, vm, request, result);
+    await expectStartsFromResult(file.stack, vm, request, result);
   });
 });
 
@@ -121,23 +110,23 @@ describe('a host agent killed during each offline step', () => {
     ['after the chain check', 'after:verifyChain', 'intermediate', 4],
     ['after the delete', 'after:deleteVolume', 'active', 5],
   ] as const)('killed %s: the restarted agent finishes the merge', async (_name, point, kind, n) => {
-    if (point !== 'qemu-img') await stack.restartHost([point]);
+    if (point !== 'qemu-img') await file.stack.restartHost([point]);
     const vm = await stoppedVm(`vm-off-kill-${n}`, 1, 4, `k${n}-`);
     const request = mergeRequest(vm, `snap-off-kill-${point.replace(':', '-')}`, [kind], {
       bandwidthBytesPerSec: 1024 * 1024,
     });
-    const top = volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
-    const handle = await startMerge(stack, request);
+    const top = volumePath(file.stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
+    const handle = await startMerge(file.stack, request);
     if (point === 'qemu-img') await until(() => imageCommitPid(top), 60_000, 20);
-    else await stack.reached(point);
-    await stack.host!.kill();
+    else await file.stack.reached(point);
+    await file.stack.host!.kill();
     // Its qemu-img dies with it (parent-death signal): nothing holds the images' locks.
     await until(async () => (await imageCommitPid(top)) === undefined || undefined, 10_000, 20);
     const restarted = Date.now();
-    await stack.startHost();
+    await file.stack.startHost();
     const result = await handle.result();
     recordRecovery(`offline: host agent killed ${point} (${kind})`, Date.now() - restarted);
-    await expectStartsFromResult(stack, vm, request, result);
+    await expectStartsFromResult(file.stack, vm, request, result);
   });
 });
 
@@ -145,26 +134,28 @@ describe('a VM started between two steps', () => {
   test.each(['intermediate', 'active'] as const)(
     '%s: the next step refuses with VmStarted, the top is kept, and a new merge runs live',
     async (kind) => {
-      await stack.restartHost(['after:offlineCommit']);
+      await file.stack.restartHost(['after:offlineCommit']);
       const vm = await stoppedVm(`vm-off-between-${kind}`, 1, 2, `b${kind[0]}-`);
       const request = mergeRequest(vm, `snap-off-between-${kind}`, [kind]);
-      const handle = await startMerge(stack, request);
-      await stack.reached('after:offlineCommit');
+      const handle = await startMerge(file.stack, request);
+      await file.stack.reached('after:offlineCommit');
       // The caller starts the VM from the definition it holds: the chain as before the merge.
-      await startLabVm(stack.runDir, vm.vmId);
-      stack.release('after:offlineCommit');
+      await startLabVm(file.stack.runDir, vm.vmId);
+      file.stack.release('after:offlineCommit');
       const err: unknown = await handle.result().catch((e: unknown) => e);
       expect(err).toBeInstanceOf(WorkflowFailedError);
       expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/VmStarted|started during the offline merge/);
-      expect(existsSync(volumePath(stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId))).toBe(true);
-      expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
+      expect(existsSync(volumePath(file.stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId))).toBe(
+        true,
+      );
+      expect((await verifyLabVm(file.stack.runDir, vm.vmId)).ok).toBe(true);
 
-      const again = await startMerge(stack, { ...request, snapshotId: `${request.snapshotId}-again` });
+      const again = await startMerge(file.stack, { ...request, snapshotId: `${request.snapshotId}-again` });
       const result = await again.result();
       expect(result.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', commitKind: kind });
-      expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
-      expectOnlyTopsDeleted(stack, vm, [request.disks[0].topVolumeId]);
-      await stopLabVm(stack.runDir, vm.vmId);
+      expect((await verifyLabVm(file.stack.runDir, vm.vmId)).ok).toBe(true);
+      expectOnlyTopsDeleted(file.stack, vm, [request.disks[0].topVolumeId]);
+      await stopLabVm(file.stack.runDir, vm.vmId);
     },
   );
 });

@@ -1,14 +1,7 @@
-import { destroyLabVm, verifyLabVm } from '../../lab/vm';
+import { verifyLabVm } from '../../lab/vm';
+import { stackPerFile } from '../harness/file-stack';
 import { watchJobs } from '../harness/jobs';
-import { FaultStack } from '../harness/process-stack';
-import {
-  expectMerged,
-  expectSpaceReclaimed,
-  labVm,
-  mergeRequest,
-  recordRecovery,
-  startMerge,
-} from '../harness/scenario';
+import { expectMerged, expectSpaceReclaimed, mergeRequest, recordRecovery, startMerge } from '../harness/scenario';
 
 /**
  * 5. Kills during the pivot, the delete and the cleanup: the host agent stops right after the
@@ -20,39 +13,29 @@ import {
 
 jest.setTimeout(180_000);
 
-// One stack for the file: each test starts the host agent with its hold point.
-let stack: FaultStack;
-const vmIds: string[] = [];
-beforeAll(async () => {
-  stack = await new FaultStack().start();
-});
-afterEach(async () => {
-  for (const vmId of vmIds.splice(0)) await destroyLabVm(stack.runDir, vmId).catch(() => undefined);
-  await stack.restartHost();
-});
-afterAll(async () => stack?.close());
+// One stack for the file: each test starts the host agent with its holds.
+const file = stackPerFile();
 
 test.each([
   ['during the pivot', 'after:completeJob', 'active', 1],
   ['during the delete', 'after:deleteVolume', 'intermediate', 2],
   ['during the cleanup', 'after:cleanup', 'active', 3],
 ] as const)('5. host agent killed %s: the merge completes, only the top is deleted', async (name, point, kind, n) => {
-  await stack.restartHost([point]);
-  vmIds.push(`vm-f5-${n}`);
-  const vm = await labVm(stack, `vm-f5-${n}`, 1, 3, 4, `s${n}-`);
+  await file.stack.restartHost([point]);
+  const vm = await file.labVm(`vm-f5-${n}`, 1, 3, 4, `s${n}-`);
   const request = mergeRequest(vm, `snap-f5-${point.replace(':', '-')}`, [kind]);
-  const jobs = await watchJobs(stack.runDir, vm.vmId);
-  const handle = await startMerge(stack, request);
-  await stack.reached(point);
-  await stack.host!.kill();
+  const jobs = await watchJobs(file.stack.runDir, vm.vmId);
+  const handle = await startMerge(file.stack, request);
+  await file.stack.reached(point);
+  await file.stack.host!.kill();
   const restarted = Date.now();
-  await stack.startHost();
+  await file.stack.startHost();
   const result = await handle.result();
   recordRecovery(`5 host agent killed ${name}`, Date.now() - restarted);
   expect(jobs.created).toHaveLength(1);
   await jobs.close();
   expect(result.disks[0]).toMatchObject({ outcome: 'merged', commitKind: kind });
-  await expectMerged(stack, vm, request);
-  await expectSpaceReclaimed(stack, request);
-  expect((await verifyLabVm(stack.runDir, vm.vmId)).disks[0].chain).toHaveLength(2);
+  await expectMerged(file.stack, vm, request);
+  await expectSpaceReclaimed(file.stack, request);
+  expect((await verifyLabVm(file.stack.runDir, vm.vmId)).disks[0].chain).toHaveLength(2);
 });

@@ -21,8 +21,9 @@ import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify'
 import { imageCommitPid } from '../../lab/vm';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
+import { stackPerFile } from '../harness/file-stack';
 import { mergeRequest } from '../harness/merge-request';
-import { FaultStack } from '../harness/process-stack';
+import type { FaultStack } from '../harness/process-stack';
 import { startMerge } from '../harness/scenario';
 import { until } from '../harness/until';
 import { domainName, untilJobRuns } from './scenario';
@@ -69,112 +70,109 @@ async function expectRunsMerged(stack: FaultStack, vm: LibvirtLabVm, request: Li
   expect(regions.filter((r) => !r.ok)).toEqual([]);
   for (const disk of vm.disks)
     for (const v of disk.volumeIds) {
-      const file = volumePath(stack.storageRoot, disk.diskId, v);
+      const image = volumePath(stack.storageRoot, disk.diskId, v);
       const top = request.disks.some((d) => d.topVolumeId === v);
-      expect([v, existsSync(file)]).toEqual([v, !top]);
-      if (!top) await run('qemu-img', ['check', '-q', file]);
+      expect([v, existsSync(image)]).toEqual([v, !top]);
+      if (!top) await run('qemu-img', ['check', '-q', image]);
     }
 }
 
 // One stack for the file: each test starts the host agent with the holds it needs.
-let stack: FaultStack;
-beforeAll(async () => {
-  stack = await new FaultStack({ driver: 'libvirt' }).start();
-});
-afterEach(async () => stack.restartHost());
-afterAll(async () => stack?.close());
+const file = stackPerFile({ driver: 'libvirt' });
 
 describe('a shut-off domain', () => {
   test('persistent: both kinds merged offline, the active disk redefined to its base, the domain starts on the merged chains', async () => {
-    const vm = await shutOffVm(stack, 'off-persist', true, 'p-');
+    const vm = await shutOffVm(file.stack, 'off-persist', true, 'p-');
     const request = mergeRequest(vm, 'snap-lv-off-persist', ['intermediate', 'active']);
-    const result = await (await startMerge(stack, request)).result();
+    const result = await (await startMerge(file.stack, request)).result();
     expect(result.disks.map((d) => [d.mode, d.commitKind, d.activeVolumeId])).toEqual([
       ['offline', 'intermediate', 'p-d0v2'],
       ['offline', 'active', 'p-d1v1'],
     ]);
     expect(await inactiveSource(vm)).toEqual([
-      volumePath(stack.storageRoot, 'p-disk0', 'p-d0v2'),
-      volumePath(stack.storageRoot, 'p-disk1', 'p-d1v1'),
+      volumePath(file.stack.storageRoot, 'p-disk0', 'p-d0v2'),
+      volumePath(file.stack.storageRoot, 'p-disk1', 'p-d1v1'),
     ]);
     await startLibvirtLabVm(vm);
-    await expectRunsMerged(stack, vm, request);
+    await expectRunsMerged(file.stack, vm, request);
   });
 
   test('transient, gone once shut off: merged offline, the result names the volumes for the caller', async () => {
-    const vm = await shutOffVm(stack, 'off-transient', false, 't-');
+    const vm = await shutOffVm(file.stack, 'off-transient', false, 't-');
     const request = mergeRequest(vm, 'snap-lv-off-transient', ['intermediate', 'active']);
-    const result = await (await startMerge(stack, request)).result();
+    const result = await (await startMerge(file.stack, request)).result();
     expect(result.disks.map((d) => [d.mode, d.activeVolumeId])).toEqual([
       ['offline', 't-d0v2'],
       ['offline', 't-d1v1'],
     ]);
     for (const d of vm.disks)
       for (const v of d.volumeIds) {
-        const file = volumePath(stack.storageRoot, d.diskId, v);
-        if (existsSync(file)) await run('qemu-img', ['check', '-q', file]);
+        const image = volumePath(file.stack.storageRoot, d.diskId, v);
+        if (existsSync(image)) await run('qemu-img', ['check', '-q', image]);
       }
-    expect(existsSync(volumePath(stack.storageRoot, 't-disk0', 't-d0v1'))).toBe(false);
-    expect(existsSync(volumePath(stack.storageRoot, 't-disk1', 't-d1v2'))).toBe(false);
+    expect(existsSync(volumePath(file.stack.storageRoot, 't-disk0', 't-d0v1'))).toBe(false);
+    expect(existsSync(volumePath(file.stack.storageRoot, 't-disk1', 't-d1v2'))).toBe(false);
   });
 
   test('a start attempted during the commit fails on the image locks; the merge completes', async () => {
-    const vm = await shutOffVm(stack, 'off-start', true, 's-');
+    const vm = await shutOffVm(file.stack, 'off-start', true, 's-');
     const request = mergeRequest(vm, 'snap-lv-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
-    const handle = await startMerge(stack, request);
-    await until(() => imageCommitPid(volumePath(stack.storageRoot, 's-disk0', 's-d0v2')), 60_000, 20);
+    const handle = await startMerge(file.stack, request);
+    await until(() => imageCommitPid(volumePath(file.stack.storageRoot, 's-disk0', 's-d0v2')), 60_000, 20);
     await expect(startLibvirtLabVm(vm)).rejects.toThrow(/lock/);
     const result = await handle.result();
     expect(result.disks[0].activeVolumeId).toBe('s-d0v1');
     await startLibvirtLabVm(vm);
-    await expectRunsMerged(stack, vm, request);
+    await expectRunsMerged(file.stack, vm, request);
   });
 });
 
 describe('a persistent domain started between the commit and the redefine', () => {
   test('the redefine refuses (VmStarted), the definition is kept, the domain runs on; a new merge runs live', async () => {
-    await stack.restartHost(['after:offlineCommit']);
-    const vm = await shutOffVm(stack, 'off-between', true, 'b-');
+    await file.stack.restartHost(['after:offlineCommit']);
+    const vm = await shutOffVm(file.stack, 'off-between', true, 'b-');
     const request = mergeRequest(vm, 'snap-lv-off-between', ['active']);
-    const handle = await startMerge(stack, request);
-    await stack.reached('after:offlineCommit');
+    const handle = await startMerge(file.stack, request);
+    await file.stack.reached('after:offlineCommit');
     await startLibvirtLabVm(vm);
-    stack.release('after:offlineCommit');
+    file.stack.release('after:offlineCommit');
     const err: unknown = await handle.result().catch((e: unknown) => e);
     expect(err).toBeInstanceOf(WorkflowFailedError);
     expect(String((err as WorkflowFailedError).cause?.message)).toMatch(/started during the offline merge/);
-    expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'));
-    expect(existsSync(volumePath(stack.storageRoot, 'b-disk0', 'b-d0v2'))).toBe(true);
+    expect((await inactiveSource(vm))[0]).toBe(volumePath(file.stack.storageRoot, 'b-disk0', 'b-d0v2'));
+    expect(existsSync(volumePath(file.stack.storageRoot, 'b-disk0', 'b-d0v2'))).toBe(true);
 
-    const again = await (await startMerge(stack, { ...request, snapshotId: 'snap-lv-off-between-again' })).result();
+    const again = await (
+      await startMerge(file.stack, { ...request, snapshotId: 'snap-lv-off-between-again' })
+    ).result();
     expect(again.disks[0]).toMatchObject({ outcome: 'merged', mode: 'live', activeVolumeId: 'b-d0v1' });
-    await expectRunsMerged(stack, vm, request);
+    await expectRunsMerged(file.stack, vm, request);
   });
 });
 
 describe('a persistent domain destroyed mid-merge', () => {
   test('right after the pivot: merged, the base named, the stale top deleted uncommitted', async () => {
-    await stack.restartHost(['before:deleteVolume']);
-    const vm = await shutOffVm(stack, 'pivot-destroy', true, 'q-');
+    await file.stack.restartHost(['before:deleteVolume']);
+    const vm = await shutOffVm(file.stack, 'pivot-destroy', true, 'q-');
     await startLibvirtLabVm(vm);
     const request = mergeRequest(vm, 'snap-lv-pivot-destroy', ['active']);
-    const handle = await startMerge(stack, request);
-    await stack.reached('before:deleteVolume');
+    const handle = await startMerge(file.stack, request);
+    await file.stack.reached('before:deleteVolume');
     await shutOffLibvirtLabVm(vm);
-    await stack.host!.kill();
-    await stack.startHost();
+    await file.stack.host!.kill();
+    await file.stack.startHost();
     const result = await handle.result();
     expect(result.disks.map((d) => [d.outcome, d.mode, d.commitKind, d.activeVolumeId, d.stoppedMidMerge])).toEqual([
       ['merged', 'offline', 'active', 'q-d0v1', { topStale: true }],
     ]);
-    expect((await inactiveSource(vm))[0]).toBe(volumePath(stack.storageRoot, 'q-disk0', 'q-d0v1'));
+    expect((await inactiveSource(vm))[0]).toBe(volumePath(file.stack.storageRoot, 'q-disk0', 'q-d0v1'));
     await startLibvirtLabVm(vm);
-    await expectRunsMerged(stack, vm, request);
+    await expectRunsMerged(file.stack, vm, request);
   });
 
   test('both jobs running: finished offline, the active disk redefined to its base, the domain starts on the merged chains', async () => {
     const vm = await createLibvirtLabVm({
-      storageRoot: stack.storageRoot,
+      storageRoot: file.stack.storageRoot,
       vmId: domainName('mid-destroy'),
       disks: 2,
       volumes: 3,
@@ -187,7 +185,7 @@ describe('a persistent domain destroyed mid-merge', () => {
     const request = mergeRequest(vm, 'snap-lv-mid-destroy', ['intermediate', 'active'], {
       bandwidthBytesPerSec: 1024 * 1024,
     });
-    const handle = await startMerge(stack, request);
+    const handle = await startMerge(file.stack, request);
     await untilJobRuns(vm, 'vda');
     await untilJobRuns(vm, 'vdb');
     await shutOffLibvirtLabVm(vm);
@@ -197,10 +195,10 @@ describe('a persistent domain destroyed mid-merge', () => {
       ['merged', 'offline', 'active', 'm-d1v1', { topStale: false }],
     ]);
     expect(await inactiveSource(vm)).toEqual([
-      volumePath(stack.storageRoot, 'm-disk0', 'm-d0v2'),
-      volumePath(stack.storageRoot, 'm-disk1', 'm-d1v1'),
+      volumePath(file.stack.storageRoot, 'm-disk0', 'm-d0v2'),
+      volumePath(file.stack.storageRoot, 'm-disk1', 'm-d1v1'),
     ]);
     await startLibvirtLabVm(vm);
-    await expectRunsMerged(stack, vm, request);
+    await expectRunsMerged(file.stack, vm, request);
   });
 });
