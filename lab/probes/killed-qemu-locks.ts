@@ -8,7 +8,6 @@
  *   npx tsx lab/probes/killed-qemu-locks.ts [--rounds 6] [--cache none|writeback]
  */
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { parseArgs } from 'node:util';
@@ -18,31 +17,13 @@ import { z } from 'zod';
 import { volumePath } from '../../src/domain/layout';
 import { waitForGuestAcks } from '../guest';
 import { createLabVm, destroyLabVm } from '../vm';
+import { procStatFields } from '../vm/proc-stat';
+import { canConnect } from '../vm/processes';
 
 const argsSchema = z.object({
   rounds: z.coerce.number().int().min(1).max(100),
   cache: z.enum(['none', 'writeback']),
 });
-
-function connects(socket: string): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = net.createConnection(socket);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
-
-function procState(pid: number): string {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
-  } catch {
-    return 'gone';
-  }
-}
 
 function openFds(pid: number): number {
   try {
@@ -102,11 +83,11 @@ async function main(): Promise<void> {
         let seen = '';
         let socketRefusedMs = -1;
         for (;;) {
-          const accepts = await connects(vm.qmpSocket);
+          const accepts = await canConnect(vm.qmpSocket);
           const locks = locksOn(inodes);
           const t = performance.now() - t0;
           if (!accepts && socketRefusedMs < 0) socketRefusedMs = t;
-          const now = `socket ${accepts ? 'accepts' : 'refuses'}, state ${procState(vm.pid)}, ${openFds(vm.pid)} fds, ${locks} locks`;
+          const now = `socket ${accepts ? 'accepts' : 'refuses'}, state ${procStatFields(vm.pid)?.[0] ?? 'gone'}, ${openFds(vm.pid)} fds, ${locks} locks`;
           if (now !== seen) timeline.push(`${t.toFixed(2)} ms: ${now}`);
           seen = now;
           if (!accepts && locks === 0) {
