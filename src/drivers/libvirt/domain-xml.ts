@@ -97,12 +97,12 @@ export function parseDomainDisks(xml: string): DomainDisk[] {
   return disks;
 }
 
-/** `vda[3]`: how libvirt's block calls name one layer of a disk. */
 /** The disk's id for the product: its `<serial>`, else its target. */
 export function diskIdOf(d: DomainDisk): string {
   return d.serial ?? d.target;
 }
 
+/** `vda[3]`: how libvirt's block calls name one layer of a disk. */
 export function layerName(target: string, index: number): string {
   return `${target}[${index}]`;
 }
