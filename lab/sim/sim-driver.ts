@@ -1,4 +1,5 @@
 import type { CommitSpace } from '../../src/domain/commit';
+import type { GuestIo } from '../../src/domain/speed';
 import type {
   BlockJob,
   CommitSpaceQuery,
@@ -174,6 +175,12 @@ export class SimDriver implements HypervisorDriver {
     job.since = this.clock.now();
     job.speed = speed;
     if (job.status === 'running') this.schedule(vmId, job);
+  }
+
+  /** A simulated VM has no guest: its disks do no I/O, so an adaptive job runs unlimited. */
+  async guestIo(vmId: string): Promise<GuestIo> {
+    await this.enter(vmId);
+    return { readOps: 0, readNs: 0, writeOps: 0, writeNs: 0, flushOps: 0, flushNs: 0 };
   }
 
   async nodesHolding(vmId: string, path: string): Promise<string[]> {

@@ -9,6 +9,7 @@ import { PathOutsideRootError, volumePath } from '../domain/layout';
 import { type DiskChain, findJob } from '../drivers/driver';
 import { ImageDirMissingError } from '../drivers/errors';
 import { removePivotRecord } from '../storage/pivot-record';
+import { removeFixedSpeed } from '../storage/speed-record';
 import { writeTombstone } from '../storage/tombstone';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
@@ -61,6 +62,7 @@ export function createDeleteVolume(deps: HostDeps) {
         deletedAt: new Date().toISOString(),
       });
       await removePivotRecord(deps.storageRoot, step.diskId, step.topVolumeId);
+      await removeFixedSpeed(deps.storageRoot, step.diskId, step.topVolumeId);
       // Out of its name at once; its space is freed right after, in the background (see Reclaimer).
       if (!(await deps.reclaimer.retire(file))) return { deleted: false, path: file };
       log.info('volume deleted', { vmId: step.vmId, diskId: step.diskId, volume: step.topVolumeId });

@@ -1,8 +1,11 @@
 import { z } from 'zod';
 
+import { topOfJob } from '../config/names';
 import { COMMIT_KINDS } from '../domain/commit';
 import { convergenceOptionsSchema } from '../domain/convergence';
+import { failure } from '../domain/failures';
 import { idSchema } from '../domain/input';
+import { speedStartSchema } from '../domain/speed';
 
 /** Activity inputs cross a process boundary: each is parsed again on the host. */
 
@@ -20,6 +23,8 @@ export const mergeStepSchema = diskStepSchema
     offlineOnly: z.literal(true).optional(),
     /** With offlineOnly: the volume the live chain started from before the VM stopped. */
     liveActive: idSchema.optional(),
+    /** The adaptive speed mode: the job starts careful while the guest does I/O, else unlimited. */
+    adaptive: z.literal(true).optional(),
   })
   .strict();
 export type MergeStep = z.infer<typeof mergeStepSchema>;
@@ -52,6 +57,15 @@ export const waitStepSchema = z
     commitKind: z.enum(COMMIT_KINDS).optional(),
     /** Absent in waits scheduled before convergence was watched: the defaults apply. */
     convergence: convergenceOptionsSchema.optional(),
+    /** The adaptive speed mode (domain/speed.ts); absent in the fixed mode. */
+    speed: z
+      .object({
+        latencyFactor: z.number().min(1.1).max(100),
+        /** What the merge step saw as it started the job; absent when it adopted one. */
+        start: speedStartSchema.optional(),
+      })
+      .strict()
+      .optional(),
   })
   .strict();
 export type WaitStep = z.infer<typeof waitStepSchema>;
@@ -63,3 +77,14 @@ export const speedStepSchema = jobStepSchema
   .extend({ bytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER) })
   .strict();
 export type SpeedStep = z.infer<typeof speedStepSchema>;
+
+/** The top volume of a step's job (its id names it): what the host's records of the job are named by. */
+export function topOf(step: Pick<JobStep, 'diskId' | 'jobId'>): string {
+  const top = idSchema.safeParse(topOfJob(step.diskId, step.jobId));
+  if (!top.success)
+    throw failure(
+      'InvalidMergeInput',
+      `invalid input: jobId: ${step.jobId} is not a commit job of disk ${step.diskId}`,
+    );
+  return top.data;
+}

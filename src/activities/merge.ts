@@ -7,10 +7,12 @@ import { blockJobId, blockJobPrefix } from '../config/names';
 import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
+import { type SpeedStart, startBytesPerSec } from '../domain/speed';
 import { type DiskChain, volumeNames } from '../drivers/driver';
 import { sameGuestData } from '../storage/image-commit';
 import { removePivotRecord } from '../storage/pivot-record';
 import { isBackingOf } from '../storage/qemu-img';
+import { removeFixedSpeed } from '../storage/speed-record';
 import { readTombstone } from '../storage/tombstone';
 import { refuseShortSpace } from './commit-space';
 import type { HostDeps } from './deps';
@@ -21,7 +23,9 @@ import { newestVolume } from './pivot-outcome';
 import { guardCommit } from './volume-guard';
 
 export type MergeStarted =
-  | { outcome: 'started' | 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
+  /** `speedStart`: an adaptive job's start (domain/speed.ts), where the wait's controller begins. */
+  | { outcome: 'started'; jobId: string; kind: CommitKind; chain: string[]; speedStart?: SpeedStart }
+  | { outcome: 'adopted'; jobId: string; kind: CommitKind; chain: string[] }
   | { outcome: 'alreadyMerged'; jobId: string; chain: string[] }
   /**
    * The VM does not run (asked for with `allowOffline`): the disk is merged by the offline steps.
@@ -74,6 +78,8 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
           ...(pivoted ? { pivoted } : {}),
         };
       }
+      // The guest's requests while this step checks tell whether it is busy: an adaptive job starts careful then.
+      const ioBefore = step.adaptive ? await deps.driver.guestIo(vmId, diskId) : undefined;
       const chain = await deps.driver.readChain(vmId, diskId);
       const names = volumeNames(chain);
       const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
@@ -107,6 +113,10 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       refuseShortSpace(space, step, 'nothing was started');
       // The VM runs from the top: a pivot record of an earlier job on it tells nothing any more.
       await removePivotRecord(deps.storageRoot, diskId, topVolumeId);
+      // Nor does a speed an update fixed for that job.
+      await removeFixedSpeed(deps.storageRoot, diskId, topVolumeId);
+      const io = ioBefore && (await deps.driver.guestIo(vmId, diskId));
+      const speedStart = io && { io, at: Date.now(), bytesPerSec: startBytesPerSec(ioBefore, io) };
 
       try {
         await deps.driver.startCommit(vmId, {
@@ -116,7 +126,7 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
           baseNode: chain.volumes[baseIndex].nodeName,
           // Relative, so the overlay above keeps a portable header; not allowed for an active commit.
           backingFile: kind === 'intermediate' ? path.basename(basePath) : undefined,
-          speed: step.bandwidthBytesPerSec,
+          speed: speedStart ? speedStart.bytesPerSec : step.bandwidthBytesPerSec,
         });
       } catch (err) {
         // A concurrent attempt may have started the same job between our read and our start.
@@ -125,8 +135,8 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
         }
         throw err;
       }
-      log.info('block commit started', { vmId, diskId, jobId, kind });
-      return { outcome: 'started', jobId, kind, chain: names };
+      log.info('block commit started', { vmId, diskId, jobId, kind, speed: speedStart?.bytesPerSec });
+      return { outcome: 'started', jobId, kind, chain: names, ...(speedStart ? { speedStart } : {}) };
     });
   };
 }

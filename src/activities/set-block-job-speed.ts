@@ -1,9 +1,10 @@
 import { log } from '@temporalio/activity';
 
 import { type BlockJob, findJob, type JobStatus } from '../drivers/driver';
+import { recordFixedSpeed } from '../storage/speed-record';
 import type { HostDeps } from './deps';
 import { isVmAbsent, parseInput, translateHostErrors } from './host-step';
-import { type SpeedStep, speedStepSchema } from './inputs';
+import { type SpeedStep, speedStepSchema, topOf } from './inputs';
 
 export interface BlockJobSpeedSet {
   /** True when QEMU took the new speed; false when the job does not run (any more). */
@@ -18,6 +19,7 @@ const SPEED_SETTABLE: ReadonlySet<JobStatus> = new Set(['created', 'running', 'p
 /**
  * Changes the speed limit of the disk's running block job. Idempotent: setting the same speed
  * twice is harmless, and a job that has ended (or a VM that is gone) is no error, just not applied.
+ * The limit is recorded on the host first: an adaptive job's controller stands down for it.
  */
 export function createSetBlockJobSpeed(deps: HostDeps) {
   return async function setBlockJobSpeed(input: SpeedStep): Promise<BlockJobSpeedSet> {
@@ -27,6 +29,7 @@ export function createSetBlockJobSpeed(deps: HostDeps) {
       try {
         const job = await find();
         if (!job || !SPEED_SETTABLE.has(job.status)) return { applied: false, jobStatus: job?.status };
+        await recordFixedSpeed(deps.storageRoot, step.diskId, topOf(step), step.bytesPerSec);
         try {
           await deps.driver.setSpeed(step.vmId, step.jobId, step.bytesPerSec);
         } catch (err) {

@@ -1,10 +1,7 @@
 import { Context, log } from '@temporalio/activity';
 
-import { topOfJob } from '../config/names';
 import { type Checkpoint, checkpointSchema } from '../domain/checkpoint';
 import { DEFAULT_CONVERGENCE, observeConvergence } from '../domain/convergence';
-import { failure } from '../domain/failures';
-import { idSchema } from '../domain/input';
 import { findJob } from '../drivers/driver';
 import { confirmPivot, readPivotRecord, recordPivotRequest } from '../storage/pivot-record';
 import { ask } from './ask';
@@ -12,7 +9,8 @@ import { createProgressReporter } from './block-job-progress';
 import { createConvergenceAction, notConverging } from './convergence-action';
 import type { HostDeps } from './deps';
 import { parseInput, translateHostErrors } from './host-step';
-import { type WaitStep, waitStepSchema } from './inputs';
+import { topOf, type WaitStep, waitStepSchema } from './inputs';
+import { createSpeedControl } from './speed-control';
 
 /**
  * `pivotRequested`: this wait asked for the pivot of an active commit (`block-job-complete`).
@@ -32,7 +30,8 @@ export type BlockJobEnd =
  * (storage/pivot-record.ts): a VM that stops in between leaves the record to tell the offline finish.
  *
  * Each turn also watches whether the job converges (domain/convergence.ts) and hands the verdict
- * to the convergence action (convergence-action.ts), and tells watchers of phase changes
+ * to the convergence action (convergence-action.ts), sets an adaptive job's speed from the guest's
+ * latency (speed-control.ts), and tells watchers of phase changes
  * (block-job-progress.ts). The state is in the heartbeat details, so a wait resumed on a
  * restarted agent keeps its convergence window, its action and its pivot.
  */
@@ -48,6 +47,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
     const reporter = createProgressReporter(step);
     const policy = step.convergence ?? DEFAULT_CONVERGENCE;
     const actOnConvergence = createConvergenceAction(deps, step, policy);
+    const speed = createSpeedControl(deps, step);
     // Asked in this attempt: a resumed wait asks again while the job is still ready (the last
     // attempt may have recorded the request and died before sending it; QEMU takes a second one).
     let asked = false;
@@ -58,7 +58,10 @@ export function createWaitForBlockJob(deps: HostDeps) {
         // turning ready while a progress signal is on its way, say) still wakes it at once. Its
         // errors (a VM gone) surface from the next read; leaving the turn disarms it.
         const turn = new AbortController();
-        const timeoutMs = Math.max(10, Math.min(step.pollIntervalMs, reporter.untilAnnounce()));
+        const timeoutMs = Math.max(
+          10,
+          Math.min(step.pollIntervalMs, reporter.untilAnnounce(), speed?.untilTick(checkpoint, Date.now()) ?? Infinity),
+        );
         const changed = deps.driver.nextJobChange(step.vmId, timeoutMs, turn.signal).catch(() => undefined);
         try {
           const job = await findJob(deps.driver, step.vmId, step.jobId);
@@ -76,6 +79,7 @@ export function createWaitForBlockJob(deps: HostDeps) {
           if (!convergence.converging && checkpoint.convergence?.converging !== false)
             log.warn('block job does not converge', { ...step, ...convergence, policy: policy.policy });
           checkpoint = { ...checkpoint, status: job.status, offset: job.offset, len: job.len, convergence };
+          if (speed) checkpoint = await speed.tick(checkpoint, job, now);
           ctx.heartbeat(checkpoint);
           // The progress signal (a server round trip) goes out beside the pivot: telling watchers
           // must not hold up QEMU.
@@ -122,17 +126,6 @@ export function createWaitForBlockJob(deps: HostDeps) {
       }
     });
   };
-}
-
-/** The top volume of the wait's job: the pivot record's name. */
-function topOf(step: WaitStep): string {
-  const top = idSchema.safeParse(topOfJob(step.diskId, step.jobId));
-  if (!top.success)
-    throw failure(
-      'InvalidMergeInput',
-      `invalid input: jobId: ${step.jobId} is not a commit job of disk ${step.diskId}`,
-    );
-  return top.data;
 }
 
 /**

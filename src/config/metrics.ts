@@ -10,6 +10,10 @@ export const MERGE_METRICS = {
   bytesCommitted: 'live_merge_bytes_committed',
   /** Counter: disk merges ended, by outcome. */
   outcomes: 'live_merge_disk_merges',
+  /** Counter: speed changes of adaptive block jobs, by `direction` (up, down, unlimited, fixed); host agent. */
+  speedChanges: 'live_merge_block_job_speed_changes',
+  /** Gauge, bytes per second (0 is unlimited): the speed an adaptive job's controller set last, by `disk_id`; host agent. */
+  speed: 'live_merge_block_job_speed',
 } as const;
 
 /** Buckets of the duration histogram: a small disk merges in seconds, a large one in hours. */

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { convergenceStateSchema } from './convergence';
+import { speedStateSchema } from './speed';
 
 /**
  * The block-job wait's heartbeat details: the job's last seen status and offset/len, and whether
@@ -19,5 +20,7 @@ export const checkpointSchema = z.object({
    * wait never pivots, waits for the job's end and fails the disk as NotConverging.
    */
   cancelledNotConverging: z.boolean().optional(),
+  /** The adaptive speed's controller (domain/speed.ts); absent in the fixed mode. */
+  speed: speedStateSchema.optional(),
 });
 export type Checkpoint = z.infer<typeof checkpointSchema>;

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 
 import { convergenceOptionsSchema, DEFAULT_CONVERGENCE } from './convergence';
+import { DEFAULT_LATENCY_FACTOR, SPEED_MODES, type SpeedMode } from './speed';
 
 /**
  * Ids become file names and QEMU job ids: letters, digits, `-` and `_` only, so no path
@@ -38,14 +39,25 @@ export const mergeOptionsSchema = z
   .object({
     /** How often the host polls QEMU's job list while a job runs. */
     pollIntervalMs: z.number().int().min(50).max(60_000).default(DEFAULT_POLL_INTERVAL_MS),
-    /** Speed limit of each block job in bytes per second; 0 means unlimited. */
+    /** Speed limit of each block job in bytes per second (0 is unlimited): the `fixed` mode's. */
     bandwidthBytesPerSec: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+    /**
+     * `adaptive`: the host sets each job's speed from the guest's own I/O latency (domain/speed.ts);
+     * `fixed`: the job runs at `bandwidthBytesPerSec`. Unset: fixed when a limit is given, else adaptive.
+     */
+    speedMode: z.enum(SPEED_MODES).optional(),
+    /** Adaptive mode: the guest's request latency may rise to this many times its own before the job. */
+    latencyFactor: z.number().min(1.1).max(100).default(DEFAULT_LATENCY_FACTOR),
     /** How long the host agent may take to pick up the first step before the disk fails. */
     hostPickupTimeoutSeconds: z.number().int().min(1).max(86_400).default(DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS),
     /** What an active commit that does not converge (domain/convergence.ts) is noticed by, and what then. */
     convergence: convergenceOptionsSchema.prefault({}),
   })
-  .strict();
+  .strict()
+  .refine((o) => o.speedMode !== 'adaptive' || o.bandwidthBytesPerSec === 0, {
+    message: 'adaptive sets the speed itself: leave bandwidthBytesPerSec out, or choose speedMode fixed',
+    path: ['speedMode'],
+  });
 export type MergeOptions = z.infer<typeof mergeOptionsSchema>;
 
 export const liveMergeInputSchema = z
@@ -61,6 +73,7 @@ export const liveMergeInputSchema = z
     options: mergeOptionsSchema.default({
       pollIntervalMs: DEFAULT_POLL_INTERVAL_MS,
       bandwidthBytesPerSec: 0,
+      latencyFactor: DEFAULT_LATENCY_FACTOR,
       hostPickupTimeoutSeconds: DEFAULT_HOST_PICKUP_TIMEOUT_SECONDS,
       convergence: DEFAULT_CONVERGENCE,
     }),
@@ -87,6 +100,11 @@ export const diskMergeInputSchema = z
   })
   .strict();
 export type DiskMergeInput = z.infer<typeof diskMergeInputSchema>;
+
+/** The merge's speed mode: the one asked for, else fixed when a limit is given, else adaptive. */
+export function speedModeOf(options: MergeOptions): SpeedMode {
+  return options.speedMode ?? (options.bandwidthBytesPerSec > 0 ? 'fixed' : 'adaptive');
+}
 
 /** `disks.1.topVolumeId: must be ...; vmId: ...`: every problem, each with its field path. */
 export function describeIssues(error: z.ZodError): string {

@@ -1,6 +1,7 @@
 import type { CommitKind, MergeMode } from './commit';
 import type { StoppedMidMerge } from './outcome';
 import type { DiskPhase } from './phases';
+import type { SpeedMode, SpeedProgress } from './speed';
 
 export type { DiskPhase } from './phases';
 
@@ -27,6 +28,11 @@ export interface DiskProgress {
   notConvergingSince?: string;
   /** When the convergence policy `lift` lifted the job's speed limit (ISO time). */
   speedLiftedAt?: string;
+  /**
+   * A running job's speed, and in the adaptive mode the guest's latency against its target: live
+   * from the wait's heartbeat (`getProgress`, `npm run watch`), not in the workflow's own query.
+   */
+  speed?: SpeedProgress;
 }
 
 export interface MergeProgress {
@@ -36,4 +42,6 @@ export interface MergeProgress {
   disks: DiskProgress[];
   /** Speed limit of the block jobs now, bytes per second (0 is unlimited); `setBandwidth` changes it. */
   bandwidthBytesPerSec?: number;
+  /** `adaptive` or `fixed` (domain/speed.ts); a `setBandwidth` update makes it fixed. */
+  speedMode?: SpeedMode;
 }

@@ -2,6 +2,7 @@
 import * as path from 'node:path';
 
 import type { CommitSpace } from '../domain/commit';
+import type { GuestIo } from '../domain/speed';
 
 /**
  * What the host activities need from a hypervisor. The QMP driver talks to real QEMU; a
@@ -98,6 +99,8 @@ export interface HypervisorDriver {
    */
   dismissJob(vmId: string, jobId: string): Promise<void>;
   setSpeed(vmId: string, jobId: string, speed: number): Promise<void>;
+  /** The guest's I/O counters on the disk since the VM started: what the adaptive speed reads. */
+  guestIo(vmId: string, diskId: string): Promise<GuestIo>;
   /** Nodes (libvirt: layers) that still hold `path` open, format node before file node. */
   nodesHolding(vmId: string, path: string): Promise<string[]>;
   /**

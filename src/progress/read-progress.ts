@@ -7,6 +7,7 @@ import { checkpointSchema } from '../domain/checkpoint';
 import { convergenceProgress } from '../domain/convergence';
 import { jobState } from '../domain/phases';
 import type { MergeProgress } from '../domain/progress';
+import { speedProgress } from '../domain/speed';
 
 /**
  * A merge's progress as a person wants it: the `progress` query (each disk's phase, and offset/len
@@ -31,6 +32,7 @@ export async function readMergeProgress(client: Client, snapshotId: string): Pro
         len: live.len,
         // The heartbeat's convergence is the newer; without one, the query's stays.
         ...dropUndefined(live.convergence ? convergenceProgress(live.convergence) : fromQuery),
+        ...(live.speed ? { speed: speedProgress(live.speed) } : {}),
       };
     }),
   );

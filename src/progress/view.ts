@@ -27,7 +27,19 @@ export function renderDiskLine(d: DiskProgress): string {
   const bytes = d.len ? ` ${mib(d.offset ?? 0)}/${mib(d.len)} MiB` : '';
   const kind = d.commitKind ? ` ${d.commitKind} commit` : '';
   const reason = d.reason ? `: ${d.reason}` : '';
-  return `${d.diskId}: ${d.phase}${kind}${pct === undefined ? '' : ` ${pct}%`}${bytes}${convergenceNote(d)}${reason}`;
+  return `${d.diskId}: ${d.phase}${kind}${pct === undefined ? '' : ` ${pct}%`}${bytes}${speedNote(d)}${convergenceNote(d)}${reason}`;
+}
+
+/** `, adaptive 64.0 MiB/s, guest 0.61/1.20 ms` (the guest's latency against its target) while a job runs. */
+export function speedNote(d: DiskProgress): string {
+  const s = d.speed;
+  if (!s || isFinal(d.phase)) return '';
+  const speed = s.bytesPerSec === 0 ? 'unlimited' : `${mib(s.bytesPerSec)} MiB/s`;
+  const latency =
+    s.guestLatencyMs === undefined || s.targetLatencyMs === undefined
+      ? ''
+      : `, guest ${s.guestLatencyMs.toFixed(2)}/${s.targetLatencyMs.toFixed(2)} ms`;
+  return `, ${s.mode} ${speed}${latency}`;
 }
 
 /**

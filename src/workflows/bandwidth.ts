@@ -1,4 +1,4 @@
-import { proxyActivities, setHandler } from '@temporalio/workflow';
+import { patched, proxyActivities, setHandler } from '@temporalio/workflow';
 
 import type { HostActivities } from '../activities';
 import { blockJobId, hostTaskQueue } from '../config/names';
@@ -6,6 +6,7 @@ import { hostStepOptions } from '../config/policy';
 import type { BandwidthRequest, DiskBandwidth } from '../domain/bandwidth';
 import type { LiveMergeInput } from '../domain/input';
 import { type DiskPhase, jobState } from '../domain/phases';
+import type { SpeedMode } from '../domain/speed';
 import { setBandwidthUpdate } from './definitions';
 import { parseWorkflowInput } from './failures';
 import { schemas } from './schemas';
@@ -13,6 +14,8 @@ import { schemas } from './schemas';
 export interface BandwidthControl {
   /** The speed limit now in force, bytes per second (0 is unlimited). */
   current(): number;
+  /** The merge's speed mode now: an update makes an adaptive merge fixed. */
+  mode(): SpeedMode;
   /** Tells of a disk's phase change: a job that starts running gets a changed limit. */
   phaseChanged(diskId: string, from: DiskPhase, to: DiskPhase): void;
 }
@@ -22,7 +25,8 @@ export interface BandwidthControl {
  * runs gets it at once (`block-job-set-speed` on the VM's host), and a disk whose job starts later
  * (started by its DiskMergeWorkflow with the input's limit) gets it when it reports its job running.
  * Per disk the changes are applied one after the other, each with the limit current when it runs,
- * so the last change wins whatever order the updates and the disk's reports come in.
+ * so the last change wins whatever order the updates and the disk's reports come in. In the
+ * adaptive mode an update fixes the speed: the host's controller stands down for it.
  */
 export function installBandwidthControl(
   input: LiveMergeInput,
@@ -30,6 +34,8 @@ export function installBandwidthControl(
 ): BandwidthControl {
   const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue: hostTaskQueue(input.hostId) });
   let bytesPerSec = input.options.bandwidthBytesPerSec;
+  let updated = false;
+  const adaptive = schemas().input.speedModeOf(input.options) === 'adaptive';
   const queue = new Map<string, Promise<unknown>>();
   const topOf = new Map(input.disks.map((d) => [d.diskId, d.topVolumeId]));
 
@@ -60,6 +66,7 @@ export function installBandwidthControl(
     setBandwidthUpdate,
     async (request: BandwidthRequest) => {
       bytesPerSec = request.bytesPerSec;
+      updated = true;
       const disks = await Promise.all(input.disks.map((d) => apply(d.diskId)));
       return { bytesPerSec: request.bytesPerSec, disks };
     },
@@ -72,14 +79,14 @@ export function installBandwidthControl(
 
   return {
     current: () => bytesPerSec,
+    mode: () => (adaptive && !updated ? 'adaptive' : 'fixed'),
     phaseChanged(diskId, from, to) {
-      if (
-        jobState(from) !== 'running' &&
-        jobState(to) === 'running' &&
-        bytesPerSec !== input.options.bandwidthBytesPerSec
-      ) {
-        void apply(diskId);
-      }
+      if (jobState(from) === 'running' || jobState(to) !== 'running') return;
+      // An adaptive job gets even the input's limit (0) once an update fixed it; merges started
+      // before the adaptive mode never ran one.
+      const fixes =
+        bytesPerSec !== input.options.bandwidthBytesPerSec || (updated && adaptive && patched('adaptive-speed'));
+      if (fixes) void apply(diskId);
     },
   };
 }

@@ -65,6 +65,8 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
   const report = progressReporter(input);
+  // The host sets an adaptive job's speed; merges started before the adaptive mode run fixed.
+  const adaptive = schemas().input.speedModeOf(options) === 'adaptive' && patched('adaptive-speed');
 
   // Merges started before the offline path refuse a VM that does not run (VmNotFound), as they did.
   const offlineKnown = patched('offline-merge');
@@ -88,6 +90,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
           ...step,
           bandwidthBytesPerSec: options.bandwidthBytesPerSec,
           ...(offlineKnown ? { allowOffline: true as const } : {}),
+          ...(adaptive ? { adaptive: true as const } : {}),
         },
       ],
     );
@@ -112,6 +115,14 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
             progressWorkflowId: input.parentWorkflowId,
             commitKind,
             convergence: options.convergence,
+            ...(adaptive
+              ? {
+                  speed: {
+                    latencyFactor: options.latencyFactor,
+                    ...(started.outcome === 'started' && started.speedStart ? { start: started.speedStart } : {}),
+                  },
+                }
+              : {}),
           },
         ],
       );

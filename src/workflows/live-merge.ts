@@ -49,6 +49,7 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
     hostId: input.hostId,
     disks: [...progress.values()],
     bandwidthBytesPerSec: bandwidth.current(),
+    speedMode: bandwidth.mode(),
   }));
   setHandler(diskProgressSignal, (update) => setPhase(update.diskId, update));
   function setPhase(diskId: string, update: Omit<DiskProgress, 'diskId'>): void {

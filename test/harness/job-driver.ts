@@ -4,6 +4,7 @@ import * as path from 'node:path';
 
 import type { HostDeps } from '../../src/activities';
 import type { CommitSpace } from '../../src/domain/commit';
+import type { GuestIo } from '../../src/domain/speed';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit, VmState } from '../../src/drivers/driver';
 
 /**
@@ -33,6 +34,7 @@ export abstract class JobDriver implements HypervisorDriver {
   hypervisorPids = (): Promise<number[]> => this.unused('hypervisorPids');
   flushNode = (): Promise<void> => this.unused('flushNode');
   measureCommitSpace = (): Promise<CommitSpace> => this.unused('measureCommitSpace');
+  guestIo = (): Promise<GuestIo> => this.unused('guestIo');
 }
 
 /**

@@ -87,6 +87,7 @@ const input = (extra: Partial<DiskMergeInput> = {}): DiskMergeInput => ({
   options: {
     pollIntervalMs: 100,
     bandwidthBytesPerSec: 5,
+    latencyFactor: 2,
     hostPickupTimeoutSeconds: 120,
     convergence: { windowSeconds: 60, policy: 'lift', graceSeconds: 60 },
   },

@@ -1,3 +1,7 @@
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+
 import { ApplicationFailure } from '@temporalio/common';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import { DefaultLogger } from '@temporalio/worker';
@@ -6,6 +10,7 @@ import { SimDriver } from '../../lab/sim/sim-driver';
 import { createHostActivities, type HostActivities } from '../../src/activities';
 import { blockJobId } from '../../src/config/names';
 import { Reclaimer } from '../../src/storage/reclaim';
+import { readFixedSpeed } from '../../src/storage/speed-record';
 import { VolumeUsage } from '../../src/volume-users';
 
 /** The setBlockJobSpeed host activity against SimDriver (QEMU's block-job semantics, in memory). */
@@ -14,9 +19,12 @@ const MiB = 1024 * 1024;
 let sim: SimDriver;
 let speeds: Array<[string, number]>;
 let acts: HostActivities;
+let root: string;
 const jobId = blockJobId('d1', 'v1');
 
 beforeEach(async () => {
+  root = mkdtempSync(path.join(os.tmpdir(), 'lm-speed-'));
+  mkdirSync(path.join(root, 'images', 'd1'), { recursive: true });
   sim = new SimDriver({ seed: 1 });
   sim.addVm('vm1', [
     {
@@ -33,14 +41,17 @@ beforeEach(async () => {
   };
   acts = createHostActivities({
     hostId: 'h1',
-    storageRoot: '/s',
+    storageRoot: root,
     runDir: '/s',
     driver: sim,
     reclaimer: new Reclaimer('/s'),
     usage: new VolumeUsage('/s'),
   });
 });
-afterEach(async () => sim.close());
+afterEach(async () => {
+  await sim.close();
+  rmSync(root, { recursive: true, force: true });
+});
 
 const env = () => new MockActivityEnvironment({}, { logger: new DefaultLogger('ERROR') });
 
@@ -64,6 +75,15 @@ test('a running job takes the new speed; asking twice is harmless', async () => 
     [jobId, 4 * MiB],
     [jobId, 4 * MiB],
   ]);
+  // Recorded for an adaptive job's controller, which stands down for it.
+  expect(await readFixedSpeed(root, 'd1', 'v1')).toMatchObject({ topVolumeId: 'v1', bytesPerSec: 4 * MiB });
+});
+
+test('a job that is not running records no fixed speed', async () => {
+  expect(await env().run(acts.setBlockJobSpeed, { vmId: 'vm1', diskId: 'd1', jobId, bytesPerSec: MiB })).toEqual({
+    applied: false,
+  });
+  expect(await readFixedSpeed(root, 'd1', 'v1')).toBeUndefined();
 });
 
 test('a job that is not there, or has concluded, is no error: not applied, QEMU not asked', async () => {

@@ -3,9 +3,11 @@ import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { CommitSpace } from '../../domain/commit';
+import type { GuestIo } from '../../domain/speed';
 import { measureCommitSpace } from '../../storage/space';
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit, VmState } from '../driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
+import { parseBlkStat } from './blkstat';
 import { parseBlockJobInfo } from './block-job-info';
 import { DomainDefinition } from './definition';
 import { diskIdOf, type DomainDisk, layerName, parseDomainDisks, parseLayerName } from './domain-xml';
@@ -172,6 +174,12 @@ export class LibvirtDriver implements HypervisorDriver {
   async setSpeed(vmId: string, jobId: string, speed: number): Promise<void> {
     const target = await this.targetOf(vmId, jobId);
     await this.run(vmId, ['blockjob', vmId, target, '--bandwidth', String(speed), '--bytes']);
+  }
+
+  async guestIo(vmId: string, diskId: string): Promise<GuestIo> {
+    const disk = (await this.disks(vmId)).find((d) => diskIdOf(d) === diskId);
+    if (!disk) throw new DiskNotFoundError(`domain ${vmId} has no disk ${diskId}`);
+    return parseBlkStat(await this.run(vmId, ['domblkstat', vmId, disk.target]));
   }
 
   /** The layers of the domain's chains that are `path`: libvirt lets go of a removed layer itself. */

@@ -1,6 +1,7 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
 import type { CommitSpace } from '../../domain/commit';
 import { auxQmpSocketPath, qmpSocketPath } from '../../domain/layout';
+import type { GuestIo } from '../../domain/speed';
 import { measureCommitSpace } from '../../storage/space';
 import type { BlockJob, CommitSpaceQuery, DiskChain, HypervisorDriver, StartCommit, VmState } from '../driver';
 import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
@@ -14,6 +15,7 @@ import {
   flattenImageChain,
   nodeFilesOf,
   queryBlockSchema,
+  queryBlockstatsSchema,
   queryJobsSchema,
   queryNamedBlockNodesSchema,
   resolveImageFilename,
@@ -128,6 +130,22 @@ export class QmpDriver implements HypervisorDriver {
 
   async setSpeed(vmId: string, jobId: string, speed: number): Promise<void> {
     await this.pool.with(vmId, (qmp) => qmp.execute('block-job-set-speed', { device: jobId, speed }));
+  }
+
+  /** The disk's device (the guest's view: its requests and their time), not a node of its chain. */
+  async guestIo(vmId: string, diskId: string): Promise<GuestIo> {
+    const all = await this.pool.with(vmId, (qmp) => qmp.executeParsed('query-blockstats', {}, queryBlockstatsSchema));
+    const device = all.find((b) => deviceIdOf(b) === diskId);
+    if (!device) throw new DiskNotFoundError(`VM ${vmId} has no disk ${diskId}`);
+    const s = device.stats;
+    return {
+      readOps: s.rd_operations,
+      readNs: s.rd_total_time_ns,
+      writeOps: s.wr_operations,
+      writeNs: s.wr_total_time_ns,
+      flushOps: s.flush_operations,
+      flushNs: s.flush_total_time_ns,
+    };
   }
 
   // Stryker restore all

@@ -184,13 +184,29 @@ export const queryBlockSchema = z.array(blockInfoSchema);
 /** `query-named-block-nodes` (accepts `{flat: true}` in 7.2 to omit the nested backing-image). */
 export const queryNamedBlockNodesSchema = z.array(blockDeviceInfoSchema);
 
+/** `query-blockstats`: each device's I/O counters since the VM started (QAPI BlockStats). */
+export const blockStatsSchema = z.looseObject({
+  device: z.string().optional(),
+  qdev: z.string().optional(),
+  stats: z.looseObject({
+    rd_operations: z.number(),
+    wr_operations: z.number(),
+    flush_operations: z.number(),
+    rd_total_time_ns: z.number(),
+    wr_total_time_ns: z.number(),
+    flush_total_time_ns: z.number(),
+  }),
+});
+export type BlockStats = z.infer<typeof blockStatsSchema>;
+export const queryBlockstatsSchema = z.array(blockStatsSchema);
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // Stryker restore all
 // ---------------------------------------------------------------------------------------------
 
 /** The device id of `-device ...,id=<diskId>`, from its QOM path `/machine/peripheral/<id>/...`. */
-export function deviceIdOf(block: BlockInfo): string | undefined {
+export function deviceIdOf(block: { device?: string; qdev?: string }): string | undefined {
   if (block.device) return block.device;
   const match = /^\/machine\/peripheral\/([^/]+)/.exec(block.qdev ?? '');
   return match?.[1];
