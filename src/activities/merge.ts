@@ -7,7 +7,7 @@ import { blockJobId, blockJobPrefix } from '../config/names';
 import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
-import { type SpeedStart, startBytesPerSec } from '../domain/speed';
+import { ADAPTIVE_START_BYTES_PER_SEC, type SpeedStart, startBytesPerSec } from '../domain/speed';
 import { type DiskChain, volumeNames } from '../drivers/driver';
 import { sameGuestData } from '../storage/image-commit';
 import { removePivotRecord } from '../storage/pivot-record';
@@ -20,6 +20,7 @@ import { parseInput, translateHostErrors } from './host-step';
 import { type DiskStep, type MergeStep, mergeStepSchema } from './inputs';
 import { readOfflineChain } from './offline-chain';
 import { newestVolume } from './pivot-outcome';
+import { readGuestIo } from './speed-control';
 import { guardCommit } from './volume-guard';
 
 export type MergeStarted =
@@ -79,7 +80,7 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
         };
       }
       // The guest's requests while this step checks tell whether it is busy: an adaptive job starts careful then.
-      const ioBefore = step.adaptive ? await deps.driver.guestIo(vmId, diskId) : undefined;
+      const ioBefore = step.adaptive ? await readGuestIo(deps, vmId, diskId) : undefined;
       const chain = await deps.driver.readChain(vmId, diskId);
       const names = volumeNames(chain);
       const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
@@ -115,8 +116,8 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       await removePivotRecord(deps.storageRoot, diskId, topVolumeId);
       // Nor does a speed an update fixed for that job.
       await removeFixedSpeed(deps.storageRoot, diskId, topVolumeId);
-      const io = ioBefore && (await deps.driver.guestIo(vmId, diskId));
-      const speedStart = io && { io, at: Date.now(), bytesPerSec: startBytesPerSec(ioBefore, io) };
+      const io = ioBefore && (await readGuestIo(deps, vmId, diskId));
+      const speedStart = ioBefore && io && { io, at: Date.now(), bytesPerSec: startBytesPerSec(ioBefore, io) };
 
       try {
         await deps.driver.startCommit(vmId, {
@@ -126,7 +127,12 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
           baseNode: chain.volumes[baseIndex].nodeName,
           // Relative, so the overlay above keeps a portable header; not allowed for an active commit.
           backingFile: kind === 'intermediate' ? path.basename(basePath) : undefined,
-          speed: speedStart ? speedStart.bytesPerSec : step.bandwidthBytesPerSec,
+          // Counters that could not be read: careful, the wait's controller takes over.
+          speed: speedStart
+            ? speedStart.bytesPerSec
+            : step.adaptive
+              ? ADAPTIVE_START_BYTES_PER_SEC
+              : step.bandwidthBytesPerSec,
         });
       } catch (err) {
         // A concurrent attempt may have started the same job between our read and our start.

@@ -6,6 +6,7 @@ import {
   ADAPTIVE_START_BYTES_PER_SEC,
   baselineOf,
   controlSpeed,
+  type GuestIo,
   SPEED_TICK_MS,
   type SpeedState,
   startSpeed,
@@ -14,6 +15,7 @@ import type { BlockJob } from '../drivers/driver';
 import { readFixedSpeed } from '../storage/speed-record';
 import { ask } from './ask';
 import type { HostDeps } from './deps';
+import { isVmAbsent } from './host-step';
 import { topOf, type WaitStep } from './inputs';
 
 export interface SpeedControl {
@@ -41,10 +43,11 @@ export function createSpeedControl(deps: HostDeps, step: WaitStep): SpeedControl
     c.convergence?.liftedAt === undefined &&
     c.speed?.fixedBytesPerSec === undefined;
 
-  async function first(job: BlockJob, now: number): Promise<SpeedState> {
+  async function first(job: BlockJob, now: number): Promise<SpeedState | undefined> {
     if (options?.start) return startSpeed(options.start);
     // An adopted job (its start not seen): careful, from the counters as they are now.
-    const io = await deps.driver.guestIo(step.vmId, step.diskId);
+    const io = await readGuestIo(deps, step.vmId, step.diskId);
+    if (!io) return undefined;
     const bytesPerSec = (await setSpeed(ADAPTIVE_START_BYTES_PER_SEC)) ? ADAPTIVE_START_BYTES_PER_SEC : 0;
     return { bytesPerSec, baseline: baselineOf(io), io, offset: job.offset, at: now, slowStart: true, changes: 0 };
   }
@@ -57,6 +60,7 @@ export function createSpeedControl(deps: HostDeps, step: WaitStep): SpeedControl
     async tick(checkpoint, job, now) {
       if (!controlled(checkpoint, job)) return checkpoint;
       const state = checkpoint.speed ?? (await first(job, now));
+      if (!state) return checkpoint;
       if (now - state.at < SPEED_TICK_MS) return { ...checkpoint, speed: state };
       const fixed = await readFixedSpeed(deps.storageRoot, step.diskId, topOf(step));
       if (fixed) {
@@ -66,7 +70,8 @@ export function createSpeedControl(deps: HostDeps, step: WaitStep): SpeedControl
         count('fixed', fixed.bytesPerSec);
         return { ...checkpoint, speed: { ...state, fixedBytesPerSec: fixed.bytesPerSec } };
       }
-      const io = await deps.driver.guestIo(step.vmId, step.diskId);
+      const io = await readGuestIo(deps, step.vmId, step.diskId);
+      if (!io) return { ...checkpoint, speed: state };
       const next = controlSpeed(state, io, job.offset, now, options.latencyFactor);
       if (next.bytesPerSec === state.bytesPerSec) return { ...checkpoint, speed: next };
       if (!(await setSpeed(next.bytesPerSec)))
@@ -92,5 +97,19 @@ export function createSpeedControl(deps: HostDeps, step: WaitStep): SpeedControl
     meter
       .createGauge(MERGE_METRICS.speed, 'int', 'By/s', 'speed of an adaptive block job (0 is unlimited)')
       .set(bytesPerSec, { host_id: deps.hostId, disk_id: step.diskId });
+  }
+}
+
+/**
+ * The guest's counters, or undefined when they cannot be read: the speed stays as it is then, and
+ * a merge never fails for it. A VM that is gone is thrown, as by every other read.
+ */
+export async function readGuestIo(deps: HostDeps, vmId: string, diskId: string): Promise<GuestIo | undefined> {
+  try {
+    return await deps.driver.guestIo(vmId, diskId);
+  } catch (err) {
+    if (isVmAbsent(err)) throw err;
+    log.warn("the guest's I/O counters could not be read: the speed stays", { vmId, diskId, error: String(err) });
+    return undefined;
   }
 }

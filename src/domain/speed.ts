@@ -10,8 +10,8 @@ import { z } from 'zod';
  *   job, from the drive's counters since the VM started;
  * - each tick compares the interval's latency with what the same requests took at the baseline
  *   (so a changed mix of reads and writes is no signal), against the target `latencyFactor`;
- * - under the target the speed doubles until the first time it is over (slow start), then rises
- *   by a fixed step per tick (additive increase); over the target it halves (multiplicative
+ * - under the target the speed grows by half until the first time it is over (slow start), then
+ *   rises by a fixed step per tick (additive increase); over the target it halves (multiplicative
  *   decrease), never below a floor;
  * - a guest doing (almost) no I/O gets an unlimited job; one that starts again is limited from the
  *   job's measured copy rate at its first interval over the target.
@@ -34,11 +34,16 @@ const MiB = 1024 * 1024;
 export const SPEED_TICK_MS = 500;
 /**
  * The speed of a job started while the guest does I/O: careful, as the probe found a guest writing
- * 200 times a second under 2x its latency at 16 MiB/s and near 3x at 32; the slow start doubles it.
+ * 200 times a second under 2x its latency at 16 MiB/s and near 3x at 32; the slow start raises it.
  */
 export const ADAPTIVE_START_BYTES_PER_SEC = 16 * MiB;
 /** The floor of a decrease: the job always copies, and convergence is the convergence policy's. */
 export const MIN_BYTES_PER_SEC = 4 * MiB;
+/**
+ * The slow start's growth per tick: by half, not double, since each overshoot past the guest's
+ * target costs the guest a tick of slow writes, which is what its p99 latency sees.
+ */
+export const SLOW_START_FACTOR = 1.5;
 /** The additive increase per tick once the slow start ended. */
 export const INCREASE_STEP_BYTES_PER_SEC = 4 * MiB;
 /** The multiplicative decrease. */
@@ -172,7 +177,9 @@ export function controlSpeed(
     return changed({ ...next, slowStart: false }, lower);
   }
   if (state.bytesPerSec === 0) return next;
-  const higher = state.slowStart ? state.bytesPerSec * 2 : state.bytesPerSec + INCREASE_STEP_BYTES_PER_SEC;
+  const higher = state.slowStart
+    ? Math.floor(state.bytesPerSec * SLOW_START_FACTOR)
+    : state.bytesPerSec + INCREASE_STEP_BYTES_PER_SEC;
   return changed(next, higher > UNLIMITED_ABOVE_BYTES_PER_SEC ? 0 : higher);
 }
 

@@ -17,7 +17,10 @@ import { SimDriver } from '../../lab/sim/sim-driver';
 import type { HostActivities } from '../../src/activities';
 import { blockJobId } from '../../src/config/names';
 import { imageDir, volumePath } from '../../src/domain/layout';
+import { ADAPTIVE_START_BYTES_PER_SEC, type GuestIo } from '../../src/domain/speed';
 import type { BlockJob, HypervisorDriver, StartCommit } from '../../src/drivers/driver';
+import { VmGoneError } from '../../src/drivers/errors';
+import { readFixedSpeed, recordFixedSpeed } from '../../src/storage/speed-record';
 import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
@@ -204,4 +207,74 @@ test('the refusals name what they saw: BaseNotBacking with the chain, Insufficie
   expect(s.message).toContain(`(${16 * MiB} the commit can add to the base, for `);
   expect(s.message).toContain(`plus a margin of ${NEEDED - 16 * MiB}), ${MiB} bytes free in `);
   expect(s.message).toMatch(/; nothing was started$/);
+});
+
+describe('the adaptive speed at the start', () => {
+  const adaptiveIn = { ...mergeIn('v2', 'v1'), bandwidthBytesPerSec: 0, adaptive: true as const };
+  const io = (writeOps: number): GuestIo => ({
+    readOps: 0,
+    readNs: 0,
+    writeOps,
+    writeNs: writeOps * 500_000,
+    flushOps: 0,
+    flushNs: 0,
+  });
+
+  /** The sim as a VM whose guest did the given counters at each read, and the starts it saw. */
+  function guestVm(reads: Array<GuestIo | Error>) {
+    const sim = vmOn();
+    const starts: StartCommit[] = [];
+    const driver = Object.assign(Object.create(sim) as SimDriver, {
+      startCommit: (vmId: string, r: StartCommit) => (starts.push(r), sim.startCommit(vmId, r)),
+      guestIo: async () => {
+        const next = reads.shift();
+        if (next === undefined) throw new Error('read once too often');
+        if (next instanceof Error) throw next;
+        return next;
+      },
+    });
+    return { driver, starts };
+  }
+
+  test('a guest that did I/O while the step checked: a careful start, and the counters for the wait', async () => {
+    const { driver, starts } = guestVm([io(100), io(103)]);
+    const started = await env().run(steps(driver).merge, adaptiveIn);
+    expect(starts[0].speed).toBe(ADAPTIVE_START_BYTES_PER_SEC);
+    expect(started).toMatchObject({ outcome: 'started', speedStart: { io: io(103), bytesPerSec: starts[0].speed } });
+  });
+
+  test('an idle guest: an unlimited job', async () => {
+    const { driver, starts } = guestVm([io(100), io(100)]);
+    const started = await env().run(steps(driver).merge, adaptiveIn);
+    expect(starts[0].speed).toBe(0);
+    expect(started).toMatchObject({ speedStart: { bytesPerSec: 0 } });
+  });
+
+  test('counters that cannot be read: a careful start all the same, the wait reads them itself', async () => {
+    const { driver, starts } = guestVm([io(100), new Error('no counters')]);
+    const started = await env().run(steps(driver).merge, adaptiveIn);
+    expect(starts[0].speed).toBe(ADAPTIVE_START_BYTES_PER_SEC);
+    expect(started).toMatchObject({ outcome: 'started' });
+    expect(started).not.toHaveProperty('speedStart');
+  });
+
+  test('a VM gone while the counters are read is the step error it always is', async () => {
+    const { driver, starts } = guestVm([new VmGoneError('QMP socket closed')]);
+    await expect(env().run(steps(driver).merge, adaptiveIn)).rejects.toMatchObject({ type: 'VmGone' });
+    expect(starts).toEqual([]);
+  });
+
+  test('the fixed mode reads no counters and starts at its limit', async () => {
+    const { driver, starts } = guestVm([]);
+    const started = await env().run(steps(driver).merge, mergeIn('v2', 'v1'));
+    expect(starts[0].speed).toBe(MiB);
+    expect(started).not.toHaveProperty('speedStart');
+  });
+
+  test('a new job drops a speed an update fixed for an earlier job on the top', async () => {
+    await recordFixedSpeed(root, 'd1', 'v2', 8 * MiB);
+    const { driver } = guestVm([io(1), io(1)]);
+    await env().run(steps(driver).merge, adaptiveIn);
+    expect(await readFixedSpeed(root, 'd1', 'v2')).toBeUndefined();
+  });
 });

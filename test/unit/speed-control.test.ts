@@ -112,8 +112,8 @@ describe('waitForBlockJob in the adaptive mode', () => {
     const driver = new GuestModel(ADAPTIVE_START_BYTES_PER_SEC, 1000, 78, 256 * MiB);
     const { beats, result } = run(driver, adaptive(driver, ADAPTIVE_START_BYTES_PER_SEC));
     await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivotRequested: true });
-    // Slow start from 16: 32, 64 (0.91 ms), 128 (1.32 ms: over), halved to 64, then +4 a tick.
-    expect(driver.speeds.slice(0, 5)).toEqual([32, 64, 128, 64, 68]);
+    // Slow start from 16: 24, 36, 54 (0.85 ms), 81 (1.02 ms: over), halved to 40.5, then +4 a tick.
+    expect(driver.speeds.slice(0, 6)).toEqual([24, 36, 54, 81, 40.5, 44.5]);
     const last = beats.filter((b) => b.speed).pop()?.speed;
     expect(last).toMatchObject({ slowStart: false, changes: driver.speeds.length });
     expect(last?.targetMs).toBeCloseTo(1, 3);
@@ -167,6 +167,15 @@ describe('waitForBlockJob in the adaptive mode', () => {
     const { result } = run(driver, adaptive(driver, 0, false));
     await expect(result).resolves.toMatchObject({ outcome: 'concluded' });
     expect(driver.speeds[0]).toBe(ADAPTIVE_START_BYTES_PER_SEC / MiB);
+  });
+
+  test('counters that cannot be read leave the speed as it is: the merge goes on', async () => {
+    const driver = new GuestModel(ADAPTIVE_START_BYTES_PER_SEC, 1000);
+    const start = adaptive(driver, ADAPTIVE_START_BYTES_PER_SEC);
+    driver.guestIo = () => Promise.reject(new Error('no counters'));
+    const { result } = run(driver, start);
+    await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivotRequested: true });
+    expect(driver.speeds).toEqual([]);
   });
 
   test('the fixed mode reads no counters', async () => {

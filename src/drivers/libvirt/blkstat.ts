@@ -2,7 +2,8 @@ import type { GuestIo } from '../../domain/speed';
 
 /**
  * `virsh domblkstat <domain> <target>`: one `<target> <field> <value>` line per counter (libvirt's
- * virDomainBlockStatsFlags; total times in ns). A counter libvirt does not report is 0.
+ * virDomainBlockStatsFlags; total times in ns). The request counts must be there; a time or flush
+ * counter libvirt does not report is 0.
  */
 export function parseBlkStat(text: string): GuestIo {
   const fields = new Map<string, number>();
@@ -10,6 +11,9 @@ export function parseBlkStat(text: string): GuestIo {
     const m = /^\S+\s+(\w+)\s+(\d+)\s*$/.exec(line.trim());
     if (m) fields.set(m[1], Number(m[2]));
   }
+  for (const required of ['rd_req', 'wr_req'])
+    if (!fields.has(required))
+      throw new Error(`virsh domblkstat gave no ${required}: ${JSON.stringify(text.slice(0, 200))}`);
   const field = (name: string): number => fields.get(name) ?? 0;
   return {
     readOps: field('rd_req'),
