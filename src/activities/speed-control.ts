@@ -1,3 +1,4 @@
+// Stryker disable all: sets a job's speed, never what is written or deleted; its decisions are domain/speed.ts, mutated in the domain set
 import { Context, log } from '@temporalio/activity';
 
 import { MERGE_METRICS } from '../config/metrics';

@@ -22,6 +22,7 @@ module.exports = {
   testMatch: [
     '<rootDir>/test/unit/activities.test.ts',
     '<rootDir>/test/unit/set-block-job-speed.test.ts',
+    '<rootDir>/test/unit/speed-control.test.ts',
     '<rootDir>/test/unit/volume-users.test.ts',
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
     '<rootDir>/test/unit/volume-guard.test.ts',

@@ -14,5 +14,6 @@ module.exports = {
     '<rootDir>/test/unit/input.test.ts',
     '<rootDir>/test/unit/input-bounds.test.ts',
     '<rootDir>/test/unit/layout.test.ts',
+    '<rootDir>/test/unit/speed.test.ts',
   ],
 };

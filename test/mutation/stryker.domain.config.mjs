@@ -1,5 +1,6 @@
 /**
- * The second mutation set: the input schemas and the path layout (src/domain/). A zod schema is
+ * The second mutation set: the input schemas, the path layout and the adaptive speed's controller
+ * (src/domain/). A zod schema is
  * built once, when its module loads, so its mutants are static: the main set ignores static
  * mutants (each would rerun every test), and here they are tested, against the modules' own tests.
  */
@@ -10,7 +11,7 @@ const base = require('../../stryker.config.json');
 
 export default {
   ...base,
-  mutate: ['src/domain/input.ts', 'src/domain/layout.ts'],
+  mutate: ['src/domain/input.ts', 'src/domain/layout.ts', 'src/domain/speed.ts'],
   ignoreStatic: false,
   jest: { ...base.jest, configFile: 'test/mutation/jest.domain.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-domain.json',

@@ -1,7 +1,7 @@
 /**
  * The storage set: what reads images and removes files outside QEMU: the names an image holds
- * (image-names, the header reader), the commit's space bound, the reclaim sweep, the tombstones
- * and the pivot records.
+ * (image-names, the header reader), the commit's space bound, the reclaim sweep, the tombstones,
+ * the pivot records and the speed records.
  * Its own record, so that a whole run of it fits in an hour and one set's run leaves the others'
  * records as they are.
  */
@@ -21,6 +21,7 @@ export default {
     'src/storage/header-chain.ts',
     'src/storage/pivot-record.ts',
     'src/storage/hidden-record.ts',
+    'src/storage/speed-record.ts',
   ],
   jest: { ...base.jest, configFile: 'test/mutation/jest.storage.config.js' },
   incrementalFile: 'test/mutation/stryker-incremental-storage.json',

@@ -22,6 +22,7 @@ import type { HypervisorDriver, VmState } from '../../src/drivers/driver';
 import { readHeaderChain } from '../../src/storage/header-chain';
 import { ImageToolError } from '../../src/storage/image-commit';
 import { isBackingOf } from '../../src/storage/qemu-img';
+import { recordFixedSpeed } from '../../src/storage/speed-record';
 import { writeTombstone } from '../../src/storage/tombstone';
 import { VolumeUsage } from '../../src/volume-users';
 import { failureOf } from '../harness/failure';
@@ -640,10 +641,13 @@ describe('a VM that stopped mid-merge of an active commit: what the pivot record
     expect(await env().run(s.verifyChain, { ...step('v2', 'v1'), offline: true as const })).toEqual({
       chain: ['v1', 'v0'],
     });
+    // A speed an update fixed for the job goes with the top too.
+    await recordFixedSpeed(root, 'd1', 'v2', 1024 * 1024);
     expect(await env().run(s.deleteVolume, { ...step('v2', 'v1'), offline: true as const })).toMatchObject({
       deleted: true,
     });
     expect(existsSync(path.join(imageDir(root, 'd1'), '.v2.pivot.json'))).toBe(false);
+    expect(existsSync(path.join(imageDir(root, 'd1'), '.v2.speed.json'))).toBe(false);
   });
 
   test('an unconfirmed request, top and base differ: PivotOutcomeUnknown, both kept, nothing written', async () => {
