@@ -148,6 +148,8 @@ export function controlSpeed(
   const seconds = (now - state.at) / 1000;
   if (seconds <= 0) return state;
   let requests = 0;
+  /** The requests of kinds with a baseline: what the latency is the mean of. */
+  let judged = 0;
   let actualNs = 0;
   let expectedNs = 0;
   const baseline = { ...state.baseline };
@@ -160,6 +162,7 @@ export function controlSpeed(
     const base = baseline[`${k}Ns`] ?? (ns > 0 ? ns / ops : undefined);
     if (base === undefined) continue;
     baseline[`${k}Ns`] = base;
+    judged += ops;
     actualNs += ns;
     expectedNs += ops * base;
   }
@@ -168,8 +171,8 @@ export function controlSpeed(
   delete next.latencyMs;
   delete next.targetMs;
   if (requests / seconds < IDLE_REQUESTS_PER_SEC || expectedNs === 0) return changed(next, 0);
-  next.latencyMs = round3(actualNs / requests / 1e6);
-  next.targetMs = round3((expectedNs / requests / 1e6) * latencyFactor);
+  next.latencyMs = round3(actualNs / judged / 1e6);
+  next.targetMs = round3((expectedNs / judged / 1e6) * latencyFactor);
   if (actualNs > expectedNs * latencyFactor) {
     // Unlimited or not, the job copied at most this fast: halve what it did.
     const current = state.bytesPerSec > 0 ? state.bytesPerSec : copied / seconds;

@@ -8,6 +8,7 @@ import {
   diskSpecSchema,
   idSchema,
   liveMergeInputSchema,
+  speedModeOf,
 } from '../../src/domain/input';
 
 const disk = (diskId: string, top = 'v2', base = 'v1') => ({ diskId, topVolumeId: top, baseVolumeId: base });
@@ -76,5 +77,38 @@ describe('a merge', () => {
     expect(issues(diskMergeInputSchema.safeParse({ ...input, hostId: 'h1/..', disk: disk('d1') }))).toBe(
       'hostId: must be letters, digits, "-" or "_", starting with a letter or digit',
     );
+  });
+});
+
+describe('the speed options', () => {
+  const input = { snapshotId: 's1', vmId: 'vm1', hostId: 'h1', disks: [disk('d1')] };
+  const options = (o: object) => liveMergeInputSchema.safeParse({ ...input, options: o });
+
+  test('adaptive by default, fixed when a limit is given, or as asked', () => {
+    const parsed = liveMergeInputSchema.parse(input).options;
+    expect(parsed.latencyFactor).toBe(2);
+    expect(speedModeOf(parsed)).toBe('adaptive');
+    expect(speedModeOf(liveMergeInputSchema.parse({ ...input, options: {} }).options)).toBe('adaptive');
+    const limited = liveMergeInputSchema.parse({ ...input, options: { bandwidthBytesPerSec: 1 } }).options;
+    expect(speedModeOf(limited)).toBe('fixed');
+    const unlimitedFixed = liveMergeInputSchema.parse({ ...input, options: { speedMode: 'fixed' } }).options;
+    expect(speedModeOf(unlimitedFixed)).toBe('fixed');
+    const asked = liveMergeInputSchema.parse({ ...input, options: { speedMode: 'adaptive', bandwidthBytesPerSec: 0 } });
+    expect(speedModeOf(asked.options)).toBe('adaptive');
+  });
+
+  test('adaptive with a limit is refused, naming speedMode; fixed with one is taken', () => {
+    expect(issues(options({ speedMode: 'adaptive', bandwidthBytesPerSec: 1 }))).toBe(
+      'options.speedMode: adaptive sets the speed itself: leave bandwidthBytesPerSec out, or choose speedMode fixed',
+    );
+    expect(issues(options({ speedMode: 'fixed', bandwidthBytesPerSec: 1 }))).toBe('ok');
+    expect(issues(options({ speedMode: 'fast' }))).toMatch(/^options\.speedMode: /);
+  });
+
+  test('the latency factor is from 1.1 to 100', () => {
+    expect(issues(options({ latencyFactor: 1.1 }))).toBe('ok');
+    expect(issues(options({ latencyFactor: 100 }))).toBe('ok');
+    expect(issues(options({ latencyFactor: 1.09 }))).toMatch(/^options\.latencyFactor: /);
+    expect(issues(options({ latencyFactor: 100.5 }))).toMatch(/^options\.latencyFactor: /);
   });
 });

@@ -144,6 +144,64 @@ describe('controlSpeed', () => {
   });
 });
 
+describe('controlSpeed at its edges', () => {
+  test('an interval is measured from the last tick, whenever that was', () => {
+    const s = startSpeed({ io: writes(io(), 10_000, 0.5), at: 10_000, bytesPerSec: 32 * MiB });
+    // 100 requests in the 500 ms since the tick at 10 s: 200 a second, busy.
+    const next = controlSpeed(s, writes(s.io, 100, 0.6), 6 * MiB, 10_500, 2);
+    expect(next).toMatchObject({ bytesPerSec: 48 * MiB, requestsPerSec: 200 });
+  });
+
+  test("an unlimited job's copy rate is what it copied since the last tick", () => {
+    const s = { ...started(0), offset: 400 * MiB };
+    // 100 MiB more in 200 ms: 500 MiB/s; halved to 250.
+    expect(controlSpeed(s, writes(s.io, 40, 9), 500 * MiB, 200, 2).bytesPerSec).toBe(250 * MiB);
+  });
+
+  test('an unlimited job under the target stays unlimited after the slow start too', () => {
+    const s = { ...started(0), slowStart: false };
+    expect(controlSpeed(s, writes(s.io, 100, 0.7), 100 * MiB, 200, 2)).toMatchObject({ bytesPerSec: 0, changes: 0 });
+  });
+
+  test('an idle guest on an unlimited job: nothing changes, nothing counted', () => {
+    const s = started(0);
+    expect(controlSpeed(s, s.io, 10 * MiB, 1000, 2)).toMatchObject({ bytesPerSec: 0, changes: 0 });
+  });
+
+  test('2 GiB/s itself is still a limit; above it none', () => {
+    const s = { ...started(32 * MiB), bytesPerSec: 2044 * MiB, slowStart: false };
+    expect(controlSpeed(s, writes(s.io, 100, 0.5), 0, 200, 2).bytesPerSec).toBe(2048 * MiB);
+  });
+
+  test('time without requests, or requests without time, are no measure', () => {
+    const s = started(32 * MiB);
+    // Read time rose with no read completed: ignored; writes at the baseline.
+    const odd = { ...writes(s.io, 100, 0.5), readNs: s.io.readNs + 1000 * ms };
+    expect(controlSpeed(s, odd, 6 * MiB, 200, 2)).toMatchObject({ bytesPerSec: 48 * MiB, latencyMs: 0.5 });
+    // Flushes that took no time, of a kind never used before: no baseline from them.
+    const free = { ...writes(s.io, 100, 0.5), flushOps: 50 };
+    const next = controlSpeed(s, free, 6 * MiB, 200, 2);
+    expect(next.baseline.flushNs).toBeUndefined();
+    expect(next).toMatchObject({ latencyMs: 0.5, targetMs: 1, requestsPerSec: 750 });
+  });
+
+  test('requests of no kind with a baseline cannot be judged: the job is unlimited', () => {
+    const s = startSpeed({ io: io(), at: 0, bytesPerSec: 32 * MiB });
+    // 50 flushes of no measurable time: busy, but nothing to compare with.
+    expect(controlSpeed(s, { ...io(), flushOps: 50 }, 0, 200, 2)).toMatchObject({ bytesPerSec: 0 });
+  });
+
+  test('a baseline needs requests and their time', () => {
+    expect(baselineOf(io({ readOps: 0, readNs: 5 * ms, writeOps: 5, writeNs: 0 }))).toEqual({});
+  });
+
+  test('the figures the user guide gives', () => {
+    expect(ADAPTIVE_START_BYTES_PER_SEC).toBe(16 * MiB);
+    expect(INCREASE_STEP_BYTES_PER_SEC).toBe(4 * MiB);
+    expect(MIN_BYTES_PER_SEC).toBe(4 * MiB);
+  });
+});
+
 describe('speedProgress', () => {
   test('adaptive: the speed and the latency against its target; fixed once an update set it', () => {
     const s: SpeedState = { ...started(32 * MiB), latencyMs: 0.6, targetMs: 1 };
@@ -153,7 +211,7 @@ describe('speedProgress', () => {
       guestLatencyMs: 0.6,
       targetLatencyMs: 1,
     });
-    expect(speedProgress(started(0))).toEqual({ mode: 'adaptive', bytesPerSec: 0 });
+    expect(speedProgress(started(0))).toStrictEqual({ mode: 'adaptive', bytesPerSec: 0 });
     expect(speedProgress({ ...s, fixedBytesPerSec: 8 * MiB })).toEqual({ mode: 'fixed', bytesPerSec: 8 * MiB });
   });
 });
