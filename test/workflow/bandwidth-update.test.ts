@@ -125,6 +125,52 @@ describe('setBandwidth update of LiveMergeWorkflow', () => {
     });
   });
 
+  test('an adaptive merge: the host sets the speed; an update fixes it, even at 0, for running and later jobs alike', async () => {
+    const host = heldHost();
+    const merges: Array<{ diskId: string }> = [];
+    const waits: Array<{ diskId: string }> = [];
+    const { merge, waitForBlockJob } = host.activities;
+    host.activities.merge = (i) => (merges.push(i), merge(i));
+    host.activities.waitForBlockJob = (i) => (waits.push(i), waitForBlockJob(i));
+    // Held steps are let go whatever happens: a failed expectation must not hang the workers' shutdown.
+    await withStack(host, async () => {
+      try {
+        const handle = await t.client.workflow.start(LiveMergeWorkflow, {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: liveMergeWorkflowId('bw-adaptive'),
+          args: [
+            {
+              snapshotId: 'bw-adaptive',
+              vmId: 'vm1',
+              hostId: 'h1',
+              disks: ['d0', 'd1'].map((diskId) => ({ diskId, baseVolumeId: 'base', topVolumeId: 'top' })),
+            },
+          ],
+        });
+        await until(async () => (await handle.query<MergeProgress>('progress')).disks[0].phase === 'waiting');
+        expect(await handle.query<MergeProgress>('progress')).toMatchObject({ speedMode: 'adaptive' });
+        expect(merges.find((m) => m.diskId === 'd0')).toMatchObject({ adaptive: true });
+        expect(waits.find((w) => w.diskId === 'd0')).toMatchObject({ speed: { latencyFactor: 2 } });
+
+        const applied = await handle.executeUpdate(setBandwidthUpdate, { args: [{ bytesPerSec: 0 }] });
+        expect(applied.disks.map((d) => d.applied)).toEqual(['set', 'atJobStart']);
+        expect(await handle.query<MergeProgress>('progress')).toMatchObject({ speedMode: 'fixed' });
+        // d1's job starts after the update: it gets the fixed 0 too, though 0 is the input's limit.
+        host.d1Merge.open();
+        await until(() => host.speeds.some((s) => s.diskId === 'd1'));
+        expect(host.speeds.map((s) => [s.diskId, s.bytesPerSec])).toEqual([
+          ['d0', 0],
+          ['d1', 0],
+        ]);
+        host.waitsDone.open();
+        expect((await handle.result()).disks.map((d) => d.outcome)).toEqual(['merged', 'merged']);
+      } finally {
+        host.d1Merge.open();
+        host.waitsDone.open();
+      }
+    });
+  });
+
   test.each([
     ['a negative speed', { bytesPerSec: -1 }, /bytesPerSec: must not be negative/],
     ['a fraction', { bytesPerSec: 1.5 }, /bytesPerSec: must be a whole number/],
