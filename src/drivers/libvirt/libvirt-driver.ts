@@ -176,12 +176,6 @@ export class LibvirtDriver implements HypervisorDriver {
     await this.run(vmId, ['blockjob', vmId, target, '--bandwidth', String(speed), '--bytes']);
   }
 
-  async guestIo(vmId: string, diskId: string): Promise<GuestIo> {
-    const disk = (await this.disks(vmId)).find((d) => diskIdOf(d) === diskId);
-    if (!disk) throw new DiskNotFoundError(`domain ${vmId} has no disk ${diskId}`);
-    return parseBlkStat(await this.run(vmId, ['domblkstat', vmId, disk.target]));
-  }
-
   /** The layers of the domain's chains that are `path`: libvirt lets go of a removed layer itself. */
   async nodesHolding(vmId: string, file: string): Promise<string[]> {
     return (await this.disks(vmId)).flatMap((d) =>
@@ -198,6 +192,13 @@ export class LibvirtDriver implements HypervisorDriver {
       );
   }
   // Stryker disable all
+
+  /** The guest's I/O counters on the disk (the adaptive speed's input), by its target. */
+  async guestIo(vmId: string, diskId: string): Promise<GuestIo> {
+    const disk = (await this.disks(vmId)).find((d) => diskIdOf(d) === diskId);
+    if (!disk) throw new DiskNotFoundError(`domain ${vmId} has no disk ${diskId}`);
+    return parseBlkStat(await this.run(vmId, ['domblkstat', vmId, disk.target]));
+  }
 
   /**
    * libvirt offers no flush of one layer short of its monitor passthrough, which taints the domain:
