@@ -21,6 +21,31 @@ function progress(...disks: DiskProgress[]): MergeProgress {
   return { snapshotId: 's1', vmId: 'vm1', hostId: 'host1', disks };
 }
 
+test("a running job's line shows its speed and, adaptive, the guest's latency against its target", () => {
+  const job = {
+    diskId: 'disk0',
+    phase: 'waiting' as const,
+    commitKind: 'active' as const,
+    offset: 76.8 * MiB,
+    len: 192 * MiB,
+  };
+  expect(
+    renderDiskLine({
+      ...job,
+      speed: { mode: 'adaptive', bytesPerSec: 36 * MiB, guestLatencyMs: 0.306, targetLatencyMs: 0.4 },
+    }),
+  ).toBe('disk0: waiting active commit 40% 76.8/192.0 MiB, adaptive 36.0 MiB/s, guest 0.31/0.40 ms');
+  expect(renderDiskLine({ ...job, speed: { mode: 'adaptive', bytesPerSec: 0 } })).toBe(
+    'disk0: waiting active commit 40% 76.8/192.0 MiB, adaptive unlimited',
+  );
+  expect(renderDiskLine({ ...job, speed: { mode: 'fixed', bytesPerSec: 2 * MiB } })).toBe(
+    'disk0: waiting active commit 40% 76.8/192.0 MiB, fixed 2.0 MiB/s',
+  );
+  expect(renderDiskLine({ ...job, phase: 'merged', speed: { mode: 'fixed', bytesPerSec: 0 } })).toBe(
+    'disk0: merged active commit 40% 76.8/192.0 MiB',
+  );
+});
+
 test('a disk line names phase, commit kind, percent and MiB, and a failure its reason', () => {
   expect(
     renderDiskLine({ diskId: 'disk0', phase: 'waiting', commitKind: 'intermediate', offset: 12 * MiB, len: 48 * MiB }),
