@@ -731,3 +731,39 @@ describe('a VM that stops mid-merge: the disk is finished offline', () => {
     expect(steps()).toEqual(['merge', 'waitForBlockJob', 'cancelBlockJob', 'cleanup']);
   });
 });
+
+describe('the adaptive speed', () => {
+  const adaptiveInput = (): DiskMergeInput => input({ options: { ...input().options, bandwidthBytesPerSec: 0 } });
+  const argsOf = (name: Step): unknown => mockWf.calls.find((c) => c.step === name)?.args;
+  const speedStart = {
+    io: { readOps: 0, readNs: 0, writeOps: 9, writeNs: 9e6, flushOps: 0, flushNs: 0 },
+    at: 1,
+    bytesPerSec: 16 * 1024 * 1024,
+  };
+
+  test('the merge step is told; the wait gets the factor and the start the merge step saw', async () => {
+    answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'active', chain: ['v2', 'v1'], speedStart }));
+    await DiskMergeWorkflow(adaptiveInput());
+    expect(argsOf('merge')).toMatchObject({ adaptive: true, bandwidthBytesPerSec: 0 });
+    expect(argsOf('waitForBlockJob')).toMatchObject({ speed: { latencyFactor: 2, start: speedStart } });
+    expect(mockWf.patchIds).toContain('adaptive-speed');
+  });
+
+  test('an adopted job: the wait gets the factor only, and reads the counters itself', async () => {
+    answer('merge', () => ({ outcome: 'adopted', jobId: 'lm.d1.v2', kind: 'active', chain: ['v2', 'v1'] }));
+    await DiskMergeWorkflow(adaptiveInput());
+    expect((argsOf('waitForBlockJob') as { speed?: unknown }).speed).toStrictEqual({ latencyFactor: 2 });
+  });
+
+  test('a merge recorded before the adaptive mode, and the fixed mode: neither step is told', async () => {
+    mockWf.unpatched.add('adaptive-speed');
+    await DiskMergeWorkflow(adaptiveInput());
+    expect(argsOf('merge')).not.toHaveProperty('adaptive');
+    expect(argsOf('waitForBlockJob')).not.toHaveProperty('speed');
+    mockWf.calls = [];
+    mockWf.unpatched.clear();
+    await DiskMergeWorkflow(input());
+    expect(argsOf('merge')).not.toHaveProperty('adaptive');
+    expect(argsOf('waitForBlockJob')).not.toHaveProperty('speed');
+  });
+});

@@ -138,6 +138,12 @@ describe("a stopped VM's volumes, locks of a killed QEMU still listed", () => {
     expect(f.message).toContain('a process not visible here holds locks');
     expect(Date.now() - t0).toBeLessThan(STOPPED_VM_LOCKS_SETTLE_MS);
   });
+  test('no lock and no user at all: passes at once, nothing to wait for', async () => {
+    const t0 = Date.now();
+    await expect(guardCommit(deps, 'vm1', chain(), 1, 2, true)).resolves.toBeUndefined();
+    expect(Date.now() - t0).toBeLessThan(STOPPED_VM_LOCKS_SETTLE_MS);
+  });
+
   test('a POSIX lock the kernel names a pid for is refused at once: a process frees those as it closes its files', async () => {
     setLocks(`1: POSIX  ADVISORY  WRITE 999999 ${lockedFile(vol('v0'))} 0 EOF\n`);
     const t0 = Date.now();
