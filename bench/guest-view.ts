@@ -144,7 +144,8 @@ export const guestViewBench: Bench = {
     try {
       const figures: Figure[] = [];
       const details: Record<string, unknown> = { layerDataMiB, idleMs, cache: 'none' };
-      for (const { scenario: sc, who } of GUESTS) {
+      // The quick run (CI's) is a smoke test: the fast guest only.
+      for (const { scenario: sc, who } of ctx.quick ? GUESTS.slice(0, 1) : GUESTS) {
         const out = await runScenario(ctx, stack, sc, layerDataMiB, idleMs);
         figures.push(
           ...guestFigures(sc, who, out.idle, out.phases),
