@@ -2,7 +2,13 @@ import { mkdirSync, mkdtempSync } from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { DefaultLogger } from '@temporalio/worker';
+
 import type { HostDeps } from '../../src/activities';
+import type { WaitStep } from '../../src/activities/inputs';
+import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
+import type { Checkpoint } from '../../src/domain/checkpoint';
 import type { CommitSpace } from '../../src/domain/commit';
 import type { GuestIo } from '../../src/domain/speed';
 import type { BlockJob, DiskChain, HypervisorDriver, StartCommit, VmState } from '../../src/drivers/driver';
@@ -45,4 +51,18 @@ export function jobDeps(driver: HypervisorDriver): HostDeps {
   const storageRoot = mkdtempSync(path.join(os.tmpdir(), 'lm-job-'));
   mkdirSync(path.join(storageRoot, 'images', 'd1'), { recursive: true });
   return { driver, storageRoot } as Pick<HostDeps, 'driver' | 'storageRoot'> as HostDeps;
+}
+
+/**
+ * Runs the block-job wait on `driver` as an activity, resumed from `heartbeatDetails` when given,
+ * collecting its heartbeats. The caller removes `deps.storageRoot` when done.
+ */
+export function runWait(driver: HypervisorDriver, input: WaitStep, heartbeatDetails?: Checkpoint) {
+  const env = new MockActivityEnvironment(heartbeatDetails ? { heartbeatDetails } : {}, {
+    logger: new DefaultLogger('ERROR'),
+  });
+  const beats: Checkpoint[] = [];
+  env.on('heartbeat', (d: Checkpoint) => beats.push(d));
+  const deps = jobDeps(driver);
+  return { env, beats, deps, result: env.run(createWaitForBlockJob(deps), input) };
 }

@@ -12,12 +12,11 @@ import { DefaultLogger } from '@temporalio/worker';
 import type { HostDeps } from '../../src/activities';
 import { createConvergenceAction } from '../../src/activities/convergence-action';
 import type { WaitStep } from '../../src/activities/inputs';
-import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
 import { type ConvergenceState, graceOver, MIN_PROGRESS_BYTES, observeConvergence } from '../../src/domain/convergence';
 import { mergeOptionsSchema } from '../../src/domain/input';
 import type { BlockJob, JobStatus } from '../../src/drivers/driver';
-import { jobDeps, JobDriver } from '../harness/job-driver';
+import { JobDriver, runWait } from '../harness/job-driver';
 
 const MiB = 1024 * 1024;
 
@@ -177,15 +176,9 @@ describe('waitForBlockJob: an active commit that does not converge', () => {
   });
 
   function run(driver: DirtyingDriver, input: WaitStep, heartbeatDetails?: Checkpoint) {
-    const env = new MockActivityEnvironment(heartbeatDetails ? { heartbeatDetails } : {}, {
-      logger: new DefaultLogger('ERROR'),
-    });
-    const beats: Checkpoint[] = [];
-    env.on('heartbeat', (d: Checkpoint) => beats.push(d));
-    const deps = jobDeps(driver);
-    roots.push(deps.storageRoot);
-    const wait = createWaitForBlockJob(deps);
-    return { env, beats, result: env.run(wait, input) };
+    const wait = runWait(driver, input, heartbeatDetails);
+    roots.push(wait.deps.storageRoot);
+    return wait;
   }
 
   test('report: the heartbeat says not converging, with the remaining bytes and since when; nothing is done', async () => {

@@ -1,15 +1,11 @@
 import { rmSync } from 'node:fs';
 
-import { MockActivityEnvironment } from '@temporalio/testing';
-import { DefaultLogger } from '@temporalio/worker';
-
 import type { WaitStep } from '../../src/activities/inputs';
-import { createWaitForBlockJob } from '../../src/activities/wait-for-block-job';
 import type { Checkpoint } from '../../src/domain/checkpoint';
 import { ADAPTIVE_START_BYTES_PER_SEC, type GuestIo, SPEED_TICK_MS } from '../../src/domain/speed';
 import type { BlockJob, JobStatus } from '../../src/drivers/driver';
 import { recordFixedSpeed } from '../../src/storage/speed-record';
-import { jobDeps, JobDriver } from '../harness/job-driver';
+import { JobDriver, runWait } from '../harness/job-driver';
 
 const MiB = 1024 * 1024;
 
@@ -87,14 +83,9 @@ afterAll(() => {
 });
 
 function run(driver: GuestModel, input: WaitStep, heartbeatDetails?: Checkpoint) {
-  const env = new MockActivityEnvironment(heartbeatDetails ? { heartbeatDetails } : {}, {
-    logger: new DefaultLogger('ERROR'),
-  });
-  const beats: Checkpoint[] = [];
-  env.on('heartbeat', (d: Checkpoint) => beats.push(d));
-  const deps = jobDeps(driver);
-  roots.push(deps.storageRoot);
-  return { beats, deps, result: env.run(createWaitForBlockJob(deps), input) };
+  const wait = runWait(driver, input, heartbeatDetails);
+  roots.push(wait.deps.storageRoot);
+  return wait;
 }
 
 const adaptive = (driver: GuestModel, bytesPerSec: number, start = true): WaitStep => ({
