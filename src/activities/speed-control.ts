@@ -5,7 +5,6 @@ import { MERGE_METRICS } from '../config/metrics';
 import type { Checkpoint } from '../domain/checkpoint';
 import {
   ADAPTIVE_START_BYTES_PER_SEC,
-  baselineOf,
   controlSpeed,
   type GuestIo,
   SPEED_TICK_MS,
@@ -44,18 +43,25 @@ export function createSpeedControl(deps: HostDeps, step: WaitStep): SpeedControl
     c.convergence?.liftedAt === undefined &&
     c.speed?.fixedBytesPerSec === undefined;
 
+  /** When an adopted job's counters could not be read: the next try waits a tick, not a turn. */
+  let unreadAt: number | undefined;
+
   async function first(job: BlockJob, now: number): Promise<SpeedState | undefined> {
     if (options?.start) return startSpeed(options.start);
+    if (unreadAt !== undefined && now - unreadAt < SPEED_TICK_MS) return undefined;
     // An adopted job (its start not seen): careful, from the counters as they are now.
     const io = await readGuestIo(deps, step.vmId, step.diskId);
-    if (!io) return undefined;
+    if (!io) {
+      unreadAt = now;
+      return undefined;
+    }
     const bytesPerSec = (await setSpeed(ADAPTIVE_START_BYTES_PER_SEC)) ? ADAPTIVE_START_BYTES_PER_SEC : 0;
-    return { bytesPerSec, baseline: baselineOf(io), io, offset: job.offset, at: now, slowStart: true, changes: 0 };
+    return { ...startSpeed({ io, at: now, bytesPerSec }), offset: job.offset };
   }
 
   return {
     untilTick(checkpoint, now) {
-      const at = checkpoint.speed?.at;
+      const at = checkpoint.speed?.at ?? unreadAt;
       return at === undefined ? 0 : Math.max(0, at + SPEED_TICK_MS - now);
     },
     async tick(checkpoint, job, now) {

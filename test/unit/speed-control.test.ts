@@ -169,6 +169,22 @@ describe('waitForBlockJob in the adaptive mode', () => {
     expect(driver.speeds).toEqual([]);
   });
 
+  test('an adopted job whose counters cannot be read: the wait tries again each tick, not each turn', async () => {
+    const driver = new GuestModel(0, 1000, 64, 48 * MiB);
+    let reads = 0;
+    driver.guestIo = () => {
+      reads++;
+      return Promise.reject(new Error('no counters'));
+    };
+    const { result } = run(driver, adaptive(driver, 0, false));
+    const t0 = Date.now();
+    await expect(result).resolves.toMatchObject({ outcome: 'concluded', pivotRequested: true });
+    // Unlimited, 48 MiB take 120 ms: one read at the start, at most one more per tick after it.
+    expect(reads).toBeGreaterThanOrEqual(1);
+    expect(reads).toBeLessThanOrEqual(1 + Math.ceil((Date.now() - t0) / SPEED_TICK_MS));
+    expect(driver.speeds).toEqual([]);
+  });
+
   test('the fixed mode reads no counters', async () => {
     const driver = new GuestModel(0, 1000);
     driver.guestIo = () => Promise.reject(new Error('the fixed mode must not read the guest'));
