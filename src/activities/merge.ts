@@ -79,8 +79,6 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
           ...(pivoted ? { pivoted } : {}),
         };
       }
-      // The guest's requests while this step checks tell whether it is busy: an adaptive job starts careful then.
-      const ioBefore = step.adaptive ? await readGuestIo(deps, vmId, diskId) : undefined;
       const chain = await deps.driver.readChain(vmId, diskId);
       const names = volumeNames(chain);
       const topIndex = chain.volumes.findIndex((v) => v.path === topPath);
@@ -103,6 +101,8 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       if ((await placeInChain(deps.storageRoot, step, chain)) === 'alreadyMerged')
         return { outcome: 'alreadyMerged', jobId, chain: names };
 
+      // The guest's requests while this step checks tell whether it is busy: an adaptive job starts careful then.
+      const ioBefore = step.adaptive ? await readGuestIo(deps, vmId, diskId) : undefined;
       // Only a new job is guarded: an adopted one is already running, and a merged top needs none.
       await guardCommit(deps, vmId, chain, topIndex, baseIndex);
       const top = chain.volumes[topIndex];
