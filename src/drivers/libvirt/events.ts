@@ -38,6 +38,27 @@ export class LibvirtEvents {
     };
   }
 
+  /**
+   * The domain's next event, `timeoutMs` or the signal's abort, whichever comes first, armed at
+   * once; `cancel` stops waiting.
+   */
+  nextChange(domain: string, timeoutMs: number, signal?: AbortSignal): { woken: Promise<void>; cancel(): void } {
+    let cancel = (): void => undefined;
+    const woken = new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      const off = this.onChange(domain, done);
+      signal?.addEventListener('abort', done, { once: true });
+      cancel = done;
+      function done(): void {
+        clearTimeout(timer);
+        off();
+        signal?.removeEventListener('abort', done);
+        resolve();
+      }
+    });
+    return { woken, cancel };
+  }
+
   /** The last end libvirt announced for the disk's block job since `forget`, if one was seen. */
   ending(domain: string, target: string): BlockJobEnding | undefined {
     return this.endings.get(`${domain}/${target}`);

@@ -1,5 +1,4 @@
 // Stryker disable all: mutation testing covers only the code between the restore and disable markers below, the code that decides what is written or deleted
-import { promises as fs } from 'node:fs';
 import * as path from 'node:path';
 
 import type { CommitSpace } from '../../domain/commit';
@@ -10,6 +9,7 @@ import { DiskNotFoundError, VmGoneError, VmNotFoundError } from '../errors';
 import { parseBlkStat } from './blkstat';
 import { parseBlockJobInfo } from './block-job-info';
 import { DomainDefinition } from './definition';
+import { domainPids } from './domain-pids';
 import { diskIdOf, type DomainDisk, layerName, parseDomainDisks, parseLayerName } from './domain-xml';
 import { LibvirtEvents } from './events';
 import { type JobRecord, JobRecords } from './job-records';
@@ -213,40 +213,21 @@ export class LibvirtDriver implements HypervisorDriver {
     return measureCommitSpace(q.topPath, q.basePath);
   }
 
-  async hypervisorPids(vmId: string): Promise<number[]> {
-    try {
-      const pid = Number((await fs.readFile(path.join(this.pidDir, `${vmId}.pid`), 'utf8')).trim());
-      if (!Number.isInteger(pid) || pid <= 0) return [];
-      await fs.access(`/proc/${pid}`);
-      return [pid];
-    } catch {
-      return [];
-    }
+  hypervisorPids(vmId: string): Promise<number[]> {
+    return domainPids(this.pidDir, vmId);
   }
 
   async nextJobChange(vmId: string, timeoutMs: number, signal?: AbortSignal): Promise<void> {
     if (signal?.aborted) return;
-    let unsubscribe = (): void => undefined;
-    const woken = new Promise<void>((resolve) => {
-      const timer = setTimeout(done, timeoutMs);
-      const off = this.events.onChange(vmId, done);
-      signal?.addEventListener('abort', done, { once: true });
-      unsubscribe = done;
-      function done(): void {
-        clearTimeout(timer);
-        off();
-        signal?.removeEventListener('abort', done);
-        resolve();
-      }
-    });
+    const change = this.events.nextChange(vmId, timeoutMs, signal);
     try {
       // Armed first: a change while the domain is looked up still wakes the wait.
       await this.run(vmId, ['domstate', vmId]);
     } catch (err) {
-      unsubscribe();
+      change.cancel();
       throw err;
     }
-    await woken;
+    await change.woken;
   }
 
   async close(): Promise<void> {
