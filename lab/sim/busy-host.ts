@@ -41,6 +41,8 @@ export interface HostView {
   longJobs(): Promise<{ started: number; ended: number }>;
   /** Milliseconds from each job's end to the start of its chain check, by `<vmId>/<jobId>`. */
   jobEndToCheckMs(): Promise<Record<string, number>>;
+  /** Lets the long merges' jobs copy: they are held until then, so they outlast the probe however slow the starts. */
+  releaseLongJobs(): Promise<void>;
 }
 
 export interface SimHost extends HostView {
@@ -55,6 +57,7 @@ export async function startSimHost(
   plan: BusyHostPlan,
 ): Promise<SimHost> {
   const driver = new SimDriver({ bytesPerSecond: BYTES_PER_SECOND, timeScale: plan.timeScale });
+  driver.holdJobs((vmId) => vmId !== vmOf(PROBE));
   const ids = Array.from({ length: plan.merges }, (_, n) => String(n));
   for (const [n, i] of [...ids, PROBE].entries()) {
     const seconds = i === PROBE ? 1 : plan.jobSeconds * (1 + n / plan.merges);
@@ -94,6 +97,9 @@ export async function startSimHost(
       const ended = keys.filter((k) => driver.concludedAt.has(k)).length;
       return { started: keys.filter((k) => seen.has(k) || driver.concludedAt.has(k)).length, ended };
     },
+    async releaseLongJobs() {
+      driver.releaseJobs();
+    },
     async jobEndToCheckMs() {
       const gaps: Record<string, number> = {};
       for (const [key, at] of checkStarted) {
@@ -119,8 +125,10 @@ export async function runBusyHost(client: Client, host: HostView, plan: BusyHost
   const deadline = Date.now() + 180_000;
   for (;;) {
     const { started, ended } = await host.longJobs();
-    if (ended > 0) throw new Error('a long job ended before all had started: make the jobs longer');
+    if (ended > 0)
+      throw new Error(`a long job ended after ${started} of ${2 * plan.merges} had started: make the jobs longer`);
     if (started === 2 * plan.merges) break;
+    if (process.env.LIVE_MERGE_BUSY_TRACE) console.log(`busy host: ${started} long jobs started`);
     if (Date.now() > deadline) throw new Error(`only ${started} of ${2 * plan.merges} long jobs started in time`);
     await new Promise((r) => setTimeout(r, 200));
   }
@@ -128,6 +136,7 @@ export async function runBusyHost(client: Client, host: HostView, plan: BusyHost
   const probe = await runMerge(client, plan, PROBE);
   const ms = Date.now() - t0;
   const endedWhileLongJobsRan = (await host.longJobs()).ended === 0;
+  await host.releaseLongJobs();
   const settled = await Promise.all(results);
   return {
     completed: settled.filter((r) => r === undefined).length,

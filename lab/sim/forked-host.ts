@@ -28,7 +28,7 @@ export async function forkSimHost(address: string, namespace: string, plan: Busy
   });
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let next = 1;
-  const ask = (what: 'longJobs' | 'jobEndToCheckMs' | 'stop'): Promise<unknown> =>
+  const ask = (what: 'longJobs' | 'jobEndToCheckMs' | 'releaseLongJobs' | 'stop'): Promise<unknown> =>
     new Promise((resolve, reject) => {
       const id = next++;
       waiting.set(id, resolve);
@@ -44,6 +44,7 @@ export async function forkSimHost(address: string, namespace: string, plan: Busy
     pid: child.pid ?? 0,
     longJobs: async () => longJobsSchema.parse(await ask('longJobs')),
     jobEndToCheckMs: async () => z.record(z.string(), z.number()).parse(await ask('jobEndToCheckMs')),
+    releaseLongJobs: async () => void (await ask('releaseLongJobs')),
     async stop() {
       if (child.exitCode === null) await ask('stop');
       await exited;

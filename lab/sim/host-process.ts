@@ -20,7 +20,10 @@ const argsSchema = z.object({
     hostPickupTimeoutSeconds: z.number().int().min(1).optional(),
   }),
 });
-const requestSchema = z.object({ id: z.number(), ask: z.enum(['longJobs', 'jobEndToCheckMs', 'stop']) });
+const requestSchema = z.object({
+  id: z.number(),
+  ask: z.enum(['longJobs', 'jobEndToCheckMs', 'releaseLongJobs', 'stop']),
+});
 
 async function main(): Promise<void> {
   const args = argsSchema.parse(JSON.parse(process.argv[2] ?? '{}'));
@@ -34,6 +37,7 @@ async function main(): Promise<void> {
     const answer = async (): Promise<unknown> => {
       if (request.ask === 'longJobs') return host.longJobs();
       if (request.ask === 'jobEndToCheckMs') return host.jobEndToCheckMs();
+      if (request.ask === 'releaseLongJobs') return host.releaseLongJobs().then(() => 'released');
       host.agent.shutdown();
       await running;
       await host.agent.close();

@@ -43,6 +43,7 @@ export class SimDriver implements HypervisorDriver {
   private readonly waiters = new JobChangeWaiters();
   private readonly rng: () => number;
   private readonly bytesPerSecond: number;
+  private holding?: (vmId: string) => boolean;
   private readonly clock: SimClock;
   private nextNode = 0;
   private closed = false;
@@ -130,9 +131,26 @@ export class SimDriver implements HypervisorDriver {
   async startCommit(vmId: string, r: StartCommit): Promise<void> {
     const vm = await this.enter(vmId);
     const job = commitJob(vm, r, this.clock.now(), (len, active) => rollFault(this.rng, this.opts.faults, len, active));
+    job.held = this.holding?.(vmId) ?? false;
     vm.jobs.set(job.id, job);
     this.schedule(vmId, job);
     this.notify(vmId);
+  }
+
+  /** Jobs started on the VMs `hold` names from now on copy nothing until releaseJobs. */
+  holdJobs(hold: (vmId: string) => boolean): void {
+    this.holding = hold;
+  }
+
+  /** Every held job copies from now on, at the host's rate; no job is held any more. */
+  releaseJobs(): void {
+    this.holding = undefined;
+    for (const [vmId, vm] of this.vms)
+      for (const job of vm.jobs.values()) {
+        if (!job.held) continue;
+        job.held = false;
+        if (job.status === 'running') this.schedule(vmId, job);
+      }
   }
 
   async completeJob(vmId: string, jobId: string): Promise<void> {
@@ -262,6 +280,7 @@ export class SimDriver implements HypervisorDriver {
   }
 
   private rateOf(job: Job): number {
+    if (job.held) return 0;
     return job.speed > 0 ? Math.min(job.speed, this.bytesPerSecond) : this.bytesPerSecond;
   }
 
@@ -276,6 +295,7 @@ export class SimDriver implements HypervisorDriver {
     const now = this.offsetOf(job);
     job.done = now;
     job.since = this.clock.now();
+    if (this.rateOf(job) === 0) return clearTimeout(job.timer);
     this.later(vmId, job, (Math.max(0, target - now) / this.rateOf(job)) * 1000, () => {
       job.done = target;
       job.since = this.clock.now();

@@ -72,6 +72,8 @@ export interface Job {
   done: number;
   since: number;
   speed: number;
+  /** Copies nothing until SimDriver.releaseJobs (a lab's job that must outlast whatever it waits for). */
+  held?: boolean;
   error?: string;
   fault?: Fault;
   timer?: NodeJS.Timeout;
