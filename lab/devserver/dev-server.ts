@@ -59,6 +59,9 @@ export async function startDevServer(opts: DevServerOptions): Promise<DevServer>
     'journal_mode=wal',
     '--log-level',
     'warn',
+    // As deploy/temporal/dynamicconfig: a disk's block-job wait handed back with its workflow task.
+    '--dynamic-config-value',
+    'system.enableActivityEagerExecution=true',
     // The merges' own search attributes (VmId, HostId, SnapshotId, DiskId, MergeOutcome).
     ...(opts.registerSearchAttributes === false ? [] : devServerSearchAttributeArgs()),
     ...(opts.headless ? ['--headless'] : ['--ui-ip', '127.0.0.1', '--ui-port', String(uiPort)]),
