@@ -18,8 +18,9 @@ export function hostTaskQueue(hostId: string): string {
 }
 
 /**
- * A host's block-job waits, one per running job for as long as it runs: a queue of their own, so
- * that however many jobs run, they never hold the slots the host's short steps need.
+ * A host's disk workflows (DiskMergeWorkflow, since `disk-on-host`) and their block-job waits, one
+ * per running job for as long as it runs: a queue of their own, so that however many jobs run,
+ * they never hold the slots the host's short steps need (local activities, with slots of their own).
  */
 export function hostJobTaskQueue(hostId: string): string {
   return `live-merge-host-${hostId}-jobs`;

@@ -1,4 +1,9 @@
-import { ActivityCancellationType, type ActivityOptions, type RetryPolicy } from '@temporalio/workflow';
+import {
+  ActivityCancellationType,
+  type ActivityOptions,
+  type LocalActivityOptions,
+  type RetryPolicy,
+} from '@temporalio/workflow';
 
 import { NON_RETRYABLE_TYPES } from '../domain/failures';
 
@@ -49,6 +54,25 @@ export const hostStepOptions: ActivityOptions = {
 };
 
 /**
+ * The same short steps run as local activities, in the host agent that runs the disk's workflow
+ * (merges since `disk-on-host`). A local activity cannot heartbeat: a host agent that dies mid-step
+ * is noticed by the workflow task's timeout (10 s), and the step runs again on the next agent.
+ */
+export const localStepOptions: LocalActivityOptions = {
+  startToCloseTimeout: '5 minutes',
+  retry: durableRetry,
+};
+
+/**
+ * The engine's own step (pickup.ts: which disks no host agent picked up): a few reads of the
+ * server, retried until the server answers.
+ */
+export const engineStepOptions: ActivityOptions = {
+  startToCloseTimeout: '30 seconds',
+  retry: durableRetry,
+};
+
+/**
  * The merge step: a short host step with a bounded wait for the host to pick it up
  * (`options.hostPickupTimeoutSeconds`); a queue nobody polls fails the disk as HostUnreachable.
  */
@@ -91,6 +115,14 @@ export const offlineCommitOptions: ActivityOptions = {
  * steps keep their own slots on their own queue.
  */
 export const HOST_JOB_WAIT_SLOTS = 2000;
+
+/**
+ * The workflow tasks one host agent holds at once (its disks' workflows): a task stays open while
+ * its short steps run as local activities, which have slots of their own (HOST_STEP_SLOTS) and
+ * queue for them inside the open task. So the bound is as high as the waits': a disk's workflow is
+ * picked up at once however many steps are queued, and a busy host is never taken for unreachable.
+ */
+export const HOST_DISK_TASK_SLOTS = 2000;
 
 /** The short steps' slots per host agent: each takes milliseconds, so the SDK's default suffices. */
 export const HOST_STEP_SLOTS = 100;

@@ -93,7 +93,8 @@ export const FAILURES = {
   },
   HostUnreachable: {
     retryable: false,
-    meaning: 'no host agent picked up the first step within hostPickupTimeoutSeconds',
+    meaning:
+      "no host agent picked up the disk's workflow (before disk-on-host: its first step) within hostPickupTimeoutSeconds",
   },
   DiskMergeFailed: {
     retryable: false,

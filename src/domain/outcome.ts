@@ -31,6 +31,8 @@ export interface DiskFailed {
   diskId: string;
   outcome: 'failed';
   reason: string;
+  /** The failure's named type (domain/failures.ts), when it has one: HostUnreachable, VolumeInUse… */
+  failureType?: string;
   /** The top volume stays on disk whenever a disk's merge fails. */
   topKept: true;
 }

@@ -1,10 +1,14 @@
 import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 
+import { engineActivities } from '../activities/pickup';
 import { ENGINE_TASK_QUEUE } from '../config/names';
 import { warnIfSearchAttributesMissing } from './search-attributes-check';
 import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from './workflow-bundle';
 
-/** The engine role: runs LiveMergeWorkflow and DiskMergeWorkflow on the engine queue. */
+/**
+ * The engine role: runs LiveMergeWorkflow (and the DiskMergeWorkflows merges recorded before
+ * `disk-on-host` started here) on the engine queue, with its one step of its own (pickup.ts).
+ */
 export async function createEngineWorker(
   connection: NativeConnection,
   namespace: string,
@@ -15,6 +19,7 @@ export async function createEngineWorker(
     connection,
     namespace,
     taskQueue: ENGINE_TASK_QUEUE,
+    activities: engineActivities,
     ...(extra.workflowBundle
       ? {}
       : {

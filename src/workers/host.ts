@@ -4,6 +4,7 @@ import { createHostActivities, type HostActivities } from '../activities';
 import { hostJobTaskQueue, hostTaskQueue } from '../config/names';
 import {
   HEARTBEAT_THROTTLE,
+  HOST_DISK_TASK_SLOTS,
   HOST_JOB_WAIT_SLOTS,
   HOST_STEP_SLOTS,
   JOB_WAIT_HEARTBEAT_THROTTLE,
@@ -12,6 +13,7 @@ import { chooseDriver } from '../drivers/choose';
 import type { HypervisorDriver } from '../drivers/driver';
 import { Reclaimer } from '../storage/reclaim';
 import { VolumeUsage } from '../volume-users';
+import { WORKFLOW_BUNDLER_OPTIONS, workflowsPath } from './workflow-bundle';
 
 export interface HostAgentOptions {
   hostId: string;
@@ -21,12 +23,17 @@ export interface HostAgentOptions {
   driver?: HypervisorDriver;
   /** Lets a test wrap the real activities (to inject a crash after a step, say). */
   wrapActivities?: (activities: HostActivities) => HostActivities;
+  /** The workflow code, bundled once (tests, benchmarks); by default bundled at start. */
+  workflowBundle?: WorkerOptions['workflowBundle'];
 }
 
 export interface HostAgent {
   /** The short steps, on hostTaskQueue(hostId). */
   steps: Worker;
-  /** The block-job waits, on hostJobTaskQueue(hostId), with HOST_JOB_WAIT_SLOTS slots. */
+  /**
+   * The disks' workflows and their block-job waits, on hostJobTaskQueue(hostId), with
+   * HOST_JOB_WAIT_SLOTS slots for waits and HOST_STEP_SLOTS for the short steps (local activities).
+   */
   jobWaits: Worker;
   workers: Worker[];
   /** Runs both workers until both have stopped. */
@@ -97,8 +104,21 @@ export async function createHostWorker(
     connection,
     namespace,
     taskQueue: hostJobTaskQueue(opts.hostId),
-    activities: { waitForBlockJob: all.waitForBlockJob },
+    ...(opts.workflowBundle
+      ? { workflowBundle: opts.workflowBundle }
+      : {
+          workflowsPath: workflowsPath(),
+          bundlerOptions: { preloadModules: [...WORKFLOW_BUNDLER_OPTIONS.preloadModules] },
+        }),
+    // Every step: the short ones run here as local activities of the disks' workflows.
+    activities: all,
     maxConcurrentActivityTaskExecutions: HOST_JOB_WAIT_SLOTS,
+    maxConcurrentLocalActivityExecutions: HOST_STEP_SLOTS,
+    maxConcurrentWorkflowTaskExecutions: HOST_DISK_TASK_SLOTS,
+    // New disks arrive on the normal queue: as many pollers there as on the sticky one (the SDK's
+    // 1 in 5 left a burst of new disks on a loaded host unpicked past a 5 s pickup timeout).
+    maxConcurrentWorkflowTaskPolls: 10,
+    nonStickyToStickyPollRatio: 1,
     ...common,
     maxHeartbeatThrottleInterval: JOB_WAIT_HEARTBEAT_THROTTLE,
     defaultHeartbeatThrottleInterval: JOB_WAIT_HEARTBEAT_THROTTLE,

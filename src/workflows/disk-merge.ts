@@ -5,18 +5,27 @@ import {
   isCancellation,
   patched,
   proxyActivities,
+  proxyLocalActivities,
+  workflowInfo,
 } from '@temporalio/workflow';
 
 import type { HostActivities } from '../activities';
 import { blockJobId, hostJobTaskQueue, hostTaskQueue } from '../config/names';
-import { blockJobWaitOptions, hostStepOptions, mergeStepOptions } from '../config/policy';
+import { blockJobWaitOptions, hostStepOptions, localStepOptions, mergeStepOptions } from '../config/policy';
 import { failure } from '../domain/failures';
 import type { DiskMergeInput } from '../domain/input';
 import type { DiskMerged } from '../domain/outcome';
 import { childSignals } from '../domain/phases';
 import type { DiskProgress } from '../domain/progress';
 import { diskProgressSignal } from './definitions';
-import { isPickupTimeout, nonRetryableTypeOf, parseWorkflowInput, reasonOf, vmStopped } from './failures';
+import {
+  isPickupTimeout,
+  nonRetryableTypeOf,
+  parseWorkflowInput,
+  reasonOf,
+  unreachableReason,
+  vmStopped,
+} from './failures';
 import { recordDiskMerge } from './metrics';
 import { mergeOffline } from './offline-merge';
 import { schemas } from './schemas';
@@ -49,18 +58,23 @@ export async function DiskMergeWorkflow(request: DiskMergeInput): Promise<DiskMe
 async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number }): Promise<DiskMerged> {
   const { vmId, hostId, disk, options } = input;
   const taskQueue = hostTaskQueue(hostId);
-  const host = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
-  const hostMerge = proxyActivities<HostActivities>({
-    ...mergeStepOptions(options.hostPickupTimeoutSeconds),
-    taskQueue,
-  });
+  // Started on the host's own queue (by merges since `disk-on-host`), this workflow runs in the
+  // host agent: its short steps run there as local activities, without a server round trip each,
+  // and its wait is handed back eagerly on the same queue. Started on the engine queue (merges
+  // before that, or this type started on its own), every step is dispatched to the host.
+  const onHost = workflowInfo().taskQueue === hostJobTaskQueue(hostId);
+  const hostSteps = proxyActivities<HostActivities>({ ...hostStepOptions, taskQueue });
+  const host = onHost ? proxyLocalActivities<HostActivities>(localStepOptions) : hostSteps;
+  const hostMerge = onHost
+    ? host
+    : proxyActivities<HostActivities>({ ...mergeStepOptions(options.hostPickupTimeoutSeconds), taskQueue });
   // The wait holds its slot for the job's whole life: on a queue of its own, so that a host with
   // many running jobs still has free slots for every merge's short steps. Merges started before
   // that queue existed keep their waits on the steps' queue.
   const hostWait = (): ReturnType<typeof proxyActivities<HostActivities>> =>
     proxyActivities<HostActivities>({
       ...blockJobWaitOptions,
-      taskQueue: patched('job-wait-queue') ? hostJobTaskQueue(hostId) : taskQueue,
+      taskQueue: onHost || patched('job-wait-queue') ? hostJobTaskQueue(hostId) : taskQueue,
     });
   const step = { vmId, diskId: disk.diskId, baseVolumeId: disk.baseVolumeId, topVolumeId: disk.topVolumeId };
   const jobStep = { vmId, diskId: disk.diskId, jobId: blockJobId(disk.diskId, disk.topVolumeId) };
@@ -80,6 +94,11 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   // The offline steps handle their own failures and cancels.
   let offline = false;
   try {
+    if (onHost && pickedUpLate(options.hostPickupTimeoutSeconds))
+      throw failure(
+        'HostUnreachable',
+        `host ${hostId} picked up the merge after its pickup timeout (${options.hostPickupTimeoutSeconds} s): nothing was started`,
+      );
     await report({ phase: 'merging' });
     const started = await hostMerge.merge.executeWithOptions(
       {
@@ -136,7 +155,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
     if (isCancellation(err)) {
       await CancellationScope.nonCancellable(async () => {
         await report({ phase: 'cancelling' });
-        await host.cancelBlockJob.executeWithOptions(
+        await hostSteps.cancelBlockJob.executeWithOptions(
           { summary: `cancel block job ${jobStep.jobId}: merge cancelled` },
           [jobStep],
         );
@@ -224,7 +243,7 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
   async function failed(err: unknown): Promise<ApplicationFailure> {
     const neverPickedUp = isPickupTimeout(err);
     const reason = neverPickedUp
-      ? `host ${hostId} did not pick up the merge within ${options.hostPickupTimeoutSeconds} s: no host agent polls ${taskQueue}`
+      ? unreachableReason(hostId, options.hostPickupTimeoutSeconds, taskQueue)
       : reasonOf(err);
     await CancellationScope.nonCancellable(async () => {
       // Nothing reached a host that never picked up the merge, and nothing there needs cleaning.
@@ -238,6 +257,17 @@ async function mergeDisk(input: DiskMergeInput, stats: { bytesCommitted: number 
     const type = neverPickedUp ? 'HostUnreachable' : (nonRetryableTypeOf(err) ?? 'DiskMergeFailed');
     return failure(type, `disk ${disk.diskId}: ${reason}; top volume ${disk.topVolumeId} kept`);
   }
+}
+
+/**
+ * Whether this is the first task of a disk workflow that no host agent picked up within the pickup
+ * timeout: the merge gave such a disk up (workflows/pickup.ts). Only a first pickup counts: a task
+ * retried after an agent died mid-step (history longer than started, scheduled, started) was picked
+ * up in time, and its disk goes on.
+ */
+function pickedUpLate(seconds: number): boolean {
+  const info = workflowInfo();
+  return info.historyLength <= 3 && Date.now() - info.startTime.getTime() > seconds * 1000;
 }
 
 /**

@@ -47,3 +47,8 @@ export function vmStopped(err: unknown): boolean {
   const type = nonRetryableTypeOf(err);
   return type === 'VmGone' || type === 'VmNotFound';
 }
+
+/** Why a disk failed HostUnreachable: no host agent started its steps within the pickup timeout. */
+export function unreachableReason(hostId: string, seconds: number, queue: string): string {
+  return `host ${hostId} did not pick up the merge within ${seconds} s: no host agent polls ${queue}`;
+}

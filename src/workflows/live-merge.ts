@@ -10,7 +10,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 
-import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../config/names';
+import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, hostJobTaskQueue, liveMergeWorkflowId } from '../config/names';
 import { failure } from '../domain/failures';
 import type { LiveMergeRequest } from '../domain/input';
 import type { DiskMerged, DiskOutcome, LiveMergeResult } from '../domain/outcome';
@@ -19,7 +19,8 @@ import type { DiskProgress } from '../domain/progress';
 import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
-import { parseWorkflowInput, reasonOf } from './failures';
+import { nonRetryableTypeOf, parseWorkflowInput, reasonOf } from './failures';
+import { watchPickup } from './pickup';
 import { schemas } from './schemas';
 import { tagMerge, tagModeAndActive, tagOutcome } from './search-attributes';
 
@@ -60,43 +61,76 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
     showConvergence(progress);
   }
 
-  const settled = await Promise.allSettled(
-    input.disks.map((disk) => {
-      // The child does not signal its start or its good end (the progress query takes them from here).
-      setPhase(disk.diskId, { phase: 'merging' });
-      return executeChild(DiskMergeWorkflow, {
-        workflowId: diskMergeWorkflowId(input.snapshotId, disk.diskId),
-        taskQueue: ENGINE_TASK_QUEUE,
-        staticSummary: `merge ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId} of ${input.vmId}`,
-        args: [
-          {
-            snapshotId: input.snapshotId,
-            vmId: input.vmId,
-            hostId: input.hostId,
-            disk,
-            options: input.options,
-            parentWorkflowId: workflowId,
-          },
-        ],
-      }).then((merged) => {
-        setPhase(merged.diskId, {
-          phase: merged.outcome,
-          commitKind: merged.commitKind,
-          ...(merged.mode === undefined ? {} : { mode: merged.mode }),
-          ...(merged.activeVolumeId === undefined ? {} : { activeVolumeId: merged.activeVolumeId }),
-          ...(merged.stoppedMidMerge === undefined ? {} : { stoppedMidMerge: merged.stoppedMidMerge }),
-        });
-        return merged;
+  // Each disk's workflow runs in the host's agent, next to its steps; merges recorded before that
+  // ran it on the engine.
+  const onHost = patched('disk-on-host');
+  const running = new Set(input.disks);
+  const failNow = new Map<string, (err: unknown) => void>();
+  // Disks whose pickup the engine is checking, and the failures their children ended with meanwhile.
+  const checking = new Set<string>();
+  const endedWhileChecked = new Map<string, unknown>();
+  const children = input.disks.map((disk) => {
+    // The child does not signal its start or its good end (the progress query takes them from here).
+    setPhase(disk.diskId, { phase: 'merging' });
+    const child = executeChild(DiskMergeWorkflow, {
+      workflowId: diskMergeWorkflowId(input.snapshotId, disk.diskId),
+      taskQueue: onHost ? hostJobTaskQueue(input.hostId) : ENGINE_TASK_QUEUE,
+      staticSummary: `merge ${disk.topVolumeId} into ${disk.baseVolumeId} on ${disk.diskId} of ${input.vmId}`,
+      args: [
+        {
+          snapshotId: input.snapshotId,
+          vmId: input.vmId,
+          hostId: input.hostId,
+          disk,
+          options: input.options,
+          parentWorkflowId: workflowId,
+        },
+      ],
+    }).then((merged) => {
+      setPhase(merged.diskId, {
+        phase: merged.outcome,
+        commitKind: merged.commitKind,
+        ...(merged.mode === undefined ? {} : { mode: merged.mode }),
+        ...(merged.activeVolumeId === undefined ? {} : { activeVolumeId: merged.activeVolumeId }),
+        ...(merged.stoppedMidMerge === undefined ? {} : { stoppedMidMerge: merged.stoppedMidMerge }),
       });
-    }),
-  );
+      return merged;
+    });
+    // A disk no host agent picked up fails when watchPickup says so, not when its child ends.
+    const settles = onHost
+      ? new Promise<DiskMerged>((resolve, reject) => {
+          failNow.set(disk.diskId, reject);
+          child.then(resolve, (err: unknown) =>
+            checking.has(disk.diskId) ? endedWhileChecked.set(disk.diskId, err) : reject(err),
+          );
+        })
+      : child;
+    return settles.finally(() => running.delete(disk));
+  });
+  if (onHost) {
+    const settleChecked = (dropped: Map<string, unknown>): void => {
+      for (const diskId of checking) {
+        const err = dropped.get(diskId) ?? endedWhileChecked.get(diskId);
+        if (err !== undefined) failNow.get(diskId)?.(err);
+      }
+      checking.clear();
+    };
+    watchPickup(input, () => [...running], checking).then(settleChecked, () => settleChecked(new Map()));
+  }
+  const settled = await Promise.allSettled(children);
   // A setBandwidth update still asking the host gets its answer before the workflow ends.
   await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
 
   const outcomes: DiskOutcome[] = settled.map((s, i) =>
     s.status === 'fulfilled'
       ? s.value
-      : { diskId: input.disks[i].diskId, outcome: 'failed', reason: reasonOf(s.reason), topKept: true },
+      : {
+          diskId: input.disks[i].diskId,
+          outcome: 'failed',
+          reason: reasonOf(s.reason),
+          ...failureTypeOf(s.reason),
+          topKept: true,
+        },
   );
   for (const o of outcomes) {
     const current = progress.get(o.diskId);
@@ -165,4 +199,10 @@ function showConvergence(progress: Map<string, DiskProgress>): void {
         : `${d.diskId}: converging${left}${lifted}`;
     });
   setCurrentDetails(lines.join('\n\n'));
+}
+
+/** A failed disk's named failure type, when it has one (old merges' outcomes did not carry it). */
+function failureTypeOf(err: unknown): { failureType?: string } {
+  const type = nonRetryableTypeOf(err);
+  return type === undefined ? {} : { failureType: type };
 }

@@ -24,7 +24,8 @@ import { type CliRun, temporalCli } from '../harness/temporal-cli';
  * - host: valid input the host refuses (VmNotFound, DiskNotFound, VolumeNotInChain,
  *   BaseNotBacking): the disk's child fails with that type, the merge fails naming the disk.
  * - unreachable: a host with no agent fails the disk with HostUnreachable after the merge's
- *   hostPickupTimeoutSeconds, not after minutes.
+ *   hostPickupTimeoutSeconds, not after minutes; the disk's workflow, which never ran (its queue
+ *   is the host's), is terminated with that reason.
  * - notStarted: the CLI (malformed JSON) or the server (payload over its size limit) refuses to
  *   start the workflow; the client refuses it before sending, naming the field.
  * - workflowId: a workflow id not derived from the snapshot is refused by the workflow.
@@ -602,7 +603,7 @@ const cases: Case[] = [
     kind: 'unreachable',
     request: (s) => ({ ...good(s), hostId: 'host-nobody', options: { hostPickupTimeoutSeconds: PICKUP_S } }),
     diskTypes: { disk0: 'HostUnreachable' },
-    says: /host host-nobody did not pick up the merge within 2 s: no host agent polls live-merge-host-host-nobody; top volume d0v1 kept/,
+    says: /host host-nobody did not pick up the merge within 2 s: no host agent polls live-merge-host-host-nobody-jobs; top volume d0v1 kept/,
   },
 ];
 
@@ -763,6 +764,10 @@ async function viaCli(c: Case, n: number): Promise<void> {
     for (const [diskId, type] of Object.entries(c.diskTypes!)) {
       const childId = diskMergeWorkflowId(snap, diskId);
       expectedWorkflows.add(childId);
+      if (c.kind === 'unreachable') {
+        await expectNeverRan(childId);
+        continue;
+      }
       const child = await cliFailure(childId);
       expect([diskId, child.applicationFailureInfo?.type]).toEqual([diskId, type]);
       expect(child.message).toMatch(/kept$/);
@@ -848,9 +853,16 @@ async function viaClient(c: Case, n: number): Promise<void> {
   } else {
     expect((cause as ApplicationFailure).type).toBe('DiskMergeFailed');
     expect(diskIdsOf(request)).toEqual(Object.keys(c.diskTypes!));
+    // Each failed disk's outcome names its failure's type.
+    const outcomes = (cause as ApplicationFailure).details?.[0] as Array<{ diskId: string; failureType?: string }>;
+    expect(Object.fromEntries(outcomes.map((o) => [o.diskId, o.failureType]))).toEqual(c.diskTypes);
     for (const [diskId, type] of Object.entries(c.diskTypes!)) {
       const childId = diskMergeWorkflowId(snap, diskId);
       expectedWorkflows.add(childId);
+      if (c.kind === 'unreachable') {
+        await expectNeverRan(childId);
+        continue;
+      }
       const childErr = await stack.client.workflow
         .getHandle(childId)
         .result()
@@ -867,9 +879,20 @@ async function viaClient(c: Case, n: number): Promise<void> {
   expect(storageState()).toEqual(before);
 }
 
+/** A disk workflow no host agent picked up: terminated by the merge, naming why, without a task run. */
+async function expectNeverRan(childId: string): Promise<void> {
+  const handle = stack.client.workflow.getHandle(childId);
+  expect((await handle.describe()).status.name).toBe('TERMINATED');
+  const events = (await handle.fetchHistory()).events ?? [];
+  expect(events.filter((e) => e.workflowTaskStartedEventAttributes)).toEqual([]);
+  expect(events.at(-1)?.workflowExecutionTerminatedEventAttributes?.reason).toMatch(
+    /did not pick up the merge within 2 s/,
+  );
+}
+
 function expectTimely(c: Case, ms: number): void {
   if (c.kind === 'unreachable') {
-    // Bounded by the schedule-to-start of the first host step: not sooner, and not much later.
+    // Bounded by the merge's pickup timeout: not sooner, and not much later.
     expect(ms).toBeGreaterThanOrEqual(PICKUP_S * 1000 - 250);
     expect(ms).toBeLessThan(PICKUP_S * 1000 + PICKUP_SLACK_MS);
   } else {

@@ -80,6 +80,10 @@ async function main(): Promise<void> {
     runDir: runDir!,
     driver: holdingPivot(driverOf()),
     wrapActivities: withHolds,
+    // Bundled once by the test (process-stack.ts), not at each of the agent's many starts.
+    ...(process.env.LIVE_MERGE_TEST_WORKFLOW_BUNDLE
+      ? { workflowBundle: { codePath: process.env.LIVE_MERGE_TEST_WORKFLOW_BUNDLE } }
+      : {}),
   });
   console.log(`test host agent ${hostId} with holds [${[...holds].join(', ')}]`);
   await agent.run();

@@ -45,6 +45,7 @@ export async function startTestStack(
     storageRoot,
     runDir,
     wrapActivities: opts.wrapActivities,
+    workflowBundle: await workflowBundle(),
   });
   const { driver } = hostAgent;
   const runs = [engine.run(), hostAgent.run()];

@@ -8,6 +8,7 @@ import { type DevServer, startDevServer } from '../../lab/devserver/dev-server';
 import { startWorkerProcess, type WorkerProcess } from '../../lab/devserver/worker-process';
 import { ENGINE_TASK_QUEUE, hostTaskQueue } from '../../src/config/names';
 import { HOST_ID } from './host-id';
+import { workflowBundle } from './temporal';
 
 export { HOST_ID };
 
@@ -64,6 +65,8 @@ export class FaultStack {
 
   /** The host agent; with hold points it stops at them (see test/harness/host-agent.ts). */
   async startHost(holds: string[] = []): Promise<void> {
+    const bundle = path.join(this.dir, 'workflow-bundle.js');
+    if (!existsSync(bundle)) writeFileSync(bundle, (await workflowBundle()).code);
     this.host = await startWorkerProcess({
       ...this.common(),
       entry: path.join(__dirname, 'host-agent.ts'),
@@ -77,6 +80,7 @@ export class FaultStack {
         LIVE_MERGE_TEST_HOLDS: holds.join(','),
         LIVE_MERGE_TEST_HOLD_DIR: this.holdDir,
         LIVE_MERGE_DRIVER: this.opts.driver ?? 'qmp',
+        LIVE_MERGE_TEST_WORKFLOW_BUNDLE: bundle,
       },
     });
   }

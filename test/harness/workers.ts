@@ -2,6 +2,7 @@ import { type NativeConnection, Worker } from '@temporalio/worker';
 
 import type { HostActivities } from '../../src/activities';
 import { hostJobTaskQueue, hostTaskQueue } from '../../src/config/names';
+import { workflowBundle } from './temporal';
 
 /** Runs the workers while `fn` runs, then shuts them down and waits for them to stop. */
 export async function withWorkers<T>(workers: Worker[], fn: () => Promise<T>): Promise<T> {
@@ -15,8 +16,8 @@ export async function withWorkers<T>(workers: Worker[], fn: () => Promise<T>): P
 }
 
 /**
- * A mocked host agent as the product runs one: the host's steps on its queue, its block-job waits
- * (when mocked) on the job queue.
+ * A mocked host agent as the product runs one: the host's steps on its queue; the disks' workflows
+ * (running the mocked steps as local activities) and their block-job waits on the job queue.
  */
 export async function mockHostWorkers(
   connection: NativeConnection,
@@ -24,7 +25,11 @@ export async function mockHostWorkers(
   activities: Partial<Record<keyof HostActivities, (...args: never[]) => Promise<unknown>>>,
 ): Promise<Worker[]> {
   const steps = await Worker.create({ connection, taskQueue: hostTaskQueue(hostId), activities });
-  if (!activities.waitForBlockJob) return [steps];
-  const waits = { waitForBlockJob: activities.waitForBlockJob };
-  return [steps, await Worker.create({ connection, taskQueue: hostJobTaskQueue(hostId), activities: waits })];
+  const disks = await Worker.create({
+    connection,
+    taskQueue: hostJobTaskQueue(hostId),
+    workflowBundle: await workflowBundle(),
+    activities,
+  });
+  return [steps, disks];
 }

@@ -25,6 +25,7 @@ module.exports = {
     '<rootDir>/test/unit/speed-control.test.ts',
     '<rootDir>/test/unit/volume-users.test.ts',
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
+    '<rootDir>/test/unit/pickup.test.ts',
     '<rootDir>/test/unit/volume-guard.test.ts',
     '<rootDir>/test/unit/stopped-vm-locks.test.ts',
     '<rootDir>/test/unit/delete-volume.test.ts',

@@ -2,7 +2,7 @@ import { ApplicationFailure, CancelledFailure, RetryState, TimeoutFailure, Timeo
 import { ActivityFailure } from '@temporalio/workflow';
 
 import type { HostActivities } from '../../src/activities';
-import { hostStepOptions, mergeStepOptions, offlineCommitOptions } from '../../src/config/policy';
+import { hostStepOptions, localStepOptions, mergeStepOptions, offlineCommitOptions } from '../../src/config/policy';
 import type { DiskMergeInput } from '../../src/domain/input';
 import { DiskMergeWorkflow } from '../../src/workflows/disk-merge';
 
@@ -33,28 +33,36 @@ const mockWf = {
   /** The patch ids the workflow asked about: those recorded in existing histories. */
   patchIds: new Set<string>(),
   options: [] as { taskQueue?: string; scheduleToStartTimeout?: unknown }[],
+  /** The queue the workflow runs on, and when it started (workflowInfo). */
+  taskQueue: 'live-merge-engine',
+  startTime: new Date(),
+  historyLength: 3,
 };
+
+/** Host steps as the workflow sees them; a local one's calls have the queue `local`. */
+function proxy(options: { taskQueue?: string }) {
+  mockWf.options.push(options);
+  return new Proxy(
+    {},
+    {
+      get: (_t, name: string) => ({
+        executeWithOptions: async (opts: { summary: string }, [args]: unknown[]) => {
+          mockWf.calls.push({ step: name, args, summary: opts.summary, taskQueue: options.taskQueue });
+          const result = mockWf.results.get(name);
+          return result ? result(args) : {};
+        },
+      }),
+    },
+  );
+}
 
 jest.mock('@temporalio/workflow', () => {
   const actual = jest.requireActual<Record<string, unknown>>('@temporalio/workflow');
   const noop = (): void => undefined;
   return {
     ...actual,
-    proxyActivities: (options: { taskQueue?: string }) => {
-      mockWf.options.push(options);
-      return new Proxy(
-        {},
-        {
-          get: (_t, name: string) => ({
-            executeWithOptions: async (opts: { summary: string }, [args]: unknown[]) => {
-              mockWf.calls.push({ step: name, args, summary: opts.summary, taskQueue: options.taskQueue });
-              const result = mockWf.results.get(name);
-              return result ? result(args) : {};
-            },
-          }),
-        },
-      );
-    },
+    proxyActivities: (options: { taskQueue?: string }) => proxy(options),
+    proxyLocalActivities: (options: Record<string, unknown>) => proxy({ ...options, taskQueue: 'local' }),
     CancellationScope: { nonCancellable: <T>(fn: () => Promise<T>): Promise<T> => fn() },
     patched: (id: string) => {
       mockWf.patchIds.add(id);
@@ -68,7 +76,12 @@ jest.mock('@temporalio/workflow', () => {
     }),
     upsertSearchAttributes: (attrs: { key: { name: string }; value: unknown }[]) =>
       mockWf.upserts.push(attrs.map((a) => `${a.key.name}=${String(a.value)}`)),
-    workflowInfo: () => ({ runStartTime: new Date() }),
+    workflowInfo: () => ({
+      runStartTime: new Date(),
+      startTime: mockWf.startTime,
+      taskQueue: mockWf.taskQueue,
+      historyLength: mockWf.historyLength,
+    }),
     metricMeter: {
       createHistogram: () => ({ record: noop }),
       createCounter: (name: string) => ({
@@ -132,6 +145,9 @@ beforeEach(() => {
   mockWf.unpatched = new Set();
   mockWf.patchIds = new Set();
   mockWf.options = [];
+  mockWf.taskQueue = 'live-merge-engine';
+  mockWf.startTime = new Date();
+  mockWf.historyLength = 3;
   answer('merge', () => ({ outcome: 'started', jobId: 'lm.d1.v2', kind: 'intermediate', chain: ['v2', 'v1', 'v0'] }));
   answer('waitForBlockJob', () => ({ outcome: 'concluded', offset: 7, len: 7, pivotRequested: false }));
   answer('verifyChain', () => ({ chain: ['v1', 'v0'] }));
@@ -194,6 +210,64 @@ test('a merge runs merge, wait, verify, delete and cleanup, in that order, with 
     ['MergeMode=live', 'ActiveVolumes=d1=v1'],
     ['MergeOutcome=merged'],
   ]);
+});
+
+describe("on the host's queue (disk-on-host)", () => {
+  beforeEach(() => {
+    mockWf.taskQueue = 'live-merge-host-h1-jobs';
+  });
+
+  test('the short steps run locally and the wait on that same queue; the same steps, the same result', async () => {
+    await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged', chainAfter: ['v1', 'v0'] });
+    expect(mockWf.calls.map((c) => [c.step, c.taskQueue])).toEqual([
+      ['merge', 'local'],
+      ['waitForBlockJob', 'live-merge-host-h1-jobs'],
+      ['verifyChain', 'local'],
+      ['deleteVolume', 'local'],
+      ['cleanup', 'local'],
+    ]);
+    expect(mockWf.options).toContainEqual({ ...localStepOptions, taskQueue: 'local' });
+    // Not asked: a disk on the host's queue is new, whatever patch an older one would need.
+    expect(mockWf.patchIds.has('job-wait-queue')).toBe(false);
+  });
+
+  test("a cancel cancels the job by a step on the host's steps queue (it waits on QEMU), then cleans up locally", async () => {
+    answer('waitForBlockJob', () => {
+      throw new CancelledFailure('cancelled');
+    });
+    await expect(DiskMergeWorkflow(input())).rejects.toBeInstanceOf(CancelledFailure);
+    expect(mockWf.calls.slice(2).map((c) => [c.step, c.taskQueue])).toEqual([
+      ['cancelBlockJob', 'live-merge-host-h1'],
+      ['cleanup', 'local'],
+    ]);
+  });
+
+  test('picked up after the pickup timeout: HostUnreachable, no merge step, its own leftovers cleaned', async () => {
+    mockWf.startTime = new Date(Date.now() - 121_000);
+    const failed = await failureOf(DiskMergeWorkflow(input()));
+    expect([failed.type, failed.message]).toEqual([
+      'HostUnreachable',
+      'disk d1: host h1 picked up the merge after its pickup timeout (120 s): nothing was started; top volume v2 kept',
+    ]);
+    expect(steps()).toEqual(['cleanup']);
+    expect(phases()).toEqual(['failed']);
+  });
+
+  test('a first task retried late (its agent died mid-step, picked up in time): the disk goes on', async () => {
+    mockWf.startTime = new Date(Date.now() - 121_000);
+    mockWf.historyLength = 6;
+    await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged' });
+  });
+
+  test('picked up just within the pickup timeout: merged', async () => {
+    mockWf.startTime = new Date(Date.now() - 119_000);
+    await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged' });
+  });
+});
+
+test('on the engine queue, a late first task is no pickup bound: the merge step has its own', async () => {
+  mockWf.startTime = new Date(Date.now() - 3_600_000);
+  await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged' });
 });
 
 test('an active commit is waited for with a pivot; before the patch the wait stays on the steps queue', async () => {

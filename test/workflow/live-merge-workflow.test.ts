@@ -5,11 +5,12 @@ import { Worker } from '@temporalio/worker';
 
 import type { HostActivities } from '../../src/activities';
 import type { MergeStarted } from '../../src/activities/merge';
+import { engineActivities } from '../../src/activities/pickup';
 import type { BlockJobEnd } from '../../src/activities/wait-for-block-job';
-import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
+import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, hostJobTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import type { MergeProgress } from '../../src/domain/progress';
-import { LiveMergeWorkflow } from '../../src/workflows';
+import { DiskMergeWorkflow, LiveMergeWorkflow } from '../../src/workflows';
 import { startTestTemporal, type TestTemporal, workflowBundle } from '../harness/temporal';
 import { mockHostWorkers, withWorkers } from '../harness/workers';
 
@@ -90,6 +91,67 @@ describe('LiveMergeWorkflow with mocked host activities', () => {
       return { result, progress, status: description.status.name };
     });
   }
+
+  test('a host whose agent never picks its disks up: each fails HostUnreachable after the pickup timeout, its workflow ended unrun', async () => {
+    const engine = await Worker.create({
+      connection: t.connection,
+      taskQueue: ENGINE_TASK_QUEUE,
+      workflowBundle: await workflowBundle(),
+      activities: engineActivities,
+    });
+    await withWorkers([engine], async () => {
+      const req = { ...request('nobody-1'), hostId: 'nobody', options: { hostPickupTimeoutSeconds: 1 } };
+      const t0 = Date.now();
+      const err = await t.client.workflow
+        .execute(LiveMergeWorkflow, {
+          taskQueue: ENGINE_TASK_QUEUE,
+          workflowId: liveMergeWorkflowId('nobody-1'),
+          args: [req],
+        })
+        .catch((e: unknown) => e);
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(1000);
+      const cause = (err as WorkflowFailedError).cause as ApplicationFailure;
+      expect(cause.type).toBe('DiskMergeFailed');
+      expect(cause.details?.[0]).toEqual(
+        ['d0', 'd1'].map((diskId) => ({
+          diskId,
+          outcome: 'failed',
+          reason: `disk ${diskId}: host nobody did not pick up the merge within 1 s: no host agent polls live-merge-host-nobody-jobs; top volume top kept`,
+          failureType: 'HostUnreachable',
+          topKept: true,
+        })),
+      );
+      for (const diskId of ['d0', 'd1']) {
+        const child = t.client.workflow.getHandle(diskMergeWorkflowId('nobody-1', diskId));
+        expect((await child.describe()).status.name).toBe('TERMINATED');
+        const events = (await child.fetchHistory()).events ?? [];
+        expect(events.some((e) => e.workflowTaskStartedEventAttributes)).toBe(false);
+      }
+    });
+  });
+
+  test('a disk picked up after its pickup timeout refuses by itself: HostUnreachable, no merge step', async () => {
+    const handle = await t.client.workflow.start(DiskMergeWorkflow, {
+      taskQueue: hostJobTaskQueue('late'),
+      workflowId: 'late-disk-1',
+      args: [
+        {
+          snapshotId: 'late-1',
+          vmId: 'vm1',
+          hostId: 'late',
+          disk: { diskId: 'd0', baseVolumeId: 'base', topVolumeId: 'top' },
+          options: { pollIntervalMs: 100, hostPickupTimeoutSeconds: 1 },
+        } as never,
+      ],
+    });
+    await new Promise((r) => setTimeout(r, 1500));
+    const calls: Calls = [];
+    const err = await withWorkers(await mockHostWorkers(t.connection, 'late', mockHost(calls)), () =>
+      handle.result().catch((e: unknown) => e),
+    );
+    expect(((err as WorkflowFailedError).cause as ApplicationFailure).type).toBe('HostUnreachable');
+    expect(calls.map((c) => c.name)).toEqual(['cleanup']);
+  });
 
   test('merges every disk in parallel and reports each as merged', async () => {
     const calls: Calls = [];

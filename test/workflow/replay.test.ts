@@ -2,8 +2,9 @@
  * Recorded histories replay on today's workflow code: merges recorded before the convergence
  * watch (test/fixtures/histories, recorded by test/harness/record-histories.ts with the code of
  * commit d02baa5), and one whose VM stopped mid-merge recorded before the stopped-mid-merge path
- * (`vmgone-d2771de`, `--vm-stops`: disk1 failed with VmGone), must run on after a deploy exactly
- * as they ran. A nondeterminism fails here.
+ * (`vmgone-d2771de`, `--vm-stops`: disk1 failed with VmGone), and one recorded just before the
+ * disks' workflows moved to their hosts' queues (`before-host-2566bcb`: children on the engine,
+ * every step an activity), must run on after a deploy exactly as they ran. A nondeterminism fails here.
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
