@@ -80,6 +80,7 @@ export const historyBench: Bench = {
             storageRoot,
             runDir: scratch.dir,
             driver: counting,
+            workflowBundle: await bundle(workflowsPath()),
           })
         ).workers,
       );

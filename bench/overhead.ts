@@ -4,7 +4,7 @@ import { formatNodeName, type LabCache } from '../lab/vm';
 import { diskMergeWorkflowId, ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../src/config/names';
 import type { LiveMergeRequest } from '../src/domain/input';
 import { noopActivities } from './baseline/activities';
-import { BASELINE_ENGINE_QUEUE, baselineHostQueue } from './baseline/workflows';
+import { BASELINE_ENGINE_QUEUE, baselineHostQueue, type BaselineShape } from './baseline/workflows';
 import { rawCommit } from './raw-commit';
 import { type Bench, type BenchContext, bundle, type Figure, median, MiB, round, sleep } from './support/common';
 import { mergePhases, type Phases } from './support/phases';
@@ -56,11 +56,15 @@ export const overheadBench: Bench = {
     const samples: Sample[] = [];
     let floorMs: number[];
     let floorPhases: Phases[];
+    let engineFloorMs: number[];
+    let engineFloorPhases: Phases[];
     let n = 0;
     try {
-      ({ ms: floorMs, phases: floorPhases } = await sameShapeNoop(stack, ctx.quick ? 3 : 7));
+      ({ ms: floorMs, phases: floorPhases } = await sameShapeNoop(stack, ctx.quick ? 3 : 7, 'host'));
       for (const p of floorPhases) ctx.log(`    ${formatPhases(p)}`);
       ctx.log(`  same-shape no-op workflow: ${floorMs.map((ms) => ms.toFixed(0)).join(', ')} ms`);
+      ({ ms: engineFloorMs, phases: engineFloorPhases } = await sameShapeNoop(stack, ctx.quick ? 3 : 7, 'engine'));
+      ctx.log(`  the shape before disk-on-host, no-op: ${engineFloorMs.map((ms) => ms.toFixed(0)).join(', ')} ms`);
       // A first merge warms the workers (bundle loaded, connections up), as in a running product.
       await workflowCommit(stack, 'warm', { dataMiB: 2, kind: 'intermediate', speed: 0, cache: 'writeback' });
       for (const { dataMiB, reps, limitMiBps, cache } of plan) {
@@ -132,11 +136,27 @@ export const overheadBench: Bench = {
       baseline: Math.round(floor),
       baselineLabel: 'a no-op workflow of the same shape',
       ratio: round(median(added) / floor, 3),
+      target: '<= 80 ms',
+      met: median(added) <= 80,
+    });
+    figures.push({
+      metric: 'a no-op workflow of the shape before disk-on-host (children on the engine, every step an activity)',
+      value: Math.round(median(engineFloorMs)),
+      unit: 'ms',
+      baseline: Math.round(floor),
+      baselineLabel: 'the same, children on the host queue',
+      ratio: round(median(engineFloorMs) / floor, 3),
     });
     // The added time, split at the block job: what comes before it starts, and after it ends.
     const withPhases = samples.filter((s): s is Sample & { phases: Phases } => s.phases !== undefined);
     const sum = (p: Phases, keys: string[]): number => keys.reduce((t, k) => t + (p[k] ?? 0), 0);
-    const before = ['client start call', 'parent task, child start', 'child task, merge dispatch', 'merge'];
+    const before = [
+      'client start call',
+      'parent task, child start',
+      'child task, merge dispatch',
+      'child pickup',
+      'merge',
+    ];
     const after = (p: Phases): string[] => Object.keys(p).slice(Object.keys(p).indexOf('wait (the block job)') + 1);
     figures.push({
       metric: "of which before the block job starts (start call, both workflows' first tasks, merge step)",
@@ -180,6 +200,8 @@ export const overheadBench: Bench = {
         samples,
         sameShapeNoopMs: floorMs.map((ms) => Math.round(ms)),
         sameShapeNoopPhases: floorPhases,
+        engineShapeNoopMs: engineFloorMs.map((ms) => Math.round(ms)),
+        engineShapeNoopPhases: engineFloorPhases,
         addedMs: {
           p50: Math.round(median(added)),
           min: Math.round(Math.min(...added)),
@@ -266,23 +288,31 @@ async function workflowCommit(
 
 /**
  * Temporal's own cost of the product's workflow shape on this server: a parent, one child, five
- * no-op activities on a host queue (bench/baseline), one at a time. Gaps between runs as between
- * the merges (a lab VM is created in between): back-to-back starts are slower on the dev server.
+ * no-op steps (bench/baseline), one at a time; `host`, the shape now (the child on the host's
+ * queue, its short steps local), or `engine`, the shape before `disk-on-host`. Gaps between runs
+ * as between the merges (a lab VM is created in between): back-to-back starts are slower on the
+ * dev server.
  */
-async function sameShapeNoop(stack: QemuStack, runs: number): Promise<{ ms: number[]; phases: Phases[] }> {
+async function sameShapeNoop(
+  stack: QemuStack,
+  runs: number,
+  shape: BaselineShape,
+): Promise<{ ms: number[]; phases: Phases[] }> {
   const { connection, client, server } = stack.srv;
+  const baselineBundle = await bundle(require.resolve('./baseline/workflows'));
   const workers = [
     await Worker.create({
       connection,
       namespace: server.namespace,
       taskQueue: BASELINE_ENGINE_QUEUE,
-      workflowBundle: await bundle(require.resolve('./baseline/workflows')),
+      workflowBundle: baselineBundle,
     }),
     await Worker.create({
       connection,
       namespace: server.namespace,
       taskQueue: baselineHostQueue(HOST_ID),
       activities: noopActivities,
+      ...(shape === 'host' ? { workflowBundle: baselineBundle } : {}),
     }),
   ];
   const running = workers.map((w) => w.run());
@@ -293,16 +323,17 @@ async function sameShapeNoop(stack: QemuStack, runs: number): Promise<{ ms: numb
       await sleep(1500);
       const wall0 = Date.now();
       const t0 = performance.now();
+      const workflowId = `noop-${shape}-${i}`;
       const handle = await client.workflow.start('BaselineMergeWorkflow', {
         taskQueue: BASELINE_ENGINE_QUEUE,
-        workflowId: `noop-${i}`,
-        args: [{ hostId: HOST_ID, disks: ['disk0'] }],
+        workflowId,
+        args: [{ hostId: HOST_ID, disks: ['disk0'], shape }],
       });
       await handle.result();
       if (i === 0) continue; // the first warms the workers
       ms.push(performance.now() - t0);
       const steps = ['noopMerge', 'noopWait', 'noopVerify', 'noopDelete', 'noopCleanup'];
-      phases.push(await mergePhases(client, `noop-${i}`, `noop-${i}-disk-disk0`, wall0, Date.now(), steps));
+      phases.push(await mergePhases(client, workflowId, `${workflowId}-disk-disk0`, wall0, Date.now(), steps));
     }
   } finally {
     for (const w of workers) w.shutdown();

@@ -1,11 +1,14 @@
-import { executeChild, proxyActivities, workflowInfo } from '@temporalio/workflow';
+import { executeChild, proxyActivities, proxyLocalActivities, workflowInfo } from '@temporalio/workflow';
 
 import type { NoopActivities } from './activities';
 
 /**
  * The throughput baseline: the shape of a live merge with nothing of its work. One parent per
- * merge, one child per disk on the engine queue, and in each child the same number of activities
- * as DiskMergeWorkflow (merge, wait, verify, delete, cleanup), each a no-op on the host's queue.
+ * merge, one child per disk, and in each child the same steps as DiskMergeWorkflow (merge, wait,
+ * verify, delete, cleanup), each a no-op. Two shapes, as the product had them: `engine`, the child
+ * on the engine queue and every step an activity on the host's queue (before `disk-on-host`);
+ * `host`, the child on the host's queue, its short steps local activities and its wait an activity
+ * on that same queue (the product now).
  */
 
 export const BASELINE_ENGINE_QUEUE = 'bench-baseline-engine';
@@ -13,9 +16,13 @@ export function baselineHostQueue(hostId: string): string {
   return `bench-baseline-host-${hostId}`;
 }
 
+export type BaselineShape = 'engine' | 'host';
+
 export interface BaselineMergeInput {
   hostId: string;
   disks: string[];
+  /** Where the children run; `engine` when unset. */
+  shape?: BaselineShape;
 }
 
 export async function BaselineMergeWorkflow(input: BaselineMergeInput): Promise<number> {
@@ -24,7 +31,7 @@ export async function BaselineMergeWorkflow(input: BaselineMergeInput): Promise<
     input.disks.map((diskId) =>
       executeChild(BaselineDiskWorkflow, {
         workflowId: `${workflowId}-disk-${diskId}`,
-        taskQueue: BASELINE_ENGINE_QUEUE,
+        taskQueue: input.shape === 'host' ? baselineHostQueue(input.hostId) : BASELINE_ENGINE_QUEUE,
         args: [{ hostId: input.hostId, diskId }],
       }),
     ),
@@ -33,14 +40,16 @@ export async function BaselineMergeWorkflow(input: BaselineMergeInput): Promise<
 }
 
 export async function BaselineDiskWorkflow(input: { hostId: string; diskId: string }): Promise<string> {
-  const host = proxyActivities<NoopActivities>({
-    taskQueue: baselineHostQueue(input.hostId),
-    startToCloseTimeout: '1 minute',
-  });
-  await host.noopMerge(input.diskId);
+  const hostQueue = baselineHostQueue(input.hostId);
+  const host = proxyActivities<NoopActivities>({ taskQueue: hostQueue, startToCloseTimeout: '1 minute' });
+  const steps =
+    workflowInfo().taskQueue === hostQueue
+      ? proxyLocalActivities<NoopActivities>({ startToCloseTimeout: '1 minute' })
+      : host;
+  await steps.noopMerge(input.diskId);
   await host.noopWait(input.diskId);
-  await host.noopVerify(input.diskId);
-  await host.noopDelete(input.diskId);
-  await host.noopCleanup(input.diskId);
+  await steps.noopVerify(input.diskId);
+  await steps.noopDelete(input.diskId);
+  await steps.noopCleanup(input.diskId);
   return input.diskId;
 }

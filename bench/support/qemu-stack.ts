@@ -70,6 +70,7 @@ export async function startQemuStack(prefix: string): Promise<QemuStack> {
     storageRoot,
     runDir,
     wrapActivities: wrap,
+    workflowBundle: await bundle(workflowsPath()),
   });
   const workers: Worker[] = [engine, ...host.workers];
   const runs = workers.map((w) => w.run());

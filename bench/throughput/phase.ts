@@ -7,6 +7,7 @@ import { z } from 'zod';
 
 import { SimDriver } from '../../lab/sim/sim-driver';
 import { ENGINE_TASK_QUEUE, liveMergeWorkflowId } from '../../src/config/names';
+import { HOST_STEP_SLOTS } from '../../src/config/policy';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import { createEngineWorker } from '../../src/workers/engine';
@@ -31,11 +32,12 @@ export const ENGINE_OPTIONS = {
   maxConcurrentWorkflowTaskExecutions: 200,
   maxConcurrentWorkflowTaskPolls: 20,
 } as const;
-export const HOST_OPTIONS = { maxConcurrentActivityTaskPolls: 2 } as const;
+export const HOST_OPTIONS = { maxConcurrentActivityTaskPolls: 2, maxConcurrentWorkflowTaskPolls: 2 } as const;
 
 export const phaseSpecSchema = z
   .object({
-    kind: z.enum(['baseline', 'product']),
+    /** `baseline`: the no-op shape with its children on the engine (the product before `disk-on-host`); `baseline-host`: on the hosts' queues (the product now). */
+    kind: z.enum(['baseline', 'baseline-host', 'product']),
     merges: z.number().int().min(1),
     hosts: z.number().int().min(1),
     /** Scratch space for the simulated hosts' storage roots. */
@@ -95,13 +97,14 @@ export async function runPhase(spec: PhaseSpec, log: (line: string) => void): Pr
   const workers: Worker[] = [];
   const drivers: SimDriver[] = [];
   try {
-    if (kind === 'baseline') {
+    if (kind !== 'product') {
+      const baselineBundle = await bundle(require.resolve('../baseline/workflows'));
       workers.push(
         await Worker.create({
           connection,
           namespace: ns,
           taskQueue: BASELINE_ENGINE_QUEUE,
-          workflowBundle: await bundle(require.resolve('../baseline/workflows')),
+          workflowBundle: baselineBundle,
           ...ENGINE_OPTIONS,
         }),
       );
@@ -112,6 +115,14 @@ export async function runPhase(spec: PhaseSpec, log: (line: string) => void): Pr
             namespace: ns,
             taskQueue: baselineHostQueue(hostId),
             activities: noopActivities,
+            // The host shape runs its disks' workflows there too, with the product's host slots.
+            ...(kind === 'baseline-host'
+              ? {
+                  workflowBundle: baselineBundle,
+                  maxConcurrentWorkflowTaskExecutions: HOST_STEP_SLOTS,
+                  maxConcurrentLocalActivityExecutions: HOST_STEP_SLOTS,
+                }
+              : {}),
             ...HOST_OPTIONS,
           }),
         );
@@ -128,7 +139,7 @@ export async function runPhase(spec: PhaseSpec, log: (line: string) => void): Pr
         const agent = await createHostWorker(
           connection,
           ns,
-          { hostId, storageRoot, runDir: spec.dir, driver },
+          { hostId, storageRoot, runDir: spec.dir, driver, workflowBundle: await bundle(workflowsPath()) },
           HOST_OPTIONS,
         );
         workers.push(...agent.workers);
@@ -201,11 +212,11 @@ async function drive(
         const started = Date.now();
         try {
           const handle =
-            spec.kind === 'baseline'
+            spec.kind !== 'product'
               ? await client.workflow.start('BaselineMergeWorkflow', {
                   taskQueue: BASELINE_ENGINE_QUEUE,
                   workflowId: `${spec.idPrefix}-baseline-${i}`,
-                  args: [{ hostId, disks: ['d0', 'd1'] }],
+                  args: [{ hostId, disks: ['d0', 'd1'], shape: spec.kind === 'baseline-host' ? 'host' : 'engine' }],
                 })
               : await client.workflow.start('LiveMergeWorkflow', {
                   taskQueue: ENGINE_TASK_QUEUE,
