@@ -26,6 +26,7 @@ module.exports = {
     '<rootDir>/test/unit/volume-users.test.ts',
     '<rootDir>/test/unit/disk-merge-steps.test.ts',
     '<rootDir>/test/unit/pickup.test.ts',
+    '<rootDir>/test/unit/keep-alive.test.ts',
     '<rootDir>/test/unit/volume-guard.test.ts',
     '<rootDir>/test/unit/stopped-vm-locks.test.ts',
     '<rootDir>/test/unit/delete-volume.test.ts',

@@ -259,6 +259,16 @@ describe("on the host's queue (disk-on-host)", () => {
     await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged' });
   });
 
+  test('picked up exactly at the pickup timeout: still in time, merged', async () => {
+    const now = jest.spyOn(Date, 'now').mockReturnValue(1_000_000_000_000);
+    try {
+      mockWf.startTime = new Date(1_000_000_000_000 - 120_000);
+      await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged' });
+    } finally {
+      now.mockRestore();
+    }
+  });
+
   test('picked up just within the pickup timeout: merged', async () => {
     mockWf.startTime = new Date(Date.now() - 119_000);
     await expect(DiskMergeWorkflow(input())).resolves.toMatchObject({ outcome: 'merged' });
