@@ -7,7 +7,7 @@ import { freePort } from '../../lab/devserver/free-port';
 import { startWorkerProcess, waitForPoller, type WorkerProcess } from '../../lab/devserver/worker-process';
 import { createLabVm, destroyLabVm } from '../../lab/vm';
 import { MERGE_METRICS } from '../../src/config/metrics';
-import { ENGINE_TASK_QUEUE, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
+import { ENGINE_TASK_QUEUE, hostJobTaskQueue, hostTaskQueue, liveMergeWorkflowId } from '../../src/config/names';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { readMergeProgress } from '../../src/progress/read-progress';
 import { LiveMergeWorkflow } from '../../src/workflows';
@@ -197,7 +197,8 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   const runningFor = (Date.now() - started) / 1000;
   expect(total(during, 'temporal_worker_start')).toBeGreaterThanOrEqual(2);
   expect(find(during, 'temporal_num_pollers', { task_queue: hostTaskQueue(HOST_ID) }).length).toBeGreaterThan(0);
-  expect(total(during, 'temporal_activity_execution_latency_count', { activity_type: 'merge' })).toBe(1);
+  // The merge step runs as a local activity of the disk's workflow, in the host agent.
+  expect(total(during, 'temporal_local_activity_execution_latency_count', { activity_type: 'merge' })).toBe(1);
   expect(total(during, MERGE_METRICS.outcomes)).toBe(0);
   expect(total(during, `${MERGE_METRICS.duration}_count`)).toBe(0);
 
@@ -251,12 +252,12 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   // The +Inf bucket holds the merge; the 1 s bucket does not (it ran for seconds).
   expect(total(after, `${MERGE_METRICS.duration}_bucket`, { ...host, outcome: 'merged', le: '+Inf' })).toBe(1);
   expect(total(after, `${MERGE_METRICS.duration}_bucket`, { ...host, outcome: 'merged', le: '1' })).toBe(0);
-  // The SDK's own: workflows completed, activities run on the host's queue.
+  // The SDK's own: the disk's workflow completed and its delete ran, both in the host agent.
   expect(total(after, 'temporal_workflow_completed', { workflow_type: 'DiskMergeWorkflow' })).toBe(1);
   expect(
-    total(after, 'temporal_activity_execution_latency_count', {
+    total(after, 'temporal_local_activity_execution_latency_count', {
       activity_type: 'deleteVolume',
-      task_queue: hostTaskQueue(HOST_ID),
+      task_queue: hostJobTaskQueue(HOST_ID),
     }),
   ).toBe(1);
 
