@@ -27,6 +27,8 @@ let dir: string;
 let storageRoot: string;
 let runDir: string;
 let metricsUrl: string;
+/** The lab VM the test created, destroyed in afterAll whether the test passed or not. */
+let vmId: string | undefined;
 
 beforeAll(async () => {
   temporal = await startTestTemporal();
@@ -58,6 +60,7 @@ beforeAll(async () => {
 }, 180_000);
 
 afterAll(async () => {
+  if (vmId) await destroyLabVm(runDir, vmId);
   await worker?.stop();
   await temporal?.close();
   if (dir) rmSync(dir, { recursive: true, force: true });
@@ -170,6 +173,7 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
     sizeMiB: 48,
     guest: false, // paused, no guest OS: this test needs no writes
   });
+  vmId = vm.vmId;
   const [d] = vm.disks;
   const request: LiveMergeRequest = {
     snapshotId: 'snap-metrics',
@@ -282,5 +286,4 @@ test('the worker exports SDK and merge metrics during and after a real merge, an
   });
   for (const l of logs) expect(typeof l.time).toBe('string');
   expect(logs.some((l) => 'taskToken' in l)).toBe(false);
-  await destroyLabVm(runDir, vm.vmId);
 });
