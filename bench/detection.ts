@@ -126,8 +126,8 @@ export const detectionBench: Bench = {
         baseline: pollIntervalMs / 2,
         baselineLabel: 'poll-only wait: mean half an interval',
         ratio: round(p50 / (pollIntervalMs / 2), 3),
-        target: 'p50 < 100 ms',
-        met: p50 < 100,
+        target: 'p50 < 15 ms',
+        met: p50 < 15,
       });
       figures.push({
         metric: `event -> chain check p99, poll ${pollIntervalMs} ms`,
