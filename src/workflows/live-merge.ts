@@ -20,7 +20,7 @@ import { installBandwidthControl } from './bandwidth';
 import { diskProgressSignal, progressQuery } from './definitions';
 import { DiskMergeWorkflow } from './disk-merge';
 import { nonRetryableTypeOf, parseWorkflowInput, reasonOf } from './failures';
-import { watchPickup } from './pickup';
+import { PickupWatch } from './pickup';
 import { schemas } from './schemas';
 import { tagMerge, tagModeAndActive, tagOutcome } from './search-attributes';
 
@@ -64,11 +64,7 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
   // Each disk's workflow runs in the host's agent, next to its steps; merges recorded before that
   // ran it on the engine.
   const onHost = patched('disk-on-host');
-  const running = new Set(input.disks);
-  const failNow = new Map<string, (err: unknown) => void>();
-  // Disks whose pickup the engine is checking, and the failures their children ended with meanwhile.
-  const checking = new Set<string>();
-  const endedWhileChecked = new Map<string, unknown>();
+  const pickup = onHost ? new PickupWatch(input) : undefined;
   const children = input.disks.map((disk) => {
     // The child does not signal its start or its good end (the progress query takes them from here).
     setPhase(disk.diskId, { phase: 'merging' });
@@ -96,27 +92,10 @@ export async function LiveMergeWorkflow(request: LiveMergeRequest): Promise<Live
       });
       return merged;
     });
-    // A disk no host agent picked up fails when watchPickup says so, not when its child ends.
-    const settles = onHost
-      ? new Promise<DiskMerged>((resolve, reject) => {
-          failNow.set(disk.diskId, reject);
-          child.then(resolve, (err: unknown) =>
-            checking.has(disk.diskId) ? endedWhileChecked.set(disk.diskId, err) : reject(err),
-          );
-        })
-      : child;
-    return settles.finally(() => running.delete(disk));
+    // A disk no host agent picked up fails when the pickup watch says so, not when its child ends.
+    return pickup ? pickup.track(disk, child) : child;
   });
-  if (onHost) {
-    const settleChecked = (dropped: Map<string, unknown>): void => {
-      for (const diskId of checking) {
-        const err = dropped.get(diskId) ?? endedWhileChecked.get(diskId);
-        if (err !== undefined) failNow.get(diskId)?.(err);
-      }
-      checking.clear();
-    };
-    watchPickup(input, () => [...running], checking).then(settleChecked, () => settleChecked(new Map()));
-  }
+  void pickup?.watch();
   const settled = await Promise.allSettled(children);
   // A setBandwidth update still asking the host gets its answer before the workflow ends.
   await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
