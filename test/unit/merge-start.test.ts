@@ -209,6 +209,21 @@ test('the refusals name what they saw: BaseNotBacking with the chain, Insufficie
   expect(s.message).toMatch(/; nothing was started$/);
 });
 
+test('the guard and the space measure run together; when both fail, the guard names the refusal, nothing started', async () => {
+  const sim = vmOn();
+  const measureFails = Object.assign(Object.create(sim) as SimDriver, {
+    measureCommitSpace: () => Promise.reject(new Error('qemu-img map failed')),
+  });
+  // The measure's own error when the guard passes.
+  await expect(env().run(steps(measureFails).merge, mergeIn('v1', 'v0'))).rejects.toThrow('qemu-img map failed');
+  // Another disk's image backed by the base: the guard refuses, and that is the step's failure.
+  await fs.mkdir(imageDir(root, 'd2'), { recursive: true });
+  await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', vol('v0'), '-F', 'qcow2', volumePath(root, 'd2', 'c1')]);
+  const f = await refusal(env().run(steps(measureFails).merge, mergeIn('v1', 'v0')));
+  expect(f).toMatchObject({ type: 'BaseShared', nonRetryable: true });
+  expect(await sim.listJobs('vm1')).toEqual([]);
+});
+
 describe('the adaptive speed at the start', () => {
   const adaptiveIn = { ...mergeIn('v2', 'v1'), bandwidthBytesPerSec: 0, adaptive: true as const };
   const io = (writeOps: number): GuestIo => ({
