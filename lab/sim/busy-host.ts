@@ -31,8 +31,11 @@ export interface BusyHostPlan {
   jobSeconds: number;
   /** Simulated seconds per real second. */
   timeScale: number;
-  /** The merges' `hostPickupTimeoutSeconds`; undefined keeps the product's default. */
-  hostPickupTimeoutSeconds?: number;
+  /**
+   * The probe's `hostPickupTimeoutSeconds` (undefined: the product's default). The long merges keep
+   * the default: a burst of them all starting at once on a loaded machine is not what is measured.
+   */
+  probePickupTimeoutSeconds?: number;
 }
 
 /** What the runner asks of the host side, in this process or another. */
@@ -120,10 +123,17 @@ export interface BusyHostOutcome {
 
 /** Starts every merge of the plan, then the probe once every long job runs; waits for all. */
 export async function runBusyHost(client: Client, host: HostView, plan: BusyHostPlan): Promise<BusyHostOutcome> {
-  const results = Array.from({ length: plan.merges }, (_, i) => runMerge(client, plan, String(i)));
-  // The probe starts once every long job has started and none has ended (the jobs outlast the starts).
+  const failures: string[] = [];
+  const results = Array.from({ length: plan.merges }, (_, i) =>
+    runMerge(client, plan, String(i)).then((failure) => {
+      if (failure !== undefined) failures.push(`busy-${i}: ${failure}`);
+      return failure;
+    }),
+  );
+  // The probe starts once every long job has started and none has ended (the jobs are held).
   const deadline = Date.now() + 180_000;
   for (;;) {
+    if (failures.length > 0) throw new Error(`a long merge failed before the probe: ${failures[0]}`);
     const { started, ended } = await host.longJobs();
     if (ended > 0)
       throw new Error(`a long job ended after ${started} of ${2 * plan.merges} had started: make the jobs longer`);
@@ -165,7 +175,9 @@ async function runMerge(client: Client, plan: BusyHostPlan, i: string): Promise<
       baseVolumeId: `m${i}-d${d}-v0`,
       topVolumeId: `m${i}-d${d}-v1`,
     })),
-    ...(plan.hostPickupTimeoutSeconds ? { options: { hostPickupTimeoutSeconds: plan.hostPickupTimeoutSeconds } } : {}),
+    ...(i === PROBE && plan.probePickupTimeoutSeconds
+      ? { options: { hostPickupTimeoutSeconds: plan.probePickupTimeoutSeconds } }
+      : {}),
   };
   try {
     const handle = await client.workflow.start('LiveMergeWorkflow', {

@@ -17,7 +17,7 @@ const argsSchema = z.object({
     merges: z.number().int().min(1),
     jobSeconds: z.number().positive(),
     timeScale: z.number().positive(),
-    hostPickupTimeoutSeconds: z.number().int().min(1).optional(),
+    probePickupTimeoutSeconds: z.number().int().min(1).optional(),
   }),
 });
 const requestSchema = z.object({

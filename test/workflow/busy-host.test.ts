@@ -49,7 +49,8 @@ test('more running block jobs than step slots: every merge completes, and a new 
     merges: Math.ceil((HOST_STEP_SLOTS + 20) / 2),
     jobSeconds: 600,
     timeScale: 20,
-    hostPickupTimeoutSeconds: 5,
+    // The probe must be picked up at once, though every step slot is held by a long job's wait.
+    probePickupTimeoutSeconds: 5,
   };
   host = await startSimHost(t.connection, t.server.namespace, plan);
   runs.push(host.agent.run());
