@@ -60,6 +60,7 @@ export {
   imageCommitPid,
   LabCommandError,
   type LabVmStopped,
+  lockedImageCommitPid,
   runningLabVmPid,
   type RunResult,
   stopLabVm,

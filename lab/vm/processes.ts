@@ -277,3 +277,15 @@ export async function imageCommitPid(top: string): Promise<number | undefined> {
   }
   return undefined;
 }
+
+/**
+ * The pid of a running `qemu-img commit` of `top` once it holds locks on the image (it takes them
+ * right after it opens it): a test that freezes it then knows a VM start must fail on them.
+ */
+export async function lockedImageCommitPid(top: string): Promise<number | undefined> {
+  const pid = await imageCommitPid(top);
+  if (pid === undefined) return undefined;
+  const onTop = `:${(await fs.stat(top)).ino} `;
+  const locks = await fs.readFile('/proc/locks', 'utf8');
+  return locks.split('\n').some((l) => l.includes(onTop)) ? pid : undefined;
+}

@@ -4,7 +4,7 @@ import { promisify } from 'node:util';
 
 import { WorkflowFailedError } from '@temporalio/client';
 
-import { imageCommitPid, type LabVm, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
+import { imageCommitPid, type LabVm, lockedImageCommitPid, startLabVm, stopLabVm, verifyLabVm } from '../../lab/vm';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import type { LiveMergeResult } from '../../src/domain/outcome';
@@ -94,8 +94,15 @@ describe('a shut-off VM (raw QEMU, caller-held definition)', () => {
     const request = mergeRequest(vm, 'snap-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
     const top = volumePath(file.stack.storageRoot, vm.disks[0].diskId, request.disks[0].topVolumeId);
     const handle = await startMerge(file.stack, request);
-    await until(() => imageCommitPid(top), 60_000, 20);
-    await expect(startLabVm(file.stack.runDir, vm.vmId)).rejects.toThrow(/lock/);
+    // The commit frozen while the start is tried: on a loaded machine a start can take longer than
+    // the commit, and would then find no lock to fail on.
+    const commit = await until(() => lockedImageCommitPid(top), 60_000, 20);
+    process.kill(commit, 'SIGSTOP');
+    try {
+      await expect(startLabVm(file.stack.runDir, vm.vmId)).rejects.toThrow(/lock/);
+    } finally {
+      process.kill(commit, 'SIGCONT');
+    }
     const result = await handle.result();
     expect(result.disks[0].activeVolumeId).toBe(request.disks[0].baseVolumeId);
     await expectStartsFromResult(file.stack, vm, request, result);

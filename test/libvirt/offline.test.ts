@@ -18,7 +18,7 @@ import {
   startLibvirtLabVm,
 } from '../../lab/libvirt/domain';
 import { stopAndCheckData, verifyLibvirtChains } from '../../lab/libvirt/verify';
-import { imageCommitPid } from '../../lab/vm';
+import { lockedImageCommitPid } from '../../lab/vm';
 import type { LiveMergeRequest } from '../../src/domain/input';
 import { volumePath } from '../../src/domain/layout';
 import { stackPerFile } from '../harness/file-stack';
@@ -118,8 +118,19 @@ describe('a shut-off domain', () => {
     const vm = await shutOffVm(file.stack, 'off-start', true, 's-');
     const request = mergeRequest(vm, 'snap-lv-off-start', ['active'], { bandwidthBytesPerSec: 1024 * 1024 });
     const handle = await startMerge(file.stack, request);
-    await until(() => imageCommitPid(volumePath(file.stack.storageRoot, 's-disk0', 's-d0v2')), 60_000, 20);
-    await expect(startLibvirtLabVm(vm)).rejects.toThrow(/lock/);
+    // The commit frozen while the start is tried: libvirt's start of a domain can take longer than
+    // the commit on a loaded machine, and would then find no lock to fail on.
+    const commit = await until(
+      () => lockedImageCommitPid(volumePath(file.stack.storageRoot, 's-disk0', 's-d0v2')),
+      60_000,
+      20,
+    );
+    process.kill(commit, 'SIGSTOP');
+    try {
+      await expect(startLibvirtLabVm(vm)).rejects.toThrow(/lock/);
+    } finally {
+      process.kill(commit, 'SIGCONT');
+    }
     const result = await handle.result();
     expect(result.disks[0].activeVolumeId).toBe('s-d0v1');
     await startLibvirtLabVm(vm);
