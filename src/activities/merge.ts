@@ -4,7 +4,7 @@ import * as path from 'node:path';
 import { log } from '@temporalio/activity';
 
 import { blockJobId, blockJobPrefix } from '../config/names';
-import type { CommitKind, CommitSpace } from '../domain/commit';
+import type { CommitKind } from '../domain/commit';
 import { failure } from '../domain/failures';
 import { volumePath } from '../domain/layout';
 import { ADAPTIVE_START_BYTES_PER_SEC, type SpeedStart, startBytesPerSec } from '../domain/speed';
@@ -42,17 +42,6 @@ export type MergeStarted =
       definition: 'hypervisor' | 'caller';
       pivoted?: true;
     };
-
-/**
- * The space measure, read while the guard walks the host (its `qemu-img map` runs beside the walk);
- * the guard's refusal comes first when both fail, as when they ran one after the other.
- */
-async function guardedSpace(guarded: Promise<void>, measured: Promise<CommitSpace>): Promise<CommitSpace> {
-  const [guard, space] = await Promise.allSettled([guarded, measured]);
-  if (guard.status === 'rejected') throw guard.reason;
-  if (space.status === 'rejected') throw space.reason;
-  return space.value;
-}
 
 /**
  * Reads the live chain, checks top and base against it and starts the block commit under the
@@ -115,11 +104,14 @@ export function createStartOrAdoptCommit(deps: HostDeps) {
       // The guest's requests while this step checks tell whether it is busy: an adaptive job starts careful then.
       const ioBefore = step.adaptive ? await readGuestIo(deps, vmId, diskId) : undefined;
       // Only a new job is guarded: an adopted one is already running, and a merged top needs none.
+      await guardCommit(deps, vmId, chain, topIndex, baseIndex);
+      // Only after the guard: the measure's own `qemu-img map` holds the top open, a user the guard would see.
       const top = chain.volumes[topIndex];
-      const space = await guardedSpace(
-        guardCommit(deps, vmId, chain, topIndex, baseIndex),
-        deps.driver.measureCommitSpace(vmId, { topNode: top.nodeName, topPath, basePath }),
-      );
+      const space = await deps.driver.measureCommitSpace(vmId, {
+        topNode: top.nodeName,
+        topPath,
+        basePath,
+      });
       refuseShortSpace(space, step, 'nothing was started');
       // The VM runs from the top: a pivot record of an earlier job on it tells nothing any more.
       await removePivotRecord(deps.storageRoot, diskId, topVolumeId);

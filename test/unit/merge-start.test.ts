@@ -209,18 +209,20 @@ test('the refusals name what they saw: BaseNotBacking with the chain, Insufficie
   expect(s.message).toMatch(/; nothing was started$/);
 });
 
-test('the guard and the space measure run together; when both fail, the guard names the refusal, nothing started', async () => {
+test("the space is measured only once the guard passed (its qemu-img would be a user of the top); its failure is the step's", async () => {
   const sim = vmOn();
+  let measures = 0;
   const measureFails = Object.assign(Object.create(sim) as SimDriver, {
-    measureCommitSpace: () => Promise.reject(new Error('qemu-img map failed')),
+    measureCommitSpace: () => (measures++, Promise.reject(new Error('qemu-img map failed'))),
   });
-  // The measure's own error when the guard passes.
   await expect(env().run(steps(measureFails).merge, mergeIn('v1', 'v0'))).rejects.toThrow('qemu-img map failed');
-  // Another disk's image backed by the base: the guard refuses, and that is the step's failure.
+  expect(measures).toBe(1);
+  // Another disk's image backed by the base: the guard refuses, and nothing is measured or started.
   await fs.mkdir(imageDir(root, 'd2'), { recursive: true });
   await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', vol('v0'), '-F', 'qcow2', volumePath(root, 'd2', 'c1')]);
   const f = await refusal(env().run(steps(measureFails).merge, mergeIn('v1', 'v0')));
   expect(f).toMatchObject({ type: 'BaseShared', nonRetryable: true });
+  expect(measures).toBe(1);
   expect(await sim.listJobs('vm1')).toEqual([]);
 });
 
