@@ -236,8 +236,8 @@ test('11c. a real I/O error (blkdebug under the base) in the middle of the job: 
     expect(end.offset).toBeGreaterThan(0);
     expect(end.offset).toBeLessThan(end.len);
     await expectVmAsBefore(stack, vm, jobs);
-    await destroyLabVm(stack.runDir, vm.vmId);
   } finally {
+    await destroyLabVm(stack.runDir, 'vm-f11c');
     await stack.close();
   }
 });

@@ -38,8 +38,18 @@ beforeAll(async () => {
   });
 });
 afterAll(async () => stack?.close());
+/** The lab VMs a test made, destroyed after it whether it passed or not. */
+const made: string[] = [];
+afterEach(async () => {
+  for (const vmId of made.splice(0)) await destroyLabVm(stack.runDir, vmId);
+});
 
 async function labVm(vmId: string, disks: number, volumes: number, layerDataMiB = 1, backingReadOnly = true) {
+  made.push(vmId);
+  return createVm(vmId, disks, volumes, layerDataMiB, backingReadOnly);
+}
+
+async function createVm(vmId: string, disks: number, volumes: number, layerDataMiB = 1, backingReadOnly = true) {
   return createLabVm({
     storageRoot: stack.storageRoot,
     runDir: stack.runDir,
@@ -105,7 +115,6 @@ test('intermediate commit: the middle volume is merged into the base and deleted
   const report = await verifyLabVm(stack.runDir, vm.vmId);
   expect(report.disks[0].chain).toEqual(['d0v2', 'd0v0']);
   expect(report.ok).toBe(true);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('intermediate commit into a base opened read-write: the base file itself holds the data before the top is deleted', async () => {
@@ -125,7 +134,6 @@ test('intermediate commit into a base opened read-write: the base file itself ho
   const middle = d.regions.find((r) => r.kind === 'layer' && r.layer === 1)!;
   expect(await checkRegion(volumePath(stack.storageRoot, d.diskId, d.volumeIds[0]), middle)).toEqual({ ok: true });
   expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('active commit with pivot: the VM writes to the base afterwards, data reads back', async () => {
@@ -151,7 +159,6 @@ test('active commit with pivot: the VM writes to the base afterwards, data reads
   const report = await verifyLabVm(stack.runDir, vm.vmId);
   expect(report.disks[0].chain).toEqual(['d0v1', 'd0v0']);
   expect(report.ok).toBe(true);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('two disks in parallel, one intermediate and one active commit; progress shows both', async () => {
@@ -178,7 +185,6 @@ test('two disks in parallel, one intermediate and one active commit; progress sh
     ['d1v1', 'd1v0'],
   ]);
   expect(report.ok).toBe(true);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('a retried merge step adopts the running job: QEMU runs one job per disk, not two', async () => {
@@ -196,7 +202,6 @@ test('a retried merge step adopts the running job: QEMU runs one job per disk, n
   expect([...jobs.created].sort()).toEqual(['lm.disk0.d0v1', 'lm.disk1.d1v2']);
   expect(result.disks.map((x) => x.outcome)).toEqual(['merged', 'merged']);
   expect((await verifyLabVm(stack.runDir, vm.vmId)).ok).toBe(true);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('a block job cancelled from outside fails the disk with a clear reason and keeps the top volume', async () => {
@@ -228,13 +233,12 @@ test('a block job cancelled from outside fails the disk with a clear reason and 
   expect(report.ok).toBe(true);
   // Cleanup dismissed the concluded job: nothing lingers in QEMU.
   expect(await stack.driver.listJobs(vm.vmId)).toEqual([]);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 describe('invalid inputs are refused with no change to any chain or file', () => {
   let vmId: string;
   beforeAll(async () => {
-    vmId = (await labVm('vm-bad', 2, 3)).vmId;
+    vmId = (await createVm('vm-bad', 2, 3)).vmId;
   });
   afterAll(async () => destroyLabVm(stack.runDir, vmId));
 
