@@ -47,8 +47,8 @@ test('9. a second snapshot on a disk with a running job is refused; QEMU never r
     for await (const w of stack.client.workflow.list({ query: `WorkflowId = "live-merge-snap-f9a"` }))
       runs.push(w.runId);
     expect(runs).toHaveLength(1);
-    await destroyLabVm(stack.runDir, vm.vmId);
   } finally {
+    await destroyLabVm(stack.runDir, 'vm-f9');
     await stack.close();
   }
 });

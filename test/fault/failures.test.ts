@@ -49,8 +49,8 @@ test('6. a block job that fails in QEMU keeps its top and names the reason; the 
       ['disk1', 'alreadyMerged'],
     ]);
     await expectMerged(stack, vm, request);
-    await destroyLabVm(stack.runDir, vm.vmId);
   } finally {
+    await destroyLabVm(stack.runDir, 'vm-f6');
     await stack.close();
   }
 });

@@ -46,7 +46,14 @@ async function json<T>(...args: string[]): Promise<T> {
   return JSON.parse(await ok(...args, '--output', 'json')) as T;
 }
 
+/** The lab VMs a test made, destroyed after it whether it passed or not. */
+const made: string[] = [];
+afterEach(async () => {
+  for (const vmId of made.splice(0)) await destroyLabVm(stack.runDir, vmId);
+});
+
 async function labVm(vmId: string, disks: number) {
+  made.push(vmId);
   return createLabVm({
     storageRoot: stack.storageRoot,
     runDir: stack.runDir,
@@ -206,7 +213,6 @@ test('start from an input file, query progress, change the bandwidth with an upd
     ['d1v1', 'd1v0'],
   ]);
   expect(report.ok).toBe(true);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('a merge cancelled with temporal workflow cancel ends CANCELLED, chain unchanged, top kept', async () => {
@@ -253,5 +259,4 @@ test('a merge cancelled with temporal workflow cancel ends CANCELLED, chain unch
   expect(report.disks[0].chain).toEqual(['d0v2', 'd0v1', 'd0v0']);
   expect(report.ok).toBe(true);
   expect(await stack.driver.listJobs(vm.vmId)).toEqual([]);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });

@@ -28,7 +28,14 @@ afterAll(async () => {
   await stack?.close();
 });
 
+/** The lab VMs a test made, destroyed after it whether it passed or not. */
+const made: string[] = [];
+afterEach(async () => {
+  for (const vmId of made.splice(0)) await destroyLabVm(stack.runDir, vmId);
+});
+
 async function labVm(vmId: string, layerDataMiB: number) {
+  made.push(vmId);
   return createLabVm({
     storageRoot: stack.storageRoot,
     runDir: stack.runDir,
@@ -147,7 +154,6 @@ test('start is idempotent on the snapshot; progress; setBandwidth changes the ru
   const after = await merges.startMerge(request);
   expect(after).toMatchObject({ runId: first.runId, started: false });
   expect((await after.handle.describe()).status.name).toBe('COMPLETED');
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
 
 test('cancel: the block job is cancelled, the workflow ends CANCELLED, chain unchanged, top kept', async () => {
@@ -180,5 +186,4 @@ test('cancel: the block job is cancelled, the workflow ends CANCELLED, chain unc
   // Nothing was deleted.
   const now = snapshotFiles(stack.storageRoot);
   for (const f of Object.keys(before)) expect(now).toHaveProperty([f]);
-  await destroyLabVm(stack.runDir, vm.vmId);
 });
