@@ -174,15 +174,39 @@ async function tail(file: string, max = 2_000): Promise<string> {
   }
 }
 
-async function everyAccepts(sockets: readonly string[]): Promise<boolean> {
-  for (const s of sockets) if (!(await canConnect(s))) return false;
+/**
+ * Whether a QMP monitor answers on `socketPath` with its greeting. QEMU listens on its QMP sockets
+ * before it opens its images, and greets only from its main loop, once every device is set up: a
+ * socket that merely accepts can belong to a QEMU that is about to fail on an image lock.
+ */
+function greets(socketPath: string, timeoutMs = 1_000): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = net.createConnection(socketPath);
+    let seen = '';
+    const done = (ok: boolean): void => {
+      clearTimeout(timer);
+      sock.destroy();
+      resolve(ok);
+    };
+    const timer = setTimeout(() => done(false), timeoutMs);
+    sock.on('data', (d: Buffer) => {
+      seen += d.toString();
+      if (seen.includes('\n')) done(seen.includes('"QMP"'));
+    });
+    sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
+  });
+}
+
+async function everyGreets(sockets: readonly string[]): Promise<boolean> {
+  for (const s of sockets) if (!(await greets(s))) return false;
   return true;
 }
 
 /**
  * Starts QEMU with `args`, detached from this process, its output appended to `logPath`. Resolves
- * with its pid once every one of `sockets` accepts connections and `pidFile` names it; a QEMU that
- * started but got no further is killed.
+ * with its pid once the QMP monitor on every one of `sockets` greets (QEMU set up every device and
+ * opened every image) and `pidFile` names it; a QEMU that started but got no further is killed.
  */
 export async function startQemu(
   args: readonly string[],
@@ -213,9 +237,9 @@ export async function startQemu(
     for (;;) {
       await sleep(50);
       if (exited !== undefined) throw new Error(`${exited}; ${logPath}: ${await tail(logPath)}`);
-      if (pid !== undefined && (await everyAccepts(sockets))) break;
+      if (pid !== undefined && (await everyGreets(sockets))) break;
       if (Date.now() >= deadline)
-        throw new Error(`QEMU did not open its QMP sockets within 30 s; ${logPath}: ${await tail(logPath)}`);
+        throw new Error(`QEMU's QMP monitors did not greet within 30 s; ${logPath}: ${await tail(logPath)}`);
     }
     const fromFile = await readPidFile(pidFile);
     if (fromFile !== pid) throw new Error(`QEMU's pid file ${pidFile} names ${fromFile}, expected ${pid}`);
