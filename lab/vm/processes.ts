@@ -9,6 +9,8 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 
 import { auxQmpSocketPath, qmpSocketPath, vmRunDir } from '../../src/domain/layout';
+import { locksOn, readProcLocks } from '../../src/volume-users';
+import { fileIdOf } from '../../src/volume-users/file-id';
 import { GUEST_CONSOLE_SOCKET } from '../guest/config';
 import { requestGuestStop } from '../guest/control';
 import { PID_FILE, readManifestIfAny } from './manifest';
@@ -64,6 +66,18 @@ export async function runOk(program: string, args: readonly string[]): Promise<R
 }
 
 export function canConnect(socketPath: string, timeoutMs = 1_000): Promise<boolean> {
+  return probeSocket(socketPath, timeoutMs, (sock, done) => sock.on('connect', () => done(true)));
+}
+
+/**
+ * Connects to `socketPath` and resolves with what `watch` decides, false on an error, a close or
+ * after `timeoutMs`; the connection is closed either way.
+ */
+function probeSocket(
+  socketPath: string,
+  timeoutMs: number,
+  watch: (sock: net.Socket, done: (ok: boolean) => void) => void,
+): Promise<boolean> {
   return new Promise((resolve) => {
     const sock = net.createConnection(socketPath);
     const done = (ok: boolean): void => {
@@ -72,8 +86,9 @@ export function canConnect(socketPath: string, timeoutMs = 1_000): Promise<boole
       resolve(ok);
     };
     const timer = setTimeout(() => done(false), timeoutMs);
-    sock.on('connect', () => done(true));
+    watch(sock, done);
     sock.on('error', () => done(false));
+    sock.on('close', () => done(false));
   });
 }
 
@@ -180,22 +195,13 @@ async function tail(file: string, max = 2_000): Promise<string> {
  * socket that merely accepts can belong to a QEMU that is about to fail on an image lock.
  */
 function greets(socketPath: string, timeoutMs = 1_000): Promise<boolean> {
-  return new Promise((resolve) => {
-    const sock = net.createConnection(socketPath);
-    let seen = '';
-    const done = (ok: boolean): void => {
-      clearTimeout(timer);
-      sock.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
+  let seen = '';
+  return probeSocket(socketPath, timeoutMs, (sock, done) =>
     sock.on('data', (d: Buffer) => {
       seen += d.toString();
       if (seen.includes('\n')) done(seen.includes('"QMP"'));
-    });
-    sock.on('error', () => done(false));
-    sock.on('close', () => done(false));
-  });
+    }),
+  );
 }
 
 async function everyGreets(sockets: readonly string[]): Promise<boolean> {
@@ -309,7 +315,6 @@ export async function imageCommitPid(top: string): Promise<number | undefined> {
 export async function lockedImageCommitPid(top: string): Promise<number | undefined> {
   const pid = await imageCommitPid(top);
   if (pid === undefined) return undefined;
-  const onTop = `:${(await fs.stat(top)).ino} `;
-  const locks = await fs.readFile('/proc/locks', 'utf8');
-  return locks.split('\n').some((l) => l.includes(onTop)) ? pid : undefined;
+  const file = fileIdOf(await fs.stat(top, { bigint: true }));
+  return locksOn(readProcLocks(), file).length > 0 ? pid : undefined;
 }
