@@ -37,7 +37,10 @@ afterEach(async () => {
 afterAll(async () => stack?.close());
 
 test('an adaptive active commit under a writing guest: the speed rises, then falls; every write kept', async () => {
-  const layerDataMiB = 192;
+  // The job must outlast the slow start's climb past what the disk can copy beside the guest's
+  // writes, and the wait's 5 s heartbeat throttle for its progress to show a tick. With 192 MiB
+  // it ended at 273 or 410 MiB/s, before either; with 768 MiB it falls at 410 and runs ~10 s.
+  const layerDataMiB = 768;
   vm = await createLabVm({
     storageRoot: stack.storageRoot,
     runDir: stack.runDir,
