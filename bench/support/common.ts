@@ -107,6 +107,19 @@ export function round(x: number, digits = 3): number {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * An error with its causes, joined by ` <- `, each with its failure type where it has one: a
+ * WorkflowFailedError alone says only "Workflow execution failed".
+ */
+export function withCauses(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err; e instanceof Error && parts.length < 5; e = e.cause) {
+    const type = (e as { type?: unknown }).type;
+    parts.push(`${e.name}${typeof type === 'string' ? ` (${type})` : ''}: ${e.message}`);
+  }
+  return parts.length > 0 ? parts.join(' <- ') : String(err);
+}
+
 /** A scratch dir under the OS temp dir, short enough for QMP socket paths. */
 export function scratchDir(prefix: string): { dir: string; remove(): void } {
   const dir = mkdtempSync(path.join(os.tmpdir(), `lmb-${prefix}-`));

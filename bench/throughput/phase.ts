@@ -15,7 +15,18 @@ import { createHostWorker } from '../../src/workers/host';
 import { workflowsPath } from '../../src/workers/workflow-bundle';
 import { noopActivities } from '../baseline/activities';
 import { BASELINE_ENGINE_QUEUE, baselineHostQueue } from '../baseline/workflows';
-import { bundle, installRuntime, mapLimit, median, MiB, percentile, round, rssOf, sleep } from '../support/common';
+import {
+  bundle,
+  installRuntime,
+  mapLimit,
+  median,
+  MiB,
+  percentile,
+  round,
+  rssOf,
+  sleep,
+  withCauses,
+} from '../support/common';
 
 /**
  * One phase of the throughput benchmark: N merges of 2 disks each across H simulated hosts, all
@@ -225,7 +236,7 @@ async function drive(
                 });
           await handle.result();
         } catch (err) {
-          failures.push(`merge ${i}: ${String(err)}`);
+          failures.push(`merge ${i}: ${withCauses(err)}`);
         }
         const end = Date.now();
         latencies.push(end - started);
