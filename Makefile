@@ -62,7 +62,7 @@ lint: node_modules/.installed
 	npm run --silent lint
 	npm run --silent format:check
 
-# Not part of the test suite: a full run takes about 45 minutes; --quick about 5.
+# Not part of the test suite: a full run takes about 75 minutes; --quick about 5.
 bench: setup
 	npx tsx bench/run.ts $(BENCH_ARGS)
 
