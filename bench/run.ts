@@ -15,7 +15,15 @@ import { guardBench } from './guard';
 import { guestViewBench } from './guest-view';
 import { historyBench } from './history';
 import { overheadBench } from './overhead';
-import { type Bench, type BenchResult, machineInfo, readResult, RESULTS_DIR, writeResult } from './support/common';
+import {
+  type Bench,
+  type BenchResult,
+  machineInfo,
+  readResult,
+  RESULTS_DIR,
+  withCauses,
+  writeResult,
+} from './support/common';
 import { renderTable } from './support/table';
 import { throughputBench } from './throughput';
 
@@ -98,7 +106,7 @@ async function main(): Promise<void> {
       results.push(result);
       log(`wrote ${path.relative(process.cwd(), writeResult(result))}`);
     } catch (err) {
-      const cause = err instanceof Error && err.cause ? `\ncaused by: ${String(err.cause)}` : '';
+      const cause = err instanceof Error && err.cause ? `\ncaused by: ${withCauses(err.cause)}` : '';
       failures.push(`${bench.name}: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}${cause}`);
       log(`${bench.name} FAILED: ${String(err)}`);
     }
